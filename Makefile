@@ -1,0 +1,54 @@
+# gatewayd: `make run` serves examples/gateway.yaml on 127.0.0.1:8080; `make test` runs every test.
+# Both install what the build and the tests need when it is missing (Debian 12, as root).
+
+SWIFT ?= swift
+CONFIG ?= examples/gateway.yaml
+# Debian packages: libsystemd-dev to link libsystemd; pkg-config to find it; curl, wrk and
+# python3 are the real clients the tests drive; procps (pkill, ps) and iproute2 (ss) for checks.
+DEB_PACKAGES := libsystemd-dev pkg-config curl wrk python3 procps iproute2
+
+.PHONY: all deps build release run test check-config benchmark clean format
+
+all: build
+
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release
+
+run: release
+	.build/release/gatewayd --config $(CONFIG)
+
+check-config: build
+	.build/debug/gatewayd check --config $(CONFIG)
+
+# Builds the tests and the executables they start, in release, then runs everything. Release,
+# because that is what users run, and because a debug SwiftNIO asserts (BaseSocketChannel
+# readable0) on the accept race that is inherent to several processes sharing one listening
+# socket: all workers wake, one accepts, the others read nothing. The integration tests find
+# the binaries through GATEWAYD_BIN and GATEWAYCTL_BIN.
+# (`swift test` enables testable imports in release too.) Serial: the real-process tests put
+# wrk at full load on both cores, and timing assertions elsewhere must not run beside them.
+test: deps
+	GATEWAYD_BIN=$(CURDIR)/.build/release/gatewayd GATEWAYCTL_BIN=$(CURDIR)/.build/release/gatewayctl \
+		$(SWIFT) test -c release --no-parallel
+
+benchmark: release
+	benchmarks/reload-under-load.sh
+
+format:
+	$(SWIFT) format --in-place --recursive Sources Tests Package.swift
+
+clean:
+	rm -rf .build

@@ -1,0 +1,106 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import SystemPackage
+
+/// A blocking client of the master's control socket (gatewayctl, tests).
+public struct ControlClient: Sendable {
+    public var socketPath: String
+    /// How long to wait for the answer. A reload waits for ready_timeout at most, plus the
+    /// config read and the switch, so the default leaves room above the 10 s default.
+    public var timeout: Duration
+
+    public init(socketPath: String, timeout: Duration = .seconds(120)) {
+        self.socketPath = socketPath
+        self.timeout = timeout
+    }
+
+    public enum Failure: Error, Sendable, CustomStringConvertible {
+        case connect(SystemCallError)
+        case io(SystemCallError)
+        case badResponse(String)
+
+        public var description: String {
+            switch self {
+            case .connect(let error):
+                if error.errno == .noSuchFileOrDirectory || error.errno == .connectionRefused {
+                    return "\(error) (is gatewayd running?)"
+                }
+                return error.description
+            case .io(let error): return error.description
+            case .badResponse(let text): return "unexpected answer from gatewayd: \(text)"
+            }
+        }
+    }
+
+    public func send(_ request: ControlRequest) throws(Failure) -> ControlResponse {
+        let fd: CInt
+        do {
+            fd = try syscall("socket", on: socketPath) {
+                socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            }
+        } catch {
+            throw .connect(error)
+        }
+        defer { closeDescriptor(fd) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let pathBytes = Array(socketPath.utf8)
+        guard pathBytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+            throw .connect(SystemCallError("connect", on: socketPath, errno: .fileNameTooLong))
+        }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            raw.copyBytes(from: pathBytes)
+            raw[pathBytes.count] = 0
+        }
+        do {
+            try syscall("connect", on: socketPath) {
+                withUnsafePointer(to: &addr) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                    }
+                }
+            }
+        } catch {
+            throw .connect(error)
+        }
+        let (seconds, attoseconds) = timeout.components
+        var tv = timeval(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+
+        let line = request.encodedLine()
+        do {
+            var offset = 0
+            while offset < line.count {
+                offset += try syscall("send", on: socketPath) {
+                    line.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }
+                }
+            }
+            var response: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+            while !response.contains(UInt8(ascii: "\n")) {
+                let n = try syscall("recv", on: socketPath) {
+                    chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                }
+                if n == 0 { break }
+                response.append(contentsOf: chunk.prefix(n))
+            }
+            guard let decoded = try? JSONDecoder().decode(ControlResponse.self, from: Data(response)) else {
+                let text = String(decoding: response.prefix(200), as: UTF8.self)
+                throw Failure.badResponse(text.isEmpty ? "connection closed without an answer" : text)
+            }
+            return decoded
+        } catch let error as SystemCallError {
+            if error.errno == .resourceTemporarilyUnavailable {
+                throw .io(SystemCallError("recv", on: "\(socketPath) (no answer within \(timeout))", errno: error.errno))
+            }
+            throw .io(error)
+        } catch let error as Failure {
+            throw error
+        } catch {
+            throw .badResponse("\(error)")
+        }
+    }
+}

@@ -1,0 +1,182 @@
+// The control protocol between gatewayctl (or any client) and the master, version 1.
+//
+// Transport: a Unix stream socket (default path `ControlProtocol.defaultSocketPath`), mode
+// 0600; the master also checks the peer's uid with SO_PEERCRED (same uid or root).
+// Framing: JSON lines. The client speaks first: one request line, at most
+// `maximumRequestLength` bytes. The master answers with one response line and closes.
+// A `reload` with `"wait": true` is answered when the reload has ended, which may take up to
+// ready_timeout plus the time to read the config.
+//
+// Requests:   {"version":1,"command":"status"}
+//             {"version":1,"command":"reload","wait":true}
+//             {"version":1,"command":"stop","now":false}
+// Responses:  {"ok":true, ...command-specific fields}
+//             {"ok":false,"error":"what went wrong","details":["gateway.yaml:3:5: ..."]}
+
+import Foundation
+
+public enum ControlProtocol {
+    public static let version = 1
+    /// Under /run, as systemd's RuntimeDirectory=gatewayd makes it.
+    public static let defaultSocketPath = "/run/gatewayd/control.sock"
+    public static let socketEnvironmentVariable = "GATEWAYD_SOCKET"
+    /// A request is a few dozen bytes; anything near this is garbage or hostile.
+    public static let maximumRequestLength = 64 * 1024
+}
+
+public struct ControlRequest: Codable, Sendable, Equatable {
+    public enum Command: String, Codable, Sendable {
+        case status, reload, stop
+    }
+    public var version: Int
+    public var command: Command
+    /// reload: wait for the outcome (default true).
+    public var wait: Bool?
+    /// stop: skip the drain.
+    public var now: Bool?
+
+    public init(command: Command, wait: Bool? = nil, now: Bool? = nil) {
+        self.version = ControlProtocol.version
+        self.command = command
+        self.wait = wait
+        self.now = now
+    }
+}
+
+/// How long each phase of a reload took, in milliseconds.
+public struct ReloadTimings: Codable, Sendable, Equatable {
+    public var validateMs: Double
+    public var bindMs: Double
+    public var spawnMs: Double
+    public var readyMs: Double
+    public var switchMs: Double
+    public var totalMs: Double
+
+    public init(validateMs: Double, bindMs: Double, spawnMs: Double, readyMs: Double, switchMs: Double, totalMs: Double) {
+        self.validateMs = validateMs
+        self.bindMs = bindMs
+        self.spawnMs = spawnMs
+        self.readyMs = readyMs
+        self.switchMs = switchMs
+        self.totalMs = totalMs
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case validateMs = "validate_ms", bindMs = "bind_ms", spawnMs = "spawn_ms", readyMs = "ready_ms",
+            switchMs = "switch_ms", totalMs = "total_ms"
+    }
+}
+
+public struct StatusReport: Codable, Sendable, Equatable {
+    public struct Worker: Codable, Sendable, Equatable {
+        public var index: Int
+        public var pid: Int32
+        public var state: String
+        public var connections: Int
+        public var restarts: Int
+        public init(index: Int, pid: Int32, state: String, connections: Int, restarts: Int) {
+            self.index = index
+            self.pid = pid
+            self.state = state
+            self.connections = connections
+            self.restarts = restarts
+        }
+    }
+    public struct Generation: Codable, Sendable, Equatable {
+        public var id: Int
+        public var state: String
+        public var startedAt: Double
+        public var workers: [Worker]
+        public init(id: Int, state: String, startedAt: Double, workers: [Worker]) {
+            self.id = id
+            self.state = state
+            self.startedAt = startedAt
+            self.workers = workers
+        }
+        enum CodingKeys: String, CodingKey { case id, state, startedAt = "started_at", workers }
+    }
+    public struct Listener: Codable, Sendable, Equatable {
+        public var name: String
+        public var address: String
+        public var fd: Int32
+        public var origin: String
+        public init(name: String, address: String, fd: Int32, origin: String) {
+            self.name = name
+            self.address = address
+            self.fd = fd
+            self.origin = origin
+        }
+    }
+    public var masterPid: Int32
+    public var state: String
+    public var configPath: String
+    public var reloadPhase: String
+    public var reloads: Int
+    public var failedReloads: Int
+    public var generations: [Generation]
+    public var listeners: [Listener]
+
+    public init(
+        masterPid: Int32, state: String, configPath: String, reloadPhase: String, reloads: Int, failedReloads: Int,
+        generations: [Generation], listeners: [Listener]
+    ) {
+        self.masterPid = masterPid
+        self.state = state
+        self.configPath = configPath
+        self.reloadPhase = reloadPhase
+        self.reloads = reloads
+        self.failedReloads = failedReloads
+        self.generations = generations
+        self.listeners = listeners
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case masterPid = "master_pid", state, configPath = "config_path", reloadPhase = "reload_phase", reloads,
+            failedReloads = "failed_reloads", generations, listeners
+    }
+}
+
+public struct ControlResponse: Codable, Sendable, Equatable {
+    public var ok: Bool
+    public var error: String?
+    public var details: [String]?
+    /// reload: the generation now serving.
+    public var generation: Int?
+    public var timings: ReloadTimings?
+    /// reload --no-wait: accepted, outcome not known yet.
+    public var accepted: Bool?
+    public var status: StatusReport?
+
+    public init(
+        ok: Bool, error: String? = nil, details: [String]? = nil, generation: Int? = nil, timings: ReloadTimings? = nil,
+        accepted: Bool? = nil, status: StatusReport? = nil
+    ) {
+        self.ok = ok
+        self.error = error
+        self.details = details
+        self.generation = generation
+        self.timings = timings
+        self.accepted = accepted
+        self.status = status
+    }
+
+    public static func failure(_ error: String, details: [String]? = nil) -> ControlResponse {
+        ControlResponse(ok: false, error: error, details: details)
+    }
+}
+
+extension ControlRequest {
+    public func encodedLine() -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return [UInt8]((try? encoder.encode(self)) ?? Data()) + [UInt8(ascii: "\n")]
+    }
+}
+
+extension ControlResponse {
+    public func encodedLine() -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return [UInt8]((try? encoder.encode(self)) ?? Data()) + [UInt8(ascii: "\n")]
+    }
+}

@@ -1,0 +1,189 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CGatewayShim
+import Synchronization
+
+/// One end of a master⇄worker socketpair, speaking `HandoffProtocol` with blocking I/O.
+///
+/// Owns its fd. Sends may come from any thread (serialized by a lock); receives must come from
+/// one thread at a time, which in both processes is a dedicated reader thread, never the
+/// Swift concurrency pool.
+public final class HandoffChannel: Sendable {
+    public let descriptor: CInt
+    private let sendLock = Mutex(())
+    private let receiveState = Mutex(ReceiveState())
+    private let closed = Atomic<Bool>(false)
+
+    private struct ReceiveState: ~Copyable {
+        var buffer: [UInt8] = []
+        /// Fds received but not yet claimed by a `listeners` frame, in arrival order.
+        var descriptors: [CInt] = []
+    }
+
+    public init(descriptor: CInt) {
+        self.descriptor = descriptor
+    }
+
+    /// A connected socketpair, both ends CLOEXEC. `.0` is the master's end.
+    public static func makePair() throws(SystemCallError) -> (master: HandoffChannel, workerEnd: CInt) {
+        var fds: [CInt] = [-1, -1]
+        try syscall("socketpair") {
+            socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds)
+        }
+        return (HandoffChannel(descriptor: fds[0]), fds[1])
+    }
+
+    /// Sends one message. A `listeners` message must come with exactly its fds.
+    public func send(_ message: HandoffMessage, descriptors: [CInt] = []) throws(SystemCallError) {
+        precondition(descriptors.count == message.descriptorCount, "\(message.type) frame with \(descriptors.count) fds")
+        precondition(descriptors.count <= HandoffProtocol.maximumDescriptorsPerFrame)
+        let frame = message.encodeFrame()
+        try sendLock.withLock { (_) throws(SystemCallError) in
+            var offset = 0
+            var fdsToSend = descriptors
+            while offset < frame.count {
+                let sent = try syscall("sendmsg", on: "handoff channel fd \(descriptor)") {
+                    frame.withUnsafeBytes { raw in
+                        fdsToSend.withUnsafeBufferPointer { fdPtr in
+                            gw_sendmsg_fds(
+                                descriptor, raw.baseAddress! + offset, raw.count - offset, fdPtr.baseAddress,
+                                CInt(fdPtr.count))
+                        }
+                    }
+                }
+                offset += sent
+                // The fds went with the first byte; never send them twice.
+                fdsToSend = []
+            }
+        }
+    }
+
+    /// Blocks until a whole frame arrives. Returns `nil` at end of file (the peer is gone).
+    /// A protocol violation closes every fd that came with it and throws.
+    public func receive() throws(HandoffChannelError) -> (message: HandoffMessage, descriptors: [CInt])? {
+        try receiveState.withLock { (state) throws(HandoffChannelError) in
+            while true {
+                if let frame = try Self.extractFrame(&state) {
+                    return frame
+                }
+                var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+                var fds = [CInt](repeating: -1, count: HandoffProtocol.maximumDescriptorsPerFrame)
+                var nfds: CInt = 0
+                var truncated: CInt = 0
+                let n: Int
+                do throws(SystemCallError) {
+                    n = try syscall("recvmsg", on: "handoff channel fd \(descriptor)") {
+                        chunk.withUnsafeMutableBytes { raw in
+                            gw_recvmsg_fds(descriptor, raw.baseAddress, raw.count, &fds, CInt(fds.count), &nfds, &truncated)
+                        }
+                    }
+                } catch {
+                    throw .system(error)
+                }
+                state.descriptors.append(contentsOf: fds.prefix(Int(nfds)))
+                if truncated != 0 {
+                    Self.discard(&state)
+                    throw .protocolViolation(HandoffProtocolError("control data truncated (too many fds in one message)"))
+                }
+                if n == 0 {
+                    let leftover = state.buffer.count
+                    Self.discard(&state)
+                    if leftover > 0 {
+                        throw .protocolViolation(HandoffProtocolError("end of file inside a frame (\(leftover) bytes)"))
+                    }
+                    return nil
+                }
+                state.buffer.append(contentsOf: chunk.prefix(n))
+            }
+        }
+    }
+
+    private static func extractFrame(
+        _ state: inout ReceiveState
+    ) throws(HandoffChannelError) -> (message: HandoffMessage, descriptors: [CInt])? {
+        guard state.buffer.count >= 4 else { return nil }
+        let length =
+            Int(state.buffer[0]) << 24 | Int(state.buffer[1]) << 16 | Int(state.buffer[2]) << 8 | Int(state.buffer[3])
+        guard length > 0, length <= HandoffProtocol.maximumFrameLength else {
+            discard(&state)
+            throw .protocolViolation(HandoffProtocolError("frame length \(length) out of range"))
+        }
+        guard state.buffer.count >= 4 + length else { return nil }
+        let message: HandoffMessage
+        do {
+            message = try HandoffMessage.decode(payload: state.buffer[4..<(4 + length)])
+        } catch {
+            discard(&state)
+            throw .protocolViolation(error)
+        }
+        state.buffer.removeFirst(4 + length)
+        // Fds arrive with the recvmsg that reads the first byte of their frame, and one
+        // recvmsg may also return frames sent before it. So pending fds belong to the next
+        // frame that wants some; once nothing more is buffered, no later frame can own them.
+        let wanted = message.descriptorCount
+        guard state.descriptors.count >= wanted else {
+            let got = state.descriptors.count
+            discard(&state)
+            throw .protocolViolation(HandoffProtocolError("\(message.type) frame names \(wanted) fds, \(got) arrived"))
+        }
+        let fds = Array(state.descriptors.prefix(wanted))
+        state.descriptors.removeFirst(wanted)
+        if !state.descriptors.isEmpty && state.buffer.isEmpty {
+            let extra = state.descriptors.count
+            for fd in fds { closeDescriptor(fd) }
+            discard(&state)
+            throw .protocolViolation(HandoffProtocolError("\(extra) fds arrived that no frame may carry (after \(message.type))"))
+        }
+        return (message, fds)
+    }
+
+    private static func discard(_ state: inout ReceiveState) {
+        for fd in state.descriptors { closeDescriptor(fd) }
+        state.descriptors.removeAll()
+        state.buffer.removeAll()
+    }
+
+    /// shutdown(2) both ways: wakes a reader blocked in `receive()` (it sees end of file)
+    /// without closing the fd under it.
+    public func shutdown() {
+        _ = Glibc.shutdown(descriptor, Int32(SHUT_RDWR))
+    }
+
+    /// Closes the fd. Call once, after the reader thread is done with it.
+    public func close() {
+        if closed.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged {
+            closeDescriptor(descriptor)
+        }
+    }
+}
+
+public enum HandoffChannelError: Error, Sendable, CustomStringConvertible {
+    case system(SystemCallError)
+    case protocolViolation(HandoffProtocolError)
+
+    public var description: String {
+        switch self {
+        case .system(let error): return error.description
+        case .protocolViolation(let error): return "handoff protocol: \(error.description)"
+        }
+    }
+}
+
+extension HandoffChannel {
+    /// The master's side of the handoff: hello, the listener fds in batches of at most 253, start.
+    public func sendHandoff(hello: HandoffMessage.Hello, listeners: [(name: String, fd: CInt, backlog: Int32)])
+        throws(SystemCallError)
+    {
+        try send(.hello(hello))
+        var index = 0
+        while index < listeners.count {
+            let batch = listeners[index..<min(index + HandoffProtocol.maximumDescriptorsPerFrame, listeners.count)]
+            try send(
+                .listeners(.init(names: batch.map(\.name), backlogs: batch.map(\.backlog))),
+                descriptors: batch.map(\.fd))
+            index += batch.count
+        }
+        try send(.start(listenerCount: listeners.count))
+    }
+}

@@ -1,0 +1,199 @@
+// The master ⇄ worker handoff protocol, version 1.
+//
+// Transport: one private AF_UNIX SOCK_STREAM socketpair per worker, made by the master just
+// before it spawns the worker. The worker's end is its fd 3 (HandoffProtocol.workerDescriptor);
+// nothing else of the master's reaches the worker (posix_spawn closes fds 4 and up).
+//
+// Framing: every frame is a 4-byte big-endian length N (1 ≤ N ≤ maximumFrameLength) followed by
+// N bytes of UTF-8 JSON: one object whose "type" names the message. Nothing else is on the wire.
+//
+// File descriptors: only a `listeners` frame may carry fds, attached by SCM_RIGHTS to the
+// sendmsg that carries the frame, at most 253 per frame (Linux's per-message limit, measured),
+// in the same order as the frame's `names`. The receiver collects fds from every recvmsg in
+// arrival order and assigns them to the `listeners` frame when it is decoded; a frame that
+// arrives with fds it may not carry, or a count that does not match, is a protocol error and
+// the fds are closed. Received fds are CLOEXEC (MSG_CMSG_CLOEXEC).
+//
+// Who speaks first: the master. It writes, without waiting for anything:
+//   hello{version, generation, worker, config_path, config}   then
+//   listeners{names, backlogs} + fds   (as many frames as 253-fd batches need)   then
+//   start{listener_count}
+// The worker checks `version` (a mismatch: `failed` and exit), parses the config bytes (never
+// the file), serves on exactly the fds it got, and answers `ready` or `failed{reason}`.
+// After that the worker sends `connections{count}` when its count changes (rate-limited), and
+// the master may send `drain`; the worker answers `draining` once it has stopped accepting
+// (its copies of the listening sockets are closed) and exits when its last connection is gone.
+// End of file on either side means the peer is gone: a worker whose master vanished drains
+// and exits; a master that sees a worker's channel close reaps the worker.
+//
+// Any change to this file's frames or rules bumps `version`.
+
+import Foundation
+
+public enum HandoffProtocol {
+    public static let version = 1
+    /// The worker's end of the channel, where posix_spawn puts it.
+    public static let workerDescriptor: CInt = 3
+    /// Large enough for a config of ConfigLoader's 1 MiB cap in base64, small enough that a
+    /// corrupt length cannot make the reader allocate gigabytes.
+    public static let maximumFrameLength = 4 * 1024 * 1024
+    /// Linux refuses a 254th fd in one SCM_RIGHTS message (EINVAL, measured).
+    public static let maximumDescriptorsPerFrame = 253
+}
+
+public enum HandoffMessage: Sendable, Equatable {
+    // master → worker
+    case hello(Hello)
+    case listeners(ListenerBatch)
+    case start(listenerCount: Int)
+    case drain
+    // worker → master
+    case ready(pid: Int32)
+    case failed(reason: String)
+    case connections(count: Int)
+    case draining
+
+    public struct Hello: Sendable, Equatable, Codable {
+        public var version: Int
+        public var generation: Int
+        public var worker: Int
+        public var configPath: String
+        /// The exact bytes the master validated, base64 so any byte survives JSON.
+        public var config: [UInt8]
+
+        public init(version: Int = HandoffProtocol.version, generation: Int, worker: Int, configPath: String, config: [UInt8]) {
+            self.version = version
+            self.generation = generation
+            self.worker = worker
+            self.configPath = configPath
+            self.config = config
+        }
+    }
+
+    public struct ListenerBatch: Sendable, Equatable, Codable {
+        public var names: [String]
+        public var backlogs: [Int32]
+        public init(names: [String], backlogs: [Int32]) {
+            self.names = names
+            self.backlogs = backlogs
+        }
+    }
+
+    public var type: String {
+        switch self {
+        case .hello: return "hello"
+        case .listeners: return "listeners"
+        case .start: return "start"
+        case .drain: return "drain"
+        case .ready: return "ready"
+        case .failed: return "failed"
+        case .connections: return "connections"
+        case .draining: return "draining"
+        }
+    }
+
+    /// How many fds must travel with this frame.
+    public var descriptorCount: Int {
+        if case .listeners(let batch) = self { return batch.names.count }
+        return 0
+    }
+}
+
+public struct HandoffProtocolError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+// MARK: - Encoding
+
+extension HandoffMessage {
+    private struct Wire: Codable {
+        var type: String
+        var version: Int?
+        var generation: Int?
+        var worker: Int?
+        var config_path: String?
+        var config: String?
+        var names: [String]?
+        var backlogs: [Int32]?
+        var listener_count: Int?
+        var pid: Int32?
+        var reason: String?
+        var count: Int?
+    }
+
+    /// The whole frame: length prefix and JSON.
+    public func encodeFrame() -> [UInt8] {
+        var wire = Wire(type: type)
+        switch self {
+        case .hello(let hello):
+            wire.version = hello.version
+            wire.generation = hello.generation
+            wire.worker = hello.worker
+            wire.config_path = hello.configPath
+            wire.config = Data(hello.config).base64EncodedString()
+        case .listeners(let batch):
+            wire.names = batch.names
+            wire.backlogs = batch.backlogs
+        case .start(let count):
+            wire.listener_count = count
+        case .ready(let pid):
+            wire.pid = pid
+        case .failed(let reason):
+            wire.reason = reason
+        case .connections(let count):
+            wire.count = count
+        case .drain, .draining:
+            break
+        }
+        let json = (try? JSONEncoder().encode(wire)) ?? Data()
+        let length = UInt32(json.count)
+        var frame: [UInt8] = [
+            UInt8(truncatingIfNeeded: length >> 24), UInt8(truncatingIfNeeded: length >> 16),
+            UInt8(truncatingIfNeeded: length >> 8), UInt8(truncatingIfNeeded: length),
+        ]
+        frame.append(contentsOf: json)
+        return frame
+    }
+
+    /// Decodes one frame's JSON payload (without the length prefix).
+    public static func decode(payload: some Collection<UInt8>) throws(HandoffProtocolError) -> HandoffMessage {
+        let wire: Wire
+        do {
+            wire = try JSONDecoder().decode(Wire.self, from: Data(payload))
+        } catch {
+            throw HandoffProtocolError("malformed frame: \(error)")
+        }
+        func require<T>(_ value: T?, _ field: String) throws(HandoffProtocolError) -> T {
+            guard let value else { throw HandoffProtocolError("\(wire.type) frame without '\(field)'") }
+            return value
+        }
+        switch wire.type {
+        case "hello":
+            guard let config = Data(base64Encoded: try require(wire.config, "config")) else {
+                throw HandoffProtocolError("hello frame: config is not base64")
+            }
+            return .hello(
+                Hello(
+                    version: try require(wire.version, "version"), generation: try require(wire.generation, "generation"),
+                    worker: try require(wire.worker, "worker"), configPath: try require(wire.config_path, "config_path"),
+                    config: [UInt8](config)))
+        case "listeners":
+            let names = try require(wire.names, "names")
+            let backlogs = try require(wire.backlogs, "backlogs")
+            guard names.count == backlogs.count, !names.isEmpty,
+                names.count <= HandoffProtocol.maximumDescriptorsPerFrame
+            else {
+                throw HandoffProtocolError("listeners frame: \(names.count) names, \(backlogs.count) backlogs")
+            }
+            return .listeners(ListenerBatch(names: names, backlogs: backlogs))
+        case "start": return .start(listenerCount: try require(wire.listener_count, "listener_count"))
+        case "drain": return .drain
+        case "ready": return .ready(pid: try require(wire.pid, "pid"))
+        case "failed": return .failed(reason: try require(wire.reason, "reason"))
+        case "connections": return .connections(count: try require(wire.count, "count"))
+        case "draining": return .draining
+        default: throw HandoffProtocolError("unknown frame type '\(wire.type)'")
+        }
+    }
+}

@@ -1,0 +1,102 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CGatewayShim
+import SystemPackage
+
+/// A process started by the master with a handoff channel as its fd 3.
+public struct SpawnedProcess: Sendable {
+    public var pid: pid_t
+    public var channel: HandoffChannel
+
+    public init(pid: pid_t, channel: HandoffChannel) {
+        self.pid = pid
+        self.channel = channel
+    }
+}
+
+/// Starts, signals and reaps worker processes. A protocol so the reload state machine can be
+/// tested with in-process fake workers as well as with real ones.
+public protocol ProcessSpawning: Sendable {
+    func spawn(arguments: [String], environment: [String]) throws(SystemCallError) -> SpawnedProcess
+    /// kill(2).
+    func signal(_ signal: CInt, to pid: pid_t)
+    /// Blocks until the process has exited, and reaps it.
+    func waitForExit(pid: pid_t) -> ExitStatus
+}
+
+extension ProcessSpawning {
+    public func signal(_ signal: CInt, to pid: pid_t) {
+        _ = kill(pid, signal)
+    }
+
+    public func waitForExit(pid: pid_t) -> ExitStatus {
+        (try? GatewayCore.waitForExit(pid: pid)) ?? .exited(-1)
+    }
+}
+
+/// posix_spawn of an executable with a fresh socketpair as the child's fd 3 and nothing else
+/// inherited (closefrom(4)), signal mask and dispositions reset.
+///
+/// Foundation's `Process` is not used: it leaks one of its own sockets into every child and
+/// cannot pass extra fds (measured); swift-subprocess 1.0.2 cannot pass extra fds on Linux.
+public struct ProcessSpawner: ProcessSpawning {
+    public var executable: String
+
+    /// `/proc/self/exe` names the master's own binary even after a package upgrade replaced
+    /// the file on disk, so master and workers always speak the same protocol version.
+    public init(executable: String = "/proc/self/exe") {
+        self.executable = executable
+    }
+
+    public func spawn(arguments: [String], environment: [String]) throws(SystemCallError) -> SpawnedProcess {
+        let (channel, workerEnd) = try HandoffChannel.makePair()
+        defer { closeDescriptor(workerEnd) }
+        var pid: pid_t = 0
+        let argv = arguments.map { strdup($0) } + [nil]
+        let envp = environment.map { strdup($0) } + [nil]
+        defer {
+            for p in argv { free(p) }
+            for p in envp { free(p) }
+        }
+        let rc = gw_spawn_worker(&pid, executable, argv, envp, workerEnd)
+        if rc != 0 {
+            channel.close()
+            throw SystemCallError("posix_spawn", on: executable, errno: Errno(rawValue: rc))
+        }
+        return SpawnedProcess(pid: pid, channel: channel)
+    }
+}
+
+/// How a child ended, from waitpid's status.
+public enum ExitStatus: Sendable, Equatable, CustomStringConvertible {
+    case exited(Int32)
+    case signaled(Int32)
+
+    public init(waitStatus status: Int32) {
+        // WIFEXITED / WEXITSTATUS / WTERMSIG are macros Swift does not import.
+        if status & 0x7f == 0 {
+            self = .exited((status >> 8) & 0xff)
+        } else {
+            self = .signaled(status & 0x7f)
+        }
+    }
+
+    public var isSuccess: Bool { self == .exited(0) }
+
+    public var description: String {
+        switch self {
+        case .exited(let code): return "exited with status \(code)"
+        case .signaled(let signal):
+            let name = strsignal(signal).map { String(cString: $0) } ?? "signal \(signal)"
+            return "killed by signal \(signal) (\(name))"
+        }
+    }
+}
+
+/// Blocking waitpid(2) for one child, retrying EINTR.
+public func waitForExit(pid: pid_t) throws(SystemCallError) -> ExitStatus {
+    var status: Int32 = 0
+    try syscall("waitpid", on: "pid \(pid)") { waitpid(pid, &status, 0) }
+    return ExitStatus(waitStatus: status)
+}

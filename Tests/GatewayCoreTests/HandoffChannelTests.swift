@@ -1,0 +1,139 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CGatewayShim
+import Foundation
+import GatewayCore
+import Testing
+
+@Suite("Handoff protocol", .timeLimit(.minutes(1)))
+struct HandoffChannelTests {
+    private func pair() throws -> (HandoffChannel, HandoffChannel) {
+        let (master, workerEnd) = try HandoffChannel.makePair()
+        return (master, HandoffChannel(descriptor: workerEnd))
+    }
+
+    @Test("every message survives a round trip")
+    func roundTrip() throws {
+        let (a, b) = try pair()
+        defer { a.close(); b.close() }
+        let messages: [HandoffMessage] = [
+            .hello(.init(generation: 7, worker: 1, configPath: "/etc/g.yaml", config: Array("a: \u{0}\u{ff}".utf8) + [0xff, 0])),
+            .start(listenerCount: 0), .drain, .ready(pid: 42), .failed(reason: "no"), .connections(count: 3), .draining,
+        ]
+        for message in messages {
+            try a.send(message)
+            let received = try #require(try b.receive())
+            #expect(received.message == message)
+            #expect(received.descriptors.isEmpty)
+        }
+    }
+
+    @Test("300 listening fds cross in batches of at most 253, in order, CLOEXEC")
+    func manyDescriptors() throws {
+        let (master, worker) = try pair()
+        defer { master.close(); worker.close() }
+        var sockets: [(name: String, fd: CInt, backlog: Int32)] = []
+        for i in 0..<300 {
+            let fd = try ListeningSocket.bind(try ListenerAddress(parsing: "127.0.0.1:0"), backlog: 16)
+            sockets.append((name: "l\(i)", fd: fd, backlog: Int32(100 + i)))
+        }
+        defer { for s in sockets { closeDescriptor(s.fd) } }
+        // The sender blocks once the socket buffer is full; send from another thread.
+        let sent = DispatchSemaphore(value: 0)
+        let hello = HandoffMessage.Hello(generation: 1, worker: 0, configPath: "x", config: [1, 2, 3])
+        let toSend = sockets
+        Thread.detachNewThread {
+            try? master.sendHandoff(hello: hello, listeners: toSend)
+            sent.signal()
+        }
+        guard case .hello = try #require(try worker.receive()).message else {
+            Issue.record("expected hello")
+            return
+        }
+        var received: [(String, CInt, Int32)] = []
+        var batches: [Int] = []
+        while true {
+            let (message, fds) = try #require(try worker.receive())
+            if case .listeners(let batch) = message {
+                batches.append(fds.count)
+                for (i, fd) in fds.enumerated() { received.append((batch.names[i], fd, batch.backlogs[i])) }
+            } else if case .start(let count) = message {
+                #expect(count == 300)
+                break
+            }
+        }
+        sent.wait()
+        #expect(batches == [253, 47])
+        #expect(received.count == 300)
+        for (i, (name, fd, backlog)) in received.enumerated() {
+            #expect(name == "l\(i)")
+            #expect(backlog == Int32(100 + i))
+            // The same socket: same bound address as the original.
+            #expect(try ListeningSocket.localAddress(fd: fd) == (try ListeningSocket.localAddress(fd: sockets[i].fd)))
+            #expect(fcntl(fd, F_GETFD) & FD_CLOEXEC != 0, "received fd \(fd) is not CLOEXEC")
+            closeDescriptor(fd)
+        }
+    }
+
+    @Test("end of file is reported as nil, not an error")
+    func endOfFile() throws {
+        let (a, b) = try pair()
+        defer { b.close() }
+        a.close()
+        #expect(try b.receive() == nil)
+    }
+
+    @Test("a frame with a corrupt length is a protocol violation")
+    func corruptLength() throws {
+        let (a, b) = try pair()
+        defer { a.close(); b.close() }
+        let garbage: [UInt8] = [0xff, 0xff, 0xff, 0xff, 1, 2, 3]
+        _ = garbage.withUnsafeBytes { write(a.descriptor, $0.baseAddress, $0.count) }
+        #expect(throws: HandoffChannelError.self) { try b.receive() }
+    }
+
+    @Test("an unknown frame type is a protocol violation naming it")
+    func unknownType() throws {
+        let (a, b) = try pair()
+        defer { a.close(); b.close() }
+        let json = Array(#"{"type":"launch_missiles"}"#.utf8)
+        let frame = [0, 0, 0, UInt8(json.count)] + json
+        _ = frame.withUnsafeBytes { write(a.descriptor, $0.baseAddress, $0.count) }
+        do {
+            _ = try b.receive()
+            Issue.record("expected an error")
+        } catch {
+            #expect("\(error)".contains("launch_missiles"))
+        }
+    }
+}
+
+@Suite("Handoff protocol violations", .timeLimit(.minutes(1)))
+struct HandoffViolationTests {
+    @Test("fds attached to a frame that may not carry any are refused and closed")
+    func fdsOnWrongFrame() throws {
+        let (a, workerEnd) = try HandoffChannel.makePair()
+        let b = HandoffChannel(descriptor: workerEnd)
+        defer { a.close(); b.close() }
+        var pipeFDs: [CInt] = [-1, -1]
+        #expect(pipe(&pipeFDs) == 0)
+        defer { closeDescriptor(pipeFDs[0]) }
+        let frame = HandoffMessage.drain.encodeFrame()
+        var one = pipeFDs[1]
+        let sent = frame.withUnsafeBytes { raw in
+            gw_sendmsg_fds(a.descriptor, raw.baseAddress!, raw.count, &one, 1)
+        }
+        #expect(sent == frame.count)
+        closeDescriptor(pipeFDs[1])
+        do {
+            _ = try b.receive()
+            Issue.record("a drain frame with an fd was accepted")
+        } catch {
+            #expect("\(error)".contains("no frame may carry"), "\(error)")
+        }
+        // The smuggled fd was closed by the receiver: the pipe's read end sees end of file.
+        var byte: UInt8 = 0
+        #expect(read(pipeFDs[0], &byte, 1) == 0)
+    }
+}
