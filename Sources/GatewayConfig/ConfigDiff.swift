@@ -1,0 +1,114 @@
+/// A listener whose name stayed but whose address changed: the master binds the new address
+/// and stops handing out the old socket.
+public struct ListenerChange: Sendable, Equatable {
+    public var old: ListenerConfig
+    public var new: ListenerConfig
+
+    public init(old: ListenerConfig, new: ListenerConfig) {
+        self.old = old
+        self.new = new
+    }
+
+    public var name: String { new.name }
+}
+
+/// What a reload from `old` to `new` changes. Listeners are matched by name, because the name
+/// is what a socket is known by across generations (and by systemd's FileDescriptorName=).
+public struct ConfigDiff: Sendable, Equatable, CustomStringConvertible {
+    /// In `new`'s order.
+    public var addedListeners: [ListenerConfig]
+    /// In `old`'s order.
+    public var removedListeners: [ListenerConfig]
+    /// In `new`'s order.
+    public var rebindListeners: [ListenerChange]
+    /// Same name and address, in `new`'s order, as configured in `new`. A backlog change alone
+    /// keeps the socket (it is listed in `changedSettings`).
+    public var keptListeners: [ListenerConfig]
+    /// One line per changed setting, e.g. `workers 2 -> 4`, `drain_timeout 30s -> 10s`,
+    /// `routes: 1 added (x), 1 removed (y), 2 changed (a, b)`.
+    public var changedSettings: [String]
+
+    public init(from old: GatewayConfiguration, to new: GatewayConfiguration) {
+        let oldByName = Dictionary(old.listeners.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        let newNames = Set(new.listeners.map(\.name))
+
+        addedListeners = []
+        rebindListeners = []
+        keptListeners = []
+        var backlogChanges: [String] = []
+        for listener in new.listeners {
+            guard let previous = oldByName[listener.name] else {
+                addedListeners.append(listener)
+                continue
+            }
+            if previous.address != listener.address {
+                rebindListeners.append(ListenerChange(old: previous, new: listener))
+            } else {
+                keptListeners.append(listener)
+                if previous.backlog != listener.backlog {
+                    backlogChanges.append("listener '\(listener.name)' backlog \(previous.backlog) -> \(listener.backlog)")
+                }
+            }
+        }
+        removedListeners = old.listeners.filter { !newNames.contains($0.name) }
+
+        var settings: [String] = []
+        func note<T: Equatable>(_ key: String, _ a: T, _ b: T, _ show: (T) -> String) {
+            if a != b { settings.append("\(key) \(show(a)) -> \(show(b))") }
+        }
+        note("workers", old.workers, new.workers) { $0.map(String.init) ?? "auto" }
+        note("drain_timeout", old.drainTimeout, new.drainTimeout, DurationText.format)
+        note("ready_timeout", old.readyTimeout, new.readyTimeout, DurationText.format)
+        note("max_draining_generations", old.maxDrainingGenerations, new.maxDrainingGenerations) { String($0) }
+        note("control_socket", old.controlSocket, new.controlSocket) { $0 ?? "default" }
+        settings += backlogChanges
+        if let routes = ConfigDiff.routeChanges(from: old.routes, to: new.routes) {
+            settings.append(routes)
+        }
+        changedSettings = settings
+    }
+
+    /// Kept listeners do not count: a reload that keeps every socket and changes nothing else
+    /// is empty.
+    public var isEmpty: Bool {
+        addedListeners.isEmpty && removedListeners.isEmpty && rebindListeners.isEmpty && changedSettings.isEmpty
+    }
+
+    /// One line for the reload log, e.g.
+    /// `listeners: +api [::]:8443, -old, web 127.0.0.1:8080 -> 0.0.0.0:8080; workers 2 -> 4`.
+    public var description: String {
+        if isEmpty { return "no changes" }
+        var listenerParts: [String] = []
+        listenerParts += addedListeners.map { "+\($0.name) \($0.address)" }
+        listenerParts += removedListeners.map { "-\($0.name)" }
+        listenerParts += rebindListeners.map { "\($0.name) \($0.old.address) -> \($0.new.address)" }
+        var parts: [String] = []
+        if !listenerParts.isEmpty {
+            parts.append("listeners: " + listenerParts.joined(separator: ", "))
+        }
+        parts += changedSettings
+        return parts.joined(separator: "; ")
+    }
+
+    /// Routes are matched by name. Order counts, because the first matching route wins.
+    private static func routeChanges(from old: [RouteConfig], to new: [RouteConfig]) -> String? {
+        let oldByName = Dictionary(old.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        let newNames = Set(new.map(\.name))
+        let added = new.filter { oldByName[$0.name] == nil }.map(\.name)
+        let removed = old.filter { !newNames.contains($0.name) }.map(\.name)
+        let changed = new.filter { route in oldByName[route.name].map { $0 != route } ?? false }.map(\.name)
+        let oldOrder = old.map(\.name).filter(newNames.contains)
+        let newOrder = new.map(\.name).filter { oldByName[$0] != nil }
+
+        var parts: [String] = []
+        func list(_ names: [String]) -> String {
+            let shown = names.prefix(5).joined(separator: ", ")
+            return names.count > 5 ? "\(shown), ..." : shown
+        }
+        if !added.isEmpty { parts.append("\(added.count) added (\(list(added)))") }
+        if !removed.isEmpty { parts.append("\(removed.count) removed (\(list(removed)))") }
+        if !changed.isEmpty { parts.append("\(changed.count) changed (\(list(changed)))") }
+        if oldOrder != newOrder { parts.append("order changed") }
+        return parts.isEmpty ? nil : "routes: " + parts.joined(separator: ", ")
+    }
+}

@@ -1,0 +1,126 @@
+import GatewayCore
+
+/// A validated gatewayd configuration. Built only by `ConfigLoader`, which guarantees every
+/// invariant stated here (unique names, known references, sane ranges).
+public struct GatewayConfiguration: Sendable, Equatable {
+    /// Worker processes per generation. `nil` in the file means "number of CPUs", resolved by the master.
+    public var workers: Int?
+    /// How long a draining generation may keep connections before the master sends SIGTERM.
+    public var drainTimeout: Duration
+    /// How long a new generation may take until every worker reports ready.
+    public var readyTimeout: Duration
+    /// Generations allowed to drain at once; past that the oldest is stopped early.
+    public var maxDrainingGenerations: Int
+    /// Control socket path; `nil` means the default (see `docs/configuration.md`).
+    public var controlSocket: String?
+    /// In file order. Names are unique.
+    public var listeners: [ListenerConfig]
+    /// In file order: the first match wins.
+    public var routes: [RouteConfig]
+
+    public init(
+        workers: Int? = nil,
+        drainTimeout: Duration = .seconds(30),
+        readyTimeout: Duration = .seconds(10),
+        maxDrainingGenerations: Int = 4,
+        controlSocket: String? = nil,
+        listeners: [ListenerConfig],
+        routes: [RouteConfig]
+    ) {
+        self.workers = workers
+        self.drainTimeout = drainTimeout
+        self.readyTimeout = readyTimeout
+        self.maxDrainingGenerations = maxDrainingGenerations
+        self.controlSocket = controlSocket
+        self.listeners = listeners
+        self.routes = routes
+    }
+
+    public static let defaultDrainTimeout: Duration = .seconds(30)
+    public static let defaultReadyTimeout: Duration = .seconds(10)
+    public static let defaultMaxDrainingGenerations = 4
+}
+
+public struct ListenerConfig: Sendable, Equatable {
+    /// Unique; the key for handoff to workers and for systemd's FileDescriptorName=.
+    public var name: String
+    public var address: ListenerAddress
+    /// listen(2) backlog; the kernel caps it at net.core.somaxconn.
+    public var backlog: Int32
+
+    /// 4096 is Linux's default somaxconn since 5.4; a deep queue is what keeps
+    /// connections waiting (not refused) while generations change.
+    public static let defaultBacklog: Int32 = 4096
+
+    public init(name: String, address: ListenerAddress, backlog: Int32 = ListenerConfig.defaultBacklog) {
+        self.name = name
+        self.address = address
+        self.backlog = backlog
+    }
+}
+
+public struct RouteConfig: Sendable, Equatable {
+    public var name: String
+    /// Listener names this route applies to; `nil` means every listener.
+    public var listener: String?
+    public var match: RouteMatch
+    public var action: RouteAction
+
+    public init(name: String, listener: String? = nil, match: RouteMatch, action: RouteAction) {
+        self.name = name
+        self.listener = listener
+        self.match = match
+        self.action = action
+    }
+}
+
+public struct RouteMatch: Sendable, Equatable {
+    /// Matches when the request path starts with this (a plain string prefix, as nginx's `location /x`).
+    public var pathPrefix: String?
+    /// Matches the request path exactly (query string excluded).
+    public var path: String?
+    public var host: HostMatch?
+    /// Upper-case method names; `nil` means any method.
+    public var methods: [String]?
+
+    public init(pathPrefix: String? = nil, path: String? = nil, host: HostMatch? = nil, methods: [String]? = nil) {
+        self.pathPrefix = pathPrefix
+        self.path = path
+        self.host = host
+        self.methods = methods
+    }
+}
+
+public enum HostMatch: Sendable, Equatable {
+    /// Lower-cased host without port.
+    case exact(String)
+    /// `*.example.com` is stored as `.example.com`: matches `a.example.com`, not `example.com`.
+    case suffix(String)
+}
+
+public enum RouteAction: Sendable, Equatable {
+    case directResponse(DirectResponse)
+}
+
+public struct DirectResponse: Sendable, Equatable {
+    public var status: Int
+    /// In file order; names as written.
+    public var headers: [HeaderField]
+    public var body: String
+
+    public init(status: Int, headers: [HeaderField] = [], body: String = "") {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+}
+
+public struct HeaderField: Sendable, Equatable {
+    public var name: String
+    public var value: String
+
+    public init(name: String, value: String) {
+        self.name = name
+        self.value = value
+    }
+}
