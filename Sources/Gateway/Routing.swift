@@ -1,0 +1,308 @@
+import GatewayConfig
+import NIOCore
+import NIOHTTP1
+
+/// A response computed once at start: the three heads a request can need and the body bytes.
+/// Immutable and shared by every connection of every event loop.
+final class PreparedResponse: Sendable {
+    /// HTTP/1.1 keep-alive (no `connection` header: keep-alive is the HTTP/1.1 default).
+    let keepAliveHead: HTTPResponseHead
+    /// For an HTTP/1.0 client that asked for keep-alive: it must be told explicitly.
+    let keepAliveHead10: HTTPResponseHead
+    /// `connection: close`: the request asked for it, or this worker is draining.
+    let closeHead: HTTPResponseHead
+    let body: ByteBuffer
+    /// Name used in logs and tests.
+    let routeName: String
+
+    init(routeName: String, status: Int, headers: [(String, String)], body: String) {
+        let status = HTTPResponseStatus(statusCode: status)
+        var base = HTTPHeaders()
+        var hasServer = false
+        for (name, value) in headers {
+            if name.utf8.count == 6, name.lowercased() == "server" {
+                hasServer = true
+            }
+            base.add(name: name, value: value)
+        }
+        if !hasServer {
+            base.add(name: "server", value: "gatewayd")
+        }
+        let bodyBuffer = ByteBuffer(string: body)
+        // 1xx, 204 and 304 carry no body and no content-length.
+        if status.mayHaveResponseBody {
+            base.add(name: "content-length", value: String(bodyBuffer.readableBytes))
+        }
+        var keepAlive10 = base
+        keepAlive10.add(name: "connection", value: "keep-alive")
+        var close = base
+        close.add(name: "connection", value: "close")
+        self.keepAliveHead = HTTPResponseHead(version: .http1_1, status: status, headers: base)
+        self.keepAliveHead10 = HTTPResponseHead(version: .http1_1, status: status, headers: keepAlive10)
+        self.closeHead = HTTPResponseHead(version: .http1_1, status: status, headers: close)
+        self.body = status.mayHaveResponseBody ? bodyBuffer : ByteBuffer()
+        self.routeName = routeName
+    }
+
+    /// `404 {"error":"no route"}`.
+    static let notFound = PreparedResponse(
+        routeName: "<no route>",
+        status: 404,
+        headers: [("content-type", "application/json")],
+        body: #"{"error":"no route"}"#
+    )
+}
+
+/// One route, compiled: match keys as bytes, so matching a request allocates nothing.
+struct CompiledRoute: Sendable {
+    var pathPrefix: [UInt8]?
+    var exactPath: [UInt8]?
+    var host: CompiledHostMatch?
+    var methods: [HTTPMethod]?
+    var response: PreparedResponse
+}
+
+enum CompiledHostMatch: Sendable {
+    /// Lower-case host, no port.
+    case exact([UInt8])
+    /// Lower-case, starting with a dot: `.example.com`.
+    case suffix([UInt8])
+}
+
+/// The routes that apply to one listener, in config order: the first match wins.
+final class ListenerRouter: Sendable {
+    let listenerName: String
+    let routes: [CompiledRoute]
+    /// Whether any route looks at the Host header; if none does, it is never read.
+    let needsHost: Bool
+
+    init(listenerName: String, routes: [CompiledRoute]) {
+        self.listenerName = listenerName
+        self.routes = routes
+        self.needsHost = routes.contains { $0.host != nil }
+    }
+
+    func route(_ head: HTTPRequestHead) -> PreparedResponse {
+        if self.routes.isEmpty {
+            return PreparedResponse.notFound
+        }
+        let uri = head.uri
+        let path = requestPath(uri)
+        var hostHeader: String?
+        var hostLoaded = false
+        for route in self.routes {
+            if let methods = route.methods, !methods.contains(head.method) {
+                continue
+            }
+            if let exact = route.exactPath, !path.elementsEqual(exact) {
+                continue
+            }
+            if let prefix = route.pathPrefix, !path.starts(with: prefix) {
+                continue
+            }
+            if let hostMatch = route.host {
+                if !hostLoaded {
+                    hostLoaded = true
+                    hostHeader = requestHost(head, absoluteFormURI: uri)
+                }
+                guard let hostHeader, hostMatches(hostMatch, hostHeader) else {
+                    continue
+                }
+            }
+            return route.response
+        }
+        return PreparedResponse.notFound
+    }
+}
+
+/// The path of a request target, query excluded: `/a/b?x=1` → `/a/b`. An absolute-form
+/// target (`http://host/a?x`) yields its path (`/a`), `*` yields `*`.
+func requestPath(_ uriString: String) -> Substring.UTF8View {
+    let uri = uriString.utf8
+    var start = uri.startIndex
+    if let first = uri.first, first != UInt8(ascii: "/"), first != UInt8(ascii: "*") {
+        // absolute-form: skip "scheme://authority".
+        if let schemeEnd = findSchemeSeparator(uri) {
+            let authorityStart = uri.index(schemeEnd, offsetBy: 3)
+            start =
+                uri[authorityStart...].firstIndex(where: {
+                    $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "?")
+                })
+                ?? uri.endIndex
+        }
+    }
+    let end =
+        uri[start...].firstIndex(where: { $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") })
+        ?? uri.endIndex
+    return uriString[start..<end].utf8
+}
+
+/// Index of "://" in `uri`, if it looks like `scheme://`.
+private func findSchemeSeparator(_ uri: String.UTF8View) -> String.UTF8View.Index? {
+    var index = uri.startIndex
+    while index != uri.endIndex {
+        let byte = uri[index]
+        if byte == UInt8(ascii: ":") {
+            let rest = uri[index...]
+            return rest.starts(with: "://".utf8) ? index : nil
+        }
+        if byte == UInt8(ascii: "/") || byte == UInt8(ascii: "?") {
+            return nil
+        }
+        index = uri.index(after: index)
+    }
+    return nil
+}
+
+/// The host a request is for: the authority of an absolute-form target (RFC 9112 §3.2.2), else
+/// the Host header. Not yet lower-cased nor port-stripped: `hostMatches` does both while comparing.
+func requestHost(_ head: HTTPRequestHead, absoluteFormURI uriString: String) -> String? {
+    let uri = uriString.utf8
+    if let first = uri.first, first != UInt8(ascii: "/"), first != UInt8(ascii: "*"),
+        let schemeEnd = findSchemeSeparator(uri)
+    {
+        let authorityStart = uri.index(schemeEnd, offsetBy: 3)
+        let authorityEnd =
+            uri[authorityStart...].firstIndex(where: {
+                $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "?")
+            })
+            ?? uri.endIndex
+        var authority = uriString[authorityStart..<authorityEnd]
+        if let at = authority.lastIndex(of: "@") {
+            authority = authority[authority.index(after: at)...]
+        }
+        return String(authority)
+    }
+    return head.headers.first(name: "host")
+}
+
+/// The host part of a Host header value: port stripped (`a.com:8080` → `a.com`,
+/// `[::1]:80` → `[::1]`), one trailing dot dropped (`a.com.` → `a.com`).
+func hostWithoutPort(_ value: Substring.UTF8View) -> Substring.UTF8View {
+    var host = value
+    if host.first == UInt8(ascii: "[") {
+        if let close = host.firstIndex(of: UInt8(ascii: "]")) {
+            host = host[...close]
+        }
+    } else if let colon = host.lastIndex(of: UInt8(ascii: ":")) {
+        host = host[..<colon]
+    }
+    if host.last == UInt8(ascii: "."), host.count > 1 {
+        host = host.dropLast()
+    }
+    return host
+}
+
+@inline(__always)
+private func asciiLower(_ byte: UInt8) -> UInt8 {
+    (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z")) ? byte | 0x20 : byte
+}
+
+func hostMatches(_ match: CompiledHostMatch, _ hostHeader: String) -> Bool {
+    let host = hostWithoutPort(Substring(hostHeader).utf8)
+    switch match {
+    case .exact(let expected):
+        return host.count == expected.count && zip(host, expected).allSatisfy { asciiLower($0) == $1 }
+    case .suffix(let suffix):
+        // `.example.com` matches `a.example.com`, never `example.com` nor `.example.com`.
+        guard host.count > suffix.count else { return false }
+        return zip(host.suffix(suffix.count), suffix).allSatisfy { asciiLower($0) == $1 }
+    }
+}
+
+/// Every listener's router, built once from the configuration.
+struct RoutingTable: Sendable {
+    private var routers: [String: ListenerRouter]
+    private var routesForUnknownListener: [CompiledRoute]
+
+    init(configuration: GatewayConfiguration) throws(GatewayServerError) {
+        var compiled: [(listener: String?, route: CompiledRoute)] = []
+        for route in configuration.routes {
+            compiled.append((route.listener, try RoutingTable.compile(route)))
+        }
+        var routers: [String: ListenerRouter] = [:]
+        for listener in configuration.listeners {
+            let routes = compiled.filter { $0.listener == nil || $0.listener == listener.name }.map(
+                \.route)
+            routers[listener.name] = ListenerRouter(listenerName: listener.name, routes: routes)
+        }
+        self.routers = routers
+        self.routesForUnknownListener = compiled.filter { $0.listener == nil }.map(\.route)
+    }
+
+    /// A listener missing from the configuration (should not happen: the master hands over
+    /// exactly the configured listeners) gets the routes that apply to every listener.
+    func router(for listenerName: String) -> ListenerRouter {
+        self.routers[listenerName]
+            ?? ListenerRouter(listenerName: listenerName, routes: self.routesForUnknownListener)
+    }
+
+    func hasListener(_ name: String) -> Bool {
+        self.routers[name] != nil
+    }
+
+    static func compile(_ route: RouteConfig) throws(GatewayServerError) -> CompiledRoute {
+        switch route.action {
+        case .directResponse(let direct):
+            guard (100...999).contains(direct.status) else {
+                throw .invalidRoute(
+                    route: route.name, reason: "status \(direct.status) is not a 3-digit HTTP status")
+            }
+            var headers: [(String, String)] = []
+            for field in direct.headers {
+                guard isToken(field.name) else {
+                    throw .invalidRoute(route: route.name, reason: "invalid header name \"\(field.name)\"")
+                }
+                guard isFieldValue(field.value) else {
+                    throw .invalidRoute(
+                        route: route.name,
+                        reason: "invalid value for header \"\(field.name)\" (control characters)")
+                }
+                switch field.name.lowercased() {
+                case "content-length", "transfer-encoding", "connection", "keep-alive":
+                    // Framing and connection management belong to the server: a wrong
+                    // content-length would desynchronise keep-alive clients.
+                    continue
+                default:
+                    headers.append((field.name, field.value))
+                }
+            }
+            let response = PreparedResponse(
+                routeName: route.name, status: direct.status, headers: headers, body: direct.body)
+            let host: CompiledHostMatch?
+            switch route.match.host {
+            case .none: host = nil
+            case .exact(let name): host = .exact(Array(name.lowercased().utf8))
+            case .suffix(let suffix): host = .suffix(Array(suffix.lowercased().utf8))
+            }
+            return CompiledRoute(
+                pathPrefix: route.match.pathPrefix.map { Array($0.utf8) },
+                exactPath: route.match.path.map { Array($0.utf8) },
+                host: host,
+                methods: route.match.methods.map { $0.map { HTTPMethod(rawValue: $0.uppercased()) } },
+                response: response
+            )
+        }
+    }
+
+    /// RFC 9110 token: what a header name may be.
+    static func isToken(_ s: String) -> Bool {
+        !s.isEmpty
+            && s.utf8.allSatisfy { byte in
+                switch byte {
+                case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                    UInt8(ascii: "0")...UInt8(ascii: "9"):
+                    return true
+                default:
+                    return "!#$%&'*+-.^_`|~".utf8.contains(byte)
+                }
+            }
+    }
+
+    /// RFC 9110 field-value: no CR, LF, NUL or other control characters but HTAB.
+    /// The outbound header validator of NIO is not in the pipeline (it would re-check these
+    /// constant headers on every response), so this check is the one that counts.
+    static func isFieldValue(_ s: String) -> Bool {
+        s.utf8.allSatisfy { $0 == 0x09 || ($0 >= 0x20 && $0 != 0x7F) }
+    }
+}

@@ -1,0 +1,217 @@
+import Dispatch
+import Foundation
+import GatewayConfig
+import GatewayCore
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A worker process from birth to exit: receive the handoff on fd 3, serve, drain, exit.
+///
+/// The worker never reads the config file and never binds: it serves the config bytes and the
+/// sockets its master validated and handed over.
+public enum WorkerProcess {
+    /// Connection counts go to the master at most this often: `status` is for people and for
+    /// the drain's progress, and a frame per connection would cost more than it tells.
+    static let connectionReportInterval: Duration = .milliseconds(200)
+
+    public static func run(generation: Int, index: Int, logger baseLogger: Logger) async -> Never {
+        var logger = baseLogger
+        logger[metadataKey: "generation"] = "\(generation)"
+        logger[metadataKey: "worker"] = "\(index)"
+        // The master owns these: a terminal's Ctrl-C or a HUP to the process group must not
+        // reach the workers behind the master's back.
+        signal(SIGPIPE, SIG_IGN)
+        signal(SIGINT, SIG_IGN)
+        signal(SIGHUP, SIG_IGN)
+
+        let channel = HandoffChannel(descriptor: HandoffProtocol.workerDescriptor)
+        let handoff: Handoff
+        do {
+            handoff = try receiveHandoff(channel)
+        } catch {
+            logger.error("handoff failed: \(error)")
+            try? channel.send(.failed(reason: "handoff failed: \(error)"))
+            exit(1)
+        }
+        let configuration: GatewayConfiguration
+        do {
+            configuration = try ConfigLoader.parse(handoff.hello.config, path: handoff.hello.configPath)
+        } catch {
+            // The master validated these bytes; failing here means master and worker disagree.
+            try? channel.send(.failed(reason: "config rejected by the worker: \(error)"))
+            exit(1)
+        }
+
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let server = GatewayServer(
+            configuration: configuration, generation: generation, eventLoopGroup: group, logger: logger,
+            connectionCountDidChange: { _ in })
+        do {
+            try await server.start(listeners: handoff.listeners)
+        } catch {
+            logger.error("cannot serve: \(error)")
+            try? channel.send(.failed(reason: "\(error)"))
+            exit(1)
+        }
+        do {
+            try channel.send(.ready(pid: getpid()))
+        } catch {
+            logger.error("cannot report ready, the master is gone: \(error)")
+        }
+        logger.debug("ready", metadata: ["listeners": "\(handoff.listeners.count)"])
+
+        let lifecycle = WorkerLifecycle()
+        // SIGTERM: the master's drain timeout passed (or it is stopping now). Close everything.
+        signal(SIGTERM, SIG_IGN)
+        let termSource = DispatchSource.makeSignalSource(signal: SIGTERM, queue: .global())
+        termSource.setEventHandler { lifecycle.signal(.terminate) }
+        termSource.resume()
+
+        Thread.detachNewThread {
+            // The master speaks rarely after the handoff: `drain`, or end of file when it is gone.
+            while true {
+                do {
+                    guard let (message, _) = try channel.receive() else {
+                        lifecycle.signal(.masterGone)
+                        return
+                    }
+                    if message == .drain { lifecycle.signal(.drain) }
+                } catch {
+                    lifecycle.signal(.masterGone)
+                    return
+                }
+            }
+        }
+        Thread.detachNewThread {
+            var reported = -1
+            while !lifecycle.isFinished {
+                let count = server.connectionCount
+                if count != reported {
+                    reported = count
+                    try? channel.send(.connections(count: count))
+                }
+                Thread.sleep(forTimeInterval: Double(connectionReportInterval.components.attoseconds) / 1e18)
+            }
+        }
+
+        let first = await lifecycle.next()
+        switch first {
+        case .drain, .masterGone:
+            if first == .masterGone { logger.warning("master is gone; draining") }
+            let drainTask = Task {
+                await server.drain(stoppedAccepting: {
+                    try? channel.send(.draining)
+                })
+            }
+            // A SIGTERM during the drain cuts it short.
+            let outcome = await lifecycle.nextOrCompletion(of: drainTask)
+            if outcome == .terminate {
+                await server.shutdownNow()
+            }
+        case .terminate, .drained:
+            await server.shutdownNow()
+        }
+        lifecycle.finish()
+        try? channel.send(.connections(count: 0))
+        exit(0)
+    }
+
+    struct Handoff {
+        var hello: HandoffMessage.Hello
+        var listeners: [HandedOffListener]
+    }
+
+    static func receiveHandoff(_ channel: HandoffChannel) throws -> Handoff {
+        guard let (first, _) = try channel.receive() else {
+            throw HandoffProtocolError("the master closed the channel before the handoff")
+        }
+        guard case .hello(let hello) = first else {
+            throw HandoffProtocolError("expected hello, got \(first.type)")
+        }
+        guard hello.version == HandoffProtocol.version else {
+            throw HandoffProtocolError(
+                "protocol version mismatch: master speaks \(hello.version), worker \(HandoffProtocol.version)")
+        }
+        var listeners: [HandedOffListener] = []
+        while true {
+            guard let (message, fds) = try channel.receive() else {
+                throw HandoffProtocolError("the master closed the channel during the handoff")
+            }
+            switch message {
+            case .listeners(let batch):
+                for (i, fd) in fds.enumerated() {
+                    listeners.append(HandedOffListener(name: batch.names[i], fd: fd, backlog: batch.backlogs[i]))
+                }
+            case .start(let count):
+                guard count == listeners.count else {
+                    throw HandoffProtocolError("start says \(count) listeners, \(listeners.count) arrived")
+                }
+                return Handoff(hello: hello, listeners: listeners)
+            default:
+                throw HandoffProtocolError("unexpected \(message.type) during the handoff")
+            }
+        }
+    }
+}
+
+/// What ends a worker's serving life, in the order it happens.
+final class WorkerLifecycle: Sendable {
+    enum Event: Sendable, Equatable {
+        case drain
+        case masterGone
+        case terminate
+        case drained
+    }
+
+    private struct State {
+        var pending: [Event] = []
+        var waiter: CheckedContinuation<Event, Never>?
+        var finished = false
+    }
+    private let state = Mutex(State())
+
+    func signal(_ event: Event) {
+        let waiter: CheckedContinuation<Event, Never>? = state.withLock { state in
+            if let waiter = state.waiter {
+                state.waiter = nil
+                return waiter
+            }
+            state.pending.append(event)
+            return nil
+        }
+        waiter?.resume(returning: event)
+    }
+
+    func next() async -> Event {
+        await withCheckedContinuation { continuation in
+            let ready: Event? = state.withLock { state in
+                if !state.pending.isEmpty { return state.pending.removeFirst() }
+                state.waiter = continuation
+                return nil
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
+    }
+
+    /// Waits for the task to finish (→ `.drained`) or a `.terminate`, whichever comes first;
+    /// other events (a second drain, the master going away) change nothing.
+    func nextOrCompletion(of task: Task<Void, Never>) async -> Event {
+        Task {
+            await task.value
+            self.signal(.drained)
+        }
+        while true {
+            let event = await next()
+            if event == .terminate || event == .drained { return event }
+        }
+    }
+
+    var isFinished: Bool { state.withLock { $0.finished } }
+    func finish() { state.withLock { $0.finished = true } }
+}
