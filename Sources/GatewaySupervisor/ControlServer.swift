@@ -1,0 +1,274 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CGatewayShim
+import Foundation
+import GatewayCore
+import Logging
+import NIOCore
+import NIOPosix
+
+/// The master's control socket: a Unix stream socket, mode 0600, speaking `ControlProtocol`.
+/// Peers are checked with SO_PEERCRED (same uid as the master, or root) even if someone
+/// loosened the file's mode by hand.
+final class ControlServer: Sendable {
+    /// A client that connects and says nothing is cut after this; a real request arrives in
+    /// microseconds, and a stuck client must not hold a slot for long.
+    static let requestTimeout: TimeAmount = .seconds(10)
+
+    let path: String
+    private let channel: Channel
+    private let group: MultiThreadedEventLoopGroup
+
+    private init(path: String, channel: Channel, group: MultiThreadedEventLoopGroup) {
+        self.path = path
+        self.channel = channel
+        self.group = group
+    }
+
+    static func start(path: String, master: Master, logger: Logger) async throws -> ControlServer {
+        try prepareSocketPath(path)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 128)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        IdleStateHandler(readTimeout: requestTimeout))
+                    try channel.pipeline.syncOperations.addHandler(
+                        ControlConnectionHandler(master: master, logger: logger))
+                }
+            }
+        // 0600 from birth: no window in which another user could connect.
+        let oldMask = umask(0o177)
+        let channel: Channel
+        do {
+            channel = try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: false).get()
+        } catch {
+            umask(oldMask)
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        umask(oldMask)
+        logger.info("control socket ready", metadata: ["path": "\(path)"])
+        return ControlServer(path: path, channel: channel, group: group)
+    }
+
+    /// Makes the directory if needed, and removes a stale socket file, but refuses to take the
+    /// path from a master that is still running.
+    private static func prepareSocketPath(_ path: String) throws {
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return }
+        guard (info.st_mode & S_IFMT) == S_IFSOCK else {
+            throw ControlServerError("\(path) exists and is not a socket")
+        }
+        if isSomeoneListening(path) {
+            throw ControlServerError("\(path) is in use by a running gatewayd")
+        }
+        unlink(path)
+    }
+
+    private static func isSomeoneListening(_ path: String) -> Bool {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { Glibc.close(fd) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { return false }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        return rc == 0
+    }
+
+    /// Stops accepting and removes the socket file.
+    func close() {
+        unlink(path)
+        channel.close(promise: nil)
+        group.shutdownGracefully { _ in }
+    }
+}
+
+struct ControlServerError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// One control connection: check the peer, read one line, answer, close.
+private final class ControlConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let master: Master
+    private let logger: Logger
+    private var buffer: ByteBuffer?
+    private var state: State = .checkingPeer
+
+    private enum State {
+        case checkingPeer
+        case reading
+        case answering
+    }
+
+    init(master: Master, logger: Logger) {
+        self.master = master
+        self.logger = logger
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        guard let provider = context.channel as? SocketOptionProvider else {
+            refuse(context: context, reason: "cannot check peer credentials")
+            return
+        }
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        provider.unsafeGetSocketOption(level: SocketOptionLevel(SOL_SOCKET), name: SO_PEERCRED).whenComplete {
+            (result: Result<gw_ucred, Error>) in
+            let (handler, context) = loopBound.value
+            switch result {
+            case .success(let cred) where cred.uid == 0 || cred.uid == getuid():
+                handler.state = .reading
+                handler.processBuffer(context: context)
+            case .success(let cred):
+                handler.logger.warning(
+                    "control socket: refused peer", metadata: ["uid": "\(cred.uid)", "pid": "\(cred.pid)"])
+                handler.refuse(context: context, reason: "permission denied: uid \(cred.uid) is neither root nor the master's")
+            case .failure(let error):
+                handler.refuse(context: context, reason: "cannot check peer credentials: \(error)")
+            }
+        }
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        guard state != .answering else { return }
+        if buffer == nil {
+            buffer = incoming
+        } else {
+            buffer!.writeBuffer(&incoming)
+        }
+        if state == .reading { processBuffer(context: context) }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent, state != .answering {
+            respond(context: context, .failure("timed out waiting for a request"))
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+
+    private func processBuffer(context: ChannelHandlerContext) {
+        guard var buffer, state == .reading else { return }
+        guard let newline = buffer.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) else {
+            if buffer.readableBytes > ControlProtocol.maximumRequestLength {
+                respond(context: context, .failure("request longer than \(ControlProtocol.maximumRequestLength) bytes"))
+            }
+            return
+        }
+        let length = newline - buffer.readerIndex
+        guard length <= ControlProtocol.maximumRequestLength else {
+            respond(context: context, .failure("request longer than \(ControlProtocol.maximumRequestLength) bytes"))
+            return
+        }
+        let line = buffer.readBytes(length: length) ?? []
+        self.buffer = nil
+        state = .answering
+        let request: ControlRequest
+        do {
+            request = try JSONDecoder().decode(ControlRequest.self, from: Data(line))
+        } catch {
+            respond(context: context, .failure("malformed request: \(Self.describe(error))"))
+            return
+        }
+        guard request.version == ControlProtocol.version else {
+            respond(
+                context: context,
+                .failure("unsupported protocol version \(request.version) (this gatewayd speaks \(ControlProtocol.version))"))
+            return
+        }
+        let master = self.master
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let eventLoop = context.eventLoop
+        Task {
+            let response = await master.handle(request)
+            eventLoop.execute {
+                let (handler, context) = loopBound.value
+                handler.respond(context: context, response)
+            }
+        }
+    }
+
+    private func refuse(context: ChannelHandlerContext, reason: String) {
+        state = .answering
+        respond(context: context, .failure(reason))
+    }
+
+    private func respond(context: ChannelHandlerContext, _ response: ControlResponse) {
+        state = .answering
+        let bytes = response.encodedLine()
+        var out = context.channel.allocator.buffer(capacity: bytes.count)
+        out.writeBytes(bytes)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(out)).whenComplete { _ in
+            channel.close(promise: nil)
+        }
+    }
+
+    private static func describe(_ error: Error) -> String {
+        switch error {
+        case DecodingError.dataCorrupted(let ctx): return ctx.debugDescription
+        case DecodingError.keyNotFound(let key, _): return "missing '\(key.stringValue)'"
+        case DecodingError.typeMismatch(_, let ctx), DecodingError.valueNotFound(_, let ctx):
+            return "\(ctx.codingPath.map(\.stringValue).joined(separator: ".")): \(ctx.debugDescription)"
+        default: return "\(error)"
+        }
+    }
+}
+
+extension Master {
+    /// Answers one control request.
+    func handle(_ request: ControlRequest) async -> ControlResponse {
+        switch request.command {
+        case .status:
+            return ControlResponse(ok: true, status: statusReport())
+        case .reload:
+            if request.wait == false {
+                guard state == .running else {
+                    return .failure("gatewayd is \(state == .starting ? "still starting" : "stopping")")
+                }
+                Task { _ = await self.reload(trigger: "control socket (no wait)") }
+                return ControlResponse(ok: true, accepted: true)
+            }
+            switch await reload(trigger: "control socket") {
+            case .succeeded(let generation, let t):
+                return ControlResponse(
+                    ok: true, generation: generation,
+                    timings: ReloadTimings(
+                        validateMs: t.validate, bindMs: t.bind, spawnMs: t.spawn, readyMs: t.ready,
+                        switchMs: t.switchOver, totalMs: t.total))
+            case .failed(let reason, let details):
+                return .failure(reason, details: details.isEmpty ? nil : details)
+            }
+        case .stop:
+            let now = request.now ?? false
+            Task { await self.stop(now: now) }
+            return ControlResponse(ok: true, accepted: true)
+        }
+    }
+}

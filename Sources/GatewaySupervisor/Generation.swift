@@ -1,0 +1,56 @@
+import GatewayConfig
+import GatewayCore
+
+/// One set of workers started from one config. Owns its workers; owned by the master's actor.
+final class Generation {
+    enum State: String {
+        /// Workers spawned, waiting for all of them to be ready.
+        case starting
+        case serving
+        case draining
+        /// Failed to start; its workers are being stopped.
+        case failed
+    }
+
+    let id: Int
+    let loaded: LoadedConfiguration
+    let settings: EffectiveSettings
+    let listeners: [ListenerTable.Listener]
+    let startedAt: ContinuousClock.Instant = .now
+    let wallClockStart: Double
+    var state: State = .starting
+    /// By worker index; a restarted worker replaces its slot.
+    var workers: [Int: Worker] = [:]
+    /// Restarts per worker slot, and consecutive quick failures (for backoff).
+    var restarts: [Int: Int] = [:]
+    var consecutiveCrashes: [Int: Int] = [:]
+    /// Exited workers kept only until the generation ends (for accounting).
+    var drainStartedAt: ContinuousClock.Instant?
+
+    /// Resumed once: every worker ready, one failed, or ready_timeout.
+    var readyContinuation: CheckedContinuation<Result<Void, GenerationStartFailure>, Never>?
+    /// Resumed when every worker has confirmed it stopped accepting (or the wait timed out).
+    var stoppedAcceptingContinuation: CheckedContinuation<Void, Never>?
+
+    init(id: Int, loaded: LoadedConfiguration, settings: EffectiveSettings, listeners: [ListenerTable.Listener], wallClockStart: Double) {
+        self.id = id
+        self.loaded = loaded
+        self.settings = settings
+        self.listeners = listeners
+        self.wallClockStart = wallClockStart
+    }
+
+    var liveWorkers: [Worker] { workers.values.filter(\.isAlive).sorted { $0.index < $1.index } }
+    var allReady: Bool { workers.count == settings.workers && workers.values.allSatisfy { $0.state == .ready } }
+    var connectionCount: Int { liveWorkers.reduce(0) { $0 + $1.connections } }
+    var isFinished: Bool { state != .starting && liveWorkers.isEmpty }
+
+    func resumeReady(_ result: Result<Void, GenerationStartFailure>) {
+        readyContinuation?.resume(returning: result)
+        readyContinuation = nil
+    }
+}
+
+struct GenerationStartFailure: Error, Sendable, CustomStringConvertible {
+    var description: String
+}

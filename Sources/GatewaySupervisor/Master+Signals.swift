@@ -1,0 +1,33 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import UnixSignals
+
+extension Master {
+    /// SIGHUP reloads; SIGTERM or SIGINT stops gracefully, and a second one stops at once.
+    /// Runs until the master has stopped.
+    public func handleSignals() async {
+        // A worker that died leaves a broken channel; writes to it must fail, not kill us.
+        signal(SIGPIPE, SIG_IGN)
+        let signals = await UnixSignalsSequence(trapping: .sighup, .sigterm, .sigint)
+        for await received in signals {
+            switch received {
+            case .sighup:
+                Task {
+                    switch await self.reload(trigger: "SIGHUP") {
+                    case .succeeded: break
+                    case .failed: break  // already logged by the reload
+                    }
+                }
+            case .sigterm, .sigint:
+                let escalate = state == .stopping
+                logger.info("received \(received)\(escalate ? " again: stopping now" : "")")
+                Task { await self.stop(now: escalate) }
+            default:
+                break
+            }
+            if state == .stopped { return }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import GatewayConfig
+import GatewayCore
+import Logging
+
+/// The master process: owns the listening sockets (through its `ListenerTable`), the
+/// generations of workers, the reload state machine and the stop sequence.
+///
+/// All state lives in this actor. Every method that awaits re-checks `state` afterwards:
+/// a stop may begin while a reload waits for its workers.
+public actor Master {
+    enum State: Equatable {
+        case starting
+        case running
+        /// Draining every generation; the run ends when the last worker is gone.
+        case stopping
+        /// SIGTERM sent to every worker; the run ends when they are gone or killed.
+        case stoppingNow
+        case stopped
+    }
+
+    /// Workers get this long after SIGTERM before SIGKILL. Their SIGTERM handler closes every
+    /// connection and exits at once; 2 s covers a loaded machine without letting a stuck
+    /// worker linger (HAProxy's hard-stop-after has no such grace; nginx waits forever).
+    static let killGrace: Duration = .seconds(2)
+    /// How long the switch waits for old workers to confirm they stopped accepting. A healthy
+    /// worker answers within milliseconds; a worker that does not is stuck and the drain
+    /// timeout will deal with it, so the reload must not hang on it.
+    static let stopAcceptingTimeout: Duration = .seconds(2)
+    /// Restart backoff for a crashing serving worker: 100 ms doubling up to 10 s, reset after a
+    /// worker has lived 10 s. Fast enough that a one-off crash is invisible, slow enough that
+    /// a crash loop does not eat a core.
+    static let restartBackoffBase: Duration = .milliseconds(100)
+    static let restartBackoffCap: Duration = .seconds(10)
+    static let restartStableAfter: Duration = .seconds(10)
+
+    let options: SupervisorOptions
+    let logger: Logger
+    let spawner: any ProcessSpawning
+    let notifier = SystemdNotifier()
+    let listenerTable = ListenerTable()
+    let cpuCount: Int
+
+    var state: State = .starting
+    var loaded: LoadedConfiguration
+    var settings: EffectiveSettings
+    var generations: [Int: Generation] = [:]
+    var servingID: Int?
+    var nextGenerationID = 1
+    var reloadPhase: ReloadPhase = .idle
+    var reloadWaiters: [CheckedContinuation<ReloadOutcome, Never>] = []
+    var reloadLoopRunning = false
+    var reloadCount = 0
+    var failedReloadCount = 0
+    var finishedContinuation: CheckedContinuation<Void, Never>?
+    var controlServer: ControlServer?
+
+    public init(
+        options: SupervisorOptions, loaded: LoadedConfiguration, logger: Logger,
+        spawner: any ProcessSpawning = ProcessSpawner()
+    ) {
+        self.options = options
+        self.loaded = loaded
+        self.logger = logger
+        self.spawner = spawner
+        self.cpuCount = ProcessInfo.processInfo.activeProcessorCount
+        self.settings = EffectiveSettings(loaded.configuration, options: options, cpuCount: cpuCount)
+    }
+
+    /// Binds the listeners, opens the control socket, starts generation 1 and supervises until
+    /// stopped. Throws only when start-up fails; then nothing is left behind.
+    public func run() async throws {
+        guard state == .starting else { return }
+        let specs = loaded.configuration.listeners.map {
+            ListenerTable.Spec(name: $0.name, address: $0.address, backlog: $0.backlog)
+        }
+        let generationID = nextGenerationID
+        nextGenerationID += 1
+        let listeners: [ListenerTable.Listener]
+        do {
+            listeners = try listenerTable.acquire(specs, for: generationID)
+        } catch {
+            throw MasterError.startup("\(error)")
+        }
+        for listener in listeners {
+            logger.info(
+                "listening", metadata: ["listener": "\(listener.name)", "address": "\(listener.boundAddress)"])
+        }
+        do {
+            controlServer = try await ControlServer.start(path: settings.controlSocket, master: self, logger: logger)
+        } catch {
+            listenerTable.closeAll()
+            throw MasterError.startup("control socket \(settings.controlSocket): \(error)")
+        }
+        writePidFile()
+
+        let generation = Generation(
+            id: generationID, loaded: loaded, settings: settings, listeners: listeners,
+            wallClockStart: Date().timeIntervalSince1970)
+        generations[generationID] = generation
+        let result = await startWorkers(of: generation)
+        guard state == .starting else {
+            // A stop arrived while generation 1 was starting; the stop sequence owns it now.
+            await waitUntilFinished()
+            return
+        }
+        if case .failure(let failure) = result {
+            logger.error("generation \(generationID) failed to start: \(failure)")
+            // Nothing was ever announced as serving: no drain, just make sure no worker outlives us.
+            for worker in generation.liveWorkers { spawner.signal(SIGKILL, to: worker.pid) }
+            await shutdownAfterFailedStart()
+            throw MasterError.startup("generation \(generationID) failed to start: \(failure)")
+        }
+        generation.state = .serving
+        servingID = generationID
+        state = .running
+        logger.info(
+            "generation \(generationID) serving",
+            metadata: ["workers": "\(settings.workers)", "pid": "\(getpid())"])
+        notifier.ready(status: statusLine())
+        await waitUntilFinished()
+    }
+
+    private func waitUntilFinished() async {
+        if state == .stopped { return }
+        await withCheckedContinuation { finishedContinuation = $0 }
+    }
+
+    /// Called when the stop sequence is complete.
+    func finish() {
+        guard state != .stopped else { return }
+        state = .stopped
+        listenerTable.closeAll()
+        controlServer?.close()
+        removePidFile()
+        logger.info("stopped")
+        finishedContinuation?.resume()
+        finishedContinuation = nil
+    }
+
+    private func shutdownAfterFailedStart() async {
+        state = .stopped
+        controlServer?.close()
+        listenerTable.closeAll()
+        removePidFile()
+    }
+
+    // MARK: - Status
+
+    func statusReport() -> StatusReport {
+        let gens = generations.values.sorted { $0.id < $1.id }.map { generation in
+            StatusReport.Generation(
+                id: generation.id, state: generation.state.rawValue, startedAt: generation.wallClockStart,
+                workers: generation.workers.values.sorted { $0.index < $1.index }.map { worker in
+                    StatusReport.Worker(
+                        index: worker.index, pid: worker.pid, state: worker.state.rawValue,
+                        connections: worker.connections, restarts: generation.restarts[worker.index] ?? 0)
+                })
+        }
+        return StatusReport(
+            masterPid: getpid(), state: "\(state)", configPath: loaded.path, reloadPhase: reloadPhase.rawValue,
+            reloads: reloadCount, failedReloads: failedReloadCount, generations: gens,
+            listeners: listenerTable.all.map {
+                StatusReport.Listener(
+                    name: $0.name, address: "\($0.boundAddress)", fd: $0.fd,
+                    origin: $0.origin == .bound ? "bound" : "inherited")
+            })
+    }
+
+    /// One line for `systemctl status` and logs.
+    func statusLine() -> String {
+        guard let servingID, let serving = generations[servingID] else { return "\(state)" }
+        let draining = generations.values.filter { $0.state == .draining }
+        var line = "generation \(servingID) serving, \(serving.liveWorkers.count) workers"
+        if !draining.isEmpty {
+            let connections = draining.reduce(0) { $0 + $1.connectionCount }
+            line +=
+                ", \(draining.count) generation\(draining.count == 1 ? "" : "s") draining (\(connections) connections)"
+        }
+        return line
+    }
+
+    // MARK: - Pid file
+
+    private func writePidFile() {
+        guard let path = options.pidFile else { return }
+        do {
+            try "\(getpid())\n".write(toFile: path, atomically: true, encoding: .utf8)
+        } catch {
+            logger.warning("cannot write pid file \(path): \(error)")
+        }
+    }
+
+    private func removePidFile() {
+        guard let path = options.pidFile else { return }
+        unlink(path)
+    }
+}
+
+public enum MasterError: Error, CustomStringConvertible {
+    case startup(String)
+
+    public var description: String {
+        switch self {
+        case .startup(let reason): return reason
+        }
+    }
+}
