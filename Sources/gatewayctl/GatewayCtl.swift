@@ -1,0 +1,167 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import Foundation
+import GatewayCore
+
+@main
+struct GatewayCtl: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gatewayctl",
+        abstract: "Control a running gatewayd through its control socket.",
+        subcommands: [Reload.self, Status.self, Stop.self]
+    )
+}
+
+struct SocketOptions: ParsableArguments {
+    @Option(
+        name: .long,
+        help: "Control socket path (default: $\(ControlProtocol.socketEnvironmentVariable) or \(ControlProtocol.defaultSocketPath)).")
+    var socket: String?
+
+    @Option(name: .long, help: "Seconds to wait for an answer.")
+    var timeout: Int = 120
+
+    var client: ControlClient {
+        let path =
+            socket ?? ProcessInfo.processInfo.environment[ControlProtocol.socketEnvironmentVariable]
+            ?? ControlProtocol.defaultSocketPath
+        return ControlClient(socketPath: path, timeout: .seconds(timeout))
+    }
+
+    func send(_ request: ControlRequest) throws -> ControlResponse {
+        do {
+            return try client.send(request)
+        } catch {
+            printError("gatewayctl: \(error)")
+            throw ExitCode(2)
+        }
+    }
+}
+
+func printError(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}
+
+func printJSON<T: Encodable>(_ value: T) {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    if let data = try? encoder.encode(value) {
+        print(String(decoding: data, as: UTF8.self))
+    }
+}
+
+struct Reload: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Reload the config: start a new generation, then drain the old one.",
+        discussion: "Waits for the outcome: exit 0 when the new generation serves, 1 when the reload failed (the old generation keeps serving)."
+    )
+    @OptionGroup var socket: SocketOptions
+    @Flag(name: .long, help: "Return once the reload is accepted, without waiting for its outcome.")
+    var noWait = false
+    @Flag(name: .long, help: "Print the answer as JSON.")
+    var json = false
+
+    func run() throws {
+        let response = try socket.send(ControlRequest(command: .reload, wait: !noWait))
+        if json { printJSON(response) }
+        guard response.ok else {
+            if !json {
+                printError("reload failed: \(response.error ?? "unknown error")")
+                for line in response.details ?? [] { printError(line) }
+            }
+            throw ExitCode(1)
+        }
+        guard !json else { return }
+        if response.accepted == true {
+            print("reload accepted")
+            return
+        }
+        print("reloaded: generation \(response.generation ?? 0) serving")
+        if let t = response.timings {
+            print(
+                String(
+                    format: "  validate %.1f ms, bind %.1f ms, ready %.1f ms, switch %.1f ms, total %.1f ms",
+                    t.validateMs, t.bindMs, t.readyMs, t.switchMs, t.totalMs))
+        }
+    }
+}
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show generations, workers and listeners.")
+    @OptionGroup var socket: SocketOptions
+    @Flag(name: .long, help: "Print JSON: {\"master_pid\", \"generations\": [{\"id\", \"state\", \"workers\": [...]}], ...}.")
+    var json = false
+
+    func run() throws {
+        let response = try socket.send(ControlRequest(command: .status))
+        guard response.ok, let status = response.status else {
+            printError("status failed: \(response.error ?? "no status in the answer")")
+            throw ExitCode(1)
+        }
+        if json {
+            printJSON(status)
+            return
+        }
+        print("master pid \(status.masterPid), \(status.state), config \(status.configPath)")
+        print("reloads: \(status.reloads) (\(status.failedReloads) failed), reload phase: \(status.reloadPhase)")
+        print("")
+        print(pad("GEN", 5) + pad("STATE", 10) + pad("WORKER", 8) + pad("PID", 9) + pad("WSTATE", 13) + pad("CONNS", 7) + "RESTARTS")
+        for generation in status.generations {
+            if generation.workers.isEmpty {
+                print(pad("\(generation.id)", 5) + generation.state)
+            }
+            for worker in generation.workers {
+                print(
+                    pad("\(generation.id)", 5) + pad(generation.state, 10) + pad("\(worker.index)", 8)
+                        + pad("\(worker.pid)", 9) + pad(worker.state, 13) + pad("\(worker.connections)", 7)
+                        + "\(worker.restarts)")
+            }
+        }
+        print("")
+        print(pad("LISTENER", 20) + pad("ADDRESS", 26) + pad("FD", 6) + "ORIGIN")
+        for listener in status.listeners {
+            print(pad(listener.name, 20) + pad(listener.address, 26) + pad("\(listener.fd)", 6) + listener.origin)
+        }
+    }
+
+    private func pad(_ text: String, _ width: Int) -> String {
+        text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count)
+    }
+}
+
+struct Stop: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Stop gatewayd: drain every generation, then exit (or --now: stop at once).",
+        discussion: "Waits until the master has exited, at most --timeout seconds."
+    )
+    @OptionGroup var socket: SocketOptions
+    @Flag(name: .long, help: "Do not drain: close every connection now.")
+    var now = false
+    @Flag(name: .long, help: "Return once the stop is accepted.")
+    var noWait = false
+
+    func run() throws {
+        let status = try socket.send(ControlRequest(command: .status))
+        let response = try socket.send(ControlRequest(command: .stop, now: now))
+        guard response.ok else {
+            printError("stop failed: \(response.error ?? "unknown error")")
+            throw ExitCode(1)
+        }
+        guard !noWait, let pid = status.status?.masterPid else {
+            print("stop accepted")
+            return
+        }
+        let deadline = ContinuousClock.now + .seconds(socket.timeout)
+        // The master is not our child, so there is nothing to wait(2) for: poll its pid.
+        while kill(pid, 0) == 0 || errno == EPERM {
+            if ContinuousClock.now > deadline {
+                printError("gatewayd (pid \(pid)) still running after \(socket.timeout) s")
+                throw ExitCode(1)
+            }
+            usleep(20_000)
+        }
+        print("stopped")
+    }
+}

@@ -1,0 +1,121 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import Foundation
+import Gateway
+import GatewayConfig
+import GatewayCore
+import GatewaySupervisor
+import Logging
+
+@main
+struct Gatewayd: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gatewayd",
+        abstract: "A graceful-restart supervisor for an HTTP API gateway.",
+        subcommands: [Run.self, Check.self, Worker.self],
+        defaultSubcommand: Run.self
+    )
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+extension GatewayLogHandler.Format: ExpressibleByArgument {}
+
+struct DurationArgument: ExpressibleByArgument {
+    var duration: Duration
+    init?(argument: String) {
+        guard let parsed = DurationText.parse(argument) else { return nil }
+        duration = parsed
+    }
+}
+
+struct LogOptions: ParsableArguments {
+    @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: Logger.Level = .info
+    @Option(name: .long, help: "text or json.")
+    var logFormat: GatewayLogHandler.Format = .text
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the master: bind the listeners, start the workers, supervise (the default).")
+
+    @Option(name: .long, help: "The YAML config file.")
+    var config: String
+    @Option(name: .long, help: "Workers per generation (overrides `workers`).")
+    var workers: Int?
+    @Option(name: .long, help: "Control socket path (overrides `control_socket`).")
+    var controlSocket: String?
+    @Option(name: .long, help: "e.g. 30s (overrides `drain_timeout`).")
+    var drainTimeout: DurationArgument?
+    @Option(name: .long, help: "e.g. 10s (overrides `ready_timeout`).")
+    var readyTimeout: DurationArgument?
+    @Option(name: .long, help: "Write the master's pid here.")
+    var pidFile: String?
+    @OptionGroup var log: LogOptions
+
+    func validate() throws {
+        if let workers, !(1...1024).contains(workers) {
+            throw ValidationError("--workers must be from 1 to 1024")
+        }
+    }
+
+    func run() async throws {
+        GatewayLogHandler.bootstrap(format: log.logFormat, level: log.logLevel)
+        let logger = Logger(label: "gatewayd")
+        let loaded: LoadedConfiguration
+        do {
+            loaded = try ConfigLoader.load(path: config)
+        } catch {
+            FileHandle.standardError.write(Data((error.description + "\n").utf8))
+            throw ExitCode(1)
+        }
+        let options = SupervisorOptions(
+            configPath: config, workers: workers, controlSocket: controlSocket, drainTimeout: drainTimeout?.duration,
+            readyTimeout: readyTimeout?.duration, pidFile: pidFile, logLevel: log.logLevel, logFormat: log.logFormat)
+        let master = Master(options: options, loaded: loaded, logger: logger)
+        let signals = Task { await master.handleSignals() }
+        defer { signals.cancel() }
+        do {
+            try await master.run()
+        } catch {
+            logger.critical("cannot start: \(error)")
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct Check: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Validate a config file: prints FILE: ok, or FILE:LINE:COL: message per error (exit 1).")
+
+    @Option(name: .long, help: "The YAML config file.")
+    var config: String
+
+    func run() throws {
+        do {
+            _ = try ConfigLoader.load(path: config)
+            print("\(config): ok")
+        } catch {
+            for diagnostic in error.diagnostics { print(diagnostic.description) }
+            throw ExitCode(1)
+        }
+    }
+}
+
+/// What the master spawns. Not for people: it expects the handoff channel on fd 3.
+struct Worker: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a worker (started by the master, with its handoff channel on fd 3).",
+        shouldDisplay: false)
+
+    @Option var generation: Int
+    @Option var index: Int
+    @OptionGroup var log: LogOptions
+
+    func run() async throws {
+        GatewayLogHandler.bootstrap(format: log.logFormat, level: log.logLevel)
+        await WorkerProcess.run(generation: generation, index: index, logger: Logger(label: "gatewayd-worker"))
+    }
+}

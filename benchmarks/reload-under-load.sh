@@ -1,0 +1,685 @@
+#!/usr/bin/env bash
+# reload-under-load.sh: gatewayd and nginx 1.22, side by side, on the same machine, the same way.
+#
+#   1. wrk load (keep-alive, then "Connection: close") while the config is rewritten and the
+#      master gets SIGHUP every INTERVAL seconds: requests, non-2xx, socket errors.
+#   2. Reload latency, idle: SIGHUP sent -> first response carrying the new config's body.
+#   3. RSS of the master and of each worker after the load runs.
+#
+# Everything listens on 127.0.0.1 only; everything started here is stopped on exit.
+# See benchmarks/README.md for the knobs. Usage: benchmarks/reload-under-load.sh
+set -euo pipefail
+
+# ---------------------------------------------------------------------------- knobs
+DURATION=${DURATION:-20}                 # seconds of wrk per (server, mode)
+INTERVAL=${INTERVAL:-0.5}                # seconds between two SIGHUPs under load
+THREADS=${THREADS:-2}                    # wrk -t
+CONNECTIONS=${CONNECTIONS:-64}           # wrk -c
+WORKERS=${WORKERS:-2}                    # worker processes, both servers
+LATENCY_RELOADS=${LATENCY_RELOADS:-10}   # idle reloads timed per server
+LATENCY_GAP=${LATENCY_GAP:-1}            # seconds of quiet between two timed reloads
+LATENCY_TIMEOUT=${LATENCY_TIMEOUT:-15}   # give up on one timed reload after this many seconds
+DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-30s}      # gatewayd drain_timeout (nginx: none, as shipped)
+READY_TIMEOUT=${READY_TIMEOUT:-30}       # seconds to wait for a server to answer after start
+SETTLE_TIMEOUT=${SETTLE_TIMEOUT:-40}     # seconds to wait for old workers to be gone after a run
+SERVERS=${SERVERS:-"gatewayd nginx"}     # which servers to run (e.g. SERVERS=nginx)
+MODES=${MODES:-"keepalive close"}        # which wrk modes to run
+GATEWAYD_LOG_LEVEL=${GATEWAYD_LOG_LEVEL:-info}
+KEEP_TMP=${KEEP_TMP:-0}                  # 1: keep the temp dir (configs, logs, wrk output)
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+RESULTS_DIR=${RESULTS_DIR-$REPO_ROOT/benchmarks/results/reload-under-load-$(date -u +%Y%m%dT%H%M%SZ)}
+
+log() { printf '==> %s\n' "$*" >&2; }
+warn() { printf 'WARNING: %s\n' "$*" >&2; }
+die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
+
+is_number() { [[ $1 =~ ^[0-9]+([.][0-9]+)?$ ]]; }
+is_number "$DURATION" || die "DURATION must be a number of seconds, got '$DURATION'"
+is_number "$INTERVAL" || die "INTERVAL must be a number of seconds, got '$INTERVAL'"
+is_number "$LATENCY_GAP" || die "LATENCY_GAP must be a number of seconds, got '$LATENCY_GAP'"
+for v in THREADS CONNECTIONS WORKERS LATENCY_RELOADS LATENCY_TIMEOUT READY_TIMEOUT SETTLE_TIMEOUT; do
+    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, got '${!v}'"
+done
+INTERVAL_US=$(awk -v s="$INTERVAL" 'BEGIN{printf "%d", s * 1000000}')
+((INTERVAL_US >= 10000)) || die "INTERVAL must be at least 0.01 s"
+for s in $SERVERS; do [[ $s == gatewayd || $s == nginx ]] || die "SERVERS: unknown server '$s' (gatewayd, nginx)"; done
+for m in $MODES; do [[ $m == keepalive || $m == close ]] || die "MODES: unknown mode '$m' (keepalive, close)"; done
+wants() { [[ " $SERVERS " == *" $1 "* ]]; }
+
+# ---------------------------------------------------------------------------- state and cleanup
+TMP=""
+GW_PID=""
+NGINX_PID=""
+WRK_PID=""
+declare -a STARTED_PIDS=()   # every worker pid seen, killed at exit if still there
+
+children_of() { ps --ppid "$1" -o pid= 2>/dev/null | tr -d ' ' | grep -v '^$' || true; }
+alive() { [[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null; }
+
+remember_children() {
+    local c
+    for c in $(children_of "$1"); do STARTED_PIDS+=("$c"); done
+}
+
+# stop_master PID SIGNAL SECONDS: send SIGNAL, wait, then SIGKILL the master and its workers.
+stop_master() {
+    local pid=$1 sig=$2 secs=$3 c i
+    alive "$pid" || return 0
+    remember_children "$pid"
+    kill "-$sig" "$pid" 2>/dev/null || true
+    for ((i = 0; i < secs * 10; i++)); do
+        alive "$pid" || break
+        remember_children "$pid"
+        sleep 0.1
+    done
+    if alive "$pid"; then
+        warn "pid $pid still running ${secs}s after SIG$sig: SIGKILL"
+        for c in $(children_of "$pid"); do kill -KILL "$c" 2>/dev/null || true; done
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$? p
+    set +e
+    trap - EXIT INT TERM
+    if alive "$WRK_PID"; then kill -TERM "$WRK_PID" 2>/dev/null; wait "$WRK_PID" 2>/dev/null; fi
+    [[ -n $GW_PID ]] && stop_master "$GW_PID" TERM 10
+    [[ -n $NGINX_PID ]] && stop_master "$NGINX_PID" TERM 10
+    sleep 0.2
+    for p in "${STARTED_PIDS[@]}"; do
+        alive "$p" && kill -KILL "$p" 2>/dev/null
+    done
+    if [[ -n $TMP && -d $TMP ]]; then
+        if [[ -n $RESULTS_DIR ]]; then
+            mkdir -p "$RESULTS_DIR" && cp -r "$TMP"/. "$RESULTS_DIR"/ 2>/dev/null
+        fi
+        if [[ $KEEP_TMP == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------------- packages and build
+install_packages() {
+    local missing=() policy_created=0
+    command -v curl >/dev/null || missing+=(curl)
+    command -v python3 >/dev/null || missing+=(python3)
+    command -v ps >/dev/null || missing+=(procps)
+    command -v wrk >/dev/null || missing+=(wrk)
+    if wants nginx && ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then missing+=(nginx); fi
+    if wants gatewayd && [[ $BUILD == 1 ]]; then
+        local p
+        for p in libsystemd-dev pkg-config; do
+            dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+        done
+    fi
+    ((${#missing[@]})) || return 0
+    [[ $(id -u) == 0 ]] || die "missing packages: ${missing[*]} (run as root, or install them: apt-get install ${missing[*]})"
+    command -v apt-get >/dev/null || die "missing packages: ${missing[*]}, and no apt-get to install them"
+    log "installing: ${missing[*]}"
+    # Keep the nginx package from starting the system nginx on port 80.
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && policy_created=1
+    fi
+    local ok=1
+    apt-get update -qq || ok=0
+    if ((ok)); then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || {
+            # Older Debian: nginx-light was the small flavour.
+            local alt=("${missing[@]/#nginx/nginx-light}")
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${alt[@]}" >/dev/null || ok=0
+        }
+    fi
+    ((policy_created)) && rm -f /usr/sbin/policy-rc.d
+    ((ok)) || die "apt-get could not install: ${missing[*]}"
+}
+
+BUILD=0
+if wants gatewayd && [[ -z ${GATEWAYD_BIN:-} || -z ${GATEWAYCTL_BIN:-} ]]; then BUILD=1; fi
+install_packages
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+PYTHON=$(command -v python3)
+
+if [[ $BUILD == 1 ]]; then
+    command -v swift >/dev/null || die "swift is not on the PATH (or set GATEWAYD_BIN and GATEWAYCTL_BIN)"
+    log "building gatewayd (release, --scratch-path .build-bench)"
+    (cd "$REPO_ROOT" && swift build -c release --scratch-path .build-bench >&2) ||
+        die "swift build -c release --scratch-path .build-bench failed (output above)"
+    GATEWAYD_BIN=${GATEWAYD_BIN:-$REPO_ROOT/.build-bench/release/gatewayd}
+    GATEWAYCTL_BIN=${GATEWAYCTL_BIN:-$REPO_ROOT/.build-bench/release/gatewayctl}
+fi
+if wants gatewayd; then
+    [[ -x $GATEWAYD_BIN ]] || die "GATEWAYD_BIN=$GATEWAYD_BIN is not an executable"
+    [[ -x $GATEWAYCTL_BIN ]] || die "GATEWAYCTL_BIN=$GATEWAYCTL_BIN is not an executable"
+fi
+if wants nginx; then
+    [[ -x $NGINX ]] || die "nginx not found"
+fi
+
+TMP=$(mktemp -d /tmp/reload-under-load.XXXXXX)
+chmod 755 "$TMP"
+mkdir -p "$TMP/gatewayd" "$TMP/nginx"
+
+# ---------------------------------------------------------------------------- ports
+port_free() {
+    "$PYTHON" - "$1" <<'EOF'
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(1)
+EOF
+}
+pick_port() { # pick_port PREFERRED [TAKEN]
+    local p
+    for ((p = $1; p < $1 + 200; p++)); do
+        [[ $p == "${2:-}" ]] && continue
+        port_free "$p" && { echo "$p"; return 0; }
+    done
+    die "no free port on 127.0.0.1 from $1 to $(($1 + 199))"
+}
+PORT_GATEWAYD=${PORT_GATEWAYD:-$(pick_port 18080)}
+PORT_NGINX=${PORT_NGINX:-$(pick_port 18081 "$PORT_GATEWAYD")}
+[[ $PORT_GATEWAYD != "$PORT_NGINX" ]] || die "PORT_GATEWAYD and PORT_NGINX must differ"
+
+# ---------------------------------------------------------------------------- configs
+# Each server has a template with @BODY@; the load runs alternate between body A and body B,
+# the latency helper writes a fresh body per reload. Bodies are short, single line, ASCII.
+BODY_A="hello A"
+BODY_B="hello B"
+
+cat >"$TMP/gatewayd/template.yaml" <<EOF
+workers: $WORKERS
+drain_timeout: $DRAIN_TIMEOUT
+ready_timeout: 10s
+max_draining_generations: 4
+listeners:
+  - name: web
+    address: 127.0.0.1:$PORT_GATEWAYD
+    backlog: 4096
+routes:
+  - name: hello
+    match: { path_prefix: / }
+    direct_response:
+      status: 200
+      headers: { content-type: text/plain }
+      body: "@BODY@\n"
+EOF
+
+# Temp paths inside the temp dir (the compiled-in ones are under /var/lib/nginx), for every
+# module this nginx has.
+nginx_temp_paths=""
+nginx_build=$(wants nginx && "$NGINX" -V 2>&1 || true)
+for t in client_body proxy fastcgi uwsgi scgi; do
+    [[ $nginx_build == *"--without-http_${t}_module"* ]] && continue
+    nginx_temp_paths+="    ${t}_temp_path $TMP/nginx/${t}_temp;"$'\n'
+done
+cat >"$TMP/nginx/template.conf" <<EOF
+worker_processes $WORKERS;
+daemon off;
+master_process on;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log notice;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    default_type text/plain;
+$nginx_temp_paths    server {
+        listen 127.0.0.1:$PORT_NGINX backlog=4096;
+        location / { return 200 "@BODY@\n"; }
+    }
+}
+EOF
+
+for s in gatewayd nginx; do
+    ext=yaml; [[ $s == nginx ]] && ext=conf
+    sed "s/@BODY@/$BODY_A/" "$TMP/$s/template.$ext" >"$TMP/$s/a.$ext"
+    sed "s/@BODY@/$BODY_B/" "$TMP/$s/template.$ext" >"$TMP/$s/b.$ext"
+    cp "$TMP/$s/a.$ext" "$TMP/$s/config.$ext"
+done
+GW_CONF=$TMP/gatewayd/config.yaml
+NGINX_CONF=$TMP/nginx/config.conf
+
+# ---------------------------------------------------------------------------- helpers
+url_of() { if [[ $1 == gatewayd ]]; then echo "http://127.0.0.1:$PORT_GATEWAYD/"; else echo "http://127.0.0.1:$PORT_NGINX/"; fi; }
+pid_of() { if [[ $1 == gatewayd ]]; then echo "$GW_PID"; else echo "$NGINX_PID"; fi; }
+conf_of() { if [[ $1 == gatewayd ]]; then echo "$GW_CONF"; else echo "$NGINX_CONF"; fi; }
+log_of() { if [[ $1 == gatewayd ]]; then echo "$TMP/gatewayd/gatewayd.log"; else echo "$TMP/nginx/error.log"; fi; }
+
+body_now() { curl -sS --max-time 2 -H 'Connection: close' "$(url_of "$1")" 2>/dev/null || true; }
+
+# wait_body SERVER EXPECTED SECONDS: poll with curl until the answer is EXPECTED (a 200).
+wait_body() {
+    local server=$1 expected=$2 secs=$3 start=$SECONDS got pid
+    pid=$(pid_of "$server")
+    while ((SECONDS - start < secs)); do
+        alive "$pid" || return 2
+        got=$(curl -fsS --max-time 2 -H 'Connection: close' "$(url_of "$server")" 2>/dev/null || true)
+        [[ $got == "$expected" ]] && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+log_tail() {
+    local f
+    f=$(log_of "$1")
+    printf -- '---- last lines of %s ----\n' "$f" >&2
+    tail -n 40 "$f" >&2 2>/dev/null || true
+    printf -- '----\n' >&2
+}
+
+# Number of applied reloads so far, as the server itself tells it.
+applied_reloads() {
+    if [[ $1 == gatewayd ]]; then
+        "$GATEWAYCTL_BIN" status --json --socket "$TMP/gatewayd/control.sock" 2>/dev/null |
+            "$PYTHON" -c 'import json,sys
+d = json.load(sys.stdin); d = d.get("status", d)
+print(d.get("reloads", "?"))' 2>/dev/null || echo "?"
+    else
+        local n
+        n=$(grep -cE ': reconfiguring$' "$TMP/nginx/error.log" 2>/dev/null || true)
+        echo "${n:-0}"
+    fi
+}
+
+# install_config SERVER SRC: atomically replace the live config file with SRC.
+install_config() {
+    local conf
+    conf=$(conf_of "$1")
+    cp "$2" "$conf.tmp"
+    mv -f "$conf.tmp" "$conf"
+}
+
+start_server() {
+    local server=$1 rc=0
+    if [[ $server == gatewayd ]]; then
+        log "starting gatewayd ($WORKERS workers) on 127.0.0.1:$PORT_GATEWAYD"
+        install_config gatewayd "$TMP/gatewayd/a.yaml"
+        "$GATEWAYD_BIN" --config "$GW_CONF" --control-socket "$TMP/gatewayd/control.sock" \
+            --workers "$WORKERS" --pid-file "$TMP/gatewayd/gatewayd.pid" \
+            --log-level "$GATEWAYD_LOG_LEVEL" </dev/null >"$TMP/gatewayd/stdout.log" 2>"$TMP/gatewayd/gatewayd.log" &
+        GW_PID=$!
+    else
+        log "starting nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///') ($WORKERS workers) on 127.0.0.1:$PORT_NGINX"
+        install_config nginx "$TMP/nginx/a.conf"
+        "$NGINX" -t -q -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$NGINX_CONF" 2>"$TMP/nginx/configtest.log" || {
+            cat "$TMP/nginx/configtest.log" >&2
+            die "nginx rejected its config $NGINX_CONF"
+        }
+        "$NGINX" -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$NGINX_CONF" </dev/null >"$TMP/nginx/stdout.log" 2>"$TMP/nginx/stderr.log" &
+        NGINX_PID=$!
+    fi
+    wait_body "$server" "$BODY_A" "$READY_TIMEOUT" || rc=$?
+    if ((rc == 2)); then
+        log_tail "$server"; die "$server exited during startup"
+    elif ((rc != 0)); then
+        log_tail "$server"; die "$server did not answer '$BODY_A' on $(url_of "$server") within ${READY_TIMEOUT}s"
+    fi
+    # Every worker up: as many children as WORKERS.
+    local pid i
+    pid=$(pid_of "$server")
+    for ((i = 0; i < READY_TIMEOUT * 20; i++)); do
+        (($(children_of "$pid" | wc -l) >= WORKERS)) && break
+        sleep 0.05
+    done
+    remember_children "$pid"
+    log "$server ready: master pid $pid, workers $(children_of "$pid" | tr '\n' ' ')"
+}
+
+# settle SERVER EXPECTED_BODY: wait until the old workers are gone and the last config serves.
+settle() {
+    local server=$1 expected=$2 pid n start=$SECONDS
+    pid=$(pid_of "$server")
+    wait_body "$server" "$expected" "$SETTLE_TIMEOUT" || {
+        warn "$server: not answering '$expected' ${SETTLE_TIMEOUT}s after the last reload (got '$(body_now "$server" | head -c 60)')"
+    }
+    while ((SECONDS - start < SETTLE_TIMEOUT)); do
+        alive "$pid" || return 1
+        remember_children "$pid"
+        n=$(children_of "$pid" | wc -l)
+        ((n <= WORKERS)) && return 0
+        sleep 0.2
+    done
+    warn "$server: still $(children_of "$pid" | wc -l) worker processes ${SETTLE_TIMEOUT}s after the last reload (expected $WORKERS)"
+}
+
+# ---------------------------------------------------------------------------- load runs
+declare -A R_SENT R_APPLIED R_REQS R_RPS R_NON2XX R_CONNECT R_READ R_WRITE R_TIMEOUT R_FAILED R_P99 R_PEAKPROCS R_NOTE
+declare -A M_MASTER M_WORKERS M_TOTAL M_NWORKERS
+declare -A L_MEDIAN L_P90 L_MAX L_MIN L_ERRORS L_POLLS L_NOTE
+declare -A DIED
+
+run_load() {
+    local server=$1 mode=$2 pid out n=0 peak=0 c before after last=$BODY_A src
+    pid=$(pid_of "$server")
+    out="$TMP/$server/wrk-$mode.txt"
+    local hdr=()
+    [[ $mode == close ]] && hdr=(-H "Connection: close")
+    before=$(applied_reloads "$server")
+    log "$server, $mode: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency ${hdr[*]:-}, SIGHUP every ${INTERVAL}s"
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "${hdr[@]}" "$(url_of "$server")" >"$out" 2>&1 &
+    WRK_PID=$!
+    # SIGHUP k is due at start + k * INTERVAL (no drift from the work done between two).
+    local start_us next_us now_us wait_us
+    start_us=${EPOCHREALTIME/./}
+    next_us=$((start_us + INTERVAL_US))
+    while :; do
+        now_us=${EPOCHREALTIME/./}
+        wait_us=$((next_us - now_us))
+        ((wait_us > 0)) && sleep "$(printf '%d.%06d' $((wait_us / 1000000)) $((wait_us % 1000000)))"
+        next_us=$((next_us + INTERVAL_US))
+        alive "$WRK_PID" || break
+        if ((n % 2 == 0)); then src=b; last=$BODY_B; else src=a; last=$BODY_A; fi
+        if [[ $server == gatewayd ]]; then install_config gatewayd "$TMP/gatewayd/$src.yaml"; else install_config nginx "$TMP/nginx/$src.conf"; fi
+        if ! kill -HUP "$pid" 2>/dev/null; then
+            warn "$server master (pid $pid) is gone during the load run"
+            break
+        fi
+        n=$((n + 1))
+        remember_children "$pid"
+        c=$(children_of "$pid" | wc -l)
+        ((c > peak)) && peak=$c
+    done
+    wait "$WRK_PID" || warn "wrk exited with status $? (output: $out)"
+    WRK_PID=""
+    local key="$server/$mode"
+    R_SENT[$key]=$n
+    R_PEAKPROCS[$key]=$peak
+    if ! alive "$pid"; then
+        R_NOTE[$key]="MASTER DIED"
+        DIED[$server]=1
+        log_tail "$server"
+        warn "$server master (pid $pid) died during the $mode load run"
+    else
+        settle "$server" "$last" || true
+        after=$(applied_reloads "$server")
+        if [[ $before =~ ^[0-9]+$ && $after =~ ^[0-9]+$ ]]; then R_APPLIED[$key]=$((after - before)); else R_APPLIED[$key]="?"; fi
+    fi
+    # wrk output
+    R_REQS[$key]=$(awk '/ requests in /{print $1}' "$out")
+    R_RPS[$key]=$(awk '/^Requests\/sec:/{printf "%.0f", $2}' "$out")
+    R_NON2XX[$key]=$(awk '/Non-2xx or 3xx responses:/{print $NF}' "$out")
+    local se
+    se=$(grep 'Socket errors:' "$out" || true)
+    R_CONNECT[$key]=$(sed -n 's/.*connect \([0-9]*\).*/\1/p' <<<"$se")
+    R_READ[$key]=$(sed -n 's/.*read \([0-9]*\).*/\1/p' <<<"$se")
+    R_WRITE[$key]=$(sed -n 's/.*write \([0-9]*\).*/\1/p' <<<"$se")
+    R_TIMEOUT[$key]=$(sed -n 's/.*timeout \([0-9]*\).*/\1/p' <<<"$se")
+    R_P99[$key]=$(awk '$1 == "99%" {print $2}' "$out")
+    if [[ -z ${R_REQS[$key]} || -z ${R_RPS[$key]} ]]; then
+        warn "could not parse the wrk output $out:"
+        cat "$out" >&2
+        : "${R_REQS[$key]:=?}" "${R_RPS[$key]:=?}"
+    fi
+    : "${R_NON2XX[$key]:=0}" "${R_CONNECT[$key]:=0}" "${R_READ[$key]:=0}" "${R_WRITE[$key]:=0}" "${R_TIMEOUT[$key]:=0}" "${R_P99[$key]:=?}"
+    R_FAILED[$key]=$((R_NON2XX[$key] + R_CONNECT[$key] + R_READ[$key] + R_WRITE[$key] + R_TIMEOUT[$key]))
+    log "$server, $mode: ${R_REQS[$key]} requests, ${R_FAILED[$key]} failed, $n SIGHUPs sent, ${R_APPLIED[$key]:-?} reloads applied"
+}
+
+# ---------------------------------------------------------------------------- memory
+rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+mb() { awk -v k="$1" 'BEGIN{printf "%.1f", k/1024}'; }
+
+measure_memory() {
+    local server=$1 pid w kb total workers_txt="" nw=0
+    pid=$(pid_of "$server")
+    alive "$pid" || return 0
+    kb=$(rss_kb "$pid")
+    total=$kb
+    M_MASTER[$server]=$(mb "$kb")
+    for w in $(children_of "$pid"); do
+        kb=$(rss_kb "$w")
+        total=$((total + kb))
+        workers_txt+="$(mb "$kb") "
+        nw=$((nw + 1))
+    done
+    M_WORKERS[$server]=${workers_txt% }
+    M_NWORKERS[$server]=$nw
+    M_TOTAL[$server]=$(mb "$total")
+}
+
+# ---------------------------------------------------------------------------- reload latency
+cat >"$TMP/reload_latency.py" <<'EOF'
+"""SIGHUP sent -> first response with the new config's body, over fresh connections.
+
+Usage: reload_latency.py PID PORT CONFIG TEMPLATE COUNT GAP TIMEOUT LABEL
+Rewrites CONFIG from TEMPLATE (@BODY@ -> a new body), sends SIGHUP itself right after, then
+polls GET / on 127.0.0.1:PORT with a new connection per request and no pause between polls.
+Prints one JSON object with the latencies in milliseconds.
+"""
+import json, os, signal, socket, statistics, sys, time
+
+pid, port = int(sys.argv[1]), int(sys.argv[2])
+config, template_path = sys.argv[3], sys.argv[4]
+count, gap, timeout, label = int(sys.argv[5]), float(sys.argv[6]), float(sys.argv[7]), sys.argv[8]
+template = open(template_path).read()
+REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+
+
+def fetch():
+    """One request on a new connection; returns (status, body)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=2)
+    try:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(REQUEST)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed before the response head")
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split()[1])
+        length = None
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value.strip())
+        while length is None or len(body) < length:
+            chunk = s.recv(65536)
+            if not chunk:
+                if length is None:
+                    break
+                raise ConnectionError("closed before the end of the body")
+            body += chunk
+        return status, body
+    finally:
+        s.close()
+
+
+latencies, polls, errors, stale = [], 0, 0, 0
+error_kinds = {}
+for i in range(count):
+    token = "hello L%d-%d" % (i, os.getpid())
+    expected = (token + "\n").encode()
+    tmp = config + ".latency.tmp"
+    with open(tmp, "w") as f:
+        f.write(template.replace("@BODY@", token))
+    os.replace(tmp, config)
+    t0 = time.monotonic()
+    os.kill(pid, signal.SIGHUP)
+    while True:
+        now = time.monotonic()
+        if now - t0 > timeout:
+            print(json.dumps({"label": label, "error": "reload %d: no response with the new body after %.0f s" % (i + 1, timeout),
+                              "latencies_ms": latencies, "errors": errors, "error_kinds": error_kinds}))
+            sys.exit(1)
+        try:
+            status, body = fetch()
+        except (OSError, ConnectionError, ValueError, IndexError) as e:
+            errors += 1
+            kind = type(e).__name__
+            error_kinds[kind] = error_kinds.get(kind, 0) + 1
+            continue
+        polls += 1
+        if status == 200 and body == expected:
+            latencies.append((time.monotonic() - t0) * 1000.0)
+            break
+        stale += 1
+    time.sleep(gap)
+
+ordered = sorted(latencies)
+p90 = ordered[max(0, -(-9 * len(ordered) // 10) - 1)]
+print(json.dumps({
+    "label": label, "reloads": len(latencies),
+    "median_ms": statistics.median(ordered), "p90_ms": p90, "max_ms": ordered[-1], "min_ms": ordered[0],
+    "polls": polls, "stale_responses": stale, "poll_errors": errors, "error_kinds": error_kinds,
+    "latencies_ms": [round(x, 2) for x in latencies],
+}))
+EOF
+
+measure_latency() {
+    local server=$1 pid port template out rc=0
+    pid=$(pid_of "$server")
+    if [[ $server == gatewayd ]]; then port=$PORT_GATEWAYD; template="$TMP/gatewayd/template.yaml"; else port=$PORT_NGINX; template="$TMP/nginx/template.conf"; fi
+    log "$server: reload latency, $LATENCY_RELOADS idle reloads (SIGHUP -> first response with the new body)"
+    out="$TMP/$server/latency.json"
+    "$PYTHON" "$TMP/reload_latency.py" "$pid" "$port" "$(conf_of "$server")" "$template" \
+        "$LATENCY_RELOADS" "$LATENCY_GAP" "$LATENCY_TIMEOUT" "$server" >"$out" || rc=$?
+    eval "$("$PYTHON" - "$out" "$server" <<'EOF'
+import json, shlex, sys
+server = sys.argv[2]
+try:
+    d = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+except Exception as e:
+    d = {"error": "no result (%s)" % e}
+def put(name, value):
+    print("%s[%s]=%s" % (name, server, shlex.quote(str(value))))
+if "error" in d:
+    put("L_NOTE", d["error"])
+else:
+    for k, n in (("median_ms", "L_MEDIAN"), ("p90_ms", "L_P90"), ("max_ms", "L_MAX"), ("min_ms", "L_MIN")):
+        put(n, "%.1f" % d[k])
+    put("L_POLLS", d["polls"])
+    put("L_ERRORS", d["poll_errors"])
+    put("L_NOTE", "%d stale responses; errors %s" % (d["stale_responses"], d["error_kinds"] or "none"))
+EOF
+)"
+    if ((rc != 0)); then warn "$server: reload latency run failed: ${L_NOTE[$server]:-}"; fi
+    alive "$pid" || { DIED[$server]=1; log_tail "$server"; warn "$server master died during the latency run"; }
+}
+
+# ---------------------------------------------------------------------------- run
+log "ports: gatewayd 127.0.0.1:$PORT_GATEWAYD, nginx 127.0.0.1:$PORT_NGINX; temp dir $TMP"
+for server in $SERVERS; do
+    start_server "$server"
+    for mode in $MODES; do
+        [[ -n ${DIED[$server]:-} ]] && break
+        run_load "$server" "$mode"
+    done
+    if [[ -z ${DIED[$server]:-} ]]; then
+        measure_memory "$server"
+        measure_latency "$server"
+    fi
+    if [[ $server == gatewayd ]]; then
+        log "stopping gatewayd"
+        stop_master "$GW_PID" TERM 15
+        GW_PID=""
+    else
+        log "stopping nginx"
+        stop_master "$NGINX_PID" QUIT 15
+        NGINX_PID=""
+    fi
+done
+
+# ---------------------------------------------------------------------------- report
+printf '\n'
+printf 'reload-under-load: %s, %s s of wrk -t%s -c%s per row, SIGHUP every %s s, %s workers each\n' \
+    "$(date -u +%Y-%m-%dT%H:%MZ)" "$DURATION" "$THREADS" "$CONNECTIONS" "$INTERVAL" "$WORKERS"
+if wants gatewayd; then printf 'gatewayd: %s\n' "$GATEWAYD_BIN"; fi
+if wants nginx; then printf 'nginx:    %s (%s)\n' "$NGINX" "$("$NGINX" -v 2>&1)"; fi
+printf 'machine:  %s cores, %s\n' "$(nproc)" "$(uname -sr)"
+printf '\n== Load with reloads (config rewritten + SIGHUP every %s s)\n' "$INTERVAL"
+fmt='%-9s %-10s %9s %10s %9s %8s %22s %8s %9s %6s  %s\n'
+printf "$fmt" server mode "reloads" requests "req/s" "non-2xx" "socket errors c/r/w/t" "failed" "p99" "procs" ""
+printf "$fmt" "" "" "sent/appl" "" "" "or 3xx" "" "total" "latency" "peak" ""
+for server in $SERVERS; do
+    for mode in $MODES; do
+        key="$server/$mode"
+        [[ -n ${R_SENT[$key]:-} ]] || continue
+        printf "$fmt" "$server" "$mode" "${R_SENT[$key]}/${R_APPLIED[$key]:-?}" "${R_REQS[$key]}" "${R_RPS[$key]}" \
+            "${R_NON2XX[$key]}" "${R_CONNECT[$key]}/${R_READ[$key]}/${R_WRITE[$key]}/${R_TIMEOUT[$key]}" \
+            "${R_FAILED[$key]}" "${R_P99[$key]}" "${R_PEAKPROCS[$key]}" "${R_NOTE[$key]:-}"
+    done
+done
+printf '(sent: SIGHUPs sent; appl: reloads the server reports as done (gatewayd: status "reloads", merged when they overlap;\n'
+printf ' nginx: "reconfiguring" lines in its error log). procs peak: most worker processes seen at once.)\n'
+
+printf '\n== Reload latency, idle: SIGHUP sent -> first response with the new body (%s reloads, fresh connection per poll)\n' "$LATENCY_RELOADS"
+lfmt='%-9s %10s %10s %10s %10s %8s %12s  %s\n'
+printf "$lfmt" server "median ms" "p90 ms" "max ms" "min ms" polls "poll errors" ""
+for server in $SERVERS; do
+    printf "$lfmt" "$server" "${L_MEDIAN[$server]:--}" "${L_P90[$server]:--}" "${L_MAX[$server]:--}" "${L_MIN[$server]:--}" \
+        "${L_POLLS[$server]:--}" "${L_ERRORS[$server]:--}" "${L_NOTE[$server]:-}"
+done
+
+printf '\n== Memory after the load runs (VmRSS, MB)\n'
+mfmt='%-9s %8s %-26s %10s\n'
+printf "$mfmt" server master "workers" total
+for server in $SERVERS; do
+    printf "$mfmt" "$server" "${M_MASTER[$server]:--}" "${M_NWORKERS[$server]:-0}: ${M_WORKERS[$server]:--}" "${M_TOTAL[$server]:--}"
+done
+
+ratio() { # ratio A B -> "A/B" as "N.NNx", or a word when B is 0 or unknown
+    awk -v a="$1" -v b="$2" 'BEGIN{
+        if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/) { print "n/a"; exit }
+        if (b + 0 == 0) { print (a + 0 == 0) ? "both 0" : "nginx 0"; exit }
+        printf "%.2fx", a / b }'
+}
+if wants gatewayd && wants nginx; then
+    printf '\n== gatewayd / nginx\n'
+    for mode in $MODES; do
+        printf 'failed requests, %-10s %8s vs %-8s -> %s\n' "$mode:" "${R_FAILED[gatewayd/$mode]:-?}" "${R_FAILED[nginx/$mode]:-?}" \
+            "$(ratio "${R_FAILED[gatewayd/$mode]:-?}" "${R_FAILED[nginx/$mode]:-?}")"
+        printf 'req/s,           %-10s %8s vs %-8s -> %s\n' "$mode:" "${R_RPS[gatewayd/$mode]:-?}" "${R_RPS[nginx/$mode]:-?}" \
+            "$(ratio "${R_RPS[gatewayd/$mode]:-?}" "${R_RPS[nginx/$mode]:-?}")"
+    done
+    printf 'reload latency median:       %8s vs %-8s -> %s\n' "${L_MEDIAN[gatewayd]:-?}" "${L_MEDIAN[nginx]:-?}" \
+        "$(ratio "${L_MEDIAN[gatewayd]:-?}" "${L_MEDIAN[nginx]:-?}")"
+    printf 'RSS master (MB):             %8s vs %-8s -> %s\n' "${M_MASTER[gatewayd]:-?}" "${M_MASTER[nginx]:-?}" \
+        "$(ratio "${M_MASTER[gatewayd]:-?}" "${M_MASTER[nginx]:-?}")"
+    printf 'RSS total (MB):              %8s vs %-8s -> %s\n' "${M_TOTAL[gatewayd]:-?}" "${M_TOTAL[nginx]:-?}" \
+        "$(ratio "${M_TOTAL[gatewayd]:-?}" "${M_TOTAL[nginx]:-?}")"
+fi
+
+if wants gatewayd; then
+    f="$TMP/gatewayd/gatewayd.log"
+    nwarn=$(grep -cE ' (warning|error|critical) ' "$f" 2>/dev/null || true)
+    printf '\n== gatewayd log: %s warning/error/critical lines' "${nwarn:-0}"
+    if ((${nwarn:-0} > 0)); then
+        printf ' (first 20):\n'
+        grep -E ' (warning|error|critical) ' "$f" | head -n 20
+    else
+        printf '\n'
+    fi
+fi
+if wants nginx; then
+    f="$TMP/nginx/error.log"
+    nwarn=$(grep -cE '\[(warn|error|crit|alert|emerg)\]' "$f" 2>/dev/null || true)
+    printf '\n== nginx error log: %s warn/error lines' "${nwarn:-0}"
+    if ((${nwarn:-0} > 0)); then
+        printf ' (first 10):\n'
+        grep -E '\[(warn|error|crit|alert|emerg)\]' "$f" | head -n 10
+    else
+        printf '\n'
+    fi
+fi
+[[ -n $RESULTS_DIR ]] && printf '\nraw output (wrk, logs, configs): %s\n' "$RESULTS_DIR"
+
+status=0
+for server in $SERVERS; do
+    if [[ -n ${DIED[$server]:-} ]]; then
+        warn "$server died during the benchmark (its log is in ${RESULTS_DIR:-the temp dir})"
+        status=1
+    fi
+done
+exit "$status"
