@@ -6,17 +6,17 @@ import GatewayCore
 import Testing
 
 /// Paths of the binaries under test. `make test` sets GATEWAYD_BIN and GATEWAYCTL_BIN;
-/// otherwise the release build next to this package is used (a debug SwiftNIO asserts on the
+/// otherwise `make test`'s release build next to this package is used (a debug SwiftNIO asserts on the
 /// accept race between processes sharing a listening socket; see the Makefile).
 enum Binaries {
     static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().deletingLastPathComponent()
     static var gatewayd: String {
-        ProcessInfo.processInfo.environment["GATEWAYD_BIN"] ?? packageRoot.appendingPathComponent(".build/release/gatewayd").path
+        ProcessInfo.processInfo.environment["GATEWAYD_BIN"] ?? packageRoot.appendingPathComponent(".build-test/release/gatewayd").path
     }
     static var gatewayctl: String {
         ProcessInfo.processInfo.environment["GATEWAYCTL_BIN"]
-            ?? packageRoot.appendingPathComponent(".build/release/gatewayctl").path
+            ?? packageRoot.appendingPathComponent(".build-test/release/gatewayctl").path
     }
 }
 
