@@ -125,7 +125,7 @@ public final class GatewayServer: Sendable {
 
             let channel: any Channel
             do {
-                channel = try await self.makeBootstrap(router: routing.router(for: listener.name))
+                channel = try await self.makeBootstrap(router: routing.router(for: listener.name), listener: listener)
                     .withBoundSocket(listener.fd)
                     .get()
             } catch {
@@ -136,8 +136,7 @@ public final class GatewayServer: Sendable {
                     listener: listener.name, fd: listener.fd, reason: "cannot serve: \(error)")
             }
 
-            // NIO's `withBoundSocket` called listen(fd, 128): that would shrink the backlog of
-            // the socket every generation shares. listen(2) again with the configured one.
+            // Again, checked this time: the call in the initializer cannot fail the start.
             do {
                 try ListeningSocket.restoreBacklog(fd: listener.fd, backlog: listener.backlog)
             } catch {
@@ -177,11 +176,15 @@ public final class GatewayServer: Sendable {
         }
     }
 
-    private func makeBootstrap(router: ListenerRouter) -> ServerBootstrap {
+    private func makeBootstrap(router: ListenerRouter, listener: HandedOffListener) -> ServerBootstrap {
         let logger = self.logger
         return ServerBootstrap(group: self.group)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    // NIO's server socket channel called listen(fd, 128) when it was created,
+                    // shrinking the queue every generation shares: set it back at once, not
+                    // after registration, so a burst during a reload finds the full backlog.
+                    try? ListeningSocket.restoreBacklog(fd: listener.fd, backlog: listener.backlog)
                     try channel.pipeline.syncOperations.addHandler(AcceptErrorLogger(logger: logger))
                 }
             }

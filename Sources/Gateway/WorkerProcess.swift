@@ -30,10 +30,19 @@ public enum WorkerProcess {
         signal(SIGINT, SIG_IGN)
         signal(SIGHUP, SIG_IGN)
 
+        let lifecycle = WorkerLifecycle()
+        // SIGTERM: the master's drain timeout passed (or it is stopping now). Close everything.
+        // Set up before anything else, so that no SIGTERM finds the default action.
+        let termSource = DispatchSource.makeSignalSource(signal: SIGTERM, queue: .global())
+        termSource.setEventHandler { lifecycle.signal(.terminate) }
+        termSource.resume()
+        signal(SIGTERM, SIG_IGN)
+
         let channel = HandoffChannel(descriptor: HandoffProtocol.workerDescriptor)
         let handoff: Handoff
         do {
-            handoff = try receiveHandoff(channel)
+            // Blocking reads: on a thread of their own, not the concurrency pool.
+            handoff = try await onThread { try receiveHandoff(channel) }
         } catch {
             logger.error("handoff failed: \(error)")
             try? channel.send(.failed(reason: "handoff failed: \(error)"))
@@ -66,21 +75,16 @@ public enum WorkerProcess {
         }
         logger.debug("ready", metadata: ["listeners": "\(handoff.listeners.count)"])
 
-        let lifecycle = WorkerLifecycle()
-        // SIGTERM: the master's drain timeout passed (or it is stopping now). Close everything.
-        signal(SIGTERM, SIG_IGN)
-        let termSource = DispatchSource.makeSignalSource(signal: SIGTERM, queue: .global())
-        termSource.setEventHandler { lifecycle.signal(.terminate) }
-        termSource.resume()
-
         Thread.detachNewThread {
             // The master speaks rarely after the handoff: `drain`, or end of file when it is gone.
             while true {
                 do {
-                    guard let (message, _) = try channel.receive() else {
+                    guard let (message, fds) = try channel.receive() else {
                         lifecycle.signal(.masterGone)
                         return
                     }
+                    // Only the handoff may carry fds; never keep one sent later.
+                    for fd in fds { closeDescriptor(fd) }
                     if message == .drain { lifecycle.signal(.drain) }
                 } catch {
                     lifecycle.signal(.masterGone)
@@ -109,6 +113,14 @@ public enum WorkerProcess {
                     try? channel.send(.draining)
                 })
             }
+            if first == .masterGone {
+                // Nobody will send the SIGTERM that ends a drain at drain_timeout: do it ourselves.
+                let timeout = Duration.milliseconds(handoff.hello.drainTimeoutMilliseconds)
+                Task {
+                    try? await Task.sleep(for: timeout)
+                    lifecycle.signal(.terminate)
+                }
+            }
             // A SIGTERM during the drain cuts it short.
             let outcome = await lifecycle.nextOrCompletion(of: drainTask)
             if outcome == .terminate {
@@ -122,7 +134,16 @@ public enum WorkerProcess {
         exit(0)
     }
 
-    struct Handoff {
+    /// Runs blocking work on a new thread and awaits its result.
+    static func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(with: Result { try body() })
+            }
+        }
+    }
+
+    struct Handoff: Sendable {
         var hello: HandoffMessage.Hello
         var listeners: [HandedOffListener]
     }

@@ -7,11 +7,11 @@ import SystemPackage
 /// A blocking client of the master's control socket (gatewayctl, tests).
 public struct ControlClient: Sendable {
     public var socketPath: String
-    /// How long to wait for the answer. A reload waits for ready_timeout at most, plus the
-    /// config read and the switch, so the default leaves room above the 10 s default.
-    public var timeout: Duration
+    /// How long to wait for the answer; `nil` waits as long as the master takes (a reload
+    /// answers after ready_timeout at most, but may queue behind other reloads).
+    public var timeout: Duration?
 
-    public init(socketPath: String, timeout: Duration = .seconds(120)) {
+    public init(socketPath: String, timeout: Duration? = nil) {
         self.socketPath = socketPath
         self.timeout = timeout
     }
@@ -65,10 +65,12 @@ public struct ControlClient: Sendable {
         } catch {
             throw .connect(error)
         }
-        let (seconds, attoseconds) = timeout.components
-        var tv = timeval(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        if let timeout {
+            let (seconds, attoseconds) = timeout.components
+            var tv = timeval(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        }
 
         let line = request.encodedLine()
         do {
@@ -94,7 +96,10 @@ public struct ControlClient: Sendable {
             return decoded
         } catch let error as SystemCallError {
             if error.errno == .resourceTemporarilyUnavailable {
-                throw .io(SystemCallError("recv", on: "\(socketPath) (no answer within \(timeout))", errno: error.errno))
+                throw .io(
+                    SystemCallError(
+                        "recv", on: "\(socketPath) (no answer within \(timeout.map { "\($0)" } ?? "the timeout"))",
+                        errno: error.errno))
             }
             throw .io(error)
         } catch let error as Failure {

@@ -15,7 +15,7 @@
 // the fds are closed. Received fds are CLOEXEC (MSG_CMSG_CLOEXEC).
 //
 // Who speaks first: the master. It writes, without waiting for anything:
-//   hello{version, generation, worker, config_path, config}   then
+//   hello{version, generation, worker, config_path, config, drain_timeout_ms}   then
 //   listeners{names, backlogs} + fds   (as many frames as 253-fd batches need)   then
 //   start{listener_count}
 // The worker checks `version` (a mismatch: `failed` and exit), parses the config bytes (never
@@ -60,13 +60,20 @@ public enum HandoffMessage: Sendable, Equatable {
         public var configPath: String
         /// The exact bytes the master validated, base64 so any byte survives JSON.
         public var config: [UInt8]
+        /// The master's drain_timeout (command line included). A worker whose master died
+        /// enforces it on itself, since no one else will send it SIGTERM.
+        public var drainTimeoutMilliseconds: Int
 
-        public init(version: Int = HandoffProtocol.version, generation: Int, worker: Int, configPath: String, config: [UInt8]) {
+        public init(
+            version: Int = HandoffProtocol.version, generation: Int, worker: Int, configPath: String, config: [UInt8],
+            drainTimeoutMilliseconds: Int = 30_000
+        ) {
             self.version = version
             self.generation = generation
             self.worker = worker
             self.configPath = configPath
             self.config = config
+            self.drainTimeoutMilliseconds = drainTimeoutMilliseconds
         }
     }
 
@@ -114,6 +121,7 @@ extension HandoffMessage {
         var worker: Int?
         var config_path: String?
         var config: String?
+        var drain_timeout_ms: Int?
         var names: [String]?
         var backlogs: [Int32]?
         var listener_count: Int?
@@ -132,6 +140,7 @@ extension HandoffMessage {
             wire.worker = hello.worker
             wire.config_path = hello.configPath
             wire.config = Data(hello.config).base64EncodedString()
+            wire.drain_timeout_ms = hello.drainTimeoutMilliseconds
         case .listeners(let batch):
             wire.names = batch.names
             wire.backlogs = batch.backlogs
@@ -177,7 +186,8 @@ extension HandoffMessage {
                 Hello(
                     version: try require(wire.version, "version"), generation: try require(wire.generation, "generation"),
                     worker: try require(wire.worker, "worker"), configPath: try require(wire.config_path, "config_path"),
-                    config: [UInt8](config)))
+                    config: [UInt8](config), drainTimeoutMilliseconds: try require(wire.drain_timeout_ms, "drain_timeout_ms")
+                ))
         case "listeners":
             let names = try require(wire.names, "names")
             let backlogs = try require(wire.backlogs, "backlogs")

@@ -61,22 +61,22 @@ public struct ListenerAddress: Hashable, Sendable, CustomStringConvertible {
             throw ParseError(input: text, reason: "port must be a number from 0 to 65535")
         }
         let host = String(hostPart)
-        if ListenerAddress.isIPv4(host) {
-            self.init(family: .ipv4, host: host, port: port)
-        } else if ListenerAddress.isIPv6(host) {
-            self.init(family: .ipv6, host: host, port: port)
+        // Stored in canonical form (inet_ntop), so `[::0]` and `[::]`, or two spellings of one
+        // IPv6 address, compare equal and reuse one socket instead of failing to bind twice.
+        if let canonical = ListenerAddress.canonical(host, family: AF_INET) {
+            self.init(family: .ipv4, host: canonical, port: port)
+        } else if let canonical = ListenerAddress.canonical(host, family: AF_INET6) {
+            self.init(family: .ipv6, host: canonical, port: port)
         } else {
             throw ParseError(input: text, reason: "\"\(host)\" is not an IP address (host names are not accepted)")
         }
     }
 
-    static func isIPv4(_ host: String) -> Bool {
-        var addr = in_addr()
-        return host.withCString { inet_pton(AF_INET, $0, &addr) } == 1
-    }
-
-    static func isIPv6(_ host: String) -> Bool {
-        var addr = in6_addr()
-        return host.withCString { inet_pton(AF_INET6, $0, &addr) } == 1
+    static func canonical(_ host: String, family: CInt) -> String? {
+        var addr = in6_addr()  // large enough for either family
+        guard host.withCString({ inet_pton(family, $0, &addr) }) == 1 else { return nil }
+        var buffer = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+        guard inet_ntop(family, &addr, &buffer, socklen_t(buffer.count)) != nil else { return nil }
+        return buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
     }
 }

@@ -21,8 +21,11 @@ public protocol ProcessSpawning: Sendable {
     func spawn(arguments: [String], environment: [String]) throws(SystemCallError) -> SpawnedProcess
     /// kill(2).
     func signal(_ signal: CInt, to pid: pid_t)
-    /// Blocks until the process has exited, and reaps it.
-    func waitForExit(pid: pid_t) -> ExitStatus
+    /// Blocks until the process has exited, without reaping it: until `reap`, the pid stays
+    /// taken, so a signal sent meanwhile cannot reach a stranger that got the pid recycled.
+    func waitForExit(pid: pid_t)
+    /// Reaps a process that `waitForExit` saw exit; returns how it ended.
+    func reap(pid: pid_t) -> ExitStatus
 }
 
 extension ProcessSpawning {
@@ -30,7 +33,14 @@ extension ProcessSpawning {
         _ = kill(pid, signal)
     }
 
-    public func waitForExit(pid: pid_t) -> ExitStatus {
+    public func waitForExit(pid: pid_t) {
+        var info = siginfo_t()
+        _ = try? syscall("waitid", on: "pid \(pid)") {
+            waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT)
+        }
+    }
+
+    public func reap(pid: pid_t) -> ExitStatus {
         (try? GatewayCore.waitForExit(pid: pid)) ?? .exited(-1)
     }
 }

@@ -43,7 +43,9 @@ final class Generation {
     var liveWorkers: [Worker] { workers.values.filter(\.isAlive).sorted { $0.index < $1.index } }
     var allReady: Bool { workers.count == settings.workers && workers.values.allSatisfy { $0.state == .ready } }
     var connectionCount: Int { liveWorkers.reduce(0) { $0 + $1.connections } }
-    var isFinished: Bool { state != .starting && liveWorkers.isEmpty }
+    /// Only a generation on its way out can end: a serving generation whose workers all died
+    /// is restarting them, not finished.
+    var isFinished: Bool { (state == .draining || state == .failed) && liveWorkers.isEmpty }
 
     func resumeReady(_ result: Result<Void, GenerationStartFailure>) {
         readyContinuation?.resume(returning: result)

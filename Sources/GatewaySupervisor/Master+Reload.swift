@@ -55,11 +55,13 @@ extension Master {
         // 1. Read and validate. The bytes read here are the bytes every new worker gets.
         reloadPhase = .validating
         let newLoaded: LoadedConfiguration
-        do {
-            newLoaded = try ConfigLoader.load(path: options.configPath)
-        } catch {
+        switch await Self.loadConfiguration(path: options.configPath) {
+        case .success(let loaded):
+            newLoaded = loaded
+        case .failure(let error):
             return failReload("invalid config \(options.configPath)", details: error.diagnostics.map(\.description))
         }
+        guard state == .running else { return failReload("gatewayd began stopping during the reload", details: []) }
         let newSettings = EffectiveSettings(newLoaded.configuration, options: options, cpuCount: cpuCount)
         if newSettings.controlSocket != settings.controlSocket {
             logger.warning("control_socket changed in the config; it takes effect at the next start")
@@ -92,25 +94,28 @@ extension Master {
             "starting generation \(generationID)",
             metadata: ["workers": "\(newSettings.workers)", "changes": "\(Self.describe(diff))"])
 
+        let spawnFailure = spawnWorkers(of: generation)
+        timings.spawn = lap()
+
         // 4. Wait until every new worker is ready.
         reloadPhase = .waitingForReady
-        let spawnStart = clock.now
-        let result = await startWorkers(of: generation)
-        timings.spawn = 0
+        let result: Result<Void, GenerationStartFailure> =
+            if let spawnFailure { .failure(spawnFailure) } else { await waitUntilReady(generation) }
         timings.ready = lap()
-        _ = spawnStart
+        guard state == .running else {
+            await abandon(generation)
+            checkStopComplete()
+            return failReload("gatewayd began stopping during the reload", details: [])
+        }
         if case .failure(let failure) = result {
             await abandon(generation)
             return failReload("generation \(generationID) failed to start: \(failure)", details: [])
-        }
-        guard state == .running else {
-            await abandon(generation)
-            return failReload("gatewayd began stopping during the reload", details: [])
         }
 
         // 5. Switch: the new generation serves, the old one stops accepting and drains.
         reloadPhase = .switching
         generation.state = .serving
+        replaceDeadWorkers(of: generation)
         let previousID = servingID
         servingID = generationID
         loaded = newLoaded
@@ -143,7 +148,10 @@ extension Master {
     /// Past max_draining_generations the oldest draining generations are stopped early, so a
     /// reload storm cannot pile up old workers (nginx's and HAProxy's known failure).
     private func enforceDrainingLimit() {
-        let draining = generations.values.filter { $0.state == .draining }.sorted { $0.id < $1.id }
+        // A failed generation whose ready workers drain counts too: failing reloads must not
+        // pile up old workers either.
+        let draining = generations.values.filter { $0.state == .draining || $0.state == .failed }
+            .sorted { $0.id < $1.id }
         let excess = draining.count - settings.maxDrainingGenerations
         guard excess > 0 else { return }
         for generation in draining.prefix(excess) {
@@ -151,6 +159,20 @@ extension Master {
                 "stopping generation \(generation.id) early: more than max_draining_generations (\(settings.maxDrainingGenerations)) are draining",
                 metadata: ["connections": "\(generation.connectionCount)"])
             for worker in generation.liveWorkers { terminate(worker) }
+        }
+    }
+
+    /// Reading the file is blocking I/O (a FIFO or a hung NFS mount never returns), and the
+    /// YAML parse may take a while: both run on a thread of their own, never on the actor.
+    static func loadConfiguration(path: String) async -> Result<LoadedConfiguration, ConfigError> {
+        await withCheckedContinuation { continuation in
+            Thread.detachNewThread {
+                do throws(ConfigError) {
+                    continuation.resume(returning: .success(try ConfigLoader.load(path: path)))
+                } catch {
+                    continuation.resume(returning: .failure(error))
+                }
+            }
         }
     }
 
@@ -187,28 +209,29 @@ extension Master {
         notifier.stopping(status: now ? "stopping now" : "stopping: draining")
         for waiter in reloadWaiters { waiter.resume(returning: .failed(reason: "gatewayd is stopping", details: [])) }
         reloadWaiters.removeAll()
-        for generation in generations.values {
+        // A generation still starting (generation 1, or a reload's) belongs to whoever waits
+        // for it: waking them up makes them stop it (see `run` and `performReload`).
+        for generation in generations.values where generation.state == .starting {
             generation.resumeReady(.failure(GenerationStartFailure(description: "gatewayd is stopping")))
         }
+        if wasStarting { return }
         if now {
             for generation in generations.values {
                 for worker in generation.liveWorkers { terminate(worker) }
             }
         } else {
-            for generation in generations.values.sorted(by: { $0.id < $1.id }) where generation.state != .draining {
+            for generation in generations.values.sorted(by: { $0.id < $1.id }) where generation.state == .serving {
                 await drain(generation, reason: "gatewayd is stopping")
             }
-        }
-        if wasStarting && generations.values.allSatisfy({ $0.liveWorkers.isEmpty }) {
-            finish()
-            return
         }
         checkStopComplete()
     }
 
     func checkStopComplete() {
         guard state == .stopping || state == .stoppingNow else { return }
-        if generations.values.allSatisfy({ $0.liveWorkers.isEmpty }) {
+        // A generation still starting is not done yet, even with no live worker: its owner
+        // (run or performReload) has yet to wake up and abandon it.
+        if generations.values.allSatisfy({ $0.liveWorkers.isEmpty && $0.state != .starting }) {
             finish()
         }
     }

@@ -21,7 +21,10 @@ extension Master {
                     }
                 }
             case .sigterm, .sigint:
-                let escalate = state == .stopping
+                // Counted here, synchronously: two signals in a row escalate even if the
+                // first stop has not begun yet.
+                stopSignals += 1
+                let escalate = stopSignals > 1
                 logger.info("received \(received)\(escalate ? " again: stopping now" : "")")
                 Task { await self.stop(now: escalate) }
             default:

@@ -11,13 +11,23 @@ extension Master {
 
     /// Spawns every worker of a new generation and waits until all are ready, one fails, or
     /// ready_timeout passes.
-    func startWorkers(of generation: Generation) async -> Result<Void, GenerationStartFailure> {
+    /// Spawns every worker of a new generation. Returns the first failure to spawn.
+    func spawnWorkers(of generation: Generation) -> GenerationStartFailure? {
         for index in 0..<generation.settings.workers {
             do {
                 try spawnWorker(generation: generation, index: index)
             } catch {
-                return .failure(GenerationStartFailure(description: "cannot start worker \(index): \(error)"))
+                return GenerationStartFailure(description: "cannot start worker \(index): \(error)")
             }
+        }
+        return nil
+    }
+
+    /// Waits until every worker of a new generation is ready, one fails, or ready_timeout passes.
+    func waitUntilReady(_ generation: Generation) async -> Result<Void, GenerationStartFailure> {
+        if generation.allReady { return .success(()) }
+        if state != .starting && state != .running {
+            return .failure(GenerationStartFailure(description: "gatewayd is stopping"))
         }
         let timeout = generation.settings.readyTimeout
         let id = generation.id
@@ -26,7 +36,6 @@ extension Master {
             if !Task.isCancelled { await self?.readyTimedOut(generationID: id, after: timeout) }
         }
         defer { timer.cancel() }
-        if generation.allReady { return .success(()) }
         return await withCheckedContinuation { generation.readyContinuation = $0 }
     }
 
@@ -46,25 +55,56 @@ extension Master {
             "worker", "--generation", "\(generation.id)", "--index", "\(index)",
             "--log-level", "\(options.logLevel)", "--log-format", options.logFormat.rawValue,
         ]
-        let process = try spawner.spawn(arguments: arguments, environment: Self.workerEnvironment())
+        // The handoff sends copies of the listening fds, closed once sent: the listener table
+        // may close its own (a stop, a failed generation) while a slow worker still reads.
+        var copies: [(name: String, fd: CInt, backlog: Int32)] = []
+        do throws(SystemCallError) {
+            for listener in generation.listeners {
+                let copy = try syscall("fcntl F_DUPFD_CLOEXEC", on: "listener \(listener.name)") {
+                    fcntl(listener.fd, F_DUPFD_CLOEXEC, 0)
+                }
+                copies.append((name: listener.name, fd: copy, backlog: listener.backlog))
+            }
+        } catch {
+            for copy in copies { closeDescriptor(copy.fd) }
+            throw error
+        }
+        let process: SpawnedProcess
+        do {
+            process = try spawner.spawn(arguments: arguments, environment: Self.workerEnvironment())
+        } catch {
+            for copy in copies { closeDescriptor(copy.fd) }
+            throw error
+        }
         let worker = Worker(generation: generation.id, index: index, process: process)
         generation.workers[index] = worker
         logger.debug("spawned \(worker.name)")
 
         let hello = HandoffMessage.Hello(
             generation: generation.id, worker: index, configPath: generation.loaded.path,
-            config: generation.loaded.bytes)
-        let listeners = generation.listeners.map { (name: $0.name, fd: $0.fd, backlog: $0.backlog) }
+            config: generation.loaded.bytes,
+            drainTimeoutMilliseconds: Int(generation.settings.drainTimeout.milliseconds))
         let events = AsyncStream<WorkerEvent>.makeStream()
         let channel = process.channel
         let pid = process.pid
         let spawner = self.spawner
-        // The handoff and every read are blocking I/O: they run on a thread of their own,
-        // never on the concurrency pool. The thread ends after reaping the worker.
+        let handoff = copies
+        worker.outbox.async {
+            defer { for copy in handoff { closeDescriptor(copy.fd) } }
+            do {
+                try channel.sendHandoff(hello: hello, listeners: handoff)
+            } catch {
+                events.continuation.yield(.channelError("handoff: \(error)"))
+                spawner.signal(SIGKILL, to: pid)
+            }
+        }
+        // Reads are blocking I/O: a thread of their own, never the concurrency pool. The
+        // thread ends when the worker has exited (not reaped: the actor reaps).
         Thread.detachNewThread {
             do {
-                try channel.sendHandoff(hello: hello, listeners: listeners)
-                while let (message, _) = try channel.receive() {
+                while let (message, fds) = try channel.receive() {
+                    // No frame from a worker may carry fds; never keep what one sends.
+                    for fd in fds { closeDescriptor(fd) }
                     events.continuation.yield(.message(message))
                 }
             } catch {
@@ -72,8 +112,8 @@ extension Master {
                 // A worker we cannot talk to is of no use; make sure it goes away.
                 spawner.signal(SIGKILL, to: pid)
             }
-            let status = spawner.waitForExit(pid: pid)
-            events.continuation.yield(.exited(status))
+            spawner.waitForExit(pid: pid)
+            events.continuation.yield(.exited)
             events.continuation.finish()
         }
         let generationID = generation.id
@@ -122,7 +162,8 @@ extension Master {
         case .channelError(let reason):
             worker.failureReason = worker.failureReason ?? reason
             logger.error("\(worker.name): \(reason)")
-        case .exited(let status):
+        case .exited:
+            let status = spawner.reap(pid: pid)
             await workerExited(worker, in: generation, status: status)
         }
     }
@@ -132,7 +173,7 @@ extension Master {
         worker.state = .exited
         worker.exitStatus = status
         worker.connections = 0
-        worker.channel.close()
+        worker.closeChannel()
         if worker.stoppedAccepting == false, previous == .draining || previous == .terminating {
             worker.stoppedAccepting = true
         }
@@ -144,7 +185,7 @@ extension Master {
         }
 
         switch generation.state {
-        case .starting:
+        case .starting where generation.readyContinuation != nil:
             let reason = worker.failureReason.map { ": \($0)" } ?? ""
             generation.resumeReady(
                 .failure(GenerationStartFailure(description: "worker \(worker.index) (pid \(worker.pid)) \(status) before it was ready\(reason)")))
@@ -192,9 +233,32 @@ extension Master {
             logger.info(
                 "restarted worker \(index) of generation \(generationID)",
                 metadata: ["restarts": "\(generation.restarts[index]!)"])
+            // A replacement gets ready_timeout like any new worker; a late one is terminated,
+            // and its exit schedules the next try with a longer backoff.
+            let pid = generation.workers[index]!.pid
+            let timeout = generation.settings.readyTimeout
+            Task { [weak self] in
+                try? await Task.sleep(for: timeout)
+                await self?.restartReadyTimedOut(generationID: generationID, index: index, pid: pid, after: timeout)
+            }
         } catch {
             logger.error("cannot restart worker \(index) of generation \(generationID): \(error)")
             scheduleRestart(of: index, in: generation, lived: .zero)
+        }
+    }
+
+    private func restartReadyTimedOut(generationID: Int, index: Int, pid: Int32, after timeout: Duration) {
+        guard let worker = generations[generationID]?.workers[index], worker.pid == pid, worker.state == .starting
+        else { return }
+        logger.error("\(worker.name) not ready within ready_timeout \(DurationText.format(timeout)); terminating it")
+        terminate(worker)
+    }
+
+    /// A serving generation must have every slot filled: a worker that died between reporting
+    /// ready and the generation being promoted is replaced now.
+    func replaceDeadWorkers(of generation: Generation) {
+        for (index, worker) in generation.workers where !worker.isAlive {
+            scheduleRestart(of: index, in: generation, lived: ContinuousClock.now - worker.spawnedAt)
         }
     }
 
@@ -210,22 +274,29 @@ extension Master {
         logger.info("draining generation \(generation.id): \(reason)", metadata: ["workers": "\(live.count)"])
         for worker in live where worker.state == .ready || worker.state == .starting {
             worker.state = .draining
-            do {
-                try worker.channel.send(.drain)
-            } catch {
-                logger.warning("cannot tell \(worker.name) to drain: \(error); terminating it")
-                terminate(worker)
-            }
+            worker.send(.drain, logger: logger)
         }
         armDrainTimeout(generation)
-        if generation.liveWorkers.allSatisfy({ $0.stoppedAccepting || $0.state != .draining }) { return }
-        let id = generation.id
-        let timer = Task { [weak self] in
-            try? await Task.sleep(for: Self.stopAcceptingTimeout)
-            if !Task.isCancelled { await self?.stopAcceptingTimedOut(generationID: id) }
+        if !generation.liveWorkers.allSatisfy({ $0.stoppedAccepting || $0.state != .draining }) {
+            let id = generation.id
+            let timer = Task { [weak self] in
+                try? await Task.sleep(for: Self.stopAcceptingTimeout)
+                if !Task.isCancelled { await self?.stopAcceptingTimedOut(generationID: id) }
+            }
+            await withCheckedContinuation { generation.stoppedAcceptingContinuation = $0 }
+            timer.cancel()
         }
-        defer { timer.cancel() }
-        await withCheckedContinuation { generation.stoppedAcceptingContinuation = $0 }
+        // The workers no longer accept, so the generation no longer needs the master's copies
+        // of its sockets: one that no other generation uses (removed from the config, or every
+        // generation is stopping) is closed now, and new connections to it are refused at once
+        // instead of waiting in a queue nobody reads.
+        releaseListeners(of: generation)
+    }
+
+    func releaseListeners(of generation: Generation) {
+        for listener in listenerTable.release(generation: generation.id) {
+            logger.info("closed listener \(listener.name) (\(listener.boundAddress)): no serving generation uses it")
+        }
     }
 
     private func stopAcceptingTimedOut(generationID: Int) {
@@ -279,7 +350,7 @@ extension Master {
     /// drain; the others are terminated.
     func abandon(_ generation: Generation) async {
         generation.resumeReady(.failure(GenerationStartFailure(description: "abandoned")))
-        for worker in generation.liveWorkers where worker.state != .ready {
+        for worker in generation.liveWorkers where worker.state != .ready || state == .stoppingNow {
             terminate(worker)
         }
         await drain(generation, reason: "failed to start")
@@ -290,12 +361,9 @@ extension Master {
     func generationFinished(_ generation: Generation) {
         guard generations[generation.id] != nil else { return }
         generations[generation.id] = nil
-        let closed = listenerTable.release(generation: generation.id)
+        releaseListeners(of: generation)
         let took = generation.drainStartedAt.map { " after \(Int((ContinuousClock.now - $0).milliseconds)) ms of drain" } ?? ""
         logger.info("generation \(generation.id) ended\(took)")
-        for listener in closed {
-            logger.info("closed listener \(listener.name) (\(listener.boundAddress)): no generation uses it")
-        }
         if state == .running { notifier.status(statusLine()) }
     }
 }

@@ -54,6 +54,7 @@ public actor Master {
     var reloadWaiters: [CheckedContinuation<ReloadOutcome, Never>] = []
     var reloadLoopRunning = false
     var reloadCount = 0
+    var stopSignals = 0
     var failedReloadCount = 0
     var finishedContinuation: CheckedContinuation<Void, Never>?
     var controlServer: ControlServer?
@@ -95,28 +96,44 @@ public actor Master {
             listenerTable.closeAll()
             throw MasterError.startup("control socket \(settings.controlSocket): \(error)")
         }
+        guard state == .starting else {
+            // Stopped while the control socket opened: no worker exists yet.
+            finish()
+            return
+        }
         writePidFile()
 
         let generation = Generation(
             id: generationID, loaded: loaded, settings: settings, listeners: listeners,
             wallClockStart: Date().timeIntervalSince1970)
         generations[generationID] = generation
-        let result = await startWorkers(of: generation)
+        let result: Result<Void, GenerationStartFailure>
+        if let failure = spawnWorkers(of: generation) {
+            result = .failure(failure)
+        } else {
+            result = await waitUntilReady(generation)
+        }
         guard state == .starting else {
-            // A stop arrived while generation 1 was starting; the stop sequence owns it now.
+            // A stop arrived while generation 1 was starting. Ready workers may already hold
+            // connections: they drain; the others are terminated. The run ends when all are gone.
+            await abandon(generation)
+            checkStopComplete()
             await waitUntilFinished()
             return
         }
         if case .failure(let failure) = result {
             logger.error("generation \(generationID) failed to start: \(failure)")
-            // Nothing was ever announced as serving: no drain, just make sure no worker outlives us.
-            for worker in generation.liveWorkers { spawner.signal(SIGKILL, to: worker.pid) }
-            await shutdownAfterFailedStart()
+            // Nothing was ever announced as serving: no drain, and no worker may outlive us.
+            state = .stopping
+            for worker in generation.liveWorkers { terminate(worker) }
+            checkStopComplete()
+            await waitUntilFinished()
             throw MasterError.startup("generation \(generationID) failed to start: \(failure)")
         }
         generation.state = .serving
         servingID = generationID
         state = .running
+        replaceDeadWorkers(of: generation)
         logger.info(
             "generation \(generationID) serving",
             metadata: ["workers": "\(settings.workers)", "pid": "\(getpid())"])
@@ -139,13 +156,6 @@ public actor Master {
         logger.info("stopped")
         finishedContinuation?.resume()
         finishedContinuation = nil
-    }
-
-    private func shutdownAfterFailedStart() async {
-        state = .stopped
-        controlServer?.close()
-        listenerTable.closeAll()
-        removePidFile()
     }
 
     // MARK: - Status

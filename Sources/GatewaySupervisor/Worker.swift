@@ -1,4 +1,6 @@
+import Dispatch
 import GatewayCore
+import Logging
 
 /// The master's view of one worker process (tableflip's child.go). Owned by its `Generation`;
 /// touched only from the master's actor.
@@ -19,6 +21,10 @@ final class Worker {
     let pid: Int32
     let channel: HandoffChannel
     let spawnedAt: ContinuousClock.Instant
+    /// Every write to the worker goes through this queue, in order: first the handoff, then
+    /// `drain`, and last the close. The actor never blocks on a worker that does not read,
+    /// a `drain` can never land inside the handoff, and the fd is never closed under a send.
+    let outbox: DispatchQueue
     var state: State = .starting
     var connections = 0
     var stoppedAccepting = false
@@ -32,6 +38,26 @@ final class Worker {
         self.pid = process.pid
         self.channel = process.channel
         self.spawnedAt = .now
+        self.outbox = DispatchQueue(label: "gatewayd.worker.\(process.pid).outbox")
+    }
+
+    /// Queues a message; a failure means the worker is gone, which its reader thread reports.
+    func send(_ message: HandoffMessage, logger: Logger) {
+        let channel = self.channel
+        let name = self.name
+        outbox.async {
+            do {
+                try channel.send(message)
+            } catch {
+                logger.debug("cannot send \(message.type) to \(name): \(error)")
+            }
+        }
+    }
+
+    /// Closes the master's end once every queued write is done.
+    func closeChannel() {
+        let channel = self.channel
+        outbox.async { channel.close() }
     }
 
     var isAlive: Bool { state != .exited }
@@ -43,5 +69,6 @@ enum WorkerEvent: Sendable {
     case message(HandoffMessage)
     /// The handoff or the channel broke; the worker will be (or was) stopped.
     case channelError(String)
-    case exited(ExitStatus)
+    /// The process has exited; it is not reaped yet (see `ProcessSpawning.waitForExit`).
+    case exited
 }

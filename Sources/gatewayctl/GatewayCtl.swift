@@ -20,14 +20,16 @@ struct SocketOptions: ParsableArguments {
         help: "Control socket path (default: $\(ControlProtocol.socketEnvironmentVariable) or \(ControlProtocol.defaultSocketPath)).")
     var socket: String?
 
-    @Option(name: .long, help: "Seconds to wait for an answer.")
-    var timeout: Int = 120
+    @Option(
+        name: .long,
+        help: "Seconds to wait for an answer; 0 waits as long as it takes (a reload may wait for ready_timeout, and behind other reloads).")
+    var timeout: Int = 0
 
     var client: ControlClient {
         let path =
             socket ?? ProcessInfo.processInfo.environment[ControlProtocol.socketEnvironmentVariable]
             ?? ControlProtocol.defaultSocketPath
-        return ControlClient(socketPath: path, timeout: .seconds(timeout))
+        return ControlClient(socketPath: path, timeout: timeout > 0 ? .seconds(timeout) : nil)
     }
 
     func send(_ request: ControlRequest) throws -> ControlResponse {
@@ -153,10 +155,10 @@ struct Stop: ParsableCommand {
             print("stop accepted")
             return
         }
-        let deadline = ContinuousClock.now + .seconds(socket.timeout)
+        let deadline = socket.timeout > 0 ? ContinuousClock.now + .seconds(socket.timeout) : nil
         // The master is not our child, so there is nothing to wait(2) for: poll its pid.
         while kill(pid, 0) == 0 || errno == EPERM {
-            if ContinuousClock.now > deadline {
+            if let deadline, ContinuousClock.now > deadline {
                 printError("gatewayd (pid \(pid)) still running after \(socket.timeout) s")
                 throw ExitCode(1)
             }

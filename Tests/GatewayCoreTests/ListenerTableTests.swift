@@ -65,6 +65,11 @@ struct ListenerAddressTests {
         #expect(try ListenerAddress(parsing: text).description == text)
     }
 
+    @Test("IPv6 spellings are canonical", arguments: [("[::0]:80", "[::]:80"), ("[0:0::1]:80", "[::1]:80"), ("[FE80::A]:1", "[fe80::a]:1")])
+    func canonical(_ text: String, _ expected: String) throws {
+        #expect(try ListenerAddress(parsing: text).description == expected)
+    }
+
     @Test(arguments: [
         ("localhost:80", "not an IP address"), ("127.0.0.1", "expected HOST:PORT"), ("::1:80", "need brackets"),
         ("127.0.0.1:99999", "port must be"), ("[::1:80", "missing ']'"), ("1.2.3.4:", "port must be"),

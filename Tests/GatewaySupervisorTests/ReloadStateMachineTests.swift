@@ -191,6 +191,51 @@ struct ReloadStateMachineTests {
     }
 }
 
+@Suite("Supervision", .serialized, .timeLimit(.minutes(1)))
+struct SupervisionTests {
+    typealias Fixture = ReloadStateMachineTests.Fixture
+
+    @Test("when every worker of the serving generation dies, they are replaced and the sockets stay open")
+    func allWorkersDie() async throws {
+        let fixture = try await Fixture { _, _ in .healthy() }
+        let before = await fixture.master.statusReport()
+        for record in fixture.spawner.records(generation: 1) {
+            fixture.spawner.signal(SIGKILL, to: record.pid)
+        }
+        try await ReloadStateMachineTests.waitFor("two replacement workers") {
+            let workers = await fixture.master.statusReport().generations.first?.workers ?? []
+            return workers.count == 2 && workers.allSatisfy { $0.state == "ready" && $0.restarts == 1 }
+        }
+        let after = await fixture.master.statusReport()
+        #expect(after.generations.map(\.id) == [1])
+        #expect(after.generations.first?.state == "serving")
+        #expect(after.listeners == before.listeners)
+        try await fixture.stop()
+    }
+
+    @Test("a stop while generation 1 is still starting ends the run cleanly")
+    func stopDuringStartup() async throws {
+        var template = Array("/tmp/gatewayd-sm-XXXXXX".utf8CString)
+        let directory = String(cString: mkdtemp(&template)!)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let configPath = directory + "/gateway.yaml"
+        try Fixture.config(body: "v1").write(toFile: configPath, atomically: true, encoding: .utf8)
+        let spawner = FakeSpawner { _, _ in .neverReady }
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let master = Master(
+            options: SupervisorOptions(configPath: configPath, controlSocket: directory + "/control.sock"),
+            loaded: try ConfigLoader.load(path: configPath), logger: logger, spawner: spawner)
+        let run = Task { try await master.run() }
+        try await ReloadStateMachineTests.waitFor("the workers to be spawned") { spawner.records.count == 2 }
+        await master.stop(now: false)
+        try await run.value
+        #expect(await master.statusReport().state == "stopped")
+        #expect(spawner.records.allSatisfy { $0.exited })
+        #expect(!FileManager.default.fileExists(atPath: directory + "/control.sock"))
+    }
+}
+
 extension ReloadOutcome {
     var isFailure: Bool {
         if case .failed = self { return true }

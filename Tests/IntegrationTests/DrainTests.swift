@@ -127,6 +127,21 @@ struct DrainTests {
         #expect(workers.allSatisfy { !isAlive($0) })
     }
 
+    @Test("when the only worker dies, it is replaced and the socket never closes")
+    func onlyWorkerReplaced() throws {
+        let gatewayd = try GatewaydProcess(config: Configs.hello(body: "v1", workers: 1))
+        let port = try gatewayd.port()
+        let victim = try gatewayd.status().generations[0].workers[0]
+        kill(victim.pid, SIGKILL)
+        // The master's copy of the socket stays open meanwhile: a connection made now waits
+        // in the queue and is served by the replacement, not refused.
+        let response = try httpGet(port: port)
+        #expect(response.body == "v1")
+        let status = try gatewayd.status()
+        #expect(status.generations.map(\.id) == [1])
+        #expect(status.generations[0].workers.first?.restarts == 1)
+    }
+
     @Test("a serving worker that dies is replaced")
     func crashedWorkerReplaced() throws {
         let gatewayd = try GatewaydProcess(config: Configs.hello(body: "v1"))
