@@ -20,10 +20,12 @@ public enum WorkerProcess {
     /// the drain's progress, and a frame per connection would cost more than it tells.
     static let connectionReportInterval: Duration = .milliseconds(200)
 
-    public static func run(generation: Int, index: Int, logger baseLogger: Logger) async -> Never {
+    /// Set once the handoff is complete. Before that, SIGTERM ends the process at once: a
+    /// spare (started ahead of a reload) has nothing to drain.
+    static let handedOff = Atomic<Bool>(false)
+
+    public static func run(logger baseLogger: Logger) async -> Never {
         var logger = baseLogger
-        logger[metadataKey: "generation"] = "\(generation)"
-        logger[metadataKey: "worker"] = "\(index)"
         // The master owns these: a terminal's Ctrl-C or a HUP to the process group must not
         // reach the workers behind the master's back.
         signal(SIGPIPE, SIG_IGN)
@@ -32,12 +34,18 @@ public enum WorkerProcess {
 
         let lifecycle = WorkerLifecycle()
         // SIGTERM: the master's drain timeout passed (or it is stopping now). Close everything.
-        // Set up before anything else, so that no SIGTERM finds the default action.
-        let termSource = DispatchSource.makeSignalSource(signal: SIGTERM, queue: .global())
-        termSource.setEventHandler { lifecycle.signal(.terminate) }
-        termSource.resume()
+        // Ignored first, then watched: the dispatch source only sees the signal when its
+        // default action (exit) is off. Before this point, SIGTERM simply ends the process.
         signal(SIGTERM, SIG_IGN)
+        let termSource = DispatchSource.makeSignalSource(signal: SIGTERM, queue: .global())
+        termSource.setEventHandler {
+            if !handedOff.load(ordering: .acquiring) { _exit(0) }
+            lifecycle.signal(.terminate)
+        }
+        termSource.resume()
 
+        // Started before the handoff: a spare has its event loop running when its turn comes.
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let channel = HandoffChannel(descriptor: HandoffProtocol.workerDescriptor)
         let handoff: Handoff
         do {
@@ -48,6 +56,10 @@ public enum WorkerProcess {
             try? channel.send(.failed(reason: "handoff failed: \(error)"))
             exit(1)
         }
+        let generation = handoff.hello.generation
+        logger[metadataKey: "generation"] = "\(generation)"
+        logger[metadataKey: "worker"] = "\(handoff.hello.worker)"
+        handedOff.store(true, ordering: .releasing)
         let configuration: GatewayConfiguration
         do {
             configuration = try ConfigLoader.parse(handoff.hello.config, path: handoff.hello.configPath)
@@ -57,7 +69,6 @@ public enum WorkerProcess {
             exit(1)
         }
 
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let server = GatewayServer(
             configuration: configuration, generation: generation, eventLoopGroup: group, logger: logger,
             connectionCountDidChange: { _ in })

@@ -115,11 +115,14 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var failedReloads: Int
     public var generations: [Generation]
     public var listeners: [Listener]
+    /// Pids of the pre-started workers waiting for the next reload.
+    public var spareWorkers: [Int32]
 
     public init(
         masterPid: Int32, state: String, configPath: String, reloadPhase: String, reloads: Int, failedReloads: Int,
-        generations: [Generation], listeners: [Listener]
+        generations: [Generation], listeners: [Listener], spareWorkers: [Int32] = []
     ) {
+        self.spareWorkers = spareWorkers
         self.masterPid = masterPid
         self.state = state
         self.configPath = configPath
@@ -132,7 +135,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case masterPid = "master_pid", state, configPath = "config_path", reloadPhase = "reload_phase", reloads,
-            failedReloads = "failed_reloads", generations, listeners
+            failedReloads = "failed_reloads", generations, listeners, spareWorkers = "spare_workers"
     }
 }
 

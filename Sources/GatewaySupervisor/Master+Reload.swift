@@ -134,6 +134,8 @@ extension Master {
                 "total_ms": "\(Self.format(timings.total))",
             ])
         notifier.ready(status: statusLine())
+        // After the timings: starting spares is not part of this reload's latency.
+        replenishSpares()
         return .succeeded(generation: generationID, timings: timings)
     }
 
@@ -209,6 +211,7 @@ extension Master {
         notifier.stopping(status: now ? "stopping now" : "stopping: draining")
         for waiter in reloadWaiters { waiter.resume(returning: .failed(reason: "gatewayd is stopping", details: [])) }
         reloadWaiters.removeAll()
+        stopSpares()
         // A generation still starting (generation 1, or a reload's) belongs to whoever waits
         // for it: waking them up makes them stop it (see `run` and `performReload`).
         for generation in generations.values where generation.state == .starting {
@@ -231,7 +234,7 @@ extension Master {
         guard state == .stopping || state == .stoppingNow else { return }
         // A generation still starting is not done yet, even with no live worker: its owner
         // (run or performReload) has yet to wake up and abandon it.
-        if generations.values.allSatisfy({ $0.liveWorkers.isEmpty && $0.state != .starting }) {
+        if spares.isEmpty, generations.values.allSatisfy({ $0.liveWorkers.isEmpty && $0.state != .starting }) {
             finish()
         }
     }

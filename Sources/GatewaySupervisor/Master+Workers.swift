@@ -12,10 +12,16 @@ extension Master {
     /// Spawns every worker of a new generation and waits until all are ready, one fails, or
     /// ready_timeout passes.
     /// Spawns every worker of a new generation. Returns the first failure to spawn.
+    /// Starts every worker of a new generation, taking pre-started spares first. Returns the
+    /// first failure to spawn.
     func spawnWorkers(of generation: Generation) -> GenerationStartFailure? {
         for index in 0..<generation.settings.workers {
             do {
-                try spawnWorker(generation: generation, index: index)
+                if let spare = takeSpare() {
+                    try assign(spare, to: generation, index: index)
+                } else {
+                    try spawnWorker(generation: generation, index: index)
+                }
             } catch {
                 return GenerationStartFailure(description: "cannot start worker \(index): \(error)")
             }
@@ -50,54 +56,22 @@ extension Master {
     }
 
     func spawnWorker(generation: Generation, index: Int) throws(SystemCallError) {
+        try assign(try launchWorkerProcess(), to: generation, index: index)
+    }
+
+    /// Starts a worker process that waits for its handoff, and the thread that reads from it.
+    /// Its events reach `handle(_:pid:)`, routed by pid, so the process may be a spare now and
+    /// a generation's worker later.
+    func launchWorkerProcess() throws(SystemCallError) -> SpawnedProcess {
         let arguments = [
             options.workerExecutable == "/proc/self/exe" ? "gatewayd" : options.workerExecutable,
-            "worker", "--generation", "\(generation.id)", "--index", "\(index)",
-            "--log-level", "\(options.logLevel)", "--log-format", options.logFormat.rawValue,
+            "worker", "--log-level", "\(options.logLevel)", "--log-format", options.logFormat.rawValue,
         ]
-        // The handoff sends copies of the listening fds, closed once sent: the listener table
-        // may close its own (a stop, a failed generation) while a slow worker still reads.
-        var copies: [(name: String, fd: CInt, backlog: Int32)] = []
-        do throws(SystemCallError) {
-            for listener in generation.listeners {
-                let copy = try syscall("fcntl F_DUPFD_CLOEXEC", on: "listener \(listener.name)") {
-                    fcntl(listener.fd, F_DUPFD_CLOEXEC, 0)
-                }
-                copies.append((name: listener.name, fd: copy, backlog: listener.backlog))
-            }
-        } catch {
-            for copy in copies { closeDescriptor(copy.fd) }
-            throw error
-        }
-        let process: SpawnedProcess
-        do {
-            process = try spawner.spawn(arguments: arguments, environment: Self.workerEnvironment())
-        } catch {
-            for copy in copies { closeDescriptor(copy.fd) }
-            throw error
-        }
-        let worker = Worker(generation: generation.id, index: index, process: process)
-        generation.workers[index] = worker
-        logger.debug("spawned \(worker.name)")
-
-        let hello = HandoffMessage.Hello(
-            generation: generation.id, worker: index, configPath: generation.loaded.path,
-            config: generation.loaded.bytes,
-            drainTimeoutMilliseconds: Int(generation.settings.drainTimeout.milliseconds))
+        let process = try spawner.spawn(arguments: arguments, environment: Self.workerEnvironment())
         let events = AsyncStream<WorkerEvent>.makeStream()
         let channel = process.channel
         let pid = process.pid
         let spawner = self.spawner
-        let handoff = copies
-        worker.outbox.async {
-            defer { for copy in handoff { closeDescriptor(copy.fd) } }
-            do {
-                try channel.sendHandoff(hello: hello, listeners: handoff)
-            } catch {
-                events.continuation.yield(.channelError("handoff: \(error)"))
-                spawner.signal(SIGKILL, to: pid)
-            }
-        }
         // Reads are blocking I/O: a thread of their own, never the concurrency pool. The
         // thread ends when the worker has exited (not reaped: the actor reaps).
         Thread.detachNewThread {
@@ -116,12 +90,83 @@ extension Master {
             events.continuation.yield(.exited)
             events.continuation.finish()
         }
-        let generationID = generation.id
         Task { [weak self] in
             for await event in events.stream {
-                await self?.handle(event, generationID: generationID, index: index, pid: pid)
+                await self?.handle(event, pid: pid)
             }
         }
+        return process
+    }
+
+    /// Makes a started process worker `index` of `generation` and sends it its handoff.
+    func assign(_ process: SpawnedProcess, to generation: Generation, index: Int) throws(SystemCallError) {
+        // The handoff sends copies of the listening fds, closed once sent: the listener table
+        // may close its own (a stop, a failed generation) while a slow worker still reads.
+        var copies: [(name: String, fd: CInt, backlog: Int32)] = []
+        do throws(SystemCallError) {
+            for listener in generation.listeners {
+                let copy = try syscall("fcntl F_DUPFD_CLOEXEC", on: "listener \(listener.name)") {
+                    fcntl(listener.fd, F_DUPFD_CLOEXEC, 0)
+                }
+                copies.append((name: listener.name, fd: copy, backlog: listener.backlog))
+            }
+        } catch {
+            for copy in copies { closeDescriptor(copy.fd) }
+            spawner.signal(SIGKILL, to: process.pid)
+            throw error
+        }
+        let worker = Worker(generation: generation.id, index: index, process: process)
+        generation.workers[index] = worker
+        workerLocations[process.pid] = (generation.id, index)
+        logger.debug("starting \(worker.name)")
+
+        let hello = HandoffMessage.Hello(
+            generation: generation.id, worker: index, configPath: generation.loaded.path,
+            config: generation.loaded.bytes,
+            drainTimeoutMilliseconds: Int(generation.settings.drainTimeout.milliseconds))
+        let channel = process.channel
+        let pid = process.pid
+        let spawner = self.spawner
+        let logger = self.logger
+        let handoff = copies
+        worker.outbox.async {
+            defer { for copy in handoff { closeDescriptor(copy.fd) } }
+            do {
+                try channel.sendHandoff(hello: hello, listeners: handoff)
+            } catch {
+                logger.error("handoff to pid \(pid) failed: \(error)")
+                // The reader thread sees the end of the channel and reports the exit.
+                spawner.signal(SIGKILL, to: pid)
+            }
+        }
+    }
+
+    // MARK: - Spares
+
+    /// Starts spare workers up to one per worker of the serving generation. A spare is a
+    /// worker process that has already paid for exec and the Swift runtime's start-up and
+    /// waits for a handoff: a reload hands it the new config and sockets, which makes the new
+    /// generation ready in a few milliseconds instead of a process start.
+    func replenishSpares() {
+        guard options.prestartWorkers, state == .running else { return }
+        while spares.count < settings.workers {
+            do {
+                let process = try launchWorkerProcess()
+                spares.append(process)
+            } catch {
+                logger.warning("cannot start a spare worker: \(error)")
+                return
+            }
+        }
+    }
+
+    func takeSpare() -> SpawnedProcess? {
+        spares.isEmpty ? nil : spares.removeFirst()
+    }
+
+    /// At stop: spares hold no connection and have nothing to drain.
+    func stopSpares() {
+        for spare in spares { spawner.signal(SIGKILL, to: spare.pid) }
     }
 
     /// Workers see neither systemd's activation variables nor its notify socket: the master
@@ -135,9 +180,30 @@ extension Master {
 
     // MARK: - Events
 
-    private func handle(_ event: WorkerEvent, generationID: Int, index: Int, pid: Int32) async {
-        guard let generation = generations[generationID], let worker = generation.workers[index], worker.pid == pid
-        else { return }
+    private func handle(_ event: WorkerEvent, pid: Int32) async {
+        if let spareIndex = spares.firstIndex(where: { $0.pid == pid }) {
+            // A spare has nothing to say before its handoff; it can only die.
+            guard case .exited = event else { return }
+            let spare = spares.remove(at: spareIndex)
+            let status = spawner.reap(pid: pid)
+            spare.channel.close()
+            if state == .stopping || state == .stoppingNow {
+                logger.debug("spare worker (pid \(pid)) stopped")
+                checkStopComplete()
+            } else {
+                logger.warning("spare worker (pid \(pid)) \(status); a new one starts at the next reload")
+            }
+            return
+        }
+        guard let (generationID, index) = workerLocations[pid], let generation = generations[generationID],
+            let worker = generation.workers[index], worker.pid == pid
+        else {
+            if case .exited = event {
+                workerLocations[pid] = nil
+                _ = spawner.reap(pid: pid)
+            }
+            return
+        }
         switch event {
         case .message(.ready):
             guard worker.state == .starting else { return }
@@ -164,6 +230,7 @@ extension Master {
             logger.error("\(worker.name): \(reason)")
         case .exited:
             let status = spawner.reap(pid: pid)
+            workerLocations[pid] = nil
             await workerExited(worker, in: generation, status: status)
         }
     }

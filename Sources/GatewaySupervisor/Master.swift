@@ -55,6 +55,10 @@ public actor Master {
     var reloadLoopRunning = false
     var reloadCount = 0
     var stopSignals = 0
+    /// Which generation and slot each live worker process is, by pid.
+    var workerLocations: [Int32: (generation: Int, index: Int)] = [:]
+    /// Started worker processes waiting for a handoff (see `replenishSpares`).
+    var spares: [SpawnedProcess] = []
     var failedReloadCount = 0
     var finishedContinuation: CheckedContinuation<Void, Never>?
     var controlServer: ControlServer?
@@ -138,6 +142,7 @@ public actor Master {
             "generation \(generationID) serving",
             metadata: ["workers": "\(settings.workers)", "pid": "\(getpid())"])
         notifier.ready(status: statusLine())
+        replenishSpares()
         await waitUntilFinished()
     }
 
@@ -177,7 +182,7 @@ public actor Master {
                 StatusReport.Listener(
                     name: $0.name, address: "\($0.boundAddress)", fd: $0.fd,
                     origin: $0.origin == .bound ? "bound" : "inherited")
-            })
+            }, spareWorkers: spares.map(\.pid))
     }
 
     /// One line for `systemctl status` and logs.

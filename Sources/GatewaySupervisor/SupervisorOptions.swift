@@ -14,12 +14,17 @@ public struct SupervisorOptions: Sendable {
     public var logFormat: GatewayLogHandler.Format
     /// argv[0] shown by ps for workers, and the program they run.
     public var workerExecutable: String
+    /// Keep one started worker process per worker waiting for the next reload (see
+    /// `Master.replenishSpares`).
+    public var prestartWorkers: Bool
 
     public init(
         configPath: String, workers: Int? = nil, controlSocket: String? = nil, drainTimeout: Duration? = nil,
         readyTimeout: Duration? = nil, pidFile: String? = nil, logLevel: Logger.Level = .info,
-        logFormat: GatewayLogHandler.Format = .text, workerExecutable: String = "/proc/self/exe"
+        logFormat: GatewayLogHandler.Format = .text, workerExecutable: String = "/proc/self/exe",
+        prestartWorkers: Bool = true
     ) {
+        self.prestartWorkers = prestartWorkers
         self.configPath = configPath
         self.workers = workers
         self.controlSocket = controlSocket

@@ -53,6 +53,10 @@ struct Run: AsyncParsableCommand {
     var readyTimeout: DurationArgument?
     @Option(name: .long, help: "Write the master's pid here.")
     var pidFile: String?
+    @Flag(
+        inversion: .prefixedNo,
+        help: "Keep one started worker process per worker waiting for the next reload (faster reloads, one idle process each).")
+    var prestartWorkers = true
     @OptionGroup var log: LogOptions
 
     func validate() throws {
@@ -73,7 +77,8 @@ struct Run: AsyncParsableCommand {
         }
         let options = SupervisorOptions(
             configPath: config, workers: workers, controlSocket: controlSocket, drainTimeout: drainTimeout?.duration,
-            readyTimeout: readyTimeout?.duration, pidFile: pidFile, logLevel: log.logLevel, logFormat: log.logFormat)
+            readyTimeout: readyTimeout?.duration, pidFile: pidFile, logLevel: log.logLevel, logFormat: log.logFormat,
+            prestartWorkers: prestartWorkers)
         let master = Master(options: options, loaded: loaded, logger: logger)
         let signals = Task { await master.handleSignals() }
         defer { signals.cancel() }
@@ -110,12 +115,10 @@ struct Worker: AsyncParsableCommand {
         abstract: "Run a worker (started by the master, with its handoff channel on fd 3).",
         shouldDisplay: false)
 
-    @Option var generation: Int
-    @Option var index: Int
     @OptionGroup var log: LogOptions
 
     func run() async throws {
         GatewayLogHandler.bootstrap(format: log.logFormat, level: log.logLevel)
-        await WorkerProcess.run(generation: generation, index: index, logger: Logger(label: "gatewayd-worker"))
+        await WorkerProcess.run(logger: Logger(label: "gatewayd-worker"))
     }
 }

@@ -25,8 +25,9 @@ final class FakeSpawner: ProcessSpawning, Sendable {
 
     struct Record: Sendable {
         var pid: pid_t
-        var generation: Int
-        var index: Int
+        /// Known once the handoff's hello arrived (0 for a spare still waiting).
+        var generation = 0
+        var index = 0
         var signals: [CInt] = []
         var drained = false
         var exited = false
@@ -51,18 +52,15 @@ final class FakeSpawner: ProcessSpawning, Sendable {
 
     func spawn(arguments: [String], environment: [String]) throws(SystemCallError) -> SpawnedProcess {
         let (master, workerEnd) = try HandoffChannel.makePair()
-        let generation = Int(arguments[arguments.firstIndex(of: "--generation")! + 1])!
-        let index = Int(arguments[arguments.firstIndex(of: "--index")! + 1])!
         let channel = HandoffChannel(descriptor: workerEnd)
         let pid = state.withLock { state -> pid_t in
             state.nextPid += 1
-            state.records[state.nextPid] = Record(pid: state.nextPid, generation: generation, index: index)
+            state.records[state.nextPid] = Record(pid: state.nextPid)
             state.stops[state.nextPid] = channel
             return state.nextPid
         }
-        let script = behavior(generation, index)
         Thread.detachNewThread { [self] in
-            let status = run(script, pid: pid, channel: channel)
+            let status = run(pid: pid, channel: channel)
             state.withLock { state in
                 state.exits[pid] = status
                 state.records[pid]?.exited = true
@@ -83,23 +81,35 @@ final class FakeSpawner: ProcessSpawning, Sendable {
         channel?.shutdown()
     }
 
-    func waitForExit(pid: pid_t) -> ExitStatus {
-        while true {
-            if let status = state.withLock({ $0.exits[pid] }) { return status }
+    func waitForExit(pid: pid_t) {
+        while state.withLock({ $0.exits[pid] }) == nil {
             usleep(1_000)
         }
     }
 
-    private func run(_ script: Behavior, pid: pid_t, channel: HandoffChannel) -> ExitStatus {
-        // The handoff, as a worker receives it.
+    func reap(pid: pid_t) -> ExitStatus {
+        state.withLock { $0.exits[pid] } ?? .exited(-1)
+    }
+
+    private func run(pid: pid_t, channel: HandoffChannel) -> ExitStatus {
+        // The handoff, as a worker receives it: the hello says who it is.
+        var script: Behavior?
         do {
             while let (message, fds) = try channel.receive() {
                 for fd in fds { closeDescriptor(fd) }
+                if case .hello(let hello) = message {
+                    state.withLock {
+                        $0.records[pid]?.generation = hello.generation
+                        $0.records[pid]?.index = hello.worker
+                    }
+                    script = behavior(hello.generation, hello.worker)
+                }
                 if case .start = message { break }
             }
         } catch {
             return .exited(2)
         }
+        guard let script else { return .signaled(SIGTERM) }  // a spare stopped before its turn
         switch script {
         case .healthy, .drainsForever:
             try? channel.send(.ready(pid: pid))

@@ -166,7 +166,7 @@ struct ReloadStateMachineTests {
             #expect(draining.count <= 2 || draining.contains { $0.workers.contains { $0.state == "terminating" } })
         }
         try await Self.waitFor("generations 1 and 2 to be stopped") {
-            fixture.spawner.records.filter { $0.generation <= 2 }.allSatisfy { $0.signals.contains(SIGTERM) && $0.exited }
+            fixture.spawner.records.filter { (1...2).contains($0.generation) }.allSatisfy { $0.signals.contains(SIGTERM) && $0.exited }
         }
         #expect(fixture.spawner.records.filter { $0.generation >= 3 }.allSatisfy { $0.signals.isEmpty })
         try await fixture.stop()
@@ -211,6 +211,23 @@ struct SupervisionTests {
         #expect(after.generations.first?.state == "serving")
         #expect(after.listeners == before.listeners)
         try await fixture.stop()
+    }
+
+    @Test("a reload hands its generation to the spares started ahead of it, then starts new spares")
+    func sparesServeTheReload() async throws {
+        let fixture = try await Fixture { _, _ in .healthy() }
+        try await ReloadStateMachineTests.waitFor("two spares") { await fixture.master.spares.count == 2 }
+        let spares = Set(await fixture.master.spares.map(\.pid))
+        guard case .succeeded = await fixture.master.reload(trigger: "test") else {
+            Issue.record("reload failed")
+            return
+        }
+        let generation2 = Set(fixture.spawner.records(generation: 2).map(\.pid))
+        #expect(generation2 == spares)
+        let newSpares = Set(await fixture.master.spares.map(\.pid))
+        #expect(newSpares.count == 2 && newSpares.isDisjoint(with: spares))
+        try await fixture.stop()
+        #expect(fixture.spawner.records.allSatisfy { $0.exited })
     }
 
     @Test("a stop while generation 1 is still starting ends the run cleanly")
