@@ -3,7 +3,8 @@
 #
 #   1. wrk load (keep-alive, then "Connection: close") while the config is rewritten and the
 #      master gets SIGHUP every INTERVAL seconds: requests, non-2xx, socket errors.
-#   2. Reload latency, idle: SIGHUP sent -> first response carrying the new config's body.
+#   2. Reload latency, idle: SIGHUP sent -> first response carrying the new config's body; then
+#      the switch window: old-body answers still arriving after that first new-body one.
 #   3. RSS of the master and of each worker after the load runs.
 #
 # Everything listens on 127.0.0.1 only; everything started here is stopped on exit.
@@ -354,7 +355,8 @@ settle() {
 # ---------------------------------------------------------------------------- load runs
 declare -A R_SENT R_APPLIED R_REQS R_RPS R_NON2XX R_CONNECT R_READ R_WRITE R_TIMEOUT R_FAILED R_P99 R_PEAKPROCS R_NOTE
 declare -A M_MASTER M_WORKERS M_TOTAL M_NWORKERS
-declare -A L_MEDIAN L_P90 L_MAX L_MIN L_ERRORS L_POLLS L_NOTE
+declare -A L_MEDIAN L_P90 L_MAX L_MIN L_ERRORS L_POLLS L_NOTE L_TAIL
+declare -A S_STALE S_WMEDIAN S_WMAX S_NOTE   # switch window (same idle reloads as L_*)
 declare -A DIED
 
 run_load() {
@@ -453,9 +455,17 @@ cat >"$TMP/reload_latency.py" <<'EOF'
 Usage: reload_latency.py PID PORT CONFIG TEMPLATE COUNT GAP TIMEOUT LABEL
 Rewrites CONFIG from TEMPLATE (@BODY@ -> a new body), sends SIGHUP itself right after, then
 polls GET / on 127.0.0.1:PORT with a new connection per request and no pause between polls.
+Switch window: after the first response with the new body, it keeps polling the same way for
+SWITCH_TAIL_S more and counts the responses that still carry the old body (the body served just
+before the SIGHUP), and the time from the first new-body response to the last old-body one.
 Prints one JSON object with the latencies in milliseconds.
 """
 import json, os, signal, socket, statistics, sys, time
+
+# How long to keep polling after the first new-body response. Long enough to see nginx's old
+# workers still accepting new connections after its switch (a feasibility run measured about
+# 100 ms), so that a window of that size is caught whole.
+SWITCH_TAIL_S = 0.3
 
 pid, port = int(sys.argv[1]), int(sys.argv[2])
 config, template_path = sys.argv[3], sys.argv[4]
@@ -496,8 +506,27 @@ def fetch():
         s.close()
 
 
+def current_body():
+    """The body served now (before the first timed reload), or None if no 200 answer comes."""
+    for _ in range(20):
+        try:
+            status, body = fetch()
+            if status == 200:
+                return body
+        except (OSError, ConnectionError, ValueError, IndexError):
+            pass
+        time.sleep(0.05)
+    return None
+
+
 latencies, polls, errors, stale = [], 0, 0, 0
 error_kinds = {}
+# Switch window, per reload: old-body answers after the first new-body one, and the time from
+# that first new-body answer to the last old-body answer (0 if none). "Other" answers after the
+# switch (neither body, or not a 200) and connection errors during the tail are kept apart.
+stale_after, windows, tail_polls, tail_other, tail_errors = [], [], 0, 0, 0
+tail_error_kinds = {}
+old = current_body()
 for i in range(count):
     token = "hello L%d-%d" % (i, os.getpid())
     expected = (token + "\n").encode()
@@ -511,7 +540,8 @@ for i in range(count):
         now = time.monotonic()
         if now - t0 > timeout:
             print(json.dumps({"label": label, "error": "reload %d: no response with the new body after %.0f s" % (i + 1, timeout),
-                              "latencies_ms": latencies, "errors": errors, "error_kinds": error_kinds}))
+                              "latencies_ms": latencies, "errors": errors, "error_kinds": error_kinds,
+                              "stale_after_switch_per_reload": stale_after, "switch_windows_ms": windows}))
             sys.exit(1)
         try:
             status, body = fetch()
@@ -522,9 +552,30 @@ for i in range(count):
             continue
         polls += 1
         if status == 200 and body == expected:
-            latencies.append((time.monotonic() - t0) * 1000.0)
+            t_new = time.monotonic()
+            latencies.append((t_new - t0) * 1000.0)
             break
         stale += 1
+    # Switch window: same polling (fresh connection, no pause) for SWITCH_TAIL_S after t_new.
+    # Polls run one at a time, so each one here connected after the first new-body answer.
+    n_old, t_last_old = 0, None
+    while time.monotonic() - t_new < SWITCH_TAIL_S:
+        try:
+            status, body = fetch()
+        except (OSError, ConnectionError, ValueError, IndexError) as e:
+            tail_errors += 1
+            kind = type(e).__name__
+            tail_error_kinds[kind] = tail_error_kinds.get(kind, 0) + 1
+            continue
+        tail_polls += 1
+        if status == 200 and old is not None and body == old:
+            n_old += 1
+            t_last_old = time.monotonic()
+        elif not (status == 200 and body == expected):
+            tail_other += 1
+    stale_after.append(n_old)
+    windows.append((t_last_old - t_new) * 1000.0 if t_last_old is not None else 0.0)
+    old = expected
     time.sleep(gap)
 
 ordered = sorted(latencies)
@@ -534,6 +585,11 @@ print(json.dumps({
     "median_ms": statistics.median(ordered), "p90_ms": p90, "max_ms": ordered[-1], "min_ms": ordered[0],
     "polls": polls, "stale_responses": stale, "poll_errors": errors, "error_kinds": error_kinds,
     "latencies_ms": [round(x, 2) for x in latencies],
+    "switch_tail_ms": SWITCH_TAIL_S * 1000.0, "stale_after_switch": sum(stale_after),
+    "stale_after_switch_per_reload": stale_after,
+    "switch_window_median_ms": statistics.median(windows), "switch_window_max_ms": max(windows),
+    "switch_windows_ms": [round(x, 2) for x in windows],
+    "tail_polls": tail_polls, "tail_other": tail_other, "tail_errors": tail_errors, "tail_error_kinds": tail_error_kinds,
 }))
 EOF
 
@@ -541,7 +597,7 @@ measure_latency() {
     local server=$1 pid port template out rc=0
     pid=$(pid_of "$server")
     if [[ $server == gatewayd ]]; then port=$PORT_GATEWAYD; template="$TMP/gatewayd/template.yaml"; else port=$PORT_NGINX; template="$TMP/nginx/template.conf"; fi
-    log "$server: reload latency, $LATENCY_RELOADS idle reloads (SIGHUP -> first response with the new body)"
+    log "$server: reload latency, $LATENCY_RELOADS idle reloads (SIGHUP -> first response with the new body, then the switch window)"
     out="$TMP/$server/latency.json"
     "$PYTHON" "$TMP/reload_latency.py" "$pid" "$port" "$(conf_of "$server")" "$template" \
         "$LATENCY_RELOADS" "$LATENCY_GAP" "$LATENCY_TIMEOUT" "$server" >"$out" || rc=$?
@@ -562,6 +618,12 @@ else:
     put("L_POLLS", d["polls"])
     put("L_ERRORS", d["poll_errors"])
     put("L_NOTE", "%d stale responses; errors %s" % (d["stale_responses"], d["error_kinds"] or "none"))
+    put("L_TAIL", "%.0f" % d["switch_tail_ms"])
+    put("S_STALE", d["stale_after_switch"])
+    put("S_WMEDIAN", "%.1f" % d["switch_window_median_ms"])
+    put("S_WMAX", "%.1f" % d["switch_window_max_ms"])
+    if d["tail_other"] or d["tail_errors"]:
+        put("S_NOTE", "after the switch: %d other answers, errors %s" % (d["tail_other"], d["tail_error_kinds"] or "none"))
 EOF
 )"
     if ((rc != 0)); then warn "$server: reload latency run failed: ${L_NOTE[$server]:-}"; fi
@@ -615,12 +677,23 @@ printf '(sent: SIGHUPs sent; appl: reloads the server reports as done (gatewayd:
 printf ' nginx: "reconfiguring" lines in its error log). procs peak: most worker processes seen at once.)\n'
 
 printf '\n== Reload latency, idle: SIGHUP sent -> first response with the new body (%s reloads, fresh connection per poll)\n' "$LATENCY_RELOADS"
-lfmt='%-9s %10s %10s %10s %10s %8s %12s  %s\n'
-printf "$lfmt" server "median ms" "p90 ms" "max ms" "min ms" polls "poll errors" ""
+lfmt='%-9s %10s %10s %10s %10s %8s %12s %13s %12s %12s  %s\n'
+printf "$lfmt" server "median ms" "p90 ms" "max ms" "min ms" polls "poll errors" "stale after" "switch" "switch" ""
+printf "$lfmt" "" "" "" "" "" "" "" "1st new" "win med ms" "win max ms" ""
+tail_ms=""
 for server in $SERVERS; do
+    note=${L_NOTE[$server]:-}
+    [[ -n ${S_NOTE[$server]:-} ]] && note+="; ${S_NOTE[$server]}"
     printf "$lfmt" "$server" "${L_MEDIAN[$server]:--}" "${L_P90[$server]:--}" "${L_MAX[$server]:--}" "${L_MIN[$server]:--}" \
-        "${L_POLLS[$server]:--}" "${L_ERRORS[$server]:--}" "${L_NOTE[$server]:-}"
+        "${L_POLLS[$server]:--}" "${L_ERRORS[$server]:--}" "${S_STALE[$server]:--}" "${S_WMEDIAN[$server]:--}" \
+        "${S_WMAX[$server]:--}" "$note"
+    tail_ms=${tail_ms:-${L_TAIL[$server]:-}}
 done
+printf '(polls, poll errors and the stale responses in the note: until the first new-body answer. stale after 1st new:\n'
+printf ' old-body answers, summed over the reloads, while polling on for %s ms after the first new-body answer;\n' "${tail_ms:-?}"
+printf ' switch win: first new-body answer -> last old-body answer, per reload, 0 if none.'
+if wants gatewayd; then printf '\n gatewayd gets SIGHUP, which is asynchronous: a few stale answers are possible, see benchmarks/README.md.'; fi
+printf ')\n'
 
 printf '\n== Memory after the load runs (VmRSS, MB)\n'
 mfmt='%-9s %8s %-26s %10s\n'
@@ -645,6 +718,8 @@ if wants gatewayd && wants nginx; then
     done
     printf 'reload latency median:       %8s vs %-8s -> %s\n' "${L_MEDIAN[gatewayd]:-?}" "${L_MEDIAN[nginx]:-?}" \
         "$(ratio "${L_MEDIAN[gatewayd]:-?}" "${L_MEDIAN[nginx]:-?}")"
+    printf 'stale answers after the first new one: %8s vs %-8s -> %s\n' "${S_STALE[gatewayd]:-?}" "${S_STALE[nginx]:-?}" \
+        "$(ratio "${S_STALE[gatewayd]:-?}" "${S_STALE[nginx]:-?}")"
     printf 'RSS master (MB):             %8s vs %-8s -> %s\n' "${M_MASTER[gatewayd]:-?}" "${M_MASTER[nginx]:-?}" \
         "$(ratio "${M_MASTER[gatewayd]:-?}" "${M_MASTER[nginx]:-?}")"
     printf 'RSS total (MB):              %8s vs %-8s -> %s\n' "${M_TOTAL[gatewayd]:-?}" "${M_TOTAL[nginx]:-?}" \

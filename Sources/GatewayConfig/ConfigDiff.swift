@@ -46,7 +46,8 @@ public struct ConfigDiff: Sendable, Equatable, CustomStringConvertible {
             } else {
                 keptListeners.append(listener)
                 if previous.backlog != listener.backlog {
-                    backlogChanges.append("listener '\(listener.name)' backlog \(previous.backlog) -> \(listener.backlog)")
+                    backlogChanges.append(
+                        "listener '\(listener.name)' backlog \(previous.backlog) -> \(listener.backlog)")
                 }
             }
         }

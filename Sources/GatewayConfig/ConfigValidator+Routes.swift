@@ -104,7 +104,9 @@ extension ConfigValidator {
             error("\(path): must start with '/', got \(quoted(text))", at: node.position)
             return nil
         }
-        if let bad = text.unicodeScalars.first(where: { $0.properties.isWhitespace || $0.value < 0x20 || $0 == "\u{7F}" }) {
+        if let bad = text.unicodeScalars.first(where: {
+            $0.properties.isWhitespace || $0.value < 0x20 || $0 == "\u{7F}"
+        }) {
             error("\(path): must not contain \(ConfigValidator.describe(bad))", at: node.position)
             return nil
         }

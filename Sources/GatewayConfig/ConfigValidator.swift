@@ -45,7 +45,8 @@ struct ConfigValidator {
             return nil
         }
         guard case .mapping = root else {
-            error("the configuration must be a mapping of keys to values, got \(root.kindDescription)", at: root.position)
+            error(
+                "the configuration must be a mapping of keys to values, got \(root.kindDescription)", at: root.position)
             return nil
         }
         guard let fields = fields(of: root, path: "", allowed: ConfigValidator.topLevelKeys) else { return nil }
@@ -55,9 +56,10 @@ struct ConfigValidator {
         }
         let drainTimeout = timeout(fields, "drain_timeout", default: GatewayConfiguration.defaultDrainTimeout)
         let readyTimeout = timeout(fields, "ready_timeout", default: GatewayConfiguration.defaultReadyTimeout)
-        let maxDraining = fields.optionalValue("max_draining_generations").map {
-            integer($0, path: "max_draining_generations", in: 1...Int.max)
-        } ?? GatewayConfiguration.defaultMaxDrainingGenerations
+        let maxDraining =
+            fields.optionalValue("max_draining_generations").map {
+                integer($0, path: "max_draining_generations", in: 1...Int.max)
+            } ?? GatewayConfiguration.defaultMaxDrainingGenerations
         let controlSocket = fields.optionalValue("control_socket").flatMap { socketPath($0, path: "control_socket") }
         let (listeners, listenerNames) = listeners(fields)
         let routes = routes(fields, listenerNames: listenerNames)
@@ -151,7 +153,8 @@ struct ConfigValidator {
             return nil
         }
         guard let value = scalar.decimalInteger, range.contains(value) else {
-            let bounds = range.upperBound == Int.max
+            let bounds =
+                range.upperBound == Int.max
                 ? "at least \(range.lowerBound)" : "from \(range.lowerBound) to \(range.upperBound)"
             error("\(path): must be \(bounds), got \(text)", at: node.position)
             return nil
@@ -160,7 +163,8 @@ struct ConfigValidator {
     }
 
     /// A duration that must be positive; absent or null means `defaultValue`.
-    private mutating func timeout(_ fields: MappingFields, _ name: String, default defaultValue: Duration) -> Duration? {
+    private mutating func timeout(_ fields: MappingFields, _ name: String, default defaultValue: Duration) -> Duration?
+    {
         guard let node = fields.optionalValue(name) else { return defaultValue }
         guard let text = string(node, path: name) else { return nil }
         guard let duration = DurationText.parse(text) else {

@@ -27,7 +27,8 @@ struct DiagnosticSink {
     func error() -> ConfigError {
         guard !diagnostics.isEmpty else {
             return ConfigError(
-                ConfigDiagnostic(file: file, line: 1, column: 1, message: "the configuration was rejected (internal error)"))
+                ConfigDiagnostic(
+                    file: file, line: 1, column: 1, message: "the configuration was rejected (internal error)"))
         }
         var sorted = diagnostics.enumerated().sorted { a, b in
             (a.element.line, a.element.column, a.offset) < (b.element.line, b.element.column, b.offset)

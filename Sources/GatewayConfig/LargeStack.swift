@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #endif
 
 /// Runs work on a fresh thread with a big stack.
@@ -33,28 +33,28 @@ enum LargeStack {
     /// Returns false if the thread could not be started; `work` has then not run.
     private static func runOnThread(_ work: @escaping () -> Void) -> Bool {
         #if canImport(Glibc) || canImport(Musl)
-        var attributes = pthread_attr_t()
-        guard pthread_attr_init(&attributes) == 0 else { return false }
-        defer { pthread_attr_destroy(&attributes) }
-        guard pthread_attr_setstacksize(&attributes, size) == 0 else { return false }
+            var attributes = pthread_attr_t()
+            guard pthread_attr_init(&attributes) == 0 else { return false }
+            defer { pthread_attr_destroy(&attributes) }
+            guard pthread_attr_setstacksize(&attributes, size) == 0 else { return false }
 
-        let job = Unmanaged.passRetained(Job(work))
-        var thread = pthread_t()
-        let created = pthread_create(
-            &thread, &attributes,
-            { context in
-                let job = Unmanaged<Job>.fromOpaque(context!).takeRetainedValue()
-                job.work()
-                return nil
-            }, job.toOpaque())
-        guard created == 0 else {
-            job.release()
-            return false
-        }
-        pthread_join(thread, nil)
-        return true
+            let job = Unmanaged.passRetained(Job(work))
+            var thread = pthread_t()
+            let created = pthread_create(
+                &thread, &attributes,
+                { context in
+                    let job = Unmanaged<Job>.fromOpaque(context!).takeRetainedValue()
+                    job.work()
+                    return nil
+                }, job.toOpaque())
+            guard created == 0 else {
+                job.release()
+                return false
+            }
+            pthread_join(thread, nil)
+            return true
         #else
-        return false
+            return false
         #endif
     }
 }

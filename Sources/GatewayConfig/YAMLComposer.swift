@@ -132,8 +132,10 @@ struct YAMLComposer {
 
     /// Renames the first occurrence of a repeated key so the next parse gets past it.
     /// Returns false, having reported the repeat at that first occurrence, when it cannot.
-    private mutating func rename(_ name: String, at position: SourcePosition, round: Int,
-                                 into sink: inout DiagnosticSink) -> Bool {
+    private mutating func rename(
+        _ name: String, at position: SourcePosition, round: Int,
+        into sink: inout DiagnosticSink
+    ) -> Bool {
         guard round < YAMLComposer.maximumDuplicateRounds - 1 else {
             sink.error(
                 "duplicate key \(displayName(name)) (repeated later in the same mapping; "

@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import SystemPackage
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A blocking client of the master's control socket (gatewayctl, tests).
 public struct ControlClient: Sendable {
@@ -77,7 +78,9 @@ public struct ControlClient: Sendable {
             var offset = 0
             while offset < line.count {
                 offset += try syscall("send", on: socketPath) {
-                    line.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }
+                    line.withUnsafeBytes {
+                        Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL))
+                    }
                 }
             }
             var response: [UInt8] = []

@@ -52,7 +52,8 @@ public struct ReloadTimings: Codable, Sendable, Equatable {
     public var switchMs: Double
     public var totalMs: Double
 
-    public init(validateMs: Double, bindMs: Double, spawnMs: Double, readyMs: Double, switchMs: Double, totalMs: Double) {
+    public init(validateMs: Double, bindMs: Double, spawnMs: Double, readyMs: Double, switchMs: Double, totalMs: Double)
+    {
         self.validateMs = validateMs
         self.bindMs = bindMs
         self.spawnMs = spawnMs

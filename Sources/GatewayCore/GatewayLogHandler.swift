@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import Logging
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Logs to stderr, one line per event, as text for people or JSON for collectors.
 /// Master and workers share it, so every line carries the pid and the role.

@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CGatewayShim
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// One end of a master⇄worker socketpair, speaking `HandoffProtocol` with blocking I/O.
 ///
@@ -36,7 +37,8 @@ public final class HandoffChannel: Sendable {
 
     /// Sends one message. A `listeners` message must come with exactly its fds.
     public func send(_ message: HandoffMessage, descriptors: [CInt] = []) throws(SystemCallError) {
-        precondition(descriptors.count == message.descriptorCount, "\(message.type) frame with \(descriptors.count) fds")
+        precondition(
+            descriptors.count == message.descriptorCount, "\(message.type) frame with \(descriptors.count) fds")
         precondition(descriptors.count <= HandoffProtocol.maximumDescriptorsPerFrame)
         let frame = message.encodeFrame()
         try sendLock.withLock { (_) throws(SystemCallError) in
@@ -75,7 +77,8 @@ public final class HandoffChannel: Sendable {
                 do throws(SystemCallError) {
                     n = try syscall("recvmsg", on: "handoff channel fd \(descriptor)") {
                         chunk.withUnsafeMutableBytes { raw in
-                            gw_recvmsg_fds(descriptor, raw.baseAddress, raw.count, &fds, CInt(fds.count), &nfds, &truncated)
+                            gw_recvmsg_fds(
+                                descriptor, raw.baseAddress, raw.count, &fds, CInt(fds.count), &nfds, &truncated)
                         }
                     }
                 } catch {
@@ -84,7 +87,8 @@ public final class HandoffChannel: Sendable {
                 state.descriptors.append(contentsOf: fds.prefix(Int(nfds)))
                 if truncated != 0 {
                     Self.discard(&state)
-                    throw .protocolViolation(HandoffProtocolError("control data truncated (too many fds in one message)"))
+                    throw .protocolViolation(
+                        HandoffProtocolError("control data truncated (too many fds in one message)"))
                 }
                 if n == 0 {
                     let leftover = state.buffer.count
@@ -133,7 +137,8 @@ public final class HandoffChannel: Sendable {
             let extra = state.descriptors.count
             for fd in fds { closeDescriptor(fd) }
             discard(&state)
-            throw .protocolViolation(HandoffProtocolError("\(extra) fds arrived that no frame may carry (after \(message.type))"))
+            throw .protocolViolation(
+                HandoffProtocolError("\(extra) fds arrived that no frame may carry (after \(message.type))"))
         }
         return (message, fds)
     }

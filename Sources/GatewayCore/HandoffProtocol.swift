@@ -184,9 +184,12 @@ extension HandoffMessage {
             }
             return .hello(
                 Hello(
-                    version: try require(wire.version, "version"), generation: try require(wire.generation, "generation"),
-                    worker: try require(wire.worker, "worker"), configPath: try require(wire.config_path, "config_path"),
-                    config: [UInt8](config), drainTimeoutMilliseconds: try require(wire.drain_timeout_ms, "drain_timeout_ms")
+                    version: try require(wire.version, "version"),
+                    generation: try require(wire.generation, "generation"),
+                    worker: try require(wire.worker, "worker"),
+                    configPath: try require(wire.config_path, "config_path"),
+                    config: [UInt8](config),
+                    drainTimeoutMilliseconds: try require(wire.drain_timeout_ms, "drain_timeout_ms")
                 ))
         case "listeners":
             let names = try require(wire.names, "names")

@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A listening address as written in the config: `127.0.0.1:8080`, `0.0.0.0:80`, `[::1]:8080`, `[::]:443`.

@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The one owner of every listening fd in the master.
@@ -50,7 +50,8 @@ public final class ListenerTable {
     private let bindSocket: (ListenerAddress, Int32) throws(SystemCallError) -> CInt
 
     public init(
-        bindSocket: @escaping (ListenerAddress, Int32) throws(SystemCallError) -> CInt = { (address, backlog) throws(SystemCallError) in
+        bindSocket: @escaping (ListenerAddress, Int32) throws(SystemCallError) -> CInt = {
+            (address, backlog) throws(SystemCallError) in
             try ListeningSocket.bind(address, backlog: backlog)
         }
     ) {
@@ -63,7 +64,8 @@ public final class ListenerTable {
         let bound = try ListeningSocket.localAddress(fd: fd)
         entries[fd] = Entry(
             listener: Listener(
-                name: name, configuredAddress: bound, boundAddress: bound, backlog: backlog, fd: fd, origin: .inherited))
+                name: name, configuredAddress: bound, boundAddress: bound, backlog: backlog, fd: fd, origin: .inherited)
+        )
     }
 
     /// Gives `generation` a socket for every spec: an existing one with the same configured

@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import SystemPackage
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Opening, inspecting and re-arming TCP listening sockets. Raw fds: the `ListenerTable`
 /// decides who owns them.
@@ -63,7 +64,8 @@ public enum ListeningSocket {
                     var buf = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
                     inet_ntop(AF_INET, &addr, &buf, socklen_t(buf.count))
                     return ListenerAddress(
-                        family: .ipv4, host: buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }, port: UInt16(bigEndian: sin.pointee.sin_port))
+                        family: .ipv4, host: buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) },
+                        port: UInt16(bigEndian: sin.pointee.sin_port))
                 }
             }
         case AF_INET6:
@@ -73,7 +75,8 @@ public enum ListeningSocket {
                     var buf = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
                     inet_ntop(AF_INET6, &addr, &buf, socklen_t(buf.count))
                     return ListenerAddress(
-                        family: .ipv6, host: buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }, port: UInt16(bigEndian: sin6.pointee.sin6_port))
+                        family: .ipv6, host: buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) },
+                        port: UInt16(bigEndian: sin6.pointee.sin6_port))
                 }
             }
         default:

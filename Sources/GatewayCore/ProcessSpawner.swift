@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CGatewayShim
 import SystemPackage
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A process started by the master with a handoff channel as its fd 3.
 public struct SpawnedProcess: Sendable {

@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
 import SystemPackage
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
 
 /// Every system call goes through here: EINTR is retried, any other failure becomes a
 /// `SystemCallError` that names the call. EBADF is a bug in fd ownership, never a runtime

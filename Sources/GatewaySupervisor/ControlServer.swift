@@ -1,12 +1,13 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CGatewayShim
 import Foundation
 import GatewayCore
 import Logging
 import NIOCore
 import NIOPosix
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The master's control socket: a Unix stream socket, mode 0600, speaking `ControlProtocol`.
 /// Peers are checked with SO_PEERCRED (same uid as the master, or root) even if someone
@@ -142,7 +143,8 @@ private final class ControlConnectionHandler: ChannelInboundHandler, RemovableCh
             case .success(let cred):
                 handler.logger.warning(
                     "control socket: refused peer", metadata: ["uid": "\(cred.uid)", "pid": "\(cred.pid)"])
-                handler.refuse(context: context, reason: "permission denied: uid \(cred.uid) is neither root nor the master's")
+                handler.refuse(
+                    context: context, reason: "permission denied: uid \(cred.uid) is neither root nor the master's")
             case .failure(let error):
                 handler.refuse(context: context, reason: "cannot check peer credentials: \(error)")
             }
@@ -199,7 +201,9 @@ private final class ControlConnectionHandler: ChannelInboundHandler, RemovableCh
         guard request.version == ControlProtocol.version else {
             respond(
                 context: context,
-                .failure("unsupported protocol version \(request.version) (this gatewayd speaks \(ControlProtocol.version))"))
+                .failure(
+                    "unsupported protocol version \(request.version) (this gatewayd speaks \(ControlProtocol.version))")
+            )
             return
         }
         let master = self.master

@@ -32,7 +32,10 @@ final class Generation {
     /// Resumed when every worker has confirmed it stopped accepting (or the wait timed out).
     var stoppedAcceptingContinuation: CheckedContinuation<Void, Never>?
 
-    init(id: Int, loaded: LoadedConfiguration, settings: EffectiveSettings, listeners: [ListenerTable.Listener], wallClockStart: Double) {
+    init(
+        id: Int, loaded: LoadedConfiguration, settings: EffectiveSettings, listeners: [ListenerTable.Listener],
+        wallClockStart: Double
+    ) {
         self.id = id
         self.loaded = loaded
         self.settings = settings

@@ -180,8 +180,12 @@ extension Master {
 
     static func describe(_ diff: ConfigDiff) -> String {
         var parts: [String] = []
-        if !diff.addedListeners.isEmpty { parts.append("listeners added: \(diff.addedListeners.map(\.name).joined(separator: ","))") }
-        if !diff.removedListeners.isEmpty { parts.append("listeners removed: \(diff.removedListeners.map(\.name).joined(separator: ","))") }
+        if !diff.addedListeners.isEmpty {
+            parts.append("listeners added: \(diff.addedListeners.map(\.name).joined(separator: ","))")
+        }
+        if !diff.removedListeners.isEmpty {
+            parts.append("listeners removed: \(diff.removedListeners.map(\.name).joined(separator: ","))")
+        }
         parts.append(contentsOf: diff.changedSettings)
         return parts.isEmpty ? "none" : parts.joined(separator: "; ")
     }

@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Logging
 import UnixSignals
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 extension Master {
     /// SIGHUP reloads; SIGTERM or SIGINT stops gracefully, and a second one stops at once.

@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import GatewayConfig
 import GatewayCore
 import Logging
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 extension Master {
     // MARK: - Spawning
@@ -172,7 +173,9 @@ extension Master {
     /// Workers see neither systemd's activation variables nor its notify socket: the master
     /// speaks to systemd alone.
     static func workerEnvironment() -> [String] {
-        let hidden: Set<String> = ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"]
+        let hidden: Set<String> = [
+            "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
+        ]
         return ProcessInfo.processInfo.environment.compactMap { key, value in
             hidden.contains(key) ? nil : "\(key)=\(value)"
         }
@@ -255,7 +258,10 @@ extension Master {
         case .starting where generation.readyContinuation != nil:
             let reason = worker.failureReason.map { ": \($0)" } ?? ""
             generation.resumeReady(
-                .failure(GenerationStartFailure(description: "worker \(worker.index) (pid \(worker.pid)) \(status) before it was ready\(reason)")))
+                .failure(
+                    GenerationStartFailure(
+                        description: "worker \(worker.index) (pid \(worker.pid)) \(status) before it was ready\(reason)"
+                    )))
         case .serving where state == .running:
             let lived = ContinuousClock.now - worker.spawnedAt
             logger.error(
@@ -409,7 +415,8 @@ extension Master {
 
     private func killIfAlive(generationID: Int, index: Int, pid: Int32) {
         guard let worker = generations[generationID]?.workers[index], worker.pid == pid, worker.isAlive else { return }
-        logger.warning("\(worker.name) still alive \(DurationText.format(Self.killGrace)) after SIGTERM; sending SIGKILL")
+        logger.warning(
+            "\(worker.name) still alive \(DurationText.format(Self.killGrace)) after SIGTERM; sending SIGKILL")
         spawner.signal(SIGKILL, to: pid)
     }
 
@@ -429,7 +436,8 @@ extension Master {
         guard generations[generation.id] != nil else { return }
         generations[generation.id] = nil
         releaseListeners(of: generation)
-        let took = generation.drainStartedAt.map { " after \(Int((ContinuousClock.now - $0).milliseconds)) ms of drain" } ?? ""
+        let took =
+            generation.drainStartedAt.map { " after \(Int((ContinuousClock.now - $0).milliseconds)) ms of drain" } ?? ""
         logger.info("generation \(generation.id) ended\(took)")
         if state == .running { notifier.status(statusLine()) }
     }

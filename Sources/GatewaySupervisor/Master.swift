@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import GatewayConfig
 import GatewayCore
 import Logging
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The master process: owns the listening sockets (through its `ListenerTable`), the
 /// generations of workers, the reload state machine and the stop sequence.

@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CSystemd
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// sd_notify(3) through libsystemd. With NOTIFY_SOCKET unset, libsystemd does nothing, so
 /// this is silently off outside systemd.

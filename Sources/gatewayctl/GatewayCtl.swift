@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import ArgumentParser
 import Foundation
 import GatewayCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 @main
 struct GatewayCtl: ParsableCommand {
@@ -17,12 +18,16 @@ struct GatewayCtl: ParsableCommand {
 struct SocketOptions: ParsableArguments {
     @Option(
         name: .long,
-        help: "Control socket path (default: $\(ControlProtocol.socketEnvironmentVariable) or \(ControlProtocol.defaultSocketPath)).")
+        help:
+            "Control socket path (default: $\(ControlProtocol.socketEnvironmentVariable) or \(ControlProtocol.defaultSocketPath))."
+    )
     var socket: String?
 
     @Option(
         name: .long,
-        help: "Seconds to wait for an answer; 0 waits as long as it takes (a reload may wait for ready_timeout, and behind other reloads).")
+        help:
+            "Seconds to wait for an answer; 0 waits as long as it takes (a reload may wait for ready_timeout, and behind other reloads)."
+    )
     var timeout: Int = 0
 
     var client: ControlClient {
@@ -57,7 +62,8 @@ func printJSON<T: Encodable>(_ value: T) {
 struct Reload: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Reload the config: start a new generation, then drain the old one.",
-        discussion: "Waits for the outcome: exit 0 when the new generation serves, 1 when the reload failed (the old generation keeps serving)."
+        discussion:
+            "Waits for the outcome: exit 0 when the new generation serves, 1 when the reload failed (the old generation keeps serving)."
     )
     @OptionGroup var socket: SocketOptions
     @Flag(name: .long, help: "Return once the reload is accepted, without waiting for its outcome.")
@@ -93,7 +99,9 @@ struct Reload: ParsableCommand {
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show generations, workers and listeners.")
     @OptionGroup var socket: SocketOptions
-    @Flag(name: .long, help: "Print JSON: {\"master_pid\", \"generations\": [{\"id\", \"state\", \"workers\": [...]}], ...}.")
+    @Flag(
+        name: .long,
+        help: "Print JSON: {\"master_pid\", \"generations\": [{\"id\", \"state\", \"workers\": [...]}], ...}.")
     var json = false
 
     func run() throws {
@@ -110,7 +118,9 @@ struct Status: ParsableCommand {
         print("reloads: \(status.reloads) (\(status.failedReloads) failed), reload phase: \(status.reloadPhase)")
         print("spare workers (started ahead of the next reload): \(status.spareWorkers.count)")
         print("")
-        print(pad("GEN", 5) + pad("STATE", 10) + pad("WORKER", 8) + pad("PID", 9) + pad("WSTATE", 13) + pad("CONNS", 7) + "RESTARTS")
+        print(
+            pad("GEN", 5) + pad("STATE", 10) + pad("WORKER", 8) + pad("PID", 9) + pad("WSTATE", 13) + pad("CONNS", 7)
+                + "RESTARTS")
         for generation in status.generations {
             if generation.workers.isEmpty {
                 print(pad("\(generation.id)", 5) + generation.state)

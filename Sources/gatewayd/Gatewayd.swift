@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import ArgumentParser
 import Foundation
 import Gateway
@@ -8,6 +5,10 @@ import GatewayConfig
 import GatewayCore
 import GatewaySupervisor
 import Logging
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 @main
 struct Gatewayd: AsyncParsableCommand {
@@ -55,7 +56,9 @@ struct Run: AsyncParsableCommand {
     var pidFile: String?
     @Flag(
         inversion: .prefixedNo,
-        help: "Keep one started worker process per worker waiting for the next reload (faster reloads, one idle process each).")
+        help:
+            "Keep one started worker process per worker waiting for the next reload (faster reloads, one idle process each)."
+    )
     var prestartWorkers = true
     @OptionGroup var log: LogOptions
 

@@ -129,11 +129,11 @@ import Testing
                         direct_response: { status: 200, headers: [a] }
 
                     """) == [
-                        "gateway.yaml:6:12: routes[0].match: expected a mapping, got a list",
-                        "gateway.yaml:7:22: routes[0].direct_response: expected a mapping, got an integer 200",
-                        "gateway.yaml:9:23: routes[1].match.methods: expected a list, got a string \"GET\"",
-                        "gateway.yaml:10:46: routes[1].direct_response.headers: expected a mapping, got a list",
-                    ])
+                    "gateway.yaml:6:12: routes[0].match: expected a mapping, got a list",
+                    "gateway.yaml:7:22: routes[0].direct_response: expected a mapping, got an integer 200",
+                    "gateway.yaml:9:23: routes[1].match.methods: expected a list, got a string \"GET\"",
+                    "gateway.yaml:10:46: routes[1].direct_response.headers: expected a mapping, got a list",
+                ])
     }
 
     @Test func integersArePlainDecimalAndInRange() {
@@ -186,16 +186,18 @@ import Testing
             problems("control_socket: \(long)\n" + minimalListeners) == [
                 "gateway.yaml:1:17: control_socket: a Unix socket path can have at most 107 bytes, this one has 108"
             ])
-        #expect(problems("control_socket: \"\"\n" + minimalListeners) == [
-            "gateway.yaml:1:17: control_socket: must not be empty (leave it out for the default)"
-        ])
+        #expect(
+            problems("control_socket: \"\"\n" + minimalListeners) == [
+                "gateway.yaml:1:17: control_socket: must not be empty (leave it out for the default)"
+            ])
     }
 
     // MARK: Listeners
 
     @Test func emptyListeners() {
         #expect(problems("listeners: []\n") == ["gateway.yaml:1:12: listeners: at least one listener is required"])
-        #expect(problems("workers: 1\nlisteners:\n") == ["gateway.yaml:2:11: listeners: at least one listener is required"])
+        #expect(
+            problems("workers: 1\nlisteners:\n") == ["gateway.yaml:2:11: listeners: at least one listener is required"])
     }
 
     @Test func listenerNamesAndAddresses() {
@@ -269,11 +271,11 @@ import Testing
                       - match: { path: /c }
 
                     """) == [
-                        "gateway.yaml:5:5: routes[0]: route 'a' needs an action: direct_response",
-                        "gateway.yaml:7:11: routes[1].name: duplicate route name 'a' (first defined at line 5)",
-                        "gateway.yaml:9:5: routes[2]: missing required key 'name'",
-                        "gateway.yaml:9:5: routes[2]: this route needs an action: direct_response",
-                    ])
+                    "gateway.yaml:5:5: routes[0]: route 'a' needs an action: direct_response",
+                    "gateway.yaml:7:11: routes[1].name: duplicate route name 'a' (first defined at line 5)",
+                    "gateway.yaml:9:5: routes[2]: missing required key 'name'",
+                    "gateway.yaml:9:5: routes[2]: this route needs an action: direct_response",
+                ])
     }
 
     @Test func matchValues() {
@@ -296,14 +298,14 @@ import Testing
                         direct_response: { status: 200 }
 
                     """) == [
-                        "gateway.yaml:7:20: routes[0].match.path_prefix: must start with '/', got \"api\"",
-                        "gateway.yaml:8:13: routes[0].match.path: must not contain spaces",
-                        "gateway.yaml:9:13: routes[0].match.host: invalid host \"example.com:8080\": must not include a port (the request's port is ignored when matching)",
-                        "gateway.yaml:10:16: routes[0].match.methods: must list at least one method (leave it out to match any method)",
-                        "gateway.yaml:14:13: routes[1].match.path: must not contain '?' or '#': the path is matched without the query string",
-                        "gateway.yaml:15:13: routes[1].match.host: invalid host \"api.*.example.com\": '*' is only allowed as the whole first label, as in \"*.example.com\"",
-                        "gateway.yaml:16:22: routes[1].match.methods[1]: invalid method \"BAD METHOD\"",
-                    ])
+                    "gateway.yaml:7:20: routes[0].match.path_prefix: must start with '/', got \"api\"",
+                    "gateway.yaml:8:13: routes[0].match.path: must not contain spaces",
+                    "gateway.yaml:9:13: routes[0].match.host: invalid host \"example.com:8080\": must not include a port (the request's port is ignored when matching)",
+                    "gateway.yaml:10:16: routes[0].match.methods: must list at least one method (leave it out to match any method)",
+                    "gateway.yaml:14:13: routes[1].match.path: must not contain '?' or '#': the path is matched without the query string",
+                    "gateway.yaml:15:13: routes[1].match.host: invalid host \"api.*.example.com\": '*' is only allowed as the whole first label, as in \"*.example.com\"",
+                    "gateway.yaml:16:22: routes[1].match.methods[1]: invalid method \"BAD METHOD\"",
+                ])
     }
 
     @Test func directResponseValues() {
@@ -324,55 +326,69 @@ import Testing
                         direct_response: { status: 304, body: "not modified" }
 
                     """) == [
-                        "gateway.yaml:7:15: routes[0].direct_response.status: must be from 100 to 599, got 600",
-                        "gateway.yaml:9:9: routes[0].direct_response.headers: invalid header name 'bad name'",
-                        "gateway.yaml:10:9: routes[0].direct_response.headers.Content-Length: gatewayd sets this header itself; it cannot be configured",
-                        "gateway.yaml:11:18: routes[0].direct_response.headers.x-split: a header value must not contain control characters such as CR or LF, found CR",
-                        "gateway.yaml:13:32: routes[1].direct_response.status: expected an integer, got a string \"200\"",
-                        "gateway.yaml:15:43: routes[2].direct_response.body: a 304 response cannot have a body",
-                    ])
+                    "gateway.yaml:7:15: routes[0].direct_response.status: must be from 100 to 599, got 600",
+                    "gateway.yaml:9:9: routes[0].direct_response.headers: invalid header name 'bad name'",
+                    "gateway.yaml:10:9: routes[0].direct_response.headers.Content-Length: gatewayd sets this header itself; it cannot be configured",
+                    "gateway.yaml:11:18: routes[0].direct_response.headers.x-split: a header value must not contain control characters such as CR or LF, found CR",
+                    "gateway.yaml:13:32: routes[1].direct_response.status: expected an integer, got a string \"200\"",
+                    "gateway.yaml:15:43: routes[2].direct_response.body: a 304 response cannot have a body",
+                ])
     }
 
     // MARK: Document level
 
     @Test func documentShape() {
         #expect(problems("") == ["gateway.yaml:1:1: the configuration is empty: it needs at least a 'listeners' list"])
-        #expect(problems("# only a comment\n") == ["gateway.yaml:1:1: the configuration is empty: it needs at least a 'listeners' list"])
-        #expect(problems("- a\n- b\n") == ["gateway.yaml:1:1: the configuration must be a mapping of keys to values, got a list"])
-        #expect(problems(minimalListeners + "---\nworkers: 1\n") == [
-            "gateway.yaml:4:1: invalid YAML: only one document is allowed, found a second one"
-        ])
+        #expect(
+            problems("# only a comment\n") == [
+                "gateway.yaml:1:1: the configuration is empty: it needs at least a 'listeners' list"
+            ])
+        #expect(
+            problems("- a\n- b\n") == [
+                "gateway.yaml:1:1: the configuration must be a mapping of keys to values, got a list"
+            ])
+        #expect(
+            problems(minimalListeners + "---\nworkers: 1\n") == [
+                "gateway.yaml:4:1: invalid YAML: only one document is allowed, found a second one"
+            ])
     }
 
     @Test func yamlSyntaxErrors() {
-        #expect(problems("workers: 2\nlisteners: [\n") == [
-            "gateway.yaml:3:1: invalid YAML: did not find expected node content (while parsing a flow node at line 3, column 1)"
-        ])
-        #expect(problems("listeners:\n  - name: web\n   address: 127.0.0.1:80\n") == [
-            "gateway.yaml:3:4: invalid YAML: did not find expected '-' indicator (while parsing a block collection at line 2, column 3)"
-        ])
-        #expect(problems("workers: \"2\n") == [
-            "gateway.yaml:2:1: invalid YAML: found unexpected end of stream (while scanning a quoted scalar at line 1, column 10)"
-        ])
-        #expect(problems(minimalListeners + "routes:\n  - name: r\n    match: { host: *.example.com }\n") == [
-            "gateway.yaml:6:21: invalid YAML: did not find expected alphabetic or numeric character (while scanning an alias at line 6, column 20); a value that starts with '*' must be quoted, as in \"*.example.com\""
-        ])
+        #expect(
+            problems("workers: 2\nlisteners: [\n") == [
+                "gateway.yaml:3:1: invalid YAML: did not find expected node content (while parsing a flow node at line 3, column 1)"
+            ])
+        #expect(
+            problems("listeners:\n  - name: web\n   address: 127.0.0.1:80\n") == [
+                "gateway.yaml:3:4: invalid YAML: did not find expected '-' indicator (while parsing a block collection at line 2, column 3)"
+            ])
+        #expect(
+            problems("workers: \"2\n") == [
+                "gateway.yaml:2:1: invalid YAML: found unexpected end of stream (while scanning a quoted scalar at line 1, column 10)"
+            ])
+        #expect(
+            problems(minimalListeners + "routes:\n  - name: r\n    match: { host: *.example.com }\n") == [
+                "gateway.yaml:6:21: invalid YAML: did not find expected alphabetic or numeric character (while scanning an alias at line 6, column 20); a value that starts with '*' must be quoted, as in \"*.example.com\""
+            ])
         #expect(problems("workers: *nothing\n") == ["gateway.yaml:1:10: invalid YAML: found undefined alias"])
     }
 
     @Test func encodingErrors() {
-        #expect(problems(bytes: Array("workers: 2\nlisteners: é".utf8) + [0xFF]) == [
-            "gateway.yaml:2:13: invalid UTF-8 (byte 0xFF); the configuration must be UTF-8 text"
-        ])
-        #expect(problems("workers: 2\n  \u{1}") == [
-            "gateway.yaml:2:3: control character U+0001 is not allowed (write it as an escape inside a double-quoted string)"
-        ])
+        #expect(
+            problems(bytes: Array("workers: 2\nlisteners: é".utf8) + [0xFF]) == [
+                "gateway.yaml:2:13: invalid UTF-8 (byte 0xFF); the configuration must be UTF-8 text"
+            ])
+        #expect(
+            problems("workers: 2\n  \u{1}") == [
+                "gateway.yaml:2:3: control character U+0001 is not allowed (write it as an escape inside a double-quoted string)"
+            ])
     }
 
     @Test func aliasesCannotBeKeys() {
-        #expect(problems("k: &k workers\n*k : 2\n" + minimalListeners) == [
-            "gateway.yaml:2:1: an alias cannot be used as a mapping key"
-        ])
+        #expect(
+            problems("k: &k workers\n*k : 2\n" + minimalListeners) == [
+                "gateway.yaml:2:1: an alias cannot be used as a mapping key"
+            ])
     }
 
     @Test func collectsEveryErrorInFileOrder() {

@@ -8,7 +8,9 @@ import Testing
     }
 
     func route(_ name: String, status: Int = 200, listener: String? = nil) -> RouteConfig {
-        RouteConfig(name: name, listener: listener, match: RouteMatch(), action: .directResponse(DirectResponse(status: status)))
+        RouteConfig(
+            name: name, listener: listener, match: RouteMatch(), action: .directResponse(DirectResponse(status: status))
+        )
     }
 
     func config(
@@ -41,7 +43,10 @@ import Testing
         let diff = ConfigDiff(from: old, to: new)
         #expect(diff.addedListeners == [listener("api", "[::]:8443")])
         #expect(diff.removedListeners == [listener("old", "127.0.0.1:82")])
-        #expect(diff.rebindListeners == [ListenerChange(old: listener("admin", "127.0.0.1:81"), new: listener("admin", "0.0.0.0:81"))])
+        #expect(
+            diff.rebindListeners == [
+                ListenerChange(old: listener("admin", "127.0.0.1:81"), new: listener("admin", "0.0.0.0:81"))
+            ])
         #expect(diff.rebindListeners.map(\.name) == ["admin"])
         // A backlog change alone keeps the socket.
         #expect(diff.keptListeners == [listener("web", "127.0.0.1:80", backlog: 128)])
@@ -49,7 +54,8 @@ import Testing
         #expect(!diff.isEmpty)
         #expect(
             diff.description
-                == "listeners: +api [::]:8443, -old, admin 127.0.0.1:81 -> 0.0.0.0:81; listener 'web' backlog 4096 -> 128")
+                == "listeners: +api [::]:8443, -old, admin 127.0.0.1:81 -> 0.0.0.0:81; listener 'web' backlog 4096 -> 128"
+        )
     }
 
     @Test func reportsChangedSettings() {
@@ -59,13 +65,14 @@ import Testing
         new.maxDrainingGenerations = 2
         new.controlSocket = "/tmp/gw.sock"
         let diff = ConfigDiff(from: config(web, workers: nil), to: new)
-        #expect(diff.changedSettings == [
-            "workers auto -> 4",
-            "drain_timeout 30s -> 10s",
-            "ready_timeout 10s -> 2500ms",
-            "max_draining_generations 4 -> 2",
-            "control_socket default -> /tmp/gw.sock",
-        ])
+        #expect(
+            diff.changedSettings == [
+                "workers auto -> 4",
+                "drain_timeout 30s -> 10s",
+                "ready_timeout 10s -> 2500ms",
+                "max_draining_generations 4 -> 2",
+                "control_socket default -> /tmp/gw.sock",
+            ])
         #expect(diff.addedListeners.isEmpty && diff.removedListeners.isEmpty && diff.rebindListeners.isEmpty)
         #expect(diff.keptListeners == web)
     }
@@ -74,7 +81,8 @@ import Testing
         let web = [listener("web", "127.0.0.1:80")]
         let old = config(web, routes: [route("a"), route("b"), route("y"), route("c")])
         let new = config(web, routes: [route("a", status: 201), route("b", listener: "web"), route("c"), route("x")])
-        #expect(ConfigDiff(from: old, to: new).changedSettings == ["routes: 1 added (x), 1 removed (y), 2 changed (a, b)"])
+        #expect(
+            ConfigDiff(from: old, to: new).changedSettings == ["routes: 1 added (x), 1 removed (y), 2 changed (a, b)"])
 
         let reordered = config(web, routes: [route("c"), route("a"), route("b"), route("y")])
         #expect(ConfigDiff(from: old, to: reordered).changedSettings == ["routes: order changed"])

@@ -3,7 +3,7 @@ import GatewayCore
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 @Suite struct ConfigLoaderTests {
@@ -45,11 +45,14 @@ import Glibc
             routes: [
                 RouteConfig(
                     name: "hello", listener: "web",
-                    match: RouteMatch(pathPrefix: "/", path: "/exact", host: .suffix(".example.com"), methods: ["GET", "POST"]),
+                    match: RouteMatch(
+                        pathPrefix: "/", path: "/exact", host: .suffix(".example.com"), methods: ["GET", "POST"]),
                     action: .directResponse(
                         DirectResponse(
-                            status: 200, headers: [HeaderField(name: "content-type", value: "text/plain")], body: "hello\n"))),
-                RouteConfig(name: "fallback", match: RouteMatch(), action: .directResponse(DirectResponse(status: 404))),
+                            status: 200, headers: [HeaderField(name: "content-type", value: "text/plain")],
+                            body: "hello\n"))),
+                RouteConfig(
+                    name: "fallback", match: RouteMatch(), action: .directResponse(DirectResponse(status: 404))),
             ])
         #expect(config == expected)
     }
@@ -84,7 +87,10 @@ import Glibc
         #expect(config.drainTimeout == .seconds(30))
         #expect(config.controlSocket == nil)
         #expect(config.listeners[0].backlog == 4096)
-        #expect(config.routes == [RouteConfig(name: "all", match: RouteMatch(), action: .directResponse(DirectResponse(status: 204)))])
+        #expect(
+            config.routes == [
+                RouteConfig(name: "all", match: RouteMatch(), action: .directResponse(DirectResponse(status: 204)))
+            ])
     }
 
     @Test func emptyRoutesIsValid() throws {
@@ -163,10 +169,13 @@ import Glibc
         let text = "\u{FEFF}" + minimalListeners.replacingOccurrences("\n", with: "\r\n")
         #expect(parse(text) != nil)
         // Lines still count one per CRLF, and the BOM takes no column.
-        #expect(problems("\u{FEFF}wrkers: 1\r\n" + minimalListeners.replacingOccurrences("\n", with: "\r\n") + "    x: 1\r\n") == [
-            "gateway.yaml:1:1: unknown key 'wrkers' at the top level (did you mean 'workers'?)",
-            "gateway.yaml:5:5: unknown key 'x' in listeners[0]",
-        ])
+        #expect(
+            problems(
+                "\u{FEFF}wrkers: 1\r\n" + minimalListeners.replacingOccurrences("\n", with: "\r\n") + "    x: 1\r\n")
+                == [
+                    "gateway.yaml:1:1: unknown key 'wrkers' at the top level (did you mean 'workers'?)",
+                    "gateway.yaml:5:5: unknown key 'x' in listeners[0]",
+                ])
     }
 
     @Test func loadReadsTheFileAndKeepsItsBytes() throws {
@@ -179,14 +188,20 @@ import Glibc
     }
 
     @Test func loadReportsUnreadableFilesAtLineOne() {
-        #expect(throws: ConfigError(diagnostics: [
-            ConfigDiagnostic(file: "/nonexistent/gateway.yaml", line: 1, column: 1, message: "cannot read: No such file or directory")
-        ])) {
+        #expect(
+            throws: ConfigError(diagnostics: [
+                ConfigDiagnostic(
+                    file: "/nonexistent/gateway.yaml", line: 1, column: 1,
+                    message: "cannot read: No such file or directory")
+            ])
+        ) {
             try ConfigLoader.load(path: "/nonexistent/gateway.yaml")
         }
-        #expect(throws: ConfigError(diagnostics: [
-            ConfigDiagnostic(file: "/", line: 1, column: 1, message: "cannot read: Is a directory")
-        ])) {
+        #expect(
+            throws: ConfigError(diagnostics: [
+                ConfigDiagnostic(file: "/", line: 1, column: 1, message: "cannot read: Is a directory")
+            ])
+        ) {
             try ConfigLoader.load(path: "/")
         }
     }
@@ -197,19 +212,26 @@ import Glibc
             _ = try ConfigLoader.load(path: "/dev/zero")
             Issue.record("/dev/zero parsed")
         } catch {
-            #expect(error.description == "/dev/zero:1:1: the file is larger than 1048576 bytes (1 MiB), the limit for a configuration")
+            #expect(
+                error.description
+                    == "/dev/zero:1:1: the file is larger than 1048576 bytes (1 MiB), the limit for a configuration")
         }
     }
 
     @Test func refusesMoreThanOneMebibyte() {
         let big = minimalListeners + "#" + String(repeating: "x", count: ConfigLoader.maximumSize) + "\n"
-        #expect(problems(big) == ["gateway.yaml:1:1: the file is larger than 1048576 bytes (1 MiB), the limit for a configuration"])
+        #expect(
+            problems(big) == [
+                "gateway.yaml:1:1: the file is larger than 1048576 bytes (1 MiB), the limit for a configuration"
+            ])
     }
 
     @Test func descriptionsUseTheCompilerFormat() {
         let diagnostic = ConfigDiagnostic(file: "g.yaml", line: 3, column: 16, message: "drain_timeout: bad")
         #expect(diagnostic.description == "g.yaml:3:16: drain_timeout: bad")
-        let error = ConfigError(diagnostics: [diagnostic, ConfigDiagnostic(file: "g.yaml", line: 4, column: 1, message: "x")])
+        let error = ConfigError(diagnostics: [
+            diagnostic, ConfigDiagnostic(file: "g.yaml", line: 4, column: 1, message: "x"),
+        ])
         #expect(error.description == "g.yaml:3:16: drain_timeout: bad\ng.yaml:4:1: x")
     }
 }

@@ -15,7 +15,9 @@ import Testing
             #expect(!error.diagnostics.isEmpty, sourceLocation: sourceLocation)
             for diagnostic in error.diagnostics {
                 #expect(diagnostic.file == "fuzz.yaml", sourceLocation: sourceLocation)
-                #expect(diagnostic.line >= 1 && diagnostic.line <= lines + 1, "\(diagnostic)", sourceLocation: sourceLocation)
+                #expect(
+                    diagnostic.line >= 1 && diagnostic.line <= lines + 1, "\(diagnostic)",
+                    sourceLocation: sourceLocation)
                 #expect(diagnostic.column >= 1, "\(diagnostic)", sourceLocation: sourceLocation)
                 #expect(!diagnostic.message.isEmpty, sourceLocation: sourceLocation)
             }
@@ -65,7 +67,8 @@ import Testing
     /// YAML's structural characters, to make mutations that reach past the scanner.
     static let fragments: [[UInt8]] = [
         ":", ": ", "-", "- ", "[", "]", "{", "}", ",", "*", "&a ", "*a", "!", "!!str ", "?", "? ", "|", ">", "#", "'",
-        "\"", "\n", "\n  ", "\t", "  ", "<<: ", "~", "\\", "%YAML 1.1\n", "---\n", "...\n", "0x1F", "99999999999999999999",
+        "\"", "\n", "\n  ", "\t", "  ", "<<: ", "~", "\\", "%YAML 1.1\n", "---\n", "...\n", "0x1F",
+        "99999999999999999999",
         "\u{FEFF}", "é", "\r\n",
     ].map { Array($0.utf8) }
 
@@ -139,28 +142,35 @@ import Testing
     static let billionLaughs: String = {
         var text = "l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
         for level in 1...9 {
-            text += "l\(level): &l\(level) [" + Array(repeating: "*l\(level - 1)", count: 10).joined(separator: ", ") + "]\n"
+            text +=
+                "l\(level): &l\(level) [" + Array(repeating: "*l\(level - 1)", count: 10).joined(separator: ", ")
+                + "]\n"
         }
         return text
     }()
 
     @Test func aliasExpansionIsBounded() {
         let asValue = check(Self.billionLaughs + minimalListeners)
-        #expect(asValue.map(\.description) == [
-            "fuzz.yaml:1:1: the configuration is too large: more than 1000000 YAML nodes once aliases are expanded"
-        ])
-        let inRoutes = check(minimalListeners + "routes: " + "*l9\n" + Self.billionLaughs.replacingOccurrences("l", with: "m"))
+        #expect(
+            asValue.map(\.description) == [
+                "fuzz.yaml:1:1: the configuration is too large: more than 1000000 YAML nodes once aliases are expanded"
+            ])
+        let inRoutes = check(
+            minimalListeners + "routes: " + "*l9\n" + Self.billionLaughs.replacingOccurrences("l", with: "m"))
         #expect(!inRoutes.isEmpty)
         // Yams hashes keys to find duplicates: an expanded alias there would take forever.
-        #expect(check(Self.billionLaughs + "? *l9\n: 1\n").map(\.description) == [
-            "fuzz.yaml:11:3: an alias cannot be used as a mapping key"
-        ])
-        #expect(check(Self.billionLaughs + "[*l9, *l9]: 1\n").map(\.description) == [
-            "fuzz.yaml:11:1: an alias cannot be used as a mapping key"
-        ])
-        #expect(check(Self.billionLaughs + "{ a: { *l9 : 1 } }: 1\n").map(\.description) == [
-            "fuzz.yaml:11:1: an alias cannot be used as a mapping key"
-        ])
+        #expect(
+            check(Self.billionLaughs + "? *l9\n: 1\n").map(\.description) == [
+                "fuzz.yaml:11:3: an alias cannot be used as a mapping key"
+            ])
+        #expect(
+            check(Self.billionLaughs + "[*l9, *l9]: 1\n").map(\.description) == [
+                "fuzz.yaml:11:1: an alias cannot be used as a mapping key"
+            ])
+        #expect(
+            check(Self.billionLaughs + "{ a: { *l9 : 1 } }: 1\n").map(\.description) == [
+                "fuzz.yaml:11:1: an alias cannot be used as a mapping key"
+            ])
     }
 
     @Test func hugeValues() {

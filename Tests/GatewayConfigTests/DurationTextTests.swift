@@ -55,7 +55,8 @@ import Testing
 
     @Test func roundTrips() {
         var generator = SplitMix64(seed: 7)
-        let samples: [Int64] = [0, 1, 999, 1000, 59_999, 60_000, 3_599_999, 3_600_000, 86_400_000]
+        let samples: [Int64] =
+            [0, 1, 999, 1000, 59_999, 60_000, 3_599_999, 3_600_000, 86_400_000]
             + (0..<2000).map { _ in Int64(generator.next() % 400_000_000) }
         for milliseconds in samples {
             let duration = Duration.milliseconds(milliseconds)

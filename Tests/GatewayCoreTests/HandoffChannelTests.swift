@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CGatewayShim
 import Foundation
 import GatewayCore
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 @Suite("Handoff protocol", .timeLimit(.minutes(1)))
 struct HandoffChannelTests {
@@ -18,7 +19,10 @@ struct HandoffChannelTests {
         let (a, b) = try pair()
         defer { a.close(); b.close() }
         let messages: [HandoffMessage] = [
-            .hello(.init(generation: 7, worker: 1, configPath: "/etc/g.yaml", config: Array("a: \u{0}\u{ff}".utf8) + [0xff, 0])),
+            .hello(
+                .init(
+                    generation: 7, worker: 1, configPath: "/etc/g.yaml",
+                    config: Array("a: \u{0}\u{ff}".utf8) + [0xff, 0])),
             .start(listenerCount: 0), .drain, .ready(pid: 42), .failed(reason: "no"), .connections(count: 3), .draining,
         ]
         for message in messages {

@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import GatewayCore
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 @Suite("Listener table", .timeLimit(.minutes(1)))
 struct ListenerTableTests {
@@ -47,7 +48,11 @@ struct ListenerTableTests {
         defer { closeDescriptor(blocker) }
         let taken = try ListeningSocket.localAddress(fd: blocker).port
         #expect(throws: SystemCallError.self) {
-            try table.acquire([try spec("web", "127.0.0.1:0"), try spec("new", "127.0.0.1:0"), try spec("bad", "127.0.0.1:\(taken)")], for: 2)
+            try table.acquire(
+                [
+                    try spec("web", "127.0.0.1:0"), try spec("new", "127.0.0.1:0"),
+                    try spec("bad", "127.0.0.1:\(taken)"),
+                ], for: 2)
         }
         #expect(table.all == before)
         do {
@@ -65,7 +70,9 @@ struct ListenerAddressTests {
         #expect(try ListenerAddress(parsing: text).description == text)
     }
 
-    @Test("IPv6 spellings are canonical", arguments: [("[::0]:80", "[::]:80"), ("[0:0::1]:80", "[::1]:80"), ("[FE80::A]:1", "[fe80::a]:1")])
+    @Test(
+        "IPv6 spellings are canonical",
+        arguments: [("[::0]:80", "[::]:80"), ("[0:0::1]:80", "[::1]:80"), ("[FE80::A]:1", "[fe80::a]:1")])
     func canonical(_ text: String, _ expected: String) throws {
         #expect(try ListenerAddress(parsing: text).description == expected)
     }

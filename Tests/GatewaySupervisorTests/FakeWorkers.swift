@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import GatewayCore
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// In-process stand-ins for worker processes: each is a thread on the worker end of a real
 /// socketpair, speaking the real handoff protocol, with a scripted behaviour. Signals and
@@ -114,7 +115,8 @@ final class FakeSpawner: ProcessSpawning, Sendable {
         case .healthy, .drainsForever:
             try? channel.send(.ready(pid: pid))
         case .slowReady(let delay):
-            Thread.sleep(forTimeInterval: Double(delay.components.seconds) + Double(delay.components.attoseconds) / 1e18)
+            Thread.sleep(
+                forTimeInterval: Double(delay.components.seconds) + Double(delay.components.attoseconds) / 1e18)
             try? channel.send(.ready(pid: pid))
         case .failsAtStart(let reason):
             try? channel.send(.failed(reason: reason))
@@ -128,7 +130,8 @@ final class FakeSpawner: ProcessSpawning, Sendable {
             try? channel.send(.draining)
             if case .healthy(let drainTime) = script {
                 Thread.sleep(
-                    forTimeInterval: Double(drainTime.components.seconds) + Double(drainTime.components.attoseconds) / 1e18)
+                    forTimeInterval: Double(drainTime.components.seconds) + Double(drainTime.components.attoseconds)
+                        / 1e18)
                 return .exited(0)
             }
         }

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import GatewayConfig
 import GatewayCore
@@ -8,6 +5,10 @@ import Logging
 import Testing
 
 @testable import GatewaySupervisor
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The master's reload state machine with fake workers (see FakeSpawner): fast, and able to
 /// script failures that real workers rarely produce on demand.
@@ -27,8 +28,10 @@ struct ReloadStateMachineTests {
             var template = Array("/tmp/gatewayd-sm-XXXXXX".utf8CString)
             directory = String(cString: mkdtemp(&template)!)
             configPath = directory + "/gateway.yaml"
-            try Self.config(body: "v1", readyTimeout: readyTimeout, drainTimeout: drainTimeout, maxDraining: maxDraining)
-                .write(toFile: configPath, atomically: true, encoding: .utf8)
+            try Self.config(
+                body: "v1", readyTimeout: readyTimeout, drainTimeout: drainTimeout, maxDraining: maxDraining
+            )
+            .write(toFile: configPath, atomically: true, encoding: .utf8)
             spawner = FakeSpawner(behavior: behavior)
             let options = SupervisorOptions(configPath: configPath, controlSocket: directory + "/control.sock")
             var logger = Logger(label: "test")
@@ -40,7 +43,9 @@ struct ReloadStateMachineTests {
             try await waitFor("generation 1 to serve") { await master.statusReport().state == "running" }
         }
 
-        static func config(body: String, readyTimeout: String = "2s", drainTimeout: String = "5s", maxDraining: Int = 4) -> String {
+        static func config(body: String, readyTimeout: String = "2s", drainTimeout: String = "5s", maxDraining: Int = 4)
+            -> String
+        {
             """
             workers: 2
             ready_timeout: \(readyTimeout)
@@ -65,7 +70,9 @@ struct ReloadStateMachineTests {
         }
     }
 
-    static func waitFor(_ what: String, timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async throws {
+    static func waitFor(_ what: String, timeout: Duration = .seconds(10), _ condition: () async throws -> Bool)
+        async throws
+    {
         let deadline = ContinuousClock.now + timeout
         while try await !condition() {
             if ContinuousClock.now > deadline { throw HarnessError("timed out waiting for \(what)") }
@@ -86,7 +93,9 @@ struct ReloadStateMachineTests {
         #expect(generation == 2)
         // By the time reload returned, every old worker had been told to drain and confirmed.
         #expect(fixture.spawner.records(generation: 1).allSatisfy { $0.drained })
-        try await Self.waitFor("generation 1 to end") { await fixture.master.statusReport().generations.map(\.id) == [2] }
+        try await Self.waitFor("generation 1 to end") {
+            await fixture.master.statusReport().generations.map(\.id) == [2]
+        }
         try await fixture.stop()
     }
 
@@ -104,7 +113,9 @@ struct ReloadStateMachineTests {
         #expect(reason.contains("worker 1"), "\(reason)")
         #expect(reason.contains("upstream pool exploded"), "\(reason)")
         #expect(fixture.spawner.records(generation: 1).allSatisfy { !$0.drained && $0.signals.isEmpty })
-        try await Self.waitFor("generation 2 to be gone") { await fixture.master.statusReport().generations.map(\.id) == [1] }
+        try await Self.waitFor("generation 2 to be gone") {
+            await fixture.master.statusReport().generations.map(\.id) == [1]
+        }
         let status = await fixture.master.statusReport()
         #expect(status.generations.first?.state == "serving")
         #expect(status.failedReloads == 1)
@@ -113,7 +124,9 @@ struct ReloadStateMachineTests {
 
     @Test("a worker that misses ready_timeout fails the reload and is terminated")
     func readyTimeout() async throws {
-        let fixture = try await Fixture(readyTimeout: "300ms") { generation, _ in generation == 2 ? .neverReady : .healthy() }
+        let fixture = try await Fixture(readyTimeout: "300ms") { generation, _ in
+            generation == 2 ? .neverReady : .healthy()
+        }
         let began = ContinuousClock.now
         let outcome = await fixture.master.reload(trigger: "test")
         let took = ContinuousClock.now - began
@@ -132,7 +145,8 @@ struct ReloadStateMachineTests {
 
     @Test("reloads asked for during a reload are merged into one that reads the newest config")
     func mergedReloads() async throws {
-        let fixture = try await Fixture { generation, _ in generation == 2 ? .slowReady(.milliseconds(300)) : .healthy() }
+        let fixture = try await Fixture { generation, _ in generation == 2 ? .slowReady(.milliseconds(300)) : .healthy()
+        }
         let master = fixture.master
         async let first = master.reload(trigger: "first")
         try await Self.waitFor("the first reload to start") { await master.statusReport().reloadPhase != "idle" }
@@ -166,7 +180,9 @@ struct ReloadStateMachineTests {
             #expect(draining.count <= 2 || draining.contains { $0.workers.contains { $0.state == "terminating" } })
         }
         try await Self.waitFor("generations 1 and 2 to be stopped") {
-            fixture.spawner.records.filter { (1...2).contains($0.generation) }.allSatisfy { $0.signals.contains(SIGTERM) && $0.exited }
+            fixture.spawner.records.filter { (1...2).contains($0.generation) }.allSatisfy {
+                $0.signals.contains(SIGTERM) && $0.exited
+            }
         }
         #expect(fixture.spawner.records.filter { $0.generation >= 3 }.allSatisfy { $0.signals.isEmpty })
         try await fixture.stop()
@@ -177,7 +193,9 @@ struct ReloadStateMachineTests {
         let fixture = try await Fixture { generation, _ in generation == 2 ? .slowReady(.seconds(2)) : .healthy() }
         let master = fixture.master
         async let outcome = master.reload(trigger: "test")
-        try await Self.waitFor("the reload to wait for ready") { await master.statusReport().reloadPhase == "waiting_for_ready" }
+        try await Self.waitFor("the reload to wait for ready") {
+            await master.statusReport().reloadPhase == "waiting_for_ready"
+        }
         await master.stop(now: false)
         guard case .failed(let reason, _) = await outcome else {
             Issue.record("reload succeeded")

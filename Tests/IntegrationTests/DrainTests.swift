@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import GatewayCore
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 @Suite("Drain and zero-loss reloads", .serialized, .timeLimit(.minutes(3)))
 struct DrainTests {

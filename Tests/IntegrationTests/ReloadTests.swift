@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import GatewayCore
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Real gatewayd processes, real sockets on 127.0.0.1, real clients. Serialized: they share
 /// two cores and measure each other otherwise.

@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import GatewayCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// One gatewayd master started by a test, with its own temp dir, config file, control
 /// socket and log. `stop()` (or deinit) leaves no process behind: the master and every worker
@@ -64,7 +65,9 @@ final class GatewaydProcess: @unchecked Sendable {
             guard process.isRunning else { throw HarnessError("gatewayd exited with \(process.terminationStatus)") }
             guard FileManager.default.fileExists(atPath: socketPath), let status = try? status() else { return false }
             return status.state == "running"
-                && status.generations.contains { $0.state == "serving" && $0.workers.allSatisfy { $0.state == "ready" } }
+                && status.generations.contains {
+                    $0.state == "serving" && $0.workers.allSatisfy { $0.state == "ready" }
+                }
         }
     }
 

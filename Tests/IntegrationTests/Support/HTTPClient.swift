@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A deliberately small HTTP/1.1 client over raw sockets, so tests see exactly what the
 /// server sent: EOF versus reset, `Connection: close`, bytes on the wire.
@@ -35,7 +36,9 @@ final class TestConnection {
         addr.sin_port = port.bigEndian
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
         let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         if rc != 0 {
             let code = errno
@@ -57,7 +60,9 @@ final class TestConnection {
         let bytes = Array(text.utf8)
         var offset = 0
         while offset < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }
+            let n = bytes.withUnsafeBytes {
+                Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL))
+            }
             if n < 0 {
                 if errno == EINTR { continue }
                 throw HarnessError("send: \(String(cString: strerror(errno)))")
@@ -98,7 +103,9 @@ final class TestConnection {
         }
     }
 
-    func request(_ path: String = "/", host: String = "localhost", headers: [String: String] = [:]) throws -> HTTPResponse {
+    func request(_ path: String = "/", host: String = "localhost", headers: [String: String] = [:]) throws
+        -> HTTPResponse
+    {
         var text = "GET \(path) HTTP/1.1\r\nHost: \(host)\r\n"
         for (name, value) in headers { text += "\(name): \(value)\r\n" }
         text += "\r\n"
@@ -128,7 +135,9 @@ final class TestConnection {
             return (String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces))
         }
         let bodyStart = headEnd.upperBound
-        if let lengthText = headers.first(where: { $0.0.lowercased() == "content-length" })?.1, let length = Int(lengthText) {
+        if let lengthText = headers.first(where: { $0.0.lowercased() == "content-length" })?.1,
+            let length = Int(lengthText)
+        {
             guard buffer.count - bodyStart >= length else { return nil }
             let body = String(decoding: buffer[bodyStart..<(bodyStart + length)], as: UTF8.self)
             buffer.removeFirst(bodyStart + length)

@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import GatewayCore
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Paths of the binaries under test. `make test` sets GATEWAYD_BIN and GATEWAYCTL_BIN;
 /// otherwise `make test`'s release build next to this package is used (a debug SwiftNIO asserts on the
@@ -12,7 +13,8 @@ enum Binaries {
     static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().deletingLastPathComponent()
     static var gatewayd: String {
-        ProcessInfo.processInfo.environment["GATEWAYD_BIN"] ?? packageRoot.appendingPathComponent(".build-test/release/gatewayd").path
+        ProcessInfo.processInfo.environment["GATEWAYD_BIN"]
+            ?? packageRoot.appendingPathComponent(".build-test/release/gatewayd").path
     }
     static var gatewayctl: String {
         ProcessInfo.processInfo.environment["GATEWAYCTL_BIN"]
@@ -46,7 +48,9 @@ struct CommandResult {
 
 /// Runs a command with a deadline; kills it if it overruns.
 @discardableResult
-func runCommand(_ executable: String, _ arguments: [String], timeout: Duration = .seconds(60), environment: [String: String]? = nil) throws -> CommandResult {
+func runCommand(
+    _ executable: String, _ arguments: [String], timeout: Duration = .seconds(60), environment: [String: String]? = nil
+) throws -> CommandResult {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments

@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// wrk running in the background for a fixed time. (Not stopped by SIGINT: under the test
 /// runner the signal can arrive blocked, and wrk would run its whole -d.)
