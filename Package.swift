@@ -87,7 +87,7 @@ let package = Package(
         .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"]),
         .testTarget(name: "GatewayTests", dependencies: ["Gateway"]),
         .testTarget(name: "GatewaySupervisorTests", dependencies: ["GatewaySupervisor"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["GatewayCore"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["GatewayCore", "CGatewayShim"]),
     ],
     swiftLanguageModes: [.v6]
 )

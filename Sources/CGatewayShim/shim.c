@@ -2,6 +2,7 @@
 #include "gateway_shim.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <string.h>
@@ -104,16 +105,50 @@ int gw_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *cons
     sigset_t empty, all;
     sigemptyset(&empty);
     sigfillset(&all);
-    // dup2 clears FD_CLOEXEC on the copy, so fd 3 survives exec; when channel_fd is
-    // already 3 dup2 is a no-op and the flag stays, hence the explicit check.
+    // dup2 clears FD_CLOEXEC on the copy, so fd 3 survives exec. When channel_fd is already 3,
+    // dup2 would be a no-op that keeps the flag: move it out of the way first.
+    int moved = -1;
     if (channel_fd == 3) {
-        errno = EINVAL;
-        rc = EINVAL;
-        goto out;
+        moved = fcntl(channel_fd, F_DUPFD_CLOEXEC, 4);
+        if (moved < 0) {
+            rc = errno;
+            goto out;
+        }
+        channel_fd = moved;
     }
     if ((rc = posix_spawn_file_actions_adddup2(&actions, channel_fd, 3)) != 0) goto out;
     // Belt and braces over CLOEXEC: a worker holds fds 0-3 and nothing else of the master's.
     if ((rc = posix_spawn_file_actions_addclosefrom_np(&actions, 4)) != 0) goto out;
+    if ((rc = posix_spawnattr_setsigmask(&attr, &empty)) != 0) goto out;
+    if ((rc = posix_spawnattr_setsigdefault(&attr, &all)) != 0) goto out;
+    if ((rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)) != 0) goto out;
+    rc = posix_spawn(pid, path, &actions, &attr, argv, envp);
+out:
+    if (moved >= 0) close(moved);
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&actions);
+    return rc;
+}
+
+int gw_spawn_with_output(pid_t *pid, const char *path, char *const argv[], char *const envp[], const char *output_path) {
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    int rc = posix_spawn_file_actions_init(&actions);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = posix_spawnattr_init(&attr);
+    if (rc != 0) {
+        posix_spawn_file_actions_destroy(&actions);
+        return rc;
+    }
+    sigset_t empty, all;
+    sigemptyset(&empty);
+    sigfillset(&all);
+    if ((rc = posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)) != 0) goto out;
+    if ((rc = posix_spawn_file_actions_addopen(&actions, 1, output_path, O_WRONLY | O_APPEND | O_CREAT, 0644)) != 0) goto out;
+    if ((rc = posix_spawn_file_actions_adddup2(&actions, 1, 2)) != 0) goto out;
+    if ((rc = posix_spawn_file_actions_addclosefrom_np(&actions, 3)) != 0) goto out;
     if ((rc = posix_spawnattr_setsigmask(&attr, &empty)) != 0) goto out;
     if ((rc = posix_spawnattr_setsigdefault(&attr, &all)) != 0) goto out;
     if ((rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)) != 0) goto out;

@@ -149,6 +149,13 @@ public final class ListenerTable {
     }
 
     private func reusable(for spec: Spec, excluding taken: Set<CInt>) -> CInt? {
+        // A socket systemd passed under this listener's name is the one to use, whatever its
+        // address: systemd's unit, not the config, decides where it listens.
+        if let inherited = entries.values.first(where: {
+            $0.listener.origin == .inherited && $0.listener.name == spec.name && !taken.contains($0.listener.fd)
+        }) {
+            return inherited.listener.fd
+        }
         let candidates = entries.values.filter { entry in
             !taken.contains(entry.listener.fd)
                 && (entry.listener.configuredAddress == spec.address || entry.listener.boundAddress == spec.address)

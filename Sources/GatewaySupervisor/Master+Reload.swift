@@ -81,6 +81,7 @@ extension Master {
         } catch {
             return failReload("\(error)", details: [])
         }
+        storeInSystemd(listeners)
         timings.bind = lap()
 
         // 3. The new generation.
@@ -213,6 +214,9 @@ extension Master {
         state = now ? .stoppingNow : .stopping
         logger.info(now ? "stopping now" : "stopping gracefully: draining every generation")
         notifier.stopping(status: now ? "stopping now" : "stopping: draining")
+        // The drain may take up to drain_timeout, then the kill grace: ask systemd for that
+        // much (with a margin for the exit itself), so TimeoutStopSec= does not cut it.
+        notifier.extendTimeout(by: settings.drainTimeout + Self.killGrace + .seconds(5))
         for waiter in reloadWaiters { waiter.resume(returning: .failed(reason: "gatewayd is stopping", details: [])) }
         reloadWaiters.removeAll()
         stopSpares()

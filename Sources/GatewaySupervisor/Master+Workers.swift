@@ -369,6 +369,7 @@ extension Master {
     func releaseListeners(of generation: Generation) {
         for listener in listenerTable.release(generation: generation.id) {
             logger.info("closed listener \(listener.name) (\(listener.boundAddress)): no serving generation uses it")
+            removeFromSystemdStore(listener)
         }
     }
 

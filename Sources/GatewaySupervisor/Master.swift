@@ -60,6 +60,8 @@ public actor Master {
     var workerLocations: [Int32: (generation: Int, index: Int)] = [:]
     /// Started worker processes waiting for a handoff (see `replenishSpares`).
     var spares: [SpawnedProcess] = []
+    /// Fds of listening sockets put in systemd's fd store.
+    var storedListeners: Set<CInt> = []
     var failedReloadCount = 0
     var finishedContinuation: CheckedContinuation<Void, Never>?
     var controlServer: ControlServer?
@@ -80,6 +82,7 @@ public actor Master {
     /// stopped. Throws only when start-up fails; then nothing is left behind.
     public func run() async throws {
         guard state == .starting else { return }
+        try adoptActivatedSockets()
         let specs = loaded.configuration.listeners.map {
             ListenerTable.Spec(name: $0.name, address: $0.address, backlog: $0.backlog)
         }
@@ -93,8 +96,13 @@ public actor Master {
         }
         for listener in listeners {
             logger.info(
-                "listening", metadata: ["listener": "\(listener.name)", "address": "\(listener.boundAddress)"])
+                "listening",
+                metadata: [
+                    "listener": "\(listener.name)", "address": "\(listener.boundAddress)",
+                    "origin": "\(listener.origin == .bound ? "bound" : "systemd")",
+                ])
         }
+        storeInSystemd(listeners)
         do {
             controlServer = try await ControlServer.start(path: settings.controlSocket, master: self, logger: logger)
         } catch {
@@ -144,7 +152,81 @@ public actor Master {
             metadata: ["workers": "\(settings.workers)", "pid": "\(getpid())"])
         notifier.ready(status: statusLine())
         replenishSpares()
+        startWatchdog()
         await waitUntilFinished()
+    }
+
+    // MARK: - systemd
+
+    /// Sockets systemd passed become the listeners of the same name, or else of the same
+    /// address. One that matches neither is kept open (a later reload may add its listener)
+    /// and reported.
+    private func adoptActivatedSockets() throws {
+        let activated: [ActivatedSocket]
+        do {
+            activated = try SystemdActivation.takeSockets()
+        } catch {
+            throw MasterError.startup("\(error)")
+        }
+        let configured = loaded.configuration.listeners
+        for socket in activated {
+            // By name first; a socket without a name, or with one no listener has (systemd names
+            // a socket after its unit when FileDescriptorName= is missing), by its address.
+            let match =
+                socket.name.flatMap { name in configured.first { $0.name == name } }
+                ?? configured.first { $0.address == socket.address }
+            let name = match?.name ?? socket.name ?? "fd\(socket.fd)"
+            do {
+                try listenerTable.adopt(
+                    name: name, fd: socket.fd, backlog: match?.backlog ?? ListenerConfig.defaultBacklog)
+            } catch {
+                throw MasterError.startup("socket-activated fd \(socket.fd): \(error)")
+            }
+            if match == nil {
+                logger.warning(
+                    "systemd passed a socket that matches no listener; kept open for a later reload",
+                    metadata: [
+                        "fd": "\(socket.fd)", "name": "\(socket.name ?? "(none)")", "address": "\(socket.address)",
+                    ])
+            } else {
+                logger.info(
+                    "using the socket systemd passed",
+                    metadata: ["listener": "\(name)", "address": "\(socket.address)", "fd": "\(socket.fd)"])
+            }
+        }
+    }
+
+    /// The fd store: what the master bound itself is handed to systemd, so that a master
+    /// restarted after a crash gets the same sockets, and their queued connections, back.
+    func storeInSystemd(_ listeners: [ListenerTable.Listener]) {
+        guard options.fdStore else { return }
+        for listener in listeners where listener.origin == .bound && !storedListeners.contains(listener.fd) {
+            notifier.store(fd: listener.fd, name: listener.name)
+            storedListeners.insert(listener.fd)
+        }
+    }
+
+    func removeFromSystemdStore(_ listener: ListenerTable.Listener) {
+        guard options.fdStore, storedListeners.remove(listener.fd) != nil else { return }
+        notifier.removeFromStore(name: listener.name)
+    }
+
+    /// WATCHDOG=1 at half systemd's interval, from the actor itself: if the master stops
+    /// making progress, the pings stop and systemd restarts it.
+    private func startWatchdog() {
+        guard let interval = SystemdNotifier.watchdogInterval() else { return }
+        logger.info("systemd watchdog enabled", metadata: ["interval_ms": "\(Int(interval.milliseconds))"])
+        Task {
+            while self.pingWatchdog() {
+                try? await Task.sleep(for: interval / 2)
+            }
+        }
+    }
+
+    private func pingWatchdog() -> Bool {
+        guard state != .stopped else { return false }
+        notifier.watchdog()
+        return true
     }
 
     private func waitUntilFinished() async {

@@ -17,14 +17,18 @@ public struct SupervisorOptions: Sendable {
     /// Keep one started worker process per worker waiting for the next reload (see
     /// `Master.replenishSpares`).
     public var prestartWorkers: Bool
+    /// Put every socket the master binds into systemd's fd store (`--fd-store`, or systemd's
+    /// FDSTORE environment variable), so a restarted master gets them back.
+    public var fdStore: Bool
 
     public init(
         configPath: String, workers: Int? = nil, controlSocket: String? = nil, drainTimeout: Duration? = nil,
         readyTimeout: Duration? = nil, pidFile: String? = nil, logLevel: Logger.Level = .info,
         logFormat: GatewayLogHandler.Format = .text, workerExecutable: String = "/proc/self/exe",
-        prestartWorkers: Bool = true
+        prestartWorkers: Bool = true, fdStore: Bool = false
     ) {
         self.prestartWorkers = prestartWorkers
+        self.fdStore = fdStore
         self.configPath = configPath
         self.workers = workers
         self.controlSocket = controlSocket

@@ -28,6 +28,39 @@ struct SystemdNotifier: Sendable {
         send("STATUS=\(status)")
     }
 
+    /// A stop's drain may outlast TimeoutStopSec=: ask systemd for this much more time from now,
+    /// so it does not SIGKILL a drain that is still within drain_timeout.
+    func extendTimeout(by duration: Duration) {
+        send("EXTEND_TIMEOUT_USEC=\(Self.microseconds(duration))")
+    }
+
+    func watchdog() {
+        send("WATCHDOG=1")
+    }
+
+    /// Puts a listening socket in systemd's fd store, under the listener's name.
+    func store(fd: CInt, name: String) {
+        var fds = [fd]
+        _ = sd_pid_notify_with_fds(0, 0, "FDSTORE=1\nFDNAME=\(name)", &fds, 1)
+    }
+
+    func removeFromStore(name: String) {
+        send("FDSTOREREMOVE=1\nFDNAME=\(name)")
+    }
+
+    /// The watchdog interval systemd asked for (WatchdogSec=), if any. Unsets WATCHDOG_USEC
+    /// and WATCHDOG_PID so that no child takes them for its own.
+    static func watchdogInterval() -> Duration? {
+        var usec: UInt64 = 0
+        guard sd_watchdog_enabled(1, &usec) > 0, usec > 0 else { return nil }
+        return .microseconds(Int64(usec))
+    }
+
+    static func microseconds(_ duration: Duration) -> UInt64 {
+        let (seconds, attoseconds) = duration.components
+        return UInt64(max(0, seconds)) * 1_000_000 + UInt64(max(0, attoseconds)) / 1_000_000_000_000
+    }
+
     private func send(_ message: String) {
         _ = sd_notify(0, message)
     }

@@ -60,6 +60,11 @@ struct Run: AsyncParsableCommand {
             "Keep one started worker process per worker waiting for the next reload (faster reloads, one idle process each)."
     )
     var prestartWorkers = true
+    @Flag(
+        name: .long,
+        help: "Put every listening socket the master binds into systemd's fd store (also on when systemd sets FDSTORE)."
+    )
+    var fdStore = false
     @OptionGroup var log: LogOptions
 
     func validate() throws {
@@ -81,7 +86,8 @@ struct Run: AsyncParsableCommand {
         let options = SupervisorOptions(
             configPath: config, workers: workers, controlSocket: controlSocket, drainTimeout: drainTimeout?.duration,
             readyTimeout: readyTimeout?.duration, pidFile: pidFile, logLevel: log.logLevel, logFormat: log.logFormat,
-            prestartWorkers: prestartWorkers)
+            prestartWorkers: prestartWorkers,
+            fdStore: fdStore || (Int(ProcessInfo.processInfo.environment["FDSTORE"] ?? "") ?? 0) > 0)
         let master = Master(options: options, loaded: loaded, logger: logger)
         let signals = Task { await master.handleSignals() }
         defer { signals.cancel() }

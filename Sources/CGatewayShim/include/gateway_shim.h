@@ -29,6 +29,12 @@ int gw_peer_credentials(int sock, pid_t *pid, uid_t *uid, gid_t *gid);
 /// default. Returns 0 or an errno value (posix_spawn does not set errno).
 int gw_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *const envp[], int channel_fd);
 
+/// posix_spawn(2) of `path` with stdin from /dev/null, stdout and stderr appended to
+/// `output_path`, every other fd closed, signal mask and dispositions reset. For tests and
+/// tools that start programs which exec again (Foundation's Process mistakes an exec for an
+/// exit and then blocks every other Process on it). Returns 0 or an errno value.
+int gw_spawn_with_output(pid_t *pid, const char *path, char *const argv[], char *const envp[], const char *output_path);
+
 /// The layout of struct ucred, for callers that read SO_PEERCRED themselves.
 typedef struct gw_ucred {
     pid_t pid;

@@ -1,5 +1,38 @@
+import CGatewayShim
 import Foundation
 import GatewayCore
+
+/// A child process started with posix_spawn (not Foundation's Process: under
+/// systemd-socket-activate the program execs again, which Process mistakes for an exit, and
+/// it then blocks reaping every other child on that one).
+final class ChildProcess: @unchecked Sendable {
+    let pid: pid_t
+    private let status = Mutex2<Int32?>(nil)
+
+    init(_ command: [String], environment: [String: String], output: String) throws {
+        var pid: pid_t = 0
+        let argv = command.map { strdup($0) } + [nil]
+        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { for p in argv + envp { free(p) } }
+        let rc = gw_spawn_with_output(&pid, command[0], argv, envp, output)
+        guard rc == 0 else { throw HarnessError("posix_spawn \(command[0]): \(String(cString: strerror(rc)))") }
+        self.pid = pid
+    }
+
+    var isRunning: Bool {
+        if status.get() != nil { return false }
+        var raw: Int32 = 0
+        guard waitpid(pid, &raw, WNOHANG) == pid else { return true }
+        // Exit code, or 128 + signal as a shell reports it.
+        status.set(raw & 0x7f == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f))
+        return false
+    }
+
+    var terminationStatus: Int32 {
+        _ = isRunning
+        return status.get() ?? -1
+    }
+}
 
 #if canImport(Glibc)
     import Glibc
@@ -13,26 +46,26 @@ final class GatewaydProcess: @unchecked Sendable {
     let configPath: String
     let socketPath: String
     let logPath: String
-    let process: Process
+    let process: ChildProcess
     private let seenWorkerPids = Mutex2<Set<Int32>>([])
 
-    var pid: Int32 { process.processIdentifier }
+    var pid: Int32 { process.pid }
 
-    init(config: String, extraArguments: [String] = [], waitForReady: Bool = true) throws {
+    /// `launcher` runs before gatewayd (e.g. systemd-socket-activate and its options);
+    /// `environment` is added to the test's own.
+    init(
+        config: String, extraArguments: [String] = [], waitForReady: Bool = true, launcher: [String] = [],
+        environment: [String: String] = [:]
+    ) throws {
         directory = try TemporaryDirectory()
         configPath = directory.file("gateway.yaml")
         socketPath = directory.file("control.sock")
         logPath = directory.file("gatewayd.log")
         try config.write(toFile: configPath, atomically: false, encoding: .utf8)
-        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: Binaries.gatewayd)
-        process.arguments = ["--config", configPath, "--control-socket", socketPath] + extraArguments
-        let log = FileHandle(forWritingAtPath: logPath)!
-        process.standardOutput = log
-        process.standardError = log
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
+        let command =
+            launcher + [Binaries.gatewayd, "--config", configPath, "--control-socket", socketPath] + extraArguments
+        process = try ChildProcess(
+            command, environment: ProcessInfo.processInfo.environment.merging(environment) { $1 }, output: logPath)
         if waitForReady {
             do {
                 try waitUntilServing()
@@ -122,7 +155,7 @@ final class GatewaydProcess: @unchecked Sendable {
             while process.isRunning && ContinuousClock.now < deadline { usleep(5_000) }
             if process.isRunning {
                 kill(pid, SIGKILL)
-                process.waitUntilExit()
+                while process.isRunning { usleep(1_000) }
             }
         }
         for worker in seenWorkerPids.get() where isAlive(worker) {
