@@ -83,6 +83,31 @@ struct SystemdTests {
         #expect(try httpGet(port: extra).body == "v2")
     }
 
+    @Test("a datagram socket passed by systemd is a clear error at start")
+    func datagramSocketRefused() throws {
+        let port = try freePort()
+        let gatewayd = try GatewaydProcess(
+            config: Self.config(listeners: [("web", "127.0.0.1:\(port)")]), waitForReady: false,
+            launcher: [Self.socketActivate, "--datagram", "-l", "127.0.0.1:\(port)", "--fdname=web"])
+        // A datagram starts the program; retried until systemd-socket-activate listens.
+        let udp = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(udp) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = port.bigEndian
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        try waitUntil("gatewayd to be started and to refuse the socket") {
+            _ = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    sendto(udp, "x", 1, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+            return !gatewayd.process.isRunning
+        }
+        #expect(gatewayd.process.terminationStatus == 1)
+        #expect(gatewayd.log.contains("is not a stream socket"), "\(gatewayd.log)")
+    }
+
     @Test("the notify sequence for start, a successful reload, a failed reload and a stop")
     func notifySequence() throws {
         let directory = try TemporaryDirectory()
