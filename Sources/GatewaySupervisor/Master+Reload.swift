@@ -81,7 +81,6 @@ extension Master {
         } catch {
             return failReload("\(error)", details: [])
         }
-        storeInSystemd(listeners)
         timings.bind = lap()
 
         // 3. The new generation.
@@ -117,6 +116,7 @@ extension Master {
         reloadPhase = .switching
         generation.state = .serving
         replaceDeadWorkers(of: generation)
+        storeInSystemd(listeners)
         let previousID = servingID
         servingID = generationID
         loaded = newLoaded
@@ -143,8 +143,11 @@ extension Master {
     private func failReload(_ reason: String, details: [String]) -> ReloadOutcome {
         failedReloadCount += 1
         logger.error("reload failed: \(reason)\(details.isEmpty ? "" : "\n" + details.joined(separator: "\n"))")
-        // systemd waits for READY=1 after RELOADING=1 even when the reload failed.
-        notifier.ready(status: "reload failed: \(reason); \(statusLine())")
+        // systemd waits for READY=1 after RELOADING=1 even when the reload failed; but once
+        // STOPPING=1 was sent, READY=1 would take the unit back from deactivating.
+        if state == .running {
+            notifier.ready(status: "reload failed: \(reason); \(statusLine())")
+        }
         return .failed(reason: reason, details: details)
     }
 
@@ -214,9 +217,11 @@ extension Master {
         state = now ? .stoppingNow : .stopping
         logger.info(now ? "stopping now" : "stopping gracefully: draining every generation")
         notifier.stopping(status: now ? "stopping now" : "stopping: draining")
-        // The drain may take up to drain_timeout, then the kill grace: ask systemd for that
+        // The drain may take up to the longest drain_timeout of any generation (each drains
+        // under the config it was started with), then the kill grace: ask systemd for that
         // much (with a margin for the exit itself), so TimeoutStopSec= does not cut it.
-        notifier.extendTimeout(by: settings.drainTimeout + Self.killGrace + .seconds(5))
+        let longestDrain = now ? .zero : generations.values.map(\.settings.drainTimeout).max() ?? settings.drainTimeout
+        notifier.extendTimeout(by: longestDrain + Self.killGrace + .seconds(5))
         for waiter in reloadWaiters { waiter.resume(returning: .failed(reason: "gatewayd is stopping", details: [])) }
         reloadWaiters.removeAll()
         stopSpares()

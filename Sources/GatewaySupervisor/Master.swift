@@ -60,8 +60,9 @@ public actor Master {
     var workerLocations: [Int32: (generation: Int, index: Int)] = [:]
     /// Started worker processes waiting for a handoff (see `replenishSpares`).
     var spares: [SpawnedProcess] = []
-    /// Fds of listening sockets put in systemd's fd store.
-    var storedListeners: Set<CInt> = []
+    /// What is in systemd's fd store, by FDNAME (the listener's name). systemd keeps every
+    /// fd stored under a name and FDSTOREREMOVE drops them all, so one name maps to one fd.
+    var storedListeners: [String: CInt] = [:]
     var failedReloadCount = 0
     var finishedContinuation: CheckedContinuation<Void, Never>?
     var controlServer: ControlServer?
@@ -196,19 +197,39 @@ public actor Master {
         }
     }
 
-    /// The fd store: what the master bound itself is handed to systemd, so that a master
-    /// restarted after a crash gets the same sockets, and their queued connections, back.
+    /// The fd store: the serving generation's sockets are handed to systemd under their
+    /// listener names, so that a master restarted after a crash gets the same sockets, and
+    /// their queued connections, back. Called once a generation serves (a failed reload never
+    /// touches the store). A listener now on another socket (its address changed) or under
+    /// another name (renamed) replaces what was stored.
     func storeInSystemd(_ listeners: [ListenerTable.Listener]) {
         guard options.fdStore else { return }
-        for listener in listeners where listener.origin == .bound && !storedListeners.contains(listener.fd) {
-            notifier.store(fd: listener.fd, name: listener.name)
-            storedListeners.insert(listener.fd)
+        for listener in listeners where listener.origin == .bound {
+            if storedListeners[listener.name] == listener.fd { continue }
+            for (name, fd) in storedListeners where fd == listener.fd {
+                notifier.removeFromStore(name: name)
+                storedListeners[name] = nil
+            }
+            if storedListeners[listener.name] != nil {
+                notifier.removeFromStore(name: listener.name)
+                storedListeners[listener.name] = nil
+            }
+            if notifier.store(fd: listener.fd, name: listener.name) {
+                storedListeners[listener.name] = listener.fd
+            } else {
+                logger.warning(
+                    "cannot put listener \(listener.name) in systemd's fd store (is NOTIFY_SOCKET set, and FileDescriptorStoreMax= above 0?)"
+                )
+            }
         }
     }
 
+    /// A listener the serving config dropped leaves the store. Never at a stop: what stays in
+    /// the store is what `systemctl restart` hands the next master.
     func removeFromSystemdStore(_ listener: ListenerTable.Listener) {
-        guard options.fdStore, storedListeners.remove(listener.fd) != nil else { return }
+        guard options.fdStore, state == .running, storedListeners[listener.name] == listener.fd else { return }
         notifier.removeFromStore(name: listener.name)
+        storedListeners[listener.name] = nil
     }
 
     /// WATCHDOG=1 at half systemd's interval, from the actor itself: if the master stops

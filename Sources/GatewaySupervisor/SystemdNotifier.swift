@@ -38,10 +38,11 @@ struct SystemdNotifier: Sendable {
         send("WATCHDOG=1")
     }
 
-    /// Puts a listening socket in systemd's fd store, under the listener's name.
-    func store(fd: CInt, name: String) {
+    /// Puts a listening socket in systemd's fd store, under the listener's name. False when
+    /// the message could not be sent (no NOTIFY_SOCKET, or an error).
+    func store(fd: CInt, name: String) -> Bool {
         var fds = [fd]
-        _ = sd_pid_notify_with_fds(0, 0, "FDSTORE=1\nFDNAME=\(name)", &fds, 1)
+        return sd_pid_notify_with_fds(0, 0, "FDSTORE=1\nFDNAME=\(name)", &fds, 1) > 0
     }
 
     func removeFromStore(name: String) {

@@ -164,6 +164,21 @@ struct SystemdTests {
         gatewayd.stop()
     }
 
+    @Test("a graceful stop leaves the fd store as it is, for the next master")
+    func stopKeepsTheStore() throws {
+        let directory = try TemporaryDirectory()
+        let notify = try NotifySocket(directory: directory.path)
+        let gatewayd = try GatewaydProcess(
+            config: Self.config(listeners: [("web", "127.0.0.1:0")]),
+            environment: ["NOTIFY_SOCKET": notify.path, "FDSTORE": "16"])
+        _ = try notify.waitFor("READY")
+        #expect(notify.with("FDSTORE").count == 1)
+        #expect(try gatewayd.gatewayctl(["stop"]).status == 0)
+        #expect(try gatewayd.waitForExit() == 0)
+        _ = try notify.waitFor("STOPPING")
+        #expect(notify.with("FDSTOREREMOVE").isEmpty, "\(notify.with("FDSTOREREMOVE").map(\.text))")
+    }
+
     @Test("the fd store keeps each bound listener; a restarted master serves on the stored sockets")
     func fdStore() throws {
         let directory = try TemporaryDirectory()
