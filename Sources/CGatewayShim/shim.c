@@ -90,21 +90,36 @@ int gw_peer_credentials(int sock, pid_t *pid, uid_t *uid, gid_t *gid) {
     return 0;
 }
 
-int gw_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *const envp[], int channel_fd) {
-    posix_spawn_file_actions_t actions;
-    posix_spawnattr_t attr;
-    int rc = posix_spawn_file_actions_init(&actions);
+/// Both spawns start the child with an empty signal mask and every signal at its default:
+/// the master (or a test runner) may block or ignore signals the child needs.
+static int gw_spawn_prepare(posix_spawn_file_actions_t *actions, posix_spawnattr_t *attr) {
+    int rc = posix_spawn_file_actions_init(actions);
     if (rc != 0) {
         return rc;
     }
-    rc = posix_spawnattr_init(&attr);
+    rc = posix_spawnattr_init(attr);
     if (rc != 0) {
-        posix_spawn_file_actions_destroy(&actions);
+        posix_spawn_file_actions_destroy(actions);
         return rc;
     }
     sigset_t empty, all;
     sigemptyset(&empty);
     sigfillset(&all);
+    if ((rc = posix_spawnattr_setsigmask(attr, &empty)) != 0 || (rc = posix_spawnattr_setsigdefault(attr, &all)) != 0
+        || (rc = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)) != 0) {
+        posix_spawnattr_destroy(attr);
+        posix_spawn_file_actions_destroy(actions);
+    }
+    return rc;
+}
+
+int gw_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *const envp[], int channel_fd) {
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    int rc = gw_spawn_prepare(&actions, &attr);
+    if (rc != 0) {
+        return rc;
+    }
     // dup2 clears FD_CLOEXEC on the copy, so fd 3 survives exec. When channel_fd is already 3,
     // dup2 would be a no-op that keeps the flag: move it out of the way first.
     int moved = -1;
@@ -119,9 +134,6 @@ int gw_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *cons
     if ((rc = posix_spawn_file_actions_adddup2(&actions, channel_fd, 3)) != 0) goto out;
     // Belt and braces over CLOEXEC: a worker holds fds 0-3 and nothing else of the master's.
     if ((rc = posix_spawn_file_actions_addclosefrom_np(&actions, 4)) != 0) goto out;
-    if ((rc = posix_spawnattr_setsigmask(&attr, &empty)) != 0) goto out;
-    if ((rc = posix_spawnattr_setsigdefault(&attr, &all)) != 0) goto out;
-    if ((rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)) != 0) goto out;
     rc = posix_spawn(pid, path, &actions, &attr, argv, envp);
 out:
     if (moved >= 0) close(moved);
@@ -133,25 +145,14 @@ out:
 int gw_spawn_with_output(pid_t *pid, const char *path, char *const argv[], char *const envp[], const char *output_path) {
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attr;
-    int rc = posix_spawn_file_actions_init(&actions);
+    int rc = gw_spawn_prepare(&actions, &attr);
     if (rc != 0) {
         return rc;
     }
-    rc = posix_spawnattr_init(&attr);
-    if (rc != 0) {
-        posix_spawn_file_actions_destroy(&actions);
-        return rc;
-    }
-    sigset_t empty, all;
-    sigemptyset(&empty);
-    sigfillset(&all);
     if ((rc = posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)) != 0) goto out;
     if ((rc = posix_spawn_file_actions_addopen(&actions, 1, output_path, O_WRONLY | O_APPEND | O_CREAT, 0644)) != 0) goto out;
     if ((rc = posix_spawn_file_actions_adddup2(&actions, 1, 2)) != 0) goto out;
     if ((rc = posix_spawn_file_actions_addclosefrom_np(&actions, 3)) != 0) goto out;
-    if ((rc = posix_spawnattr_setsigmask(&attr, &empty)) != 0) goto out;
-    if ((rc = posix_spawnattr_setsigdefault(&attr, &all)) != 0) goto out;
-    if ((rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)) != 0) goto out;
     rc = posix_spawn(pid, path, &actions, &attr, argv, envp);
 out:
     posix_spawnattr_destroy(&attr);

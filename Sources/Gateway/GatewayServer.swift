@@ -314,6 +314,12 @@ public final class GatewayServer: Sendable {
 
     /// Hard stop: closes every listener and connection now.
     public func shutdownNow() async {
+        await self.closeEverything(announce: true)
+        await self.waitForZeroConnections()
+    }
+
+    /// Stops the server for good: listeners closed, every connection closed at once.
+    private func closeEverything(announce: Bool) async {
         let serverChannels = self.state.withLock { state -> [any Channel] in
             state.lifecycle = .stopped
             state.acceptMode = .reject
@@ -324,13 +330,12 @@ public final class GatewayServer: Sendable {
             try? await channel.close().get()
         }
         let connections = self.state.withLock { Array($0.connections.values) }
-        if !connections.isEmpty {
+        if announce && !connections.isEmpty {
             self.logger.info("closing connections now", metadata: ["connections": "\(connections.count)"])
         }
         for channel in connections {
             channel.close(promise: nil)
         }
-        await self.waitForZeroConnections()
     }
 
     private func stopAccepting(_ serverChannels: [any Channel]) async {
@@ -378,19 +383,7 @@ public final class GatewayServer: Sendable {
     }
 
     private func closeServerChannelsAfterFailedStart() async {
-        let serverChannels = self.state.withLock { state -> [any Channel] in
-            state.lifecycle = .stopped
-            state.acceptMode = .reject
-            defer { state.serverChannels = [] }
-            return state.serverChannels
-        }
-        for channel in serverChannels {
-            try? await channel.close().get()
-        }
-        let connections = self.state.withLock { Array($0.connections.values) }
-        for channel in connections {
-            channel.close(promise: nil)
-        }
+        await self.closeEverything(announce: false)
     }
 
     private func closeDescriptors(_ listeners: ArraySlice<HandedOffListener>) {

@@ -250,7 +250,7 @@ struct RoutingTable: Sendable {
             }
             var headers: [(String, String)] = []
             for field in direct.headers {
-                guard isToken(field.name) else {
+                guard HTTPToken.isValid(field.name) else {
                     throw .invalidRoute(route: route.name, reason: "invalid header name \"\(field.name)\"")
                 }
                 guard isFieldValue(field.value) else {
@@ -283,20 +283,6 @@ struct RoutingTable: Sendable {
                 response: response
             )
         }
-    }
-
-    /// RFC 9110 token: what a header name may be.
-    static func isToken(_ s: String) -> Bool {
-        !s.isEmpty
-            && s.utf8.allSatisfy { byte in
-                switch byte {
-                case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-                    UInt8(ascii: "0")...UInt8(ascii: "9"):
-                    return true
-                default:
-                    return "!#$%&'*+-.^_`|~".utf8.contains(byte)
-                }
-            }
     }
 
     /// RFC 9110 field-value: no CR, LF, NUL or other control characters but HTAB.

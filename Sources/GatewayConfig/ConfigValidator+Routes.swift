@@ -259,16 +259,7 @@ extension ConfigValidator {
 
     /// RFC 9110 token: what method and header names are made of.
     static func isToken(_ text: String) -> Bool {
-        !text.isEmpty
-            && text.utf8.allSatisfy { byte in
-                switch byte {
-                case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-                    UInt8(ascii: "0")...UInt8(ascii: "9"):
-                    return true
-                default:
-                    return "!#$%&'*+-.^_`|~".utf8.contains(byte)
-                }
-            }
+        HTTPToken.isValid(text)
     }
 
     static func describe(_ scalar: Unicode.Scalar) -> String {
