@@ -4,8 +4,9 @@
 SWIFT ?= swift
 CONFIG ?= examples/gateway.yaml
 # Debian packages: libsystemd-dev to link libsystemd; pkg-config to find it; curl, wrk and
-# python3 are the real clients the tests drive; procps (pkill, ps) and iproute2 (ss) for checks.
-DEB_PACKAGES := libsystemd-dev pkg-config curl wrk python3 procps iproute2
+# python3 are the real clients the tests drive; procps (pkill, ps) and iproute2 (ss) for checks;
+# systemd for systemd-socket-activate, which the socket-activation tests run.
+DEB_PACKAGES := libsystemd-dev pkg-config curl wrk python3 procps iproute2 systemd
 
 # The Swift runtime and Foundation linked in statically: a worker starts in about half the
 # time (measured: ready 15-20 ms instead of 27 ms per reload) with less memory per process.
