@@ -52,8 +52,10 @@ public struct ReloadTimings: Codable, Sendable, Equatable {
     public var switchMs: Double
     public var totalMs: Double
 
-    public init(validateMs: Double, bindMs: Double, spawnMs: Double, readyMs: Double, switchMs: Double, totalMs: Double)
-    {
+    public init(
+        validateMs: Double = 0, bindMs: Double = 0, spawnMs: Double = 0, readyMs: Double = 0, switchMs: Double = 0,
+        totalMs: Double = 0
+    ) {
         self.validateMs = validateMs
         self.bindMs = bindMs
         self.spawnMs = spawnMs

@@ -126,19 +126,9 @@ public final class ListenerTable {
         return closed
     }
 
-    /// The sockets a generation holds, in no particular order.
-    public func listeners(of generation: Int) -> [Listener] {
-        (generations[generation] ?? [:]).values.compactMap { entries[$0]?.listener }
-    }
-
     /// Every open socket, sorted by name then fd.
     public var all: [Listener] {
         entries.values.map(\.listener).sorted { ($0.name, $0.fd) < ($1.name, $1.fd) }
-    }
-
-    /// Sockets no generation uses (inherited ones a config does not name).
-    public var unused: [Listener] {
-        entries.values.filter(\.users.isEmpty).map(\.listener)
     }
 
     /// At exit.

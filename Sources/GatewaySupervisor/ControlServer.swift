@@ -260,12 +260,8 @@ extension Master {
                 return ControlResponse(ok: true, accepted: true)
             }
             switch await reload(trigger: "control socket") {
-            case .succeeded(let generation, let t):
-                return ControlResponse(
-                    ok: true, generation: generation,
-                    timings: ReloadTimings(
-                        validateMs: t.validate, bindMs: t.bind, spawnMs: t.spawn, readyMs: t.ready,
-                        switchMs: t.switchOver, totalMs: t.total))
+            case .succeeded(let generation, let timings):
+                return ControlResponse(ok: true, generation: generation, timings: timings)
             case .failed(let reason, let details):
                 return .failure(reason, details: details.isEmpty ? nil : details)
             }

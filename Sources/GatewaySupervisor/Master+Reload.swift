@@ -43,7 +43,7 @@ extension Master {
         let clock = ContinuousClock()
         let begin = clock.now
         var mark = begin
-        var timings = ReloadTimingsMs()
+        var timings = ReloadTimings()
         func lap() -> Double {
             let now = clock.now
             defer { mark = now }
@@ -66,7 +66,7 @@ extension Master {
         if newSettings.controlSocket != settings.controlSocket {
             logger.warning("control_socket changed in the config; it takes effect at the next start")
         }
-        timings.validate = lap()
+        timings.validateMs = lap()
 
         // 2. Sockets: kept ones are reused, new ones bound now; a failure changes nothing.
         reloadPhase = .binding
@@ -81,7 +81,7 @@ extension Master {
         } catch {
             return failReload("\(error)", details: [])
         }
-        timings.bind = lap()
+        timings.bindMs = lap()
 
         // 3. The new generation.
         reloadPhase = .spawning
@@ -95,13 +95,13 @@ extension Master {
             metadata: ["workers": "\(newSettings.workers)", "changes": "\(Self.describe(diff))"])
 
         let spawnFailure = spawnWorkers(of: generation)
-        timings.spawn = lap()
+        timings.spawnMs = lap()
 
         // 4. Wait until every new worker is ready.
         reloadPhase = .waitingForReady
         let result: Result<Void, GenerationStartFailure> =
             if let spawnFailure { .failure(spawnFailure) } else { await waitUntilReady(generation) }
-        timings.ready = lap()
+        timings.readyMs = lap()
         guard state == .running else {
             await abandon(generation)
             checkStopComplete()
@@ -125,14 +125,15 @@ extension Master {
             await drain(previous, reason: "replaced by generation \(generationID)")
         }
         enforceDrainingLimit()
-        timings.switchOver = lap()
-        timings.total = (clock.now - begin).milliseconds
+        timings.switchMs = lap()
+        timings.totalMs = (clock.now - begin).milliseconds
         logger.info(
             "reload complete: generation \(generationID) serving",
             metadata: [
-                "validate_ms": "\(Self.format(timings.validate))", "bind_ms": "\(Self.format(timings.bind))",
-                "ready_ms": "\(Self.format(timings.ready))", "switch_ms": "\(Self.format(timings.switchOver))",
-                "total_ms": "\(Self.format(timings.total))",
+                "validate_ms": "\(Self.format(timings.validateMs))", "bind_ms": "\(Self.format(timings.bindMs))",
+                "spawn_ms": "\(Self.format(timings.spawnMs))",
+                "ready_ms": "\(Self.format(timings.readyMs))", "switch_ms": "\(Self.format(timings.switchMs))",
+                "total_ms": "\(Self.format(timings.totalMs))",
             ])
         notifier.ready(status: statusLine())
         // After the timings: starting spares is not part of this reload's latency.

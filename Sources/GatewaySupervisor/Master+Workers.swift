@@ -241,7 +241,6 @@ extension Master {
     private func workerExited(_ worker: Worker, in generation: Generation, status: ExitStatus) async {
         let previous = worker.state
         worker.state = .exited
-        worker.exitStatus = status
         worker.connections = 0
         worker.closeChannel()
         if worker.stoppedAccepting == false, previous == .draining || previous == .terminating {

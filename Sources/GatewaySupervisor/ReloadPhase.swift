@@ -1,3 +1,5 @@
+import GatewayCore
+
 /// Where a reload stands. `status`, logs and tests all read this one enum.
 public enum ReloadPhase: String, Sendable, CaseIterable {
     case idle
@@ -15,18 +17,8 @@ public enum ReloadPhase: String, Sendable, CaseIterable {
 
 /// What a reload ended with; every caller merged into the reload gets the same outcome.
 public enum ReloadOutcome: Sendable, Equatable {
-    case succeeded(generation: Int, timings: ReloadTimingsMs)
+    case succeeded(generation: Int, timings: ReloadTimings)
     case failed(reason: String, details: [String])
-}
-
-/// Milliseconds spent in each phase.
-public struct ReloadTimingsMs: Sendable, Equatable {
-    public var validate: Double = 0
-    public var bind: Double = 0
-    public var spawn: Double = 0
-    public var ready: Double = 0
-    public var switchOver: Double = 0
-    public var total: Double = 0
 }
 
 extension Duration {

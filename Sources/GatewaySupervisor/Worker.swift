@@ -30,7 +30,6 @@ final class Worker {
     var stoppedAccepting = false
     /// The last `failed` message, for the reload's error.
     var failureReason: String?
-    var exitStatus: ExitStatus?
 
     init(generation: Int, index: Int, process: SpawnedProcess) {
         self.generation = generation

@@ -90,8 +90,9 @@ struct Reload: ParsableCommand {
         if let t = response.timings {
             print(
                 String(
-                    format: "  validate %.1f ms, bind %.1f ms, ready %.1f ms, switch %.1f ms, total %.1f ms",
-                    t.validateMs, t.bindMs, t.readyMs, t.switchMs, t.totalMs))
+                    format:
+                        "  validate %.1f ms, bind %.1f ms, spawn %.1f ms, ready %.1f ms, switch %.1f ms, total %.1f ms",
+                    t.validateMs, t.bindMs, t.spawnMs, t.readyMs, t.switchMs, t.totalMs))
         }
     }
 }
@@ -168,7 +169,7 @@ struct Stop: ParsableCommand {
         }
         let deadline = socket.timeout > 0 ? ContinuousClock.now + .seconds(socket.timeout) : nil
         // The master is not our child, so there is nothing to wait(2) for: poll its pid.
-        while isRunning(pid) {
+        while isProcessRunning(pid) {
             if let deadline, ContinuousClock.now > deadline {
                 printError("gatewayd (pid \(pid)) still running after \(socket.timeout) s")
                 throw ExitCode(1)
@@ -177,15 +178,4 @@ struct Stop: ParsableCommand {
         }
         print("stopped")
     }
-}
-
-/// Whether a process runs. An exited process that its parent has not reaped yet (a zombie)
-/// still answers kill(pid, 0); /proc tells them apart.
-func isRunning(_ pid: Int32) -> Bool {
-    guard kill(pid, 0) == 0 || errno == EPERM else { return false }
-    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-        let close = stat.lastIndex(of: ")"), stat.index(close, offsetBy: 2) < stat.endIndex
-    else { return false }
-    let state = stat[stat.index(close, offsetBy: 2)]
-    return state != "Z" && state != "X"
 }

@@ -7,6 +7,24 @@ import Testing
 
 @testable import Gateway
 
+/// A server on one listener ("web") with the routing test configuration, which also names an
+/// "admin" listener the server is not given.
+private func withRoutingServer<T>(
+    _ body: (TestListener, GatewayServer, CountRecorder) async throws -> T
+) async throws -> T {
+    let listener = try TestListener()
+    let unused = try TestListener(name: "admin")
+    defer {
+        listener.close()
+        unused.close()
+    }
+    return try await withServer(
+        configuration: try routingConfiguration(listener, unused), listeners: [listener]
+    ) { server, counts in
+        try await body(listener, server, counts)
+    }
+}
+
 private func routingConfiguration(_ publicListener: TestListener, _ adminListener: TestListener)
     throws
     -> GatewayConfiguration
@@ -120,16 +138,7 @@ struct HTTPTests {
         "keep-alive: bodies (sized and chunked) are skipped, the connection is reused",
         .timeLimit(.minutes(1)))
     func keepAliveWithBodies() async throws {
-        let listener = try TestListener()
-        let unused = try TestListener(name: "admin")
-        defer {
-            listener.close()
-            unused.close()
-        }
-        try await withServer(
-            configuration: try routingConfiguration(listener, unused), listeners: [listener]
-        ) {
-            server, _ in
+        try await withRoutingServer { listener, server, _ in
             let client = try RawClient(port: listener.port)
             defer { client.close() }
             try client.send("POST /submit HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world")
@@ -149,15 +158,7 @@ struct HTTPTests {
 
     @Test("Expect: 100-continue gets an interim 100", .timeLimit(.minutes(1)))
     func expectContinue() async throws {
-        let listener = try TestListener()
-        let unused = try TestListener(name: "admin")
-        defer {
-            listener.close()
-            unused.close()
-        }
-        try await withServer(
-            configuration: try routingConfiguration(listener, unused), listeners: [listener]
-        ) { _, _ in
+        try await withRoutingServer { listener, _, _ in
             let client = try RawClient(port: listener.port)
             defer { client.close() }
             try client.send(
@@ -172,15 +173,7 @@ struct HTTPTests {
 
     @Test("HTTP/1.0: closes unless keep-alive was asked for", .timeLimit(.minutes(1)))
     func http10() async throws {
-        let listener = try TestListener()
-        let unused = try TestListener(name: "admin")
-        defer {
-            listener.close()
-            unused.close()
-        }
-        try await withServer(
-            configuration: try routingConfiguration(listener, unused), listeners: [listener]
-        ) { _, _ in
+        try await withRoutingServer { listener, _, _ in
             // Plain HTTP/1.0: Connection: close, then a clean EOF.
             let client = try RawClient(port: listener.port)
             defer { client.close() }
@@ -207,16 +200,7 @@ struct HTTPTests {
         "Connection: close: response says so, then a clean EOF even with unread input",
         .timeLimit(.minutes(1)))
     func connectionClose() async throws {
-        let listener = try TestListener()
-        let unused = try TestListener(name: "admin")
-        defer {
-            listener.close()
-            unused.close()
-        }
-        try await withServer(
-            configuration: try routingConfiguration(listener, unused), listeners: [listener]
-        ) {
-            server, counts in
+        try await withRoutingServer { listener, server, counts in
             let client = try RawClient(port: listener.port)
             defer { client.close() }
             // A request pipelined after the closing one must be discarded, not answered, and
@@ -240,16 +224,7 @@ struct HTTPTests {
         "Connection: close with a large upload behind it: the response survives (linger, no RST)",
         .timeLimit(.minutes(1)))
     func lingeringClose() async throws {
-        let listener = try TestListener()
-        let unused = try TestListener(name: "admin")
-        defer {
-            listener.close()
-            unused.close()
-        }
-        try await withServer(
-            configuration: try routingConfiguration(listener, unused), listeners: [listener]
-        ) {
-            server, _ in
+        try await withRoutingServer { listener, server, _ in
             let client = try RawClient(port: listener.port)
             defer { client.close() }
             // The server answers after the first few KB; 512 KB more are still arriving when
@@ -274,15 +249,7 @@ struct HTTPTests {
 
     @Test("pipelined requests are answered in order", .timeLimit(.minutes(1)))
     func pipelining() async throws {
-        let listener = try TestListener()
-        let unused = try TestListener(name: "admin")
-        defer {
-            listener.close()
-            unused.close()
-        }
-        try await withServer(
-            configuration: try routingConfiguration(listener, unused), listeners: [listener]
-        ) { _, _ in
+        try await withRoutingServer { listener, _, _ in
             let client = try RawClient(port: listener.port)
             defer { client.close() }
             try client.send(
@@ -306,16 +273,7 @@ struct HTTPTests {
 
     @Test("a malformed request gets 400 and the connection closes", .timeLimit(.minutes(1)))
     func malformed() async throws {
-        let listener = try TestListener()
-        let unused = try TestListener(name: "admin")
-        defer {
-            listener.close()
-            unused.close()
-        }
-        try await withServer(
-            configuration: try routingConfiguration(listener, unused), listeners: [listener]
-        ) {
-            server, _ in
+        try await withRoutingServer { listener, server, _ in
             let client = try RawClient(port: listener.port)
             defer { client.close() }
             try client.send("THIS IS NOT HTTP\r\n\r\n")
@@ -331,16 +289,7 @@ struct HTTPTests {
     @Test(
         "a client that half-closes after its request still gets the response", .timeLimit(.minutes(1)))
     func halfClose() async throws {
-        let listener = try TestListener()
-        let unused = try TestListener(name: "admin")
-        defer {
-            listener.close()
-            unused.close()
-        }
-        try await withServer(
-            configuration: try routingConfiguration(listener, unused), listeners: [listener]
-        ) {
-            server, _ in
+        try await withRoutingServer { listener, server, _ in
             let client = try RawClient(port: listener.port)
             defer { client.close() }
             try client.send(

@@ -94,7 +94,7 @@ struct DrainTests {
         #expect(took >= .milliseconds(1500), "cut after \(took), before the drain timeout")
         #expect(took < .seconds(6), "cut after \(took)")
         try waitUntil("the old workers to exit", timeout: .seconds(5)) {
-            oldWorkers.allSatisfy { !isAlive($0) }
+            oldWorkers.allSatisfy { !isProcessRunning($0) }
         }
     }
 
@@ -106,7 +106,7 @@ struct DrainTests {
         let result = try gatewayd.gatewayctl(["stop"])
         #expect(result.status == 0, "\(result.stderr)")
         #expect(try gatewayd.waitForExit() == 0)
-        #expect(workers.allSatisfy { !isAlive($0) })
+        #expect(workers.allSatisfy { !isProcessRunning($0) })
         #expect(!FileManager.default.fileExists(atPath: gatewayd.socketPath))
     }
 
@@ -125,7 +125,7 @@ struct DrainTests {
         try waitUntil("the stop to begin") { (try? gatewayd.status().state) == "stopping" }
         gatewayd.signal(SIGTERM)
         #expect(try gatewayd.waitForExit(timeout: .seconds(10)) == 0)
-        #expect(workers.allSatisfy { !isAlive($0) })
+        #expect(workers.allSatisfy { !isProcessRunning($0) })
     }
 
     @Test("when the only worker dies, it is replaced and the socket never closes")

@@ -158,7 +158,7 @@ final class GatewaydProcess: @unchecked Sendable {
                 while process.isRunning { usleep(1_000) }
             }
         }
-        for worker in seenWorkerPids.get() where isAlive(worker) {
+        for worker in seenWorkerPids.get() where isProcessRunning(worker) {
             kill(worker, SIGKILL)
         }
     }

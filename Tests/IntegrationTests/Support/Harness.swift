@@ -100,17 +100,6 @@ final class Mutex2<T>: @unchecked Sendable {
     func update<R>(_ body: (inout T) -> R) -> R { lock.withLock { body(&value) } }
 }
 
-func isAlive(_ pid: Int32) -> Bool {
-    // A zombie still answers kill(0); /proc tells them apart.
-    guard kill(pid, 0) == 0 else { return false }
-    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return false }
-    if let close = stat.lastIndex(of: ")") {
-        let state = stat[stat.index(close, offsetBy: 2)]
-        return state != "Z" && state != "X"
-    }
-    return true
-}
-
 func openFileDescriptorCount(_ pid: Int32) -> Int {
     (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
 }
