@@ -282,6 +282,8 @@ struct RoutingTable: Sendable {
                 methods: route.match.methods.map { $0.map { HTTPMethod(rawValue: $0.uppercased()) } },
                 response: response
             )
+        case .upstream, .redirect:
+            throw .invalidRoute(route: route.name, reason: "not implemented yet")
         }
     }
 

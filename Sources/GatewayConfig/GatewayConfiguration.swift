@@ -17,6 +17,18 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var listeners: [ListenerConfig]
     /// In file order: the first match wins.
     public var routes: [RouteConfig]
+    /// In file order. Names are unique; every `RouteAction.upstream` names one of these.
+    public var upstreams: [UpstreamConfig]
+    /// Per-connection and per-request limits, for every listener but the admin one.
+    public var limits: LimitsConfig
+    /// `nil`: no access log.
+    public var accessLog: AccessLogConfig?
+    /// `nil`: no admin endpoints.
+    public var admin: AdminConfig?
+    /// Workers run as this user (name or numeric uid) when the master starts as root.
+    public var user: String?
+    /// Workers run as this group; `nil` with `user` set means that user's primary group.
+    public var group: String?
 
     public init(
         workers: Int? = nil,
@@ -25,7 +37,13 @@ public struct GatewayConfiguration: Sendable, Equatable {
         maxDrainingGenerations: Int = 4,
         controlSocket: String? = nil,
         listeners: [ListenerConfig],
-        routes: [RouteConfig]
+        routes: [RouteConfig],
+        upstreams: [UpstreamConfig] = [],
+        limits: LimitsConfig = LimitsConfig(),
+        accessLog: AccessLogConfig? = nil,
+        admin: AdminConfig? = nil,
+        user: String? = nil,
+        group: String? = nil
     ) {
         self.workers = workers
         self.drainTimeout = drainTimeout
@@ -34,6 +52,16 @@ public struct GatewayConfiguration: Sendable, Equatable {
         self.controlSocket = controlSocket
         self.listeners = listeners
         self.routes = routes
+        self.upstreams = upstreams
+        self.limits = limits
+        self.accessLog = accessLog
+        self.admin = admin
+        self.user = user
+        self.group = group
+    }
+
+    public func upstream(named name: String) -> UpstreamConfig? {
+        self.upstreams.first { $0.name == name }
     }
 
     public static let defaultDrainTimeout: Duration = .seconds(30)
@@ -65,12 +93,33 @@ public struct RouteConfig: Sendable, Equatable {
     public var listener: String?
     public var match: RouteMatch
     public var action: RouteAction
+    /// Applied to the request before it goes upstream (upstream routes only).
+    public var requestHeaders: HeaderRules
+    /// Applied to every response of this route, whatever its action.
+    public var responseHeaders: HeaderRules
+    /// `nil`: no authentication.
+    public var auth: AuthConfig?
+    /// `nil`: no rate limit.
+    public var rateLimit: RateLimitConfig?
 
-    public init(name: String, listener: String? = nil, match: RouteMatch, action: RouteAction) {
+    public init(
+        name: String,
+        listener: String? = nil,
+        match: RouteMatch,
+        action: RouteAction,
+        requestHeaders: HeaderRules = HeaderRules(),
+        responseHeaders: HeaderRules = HeaderRules(),
+        auth: AuthConfig? = nil,
+        rateLimit: RateLimitConfig? = nil
+    ) {
         self.name = name
         self.listener = listener
         self.match = match
         self.action = action
+        self.requestHeaders = requestHeaders
+        self.responseHeaders = responseHeaders
+        self.auth = auth
+        self.rateLimit = rateLimit
     }
 }
 
@@ -100,6 +149,8 @@ public enum HostMatch: Sendable, Equatable {
 
 public enum RouteAction: Sendable, Equatable {
     case directResponse(DirectResponse)
+    case upstream(ProxyAction)
+    case redirect(Redirect)
 }
 
 public struct DirectResponse: Sendable, Equatable {
