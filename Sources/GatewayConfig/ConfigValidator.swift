@@ -10,6 +10,8 @@ struct ConfigValidator {
     var sink: DiagnosticSink
     /// From `YAMLComposer`: keys renamed to get past Yams' duplicate-key check.
     let renamedKeys: [SourcePosition: String]
+    /// Files, directories, users, host names.
+    var environment: ConfigEnvironment
 
     /// Far more than 1 MiB of YAML can hold without aliases (two bytes per node at best), so
     /// only alias expansion reaches it.
@@ -24,9 +26,10 @@ struct ConfigValidator {
     /// sun_path is 108 bytes including the terminating NUL.
     static let maximumSocketPathBytes = 107
 
-    init(sink: DiagnosticSink, renamedKeys: [SourcePosition: String]) {
+    init(sink: DiagnosticSink, renamedKeys: [SourcePosition: String], environment: ConfigEnvironment) {
         self.sink = sink
         self.renamedKeys = renamedKeys
+        self.environment = environment
     }
 
     mutating func error(_ message: String, at position: SourcePosition?) {
