@@ -1,14 +1,17 @@
 import Yams
 
 extension ConfigValidator {
-    static let routeKeys = ["name", "listener", "match"] + RouteActionKind.keys
+    static let routeKeys =
+        ["name", "listener", "match"] + RouteActionKind.keys
+        + ["strip_prefix", "request_headers", "response_headers", "auth", "rate_limit"]
     static let matchKeys = ["path_prefix", "path", "host", "methods"]
     static let directResponseKeys = ["status", "headers", "body"]
     /// Headers the worker writes itself (framing from the body, keep-alive from the connection's
     /// state); a configured copy would contradict them.
     static let reservedResponseHeaders: Set<String> = ["content-length", "transfer-encoding", "connection"]
 
-    mutating func routes(_ root: MappingFields, listenerNames: Set<String>) -> [RouteConfig] {
+    /// `adminListener`: the listener `admin` names, which routes cannot name.
+    mutating func routes(_ root: MappingFields, listenerNames: Set<String>, adminListener: String?) -> [RouteConfig] {
         guard let node = root.optionalValue("routes"), let items = list(node, path: "routes") else { return [] }
         var routes: [RouteConfig] = []
         var firstByName: [String: SourcePosition] = [:]
@@ -32,24 +35,69 @@ extension ConfigValidator {
             var listenerOK = true
             var listener: String?
             if let node = fields.optionalValue("listener") {
-                listener = string(node, path: fields.path(of: "listener"))
+                let path = fields.path(of: "listener")
+                listener = string(node, path: path)
                 if let text = listener, !listenerNames.contains(text) {
-                    var message = "\(fields.path(of: "listener")): unknown listener \(displayName(text))"
-                    if let guess = suggestion(for: text, among: listenerNames.sorted()) {
-                        message += " (did you mean '\(guess)'?)"
-                    } else if !listenerNames.isEmpty {
-                        message += " (listeners: \(listenerNames.sorted().joined(separator: ", ")))"
-                    }
-                    error(message, at: node.position)
+                    unknownName(text, kind: "listener", among: listenerNames, path: path, at: node)
+                } else if let text = listener, text == adminListener {
+                    error(
+                        "\(path): \(displayName(text)) is the admin listener, which serves only /healthz, /readyz "
+                            + "and /metrics", at: node.position)
+                    listener = nil
                 }
                 listenerOK = listener.map(listenerNames.contains) ?? false
             }
 
             let match = routeMatch(fields.optionalValue("match"), path: fields.path(of: "match"))
-            let action = routeAction(fields, label: label)
+            var action = routeAction(fields, label: label)
+            // The action named, valid or not, for the keys that only some actions take.
+            let actionKey = RouteActionKind.keys.first { fields.entry($0) != nil }
+            var ok = true
+            func onlyUpstream(_ key: String) -> Node? {
+                guard let entry = fields.entry(key), !entry.value.isNull else { return nil }
+                if let actionKey, actionKey != "upstream" {
+                    error(
+                        "\(fields.path(of: key)): only a route with 'upstream' forwards requests; this one has "
+                            + "'\(actionKey)'", at: entry.keyPosition)
+                    ok = false
+                    return nil
+                }
+                return entry.value
+            }
+            if let node = onlyUpstream("strip_prefix") {
+                let prefix = stripPrefix(node, path: fields.path(of: "strip_prefix"), match: match)
+                if case .upstream(var proxy) = action, let prefix {
+                    proxy.stripPrefix = prefix
+                    action = .upstream(proxy)
+                }
+                ok = ok && prefix != nil
+            }
+            var requestHeaders: HeaderRules? = HeaderRules()
+            if let node = onlyUpstream("request_headers") {
+                requestHeaders = headerRules(node, path: fields.path(of: "request_headers"))
+            }
+            var responseHeaders: HeaderRules? = HeaderRules()
+            if let node = fields.optionalValue("response_headers") {
+                responseHeaders = headerRules(node, path: fields.path(of: "response_headers"))
+            }
+            var auth: AuthConfig?
+            if let node = fields.optionalValue("auth") {
+                auth = self.auth(node, path: fields.path(of: "auth"))
+                ok = ok && auth != nil
+            }
+            var rateLimit: RateLimitConfig?
+            if let node = fields.optionalValue("rate_limit") {
+                rateLimit = self.rateLimit(
+                    node, path: fields.path(of: "rate_limit"), hasAuth: fields.optionalValue("auth") != nil)
+                ok = ok && rateLimit != nil
+            }
 
-            if let name, listenerOK, let match, let action {
-                routes.append(RouteConfig(name: name.name, listener: listener, match: match, action: action))
+            if let name, listenerOK, let match, let action, let requestHeaders, let responseHeaders, ok {
+                routes.append(
+                    RouteConfig(
+                        name: name.name, listener: listener, match: match, action: action,
+                        requestHeaders: requestHeaders, responseHeaders: responseHeaders, auth: auth,
+                        rateLimit: rateLimit))
             }
         }
         return routes
@@ -98,7 +146,7 @@ extension ConfigValidator {
         return ok ? match : nil
     }
 
-    private mutating func requestPath(_ node: Node, path: String) -> String? {
+    mutating func requestPath(_ node: Node, path: String) -> String? {
         guard let text = string(node, path: path) else { return nil }
         guard text.hasPrefix("/") else {
             error("\(path): must start with '/', got \(quoted(text))", at: node.position)
@@ -239,14 +287,7 @@ extension ConfigValidator {
                 ok = false
                 continue
             }
-            guard let value = string(entry.value, path: headerPath) else {
-                ok = false
-                continue
-            }
-            if let bad = value.unicodeScalars.first(where: { ($0.value < 0x20 && $0 != "\t") || $0 == "\u{7F}" }) {
-                error(
-                    "\(headerPath): a header value must not contain control characters such as CR or LF, found "
-                        + ConfigValidator.describe(bad), at: entry.value.position)
+            guard let value = headerValue(entry.value, path: headerPath) else {
                 ok = false
                 continue
             }

@@ -12,6 +12,8 @@ struct ConfigValidator {
     let renamedKeys: [SourcePosition: String]
     /// Files, directories, users, host names.
     var environment: ConfigEnvironment
+    /// Every upstream name declared (valid or not), for the routes' `upstream`.
+    var upstreamNames: Set<String> = []
 
     /// Far more than 1 MiB of YAML can hold without aliases (two bytes per node at best), so
     /// only alias expansion reaches it.
@@ -19,7 +21,7 @@ struct ConfigValidator {
 
     static let topLevelKeys = [
         "workers", "drain_timeout", "ready_timeout", "max_draining_generations", "control_socket",
-        "listeners", "routes",
+        "listeners", "routes", "upstreams", "limits", "access_log", "admin", "user", "group",
     ]
     static let maximumWorkers = 1024
     static let maximumTimeout: Duration = .seconds(24 * 3600)
@@ -64,10 +66,19 @@ struct ConfigValidator {
                 integer($0, path: "max_draining_generations", in: 1...Int.max)
             } ?? GatewayConfiguration.defaultMaxDrainingGenerations
         let controlSocket = fields.optionalValue("control_socket").flatMap { socketPath($0, path: "control_socket") }
+        let user = fields.optionalValue("user").flatMap { account($0, path: "user", kind: .user) }
+        let group = fields.optionalValue("group").flatMap { account($0, path: "group", kind: .group) }
         let (listeners, listenerNames) = listeners(fields)
-        let routes = routes(fields, listenerNames: listenerNames)
+        let admin = fields.optionalValue("admin").flatMap { self.admin($0, listenerNames: listenerNames) }
+        let upstreams = self.upstreams(fields)
+        let routes = self.routes(fields, listenerNames: listenerNames, adminListener: admin?.listener)
+        var limits: LimitsConfig? = LimitsConfig()
+        if let node = fields.optionalValue("limits") {
+            limits = self.limits(node)
+        }
+        let accessLog = fields.optionalValue("access_log").flatMap { self.accessLog($0) }
 
-        guard sink.isEmpty, let drainTimeout, let readyTimeout, let maxDraining else { return nil }
+        guard sink.isEmpty, let drainTimeout, let readyTimeout, let maxDraining, let limits else { return nil }
         return GatewayConfiguration(
             workers: workers,
             drainTimeout: drainTimeout,
@@ -75,7 +86,13 @@ struct ConfigValidator {
             maxDrainingGenerations: maxDraining,
             controlSocket: controlSocket,
             listeners: listeners,
-            routes: routes)
+            routes: routes,
+            upstreams: upstreams,
+            limits: limits,
+            accessLog: accessLog,
+            admin: admin,
+            user: user,
+            group: group)
     }
 
     // MARK: - Mappings
@@ -166,9 +183,9 @@ struct ConfigValidator {
     }
 
     /// A duration that must be positive; absent or null means `defaultValue`.
-    private mutating func timeout(_ fields: MappingFields, _ name: String, default defaultValue: Duration) -> Duration?
-    {
+    mutating func timeout(_ fields: MappingFields, _ name: String, default defaultValue: Duration) -> Duration? {
         guard let node = fields.optionalValue(name) else { return defaultValue }
+        let name = fields.path(of: name)
         guard let text = string(node, path: name) else { return nil }
         guard let duration = DurationText.parse(text) else {
             var message = "\(name): invalid duration \(quoted(text)) (expected e.g. 250ms, 30s, 2m)"

@@ -133,8 +133,8 @@ public struct PassiveHealth: Sendable, Equatable {
 }
 
 /// `auth:` on a route. The keys are read from `keys_file` at load (one per line, `#` comments
-/// and blank lines skipped); they never appear in `description`, logs or errors.
-public struct AuthConfig: Sendable, Equatable, CustomStringConvertible {
+/// and blank lines skipped); they never appear in `description`, `dump`, logs or errors.
+public struct AuthConfig: Sendable, Equatable, CustomStringConvertible, CustomReflectable {
     public enum Scheme: Sendable, Equatable {
         /// The key is the whole value of this header (lower-cased name).
         case apiKey(header: String)
@@ -143,7 +143,7 @@ public struct AuthConfig: Sendable, Equatable, CustomStringConvertible {
     }
 
     public var scheme: Scheme
-    /// As written (resolved against the config file's directory when relative).
+    /// Absolute: a relative `keys_file` is resolved against the config file's directory.
     public var keysFile: String
     public var keys: Set<String>
 
@@ -155,6 +155,11 @@ public struct AuthConfig: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String {
         "AuthConfig(\(self.scheme), keys_file: \(self.keysFile), \(self.keys.count) keys)"
+    }
+
+    /// What `dump` and debuggers show: the count of keys, not the keys.
+    public var customMirror: Mirror {
+        Mirror(self, children: ["scheme": self.scheme, "keysFile": self.keysFile, "keyCount": self.keys.count])
     }
 }
 

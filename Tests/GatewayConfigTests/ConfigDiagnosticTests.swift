@@ -271,10 +271,10 @@ import Testing
                       - match: { path: /c }
 
                     """) == [
-                    "gateway.yaml:5:5: routes[0]: route 'a' needs an action: direct_response",
+                    "gateway.yaml:5:5: routes[0]: route 'a' needs an action: one of direct_response, upstream, redirect",
                     "gateway.yaml:7:11: routes[1].name: duplicate route name 'a' (first defined at line 5)",
                     "gateway.yaml:9:5: routes[2]: missing required key 'name'",
-                    "gateway.yaml:9:5: routes[2]: this route needs an action: direct_response",
+                    "gateway.yaml:9:5: routes[2]: this route needs an action: one of direct_response, upstream, redirect",
                 ])
     }
 

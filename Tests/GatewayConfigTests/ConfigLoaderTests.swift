@@ -187,6 +187,13 @@ import Testing
         #expect(loaded.configuration == parse(Self.specExample))
     }
 
+    @Test func theShippedExampleLoads() throws {
+        let root = #filePath.split(separator: "/").dropLast(3).joined(separator: "/")
+        let loaded = try ConfigLoader.load(path: "/" + root + "/examples/gateway.yaml")
+        #expect(!loaded.configuration.routes.isEmpty)
+        #expect(loaded.files.isEmpty)
+    }
+
     @Test func loadReportsUnreadableFilesAtLineOne() {
         #expect(
             throws: ConfigError(diagnostics: [

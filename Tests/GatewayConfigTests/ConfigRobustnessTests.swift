@@ -1,14 +1,18 @@
-import GatewayConfig
 import Testing
+
+@testable import GatewayConfig
 
 /// No input may crash or hang the parser: every outcome is a configuration or a ConfigError
 /// with usable positions.
 @Suite struct ConfigRobustnessTests {
+    /// Mutations turn IP addresses into host names: resolving them would make DNS queries.
+    static let system = FakeSystem().system
+
     /// Parses and checks the outcome's shape; returns the diagnostics (empty if it parsed).
     @discardableResult
     func check(_ bytes: [UInt8], sourceLocation: SourceLocation = #_sourceLocation) -> [ConfigDiagnostic] {
         do {
-            _ = try ConfigLoader.parse(bytes, path: "fuzz.yaml")
+            _ = try ConfigLoader.parse(bytes, path: "fuzz.yaml", files: nil, system: Self.system)
             return []
         } catch {
             let lines = bytes.count { $0 == UInt8(ascii: "\n") || $0 == UInt8(ascii: "\r") } + 1
@@ -60,6 +64,32 @@ import Testing
                 <p>hello</p>
               headers:
                 content-type: "text/html; charset=utf-8"
+
+        """,
+        """
+        user: www-data
+        listeners: [{ name: web, address: "127.0.0.1:8080" }, { name: admin, address: "127.0.0.1:9090" }]
+        upstreams:
+          api:
+            endpoints: [127.0.0.1:9001, "[::1]:9002", localhost:9003]
+            balance: least_request
+            keepalive: { max_idle_per_endpoint: 8, idle_timeout: 30s }
+            health: { max_failures: 2, eject_for: 5s }
+            retries: 2
+        routes:
+          - name: api
+            match: { path_prefix: /v1/, methods: [GET] }
+            upstream: api
+            strip_prefix: /v1
+            request_headers: { set: { x-env: prod }, remove: [x-debug] }
+            response_headers: { set: { x-served-by: gatewayd } }
+            auth: { api_keys: { header: x-key, keys_file: keys.txt } }
+            rate_limit: { per: api_key, rate: 100/s, burst: 200 }
+          - name: old
+            redirect: { status: 302, location: "https://example.com/" }
+        limits: { max_header_bytes: 16KiB, max_body_bytes: 1m, header_timeout: 5s }
+        access_log: { path: /var/log/gatewayd/access.log, format: combined }
+        admin: { listener: admin }
 
         """,
     ]
