@@ -25,7 +25,8 @@ public struct ConfigDiff: Sendable, Equatable, CustomStringConvertible {
     /// keeps the socket (it is listed in `changedSettings`).
     public var keptListeners: [ListenerConfig]
     /// One line per changed setting, e.g. `workers 2 -> 4`, `drain_timeout 30s -> 10s`,
-    /// `routes: 1 added (x), 1 removed (y), 2 changed (a, b)`.
+    /// `routes: 1 added (x), 1 removed (y), 2 changed (a, b)`, `upstreams: 1 changed (api)`,
+    /// `limits.max_body_bytes 10MiB -> unlimited`, `access_log off -> stdout (json)`.
     public var changedSettings: [String]
 
     public init(from old: GatewayConfiguration, to new: GatewayConfiguration) {
@@ -63,9 +64,24 @@ public struct ConfigDiff: Sendable, Equatable, CustomStringConvertible {
         note("max_draining_generations", old.maxDrainingGenerations, new.maxDrainingGenerations) { String($0) }
         note("control_socket", old.controlSocket, new.controlSocket) { $0 ?? "default" }
         settings += backlogChanges
-        if let routes = ConfigDiff.routeChanges(from: old.routes, to: new.routes) {
+        if let upstreams = ConfigDiff.namedChanges("upstreams", from: old.upstreams, to: new.upstreams, \.name) {
+            settings.append(upstreams)
+        }
+        if let routes = ConfigDiff.namedChanges("routes", from: old.routes, to: new.routes, \.name, ordered: true) {
             settings.append(routes)
         }
+        note("limits.max_header_bytes", old.limits.maxHeaderBytes, new.limits.maxHeaderBytes) {
+            ByteSizeText.format(Int64($0))
+        }
+        note("limits.max_body_bytes", old.limits.maxBodyBytes, new.limits.maxBodyBytes) {
+            $0 == 0 ? "unlimited" : ByteSizeText.format($0)
+        }
+        note("limits.header_timeout", old.limits.headerTimeout, new.limits.headerTimeout, DurationText.format)
+        note("limits.idle_timeout", old.limits.idleTimeout, new.limits.idleTimeout, DurationText.format)
+        note("access_log", old.accessLog, new.accessLog) { $0.map { "\($0.path) (\($0.format.rawValue))" } ?? "off" }
+        note("admin.listener", old.admin?.listener, new.admin?.listener) { $0 ?? "none" }
+        note("user", old.user, new.user) { $0 ?? "none" }
+        note("group", old.group, new.group) { $0 ?? "none" }
         changedSettings = settings
     }
 
@@ -91,15 +107,18 @@ public struct ConfigDiff: Sendable, Equatable, CustomStringConvertible {
         return parts.joined(separator: "; ")
     }
 
-    /// Routes are matched by name. Order counts, because the first matching route wins.
-    private static func routeChanges(from old: [RouteConfig], to new: [RouteConfig]) -> String? {
-        let oldByName = Dictionary(old.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-        let newNames = Set(new.map(\.name))
-        let added = new.filter { oldByName[$0.name] == nil }.map(\.name)
-        let removed = old.filter { !newNames.contains($0.name) }.map(\.name)
-        let changed = new.filter { route in oldByName[route.name].map { $0 != route } ?? false }.map(\.name)
-        let oldOrder = old.map(\.name).filter(newNames.contains)
-        let newOrder = new.map(\.name).filter { oldByName[$0] != nil }
+    /// Upstreams and routes are matched by name. For routes order counts, because the first
+    /// matching route wins; upstreams are looked up by name, so their order does not.
+    private static func namedChanges<T: Equatable>(
+        _ label: String, from old: [T], to new: [T], _ name: (T) -> String, ordered: Bool = false
+    ) -> String? {
+        let oldByName = Dictionary(old.map { (name($0), $0) }, uniquingKeysWith: { first, _ in first })
+        let newNames = Set(new.map(name))
+        let added = new.filter { oldByName[name($0)] == nil }.map(name)
+        let removed = old.filter { !newNames.contains(name($0)) }.map(name)
+        let changed = new.filter { item in oldByName[name(item)].map { $0 != item } ?? false }.map(name)
+        let oldOrder = old.map(name).filter(newNames.contains)
+        let newOrder = new.map(name).filter { oldByName[$0] != nil }
 
         var parts: [String] = []
         func list(_ names: [String]) -> String {
@@ -109,7 +128,7 @@ public struct ConfigDiff: Sendable, Equatable, CustomStringConvertible {
         if !added.isEmpty { parts.append("\(added.count) added (\(list(added)))") }
         if !removed.isEmpty { parts.append("\(removed.count) removed (\(list(removed)))") }
         if !changed.isEmpty { parts.append("\(changed.count) changed (\(list(changed)))") }
-        if oldOrder != newOrder { parts.append("order changed") }
-        return parts.isEmpty ? nil : "routes: " + parts.joined(separator: ", ")
+        if ordered && oldOrder != newOrder { parts.append("order changed") }
+        return parts.isEmpty ? nil : "\(label): " + parts.joined(separator: ", ")
     }
 }

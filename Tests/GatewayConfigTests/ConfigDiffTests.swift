@@ -104,3 +104,86 @@ import Testing
         #expect(diff.changedSettings == ["workers 2 -> 3"])
     }
 }
+
+@Suite struct ConfigDiffGatewayTests {
+    static let web = [ListenerConfig(name: "web", address: try! ListenerAddress(parsing: "127.0.0.1:80"))]
+
+    static func upstream(_ name: String, _ endpoints: String..., retries: Int = 1) -> UpstreamConfig {
+        UpstreamConfig(
+            name: name,
+            endpoints: endpoints.map { UpstreamEndpoint(text: $0, address: try! ListenerAddress(parsing: $0)) },
+            retries: retries)
+    }
+
+    @Test func reportsUpstreamChangesByName() {
+        var old = GatewayConfiguration(listeners: Self.web, routes: [])
+        old.upstreams = [
+            Self.upstream("a", "127.0.0.1:1"), Self.upstream("b", "127.0.0.1:2"), Self.upstream("c", "127.0.0.1:3"),
+        ]
+        var new = old
+        new.upstreams = [
+            Self.upstream("c", "127.0.0.1:3"), Self.upstream("a", "127.0.0.1:1", "127.0.0.1:4"),
+            Self.upstream("d", "127.0.0.1:5"),
+        ]
+        let diff = ConfigDiff(from: old, to: new)
+        #expect(diff.changedSettings == ["upstreams: 1 added (d), 1 removed (b), 1 changed (a)"])
+        #expect(diff.description == "upstreams: 1 added (d), 1 removed (b), 1 changed (a)")
+
+        // Upstreams are found by name: a new order alone changes nothing.
+        var reordered = old
+        reordered.upstreams.reverse()
+        #expect(ConfigDiff(from: old, to: reordered).isEmpty)
+
+        var retried = old
+        retried.upstreams[1].retries = 3
+        #expect(ConfigDiff(from: old, to: retried).changedSettings == ["upstreams: 1 changed (b)"])
+    }
+
+    @Test func reportsServerSettings() {
+        let old = GatewayConfiguration(listeners: Self.web, routes: [])
+        var new = old
+        new.limits = LimitsConfig(
+            maxHeaderBytes: 64 * 1024, maxBodyBytes: 0, headerTimeout: .seconds(5), idleTimeout: .milliseconds(1500))
+        new.accessLog = AccessLogConfig(path: "stdout", format: .json)
+        new.admin = AdminConfig(listener: "web")
+        new.user = "www-data"
+        new.group = "33"
+        let diff = ConfigDiff(from: old, to: new)
+        #expect(
+            diff.changedSettings == [
+                "limits.max_header_bytes 32KiB -> 64KiB",
+                "limits.max_body_bytes 10MiB -> unlimited",
+                "limits.header_timeout 10s -> 5s",
+                "limits.idle_timeout 1m -> 1500ms",
+                "access_log off -> stdout (json)",
+                "admin.listener none -> web",
+                "user none -> www-data",
+                "group none -> 33",
+            ])
+        var back = new
+        back.accessLog = AccessLogConfig(path: "/var/log/gw.log", format: .combined)
+        back.admin = nil
+        back.user = nil
+        #expect(
+            ConfigDiff(from: new, to: back).changedSettings == [
+                "access_log stdout (json) -> /var/log/gw.log (combined)",
+                "admin.listener web -> none",
+                "user www-data -> none",
+            ])
+    }
+
+    @Test func aKeysFileWithNewKeysChangesItsRoute() {
+        func route(_ keys: Set<String>) -> RouteConfig {
+            RouteConfig(
+                name: "api", match: RouteMatch(), action: .upstream(ProxyAction(upstream: "a")),
+                auth: AuthConfig(scheme: .bearer, keysFile: "/etc/gw/keys.txt", keys: keys))
+        }
+        var old = GatewayConfiguration(listeners: Self.web, routes: [route(["k1"])])
+        old.upstreams = [Self.upstream("a", "127.0.0.1:1")]
+        var new = old
+        new.routes = [route(["k1", "k2"])]
+        let diff = ConfigDiff(from: old, to: new)
+        #expect(diff.changedSettings == ["routes: 1 changed (api)"])
+        #expect(!diff.description.contains("k1") && !diff.description.contains("k2"))
+    }
+}
