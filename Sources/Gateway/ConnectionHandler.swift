@@ -61,8 +61,18 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var lingerTimer: Scheduled<Void>?
     private var context: ChannelHandlerContext?
 
-    init(draining: Bool) {
+    /// `limits.header_timeout`: from accept, or from the first byte after a response, to the
+    /// end of the request head (nginx's `client_header_timeout`).
+    private let headerTimeout: TimeAmount
+    /// `limits.idle_timeout`: a keep-alive connection with no byte of a next request.
+    private let idleTimeout: TimeAmount
+    private enum WaitTimer { case header, idle }
+    private var waitTimer: (kind: WaitTimer, task: Scheduled<Void>)?
+
+    init(draining: Bool, headerTimeout: TimeAmount = .seconds(10), idleTimeout: TimeAmount = .seconds(60)) {
         self.draining = draining
+        self.headerTimeout = headerTimeout
+        self.idleTimeout = idleTimeout
     }
 
     /// Whether a newly parsed request should be served.
@@ -75,6 +85,15 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func requestStarted() {
         self.requestInFlight = true
         self.cancelGraceTimer()
+        self.cancelWaitTimer()
+    }
+
+    /// A 101 went out: the connection is a tunnel until either side closes. No timer of ours
+    /// applies; a drain leaves it alone until the drain timeout.
+    func tunnelStarted() {
+        self.requestInFlight = true
+        self.cancelGraceTimer()
+        self.cancelWaitTimer()
     }
 
     /// Called before the response's last write. With `closing`, nothing after this response
@@ -85,7 +104,42 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if closing, self.phase == .open {
             self.phase = .finishing
         }
+        if !closing {
+            self.armWaitTimer(.idle)
+        }
     }
+
+    // MARK: Header and idle timeouts
+
+    private func armWaitTimer(_ kind: WaitTimer) {
+        guard let context = self.context, self.phase == .open else { return }
+        self.cancelWaitTimer()
+        let delay = kind == .header ? self.headerTimeout : self.idleTimeout
+        let task = context.eventLoop.assumeIsolated().scheduleTask(in: delay) {
+            self.waitTimer = nil
+            self.waitTimerFired(kind)
+        }
+        self.waitTimer = (kind, task)
+    }
+
+    private func cancelWaitTimer() {
+        self.waitTimer?.task.cancel()
+        self.waitTimer = nil
+    }
+
+    private func waitTimerFired(_ kind: WaitTimer) {
+        guard self.phase == .open, !self.requestInFlight, let context = self.context else { return }
+        if kind == .header, self.bytesSinceLastResponse {
+            // Part of a request arrived, too slowly: tell the client (408), then close.
+            self.phase = .finishing
+            context.write(self.wrapOutboundOut(.byteBuffer(ByteBuffer(string: Self.requestTimeoutResponse))), promise: nil)
+        }
+        self.closePolitely()
+    }
+
+    private static let requestTimeoutResponse =
+        "HTTP/1.1 408 Request Timeout\r\nserver: gatewayd\r\ncontent-type: application/json\r\n"
+        + "content-length: 43\r\nconnection: close\r\n\r\n{\"error\":\"request header timeout exceeded\"}"
 
     /// The next write reaching this handler is the last one allowed out.
     func sealOutputAfterNextWrite() {
@@ -99,6 +153,7 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         self.closeStarted = true
+        self.cancelWaitTimer()
         if self.phase == .open {
             self.phase = .finishing
         }
@@ -184,6 +239,7 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         self.phase = .closed
         self.cancelGraceTimer()
+        self.cancelWaitTimer()
         self.lingerTimer?.cancel()
         self.lingerTimer = nil
         context.close(mode: .all, promise: nil)
@@ -197,12 +253,14 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.cancelGraceTimer()
+        self.cancelWaitTimer()
         self.lingerTimer?.cancel()
         self.lingerTimer = nil
         self.context = nil
     }
 
     func channelActive(context: ChannelHandlerContext) {
+        self.armWaitTimer(.header)
         context.fireChannelActive()
         if self.draining {
             self.closeIfIdleAfterGrace()
@@ -212,6 +270,7 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func channelInactive(context: ChannelHandlerContext) {
         self.phase = .closed
         self.cancelGraceTimer()
+        self.cancelWaitTimer()
         self.lingerTimer?.cancel()
         self.lingerTimer = nil
         context.fireChannelInactive()
@@ -225,6 +284,10 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         // Set before the decoder runs: if these bytes complete a request, its response
         // clears the flag again (synchronously, inside this call).
         self.bytesSinceLastResponse = true
+        if !self.requestInFlight, let timer = self.waitTimer, timer.kind == .idle {
+            // The first byte of the next request: from now on it has `headerTimeout`.
+            self.armWaitTimer(.header)
+        }
         context.fireChannelRead(data)
     }
 

@@ -51,6 +51,7 @@ public final class GatewayServer: Sendable {
     private let connectionCountDidChange: @Sendable (Int) -> Void
     /// Routes compiled (responses precomputed) at init; an invalid route fails `start`.
     private let routing: Result<RoutingTable, GatewayServerError>
+    private let services: GatewayServices
     private let state = Mutex(State())
     /// Serialises `connectionCountDidChange` calls so that the last one reports the last count.
     private let notifyLock = Mutex(())
@@ -60,9 +61,15 @@ public final class GatewayServer: Sendable {
         generation: Int,
         eventLoopGroup: MultiThreadedEventLoopGroup,
         logger: Logger,
+        rateLimiter: (any RateLimiting)? = nil,
+        accessLog: AccessLog? = nil,
+        metricsExposition: (@Sendable () -> String)? = nil,
         connectionCountDidChange: @escaping @Sendable (Int) -> Void
     ) {
         self.configuration = configuration
+        self.services = GatewayServices(
+            configuration: configuration, rateLimiter: rateLimiter, accessLog: accessLog, metrics: GatewayMetrics(),
+            metricsExposition: metricsExposition)
         self.generation = generation
         self.group = eventLoopGroup
         var logger = logger
@@ -125,7 +132,10 @@ public final class GatewayServer: Sendable {
 
             let channel: any Channel
             do {
-                channel = try await self.makeBootstrap(router: routing.router(for: listener.name), listener: listener)
+                channel = try await self.makeBootstrap(
+                    router: routing.router(for: listener.name), isAdmin: listener.name == self.configuration.admin?.listener,
+                    listener: listener
+                )
                     .withBoundSocket(listener.fd)
                     .get()
             } catch {
@@ -170,13 +180,14 @@ public final class GatewayServer: Sendable {
             state.lifecycle = .serving
             return true
         }
+        self.services.ready.store(serving, ordering: .relaxed)
         guard serving else {
             // Whoever stopped us took the server channels and closes them.
             throw GatewayServerError.stoppedWhileStarting
         }
     }
 
-    private func makeBootstrap(router: ListenerRouter, listener: HandedOffListener) -> ServerBootstrap {
+    private func makeBootstrap(router: ListenerRouter, isAdmin: Bool, listener: HandedOffListener) -> ServerBootstrap {
         let logger = self.logger
         return ServerBootstrap(group: self.group)
             .serverChannelInitializer { channel in
@@ -192,12 +203,12 @@ public final class GatewayServer: Sendable {
             // A client that half-closes after its request still gets its response.
             .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
-                self.initializeConnection(channel, router: router)
+                self.initializeConnection(channel, router: router, isAdmin: isAdmin)
             }
     }
 
     /// Runs on the connection's event loop, before it is registered.
-    private func initializeConnection(_ channel: any Channel, router: ListenerRouter)
+    private func initializeConnection(_ channel: any Channel, router: ListenerRouter, isAdmin: Bool)
         -> EventLoopFuture<Void>
     {
         let id = ObjectIdentifier(channel)
@@ -215,18 +226,35 @@ public final class GatewayServer: Sendable {
             self.connectionClosed(id)
         }
         do {
+            let limits = self.configuration.limits
             let pipeline = channel.pipeline.syncOperations
-            let connection = ConnectionHandler(draining: mode == .lameDuck)
+            let connection = ConnectionHandler(
+                draining: mode == .lameDuck, headerTimeout: TimeAmount(limits.headerTimeout),
+                idleTimeout: TimeAmount(limits.idleTimeout))
             try pipeline.addHandler(connection)
-            // No outbound header validation: every header we send is a constant of the
-            // configuration, checked once in `RoutingTable.compile`.
-            try pipeline.configureHTTPServerPipeline(
-                position: .last,
-                withPipeliningAssistance: true,
-                withErrorHandling: true,
-                withOutboundHeaderValidation: false
-            )
-            try pipeline.addHandler(RequestHandler(connection: connection, router: router))
+            // Built by hand rather than with `configureHTTPServerPipeline`:
+            // - the decoder forwards the bytes it holds when it is removed, for a WebSocket
+            //   tunnel after a 101;
+            // - it enforces `max_header_bytes` (llhttp's header overflow → 431);
+            // - the encoder never adds framing headers: `RequestHandler` decides framing for
+            //   proxied responses itself (it knows HEAD and HTTP/1.0 clients);
+            // - errors are answered by `RequestHandler` (400, or 431), not NIO's handler.
+            // No outbound header validation: constant headers are checked once in
+            // `RoutingTable.compile`, proxied ones were parsed by llhttp.
+            var decoderLimits = NIOHTTPDecoderLimitConfiguration()
+            decoderLimits.maxHeaderListSize = limits.maxHeaderBytes
+            decoderLimits.maxHeaderFieldSize = limits.maxHeaderBytes
+            var encoderConfiguration = HTTPResponseEncoder.Configuration()
+            encoderConfiguration.automaticallySetFramingHeaders = false
+            try pipeline.addHandler(HTTPResponseEncoder(configuration: encoderConfiguration))
+            try pipeline.addHandler(
+                ByteToMessageHandler(
+                    HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: decoderLimits)))
+            try pipeline.addHandler(HTTPServerPipelineHandler())
+            try pipeline.addHandler(
+                RequestHandler(
+                    connection: connection, router: isAdmin ? ListenerRouter.admin : router, services: self.services,
+                    upstreams: self.services.upstreams(on: channel.eventLoop)))
             return channel.eventLoop.makeSucceededVoidFuture()
         } catch {
             return channel.eventLoop.makeFailedFuture(error)
@@ -248,7 +276,9 @@ public final class GatewayServer: Sendable {
 
     private func notifyConnectionCount() {
         self.notifyLock.withLock { _ in
-            self.connectionCountDidChange(self.connectionCount)
+            let count = self.connectionCount
+            self.services.metrics.connectionCount(count)
+            self.connectionCountDidChange(count)
         }
     }
 
@@ -276,6 +306,7 @@ public final class GatewayServer: Sendable {
                 state.acceptMode = .reject
                 return []
             case .starting, .serving:
+                self.services.ready.store(false, ordering: .relaxed)
                 state.lifecycle = .draining
                 // Set before the listeners close: a connection set up from now on (on another
                 // event loop, say) starts in lame-duck mode on its own.
@@ -309,6 +340,7 @@ public final class GatewayServer: Sendable {
                 state.acceptMode = .reject
             }
         }
+        self.services.closeUpstreams()
         self.logger.info("drained")
     }
 
@@ -316,10 +348,12 @@ public final class GatewayServer: Sendable {
     public func shutdownNow() async {
         await self.closeEverything(announce: true)
         await self.waitForZeroConnections()
+        self.services.closeUpstreams()
     }
 
     /// Stops the server for good: listeners closed, every connection closed at once.
     private func closeEverything(announce: Bool) async {
+        self.services.ready.store(false, ordering: .relaxed)
         let serverChannels = self.state.withLock { state -> [any Channel] in
             state.lifecycle = .stopped
             state.acceptMode = .reject

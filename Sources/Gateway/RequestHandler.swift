@@ -1,30 +1,76 @@
+import GatewayConfig
 import NIOCore
 import NIOHTTP1
 
-/// The last handler: routes each request and writes its precomputed response.
+/// The last handler of a client connection: it routes each request, checks auth, rate limit
+/// and size limits, and answers it, from a precomputed response or by proxying it upstream.
 ///
-/// The response is written when the request's `.end` arrives; request bodies are dropped part
-/// by part as they are decoded, never buffered. Responses are flushed at the end of a read
-/// burst, so pipelined requests answered together go out in one `writev`.
-final class RequestHandler: ChannelInboundHandler, RemovableChannelHandler {
+/// Bodies stream in both directions and are never buffered whole: this handler holds back the
+/// client's reads (it sees every `read` first, being last in the pipeline) while the upstream
+/// is not taking the request body, and the upstream connection holds back its reads while the
+/// client is not taking the response. Responses are flushed at the end of a read burst, so
+/// pipelined requests answered together go out in one `writev`.
+final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, ProxyClient {
     typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
     private static let continueHead = HTTPResponseHead(version: .http1_1, status: .continue)
 
+    private enum State {
+        case idle
+        /// Answered from memory when the request ends; its body is discarded meanwhile.
+        case local(LocalResponse)
+        case proxying(ProxyExchange)
+        /// The response went out before the request ended (413, an early upstream answer):
+        /// the rest of the request is discarded and the connection closes.
+        case answered
+        /// A 101 went out: the bytes belong to the tunnel now.
+        case tunnel
+    }
+
+    private enum LocalResponse {
+        case prepared(PreparedResponse)
+        case error(HTTPResponseStatus, String, extraHeaders: [(String, String)])
+        case dynamic(HTTPResponseStatus, contentType: String, body: String)
+    }
+
     private let connection: ConnectionHandler
     private let router: ListenerRouter
+    private let services: GatewayServices
+    private let upstreams: LoopUpstreams
+    private weak var context: ChannelHandlerContext?
 
-    private var response: PreparedResponse?
+    private var state: State = .idle
+    private var record: RequestRecord?
     private var keepAlive = true
     private var isHTTP10 = false
     private var isHeadRequest = false
+    private var isUpgradeRequest = false
+    private var requestEnded = false
+    private var bodyBytes: Int64 = 0
     private var needsFlush = false
+    private var handling: RouteHandling = .notFound
+    /// The proxied response: set from its head.
+    private var responseClosing = false
+    private var responseChunked = false
+    private var responseStarted = false
+    private var readsPaused = false
+    private var readPending = false
+    private lazy var clientAddress: String = self.context?.channel.remoteAddress?.ipAddress ?? "-"
 
-    init(connection: ConnectionHandler, router: ListenerRouter) {
+    init(connection: ConnectionHandler, router: ListenerRouter, services: GatewayServices, upstreams: LoopUpstreams) {
         self.connection = connection
         self.router = router
+        self.services = services
+        self.upstreams = upstreams
     }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    // MARK: Inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch Self.unwrapInboundIn(data) {
@@ -32,55 +78,444 @@ final class RequestHandler: ChannelInboundHandler, RemovableChannelHandler {
             guard self.connection.acceptsRequests else {
                 // Pipelined after the response that closes this connection: the client
                 // retries it on a new connection (it was never answered).
-                self.response = nil
+                self.state = .answered
                 return
             }
-            self.connection.requestStarted()
-            self.response = self.router.route(head)
-            self.keepAlive = head.isKeepAlive
-            self.isHTTP10 = head.version == .http1_0
-            self.isHeadRequest = head.method == .HEAD
-            if head.method != .GET, head.method != .HEAD, Self.expectsContinue(head.headers) {
-                context.writeAndFlush(Self.wrapOutboundOut(.head(Self.continueHead)), promise: nil)
-            }
-        case .body:
-            ()  // Dropped: direct responses do not look at bodies.
-        case .end:
-            guard let response = self.response else {
+            self.begin(head, context: context)
+        case .body(let body):
+            self.bodyBytes += Int64(body.readableBytes)
+            let limit = self.services.limits.maxBodyBytes
+            if limit > 0, self.bodyBytes > limit {
+                self.bodyTooLarge(context: context)
                 return
             }
-            self.response = nil
-            self.respond(context: context, response: response)
+            if case .proxying(let exchange) = self.state {
+                exchange.sendBody(body)
+            }
+        case .end(let trailers):
+            self.requestEnded = true
+            switch self.state {
+            case .local(let response):
+                self.state = .idle
+                self.writeLocal(response, context: context)
+            case .proxying(let exchange):
+                exchange.sendEnd(trailers)
+            case .answered:
+                self.state = .idle
+                self.connection.closePolitely()
+            case .idle, .tunnel:
+                ()
+            }
         }
     }
 
-    private func respond(context: ChannelHandlerContext, response: PreparedResponse) {
-        let close = !self.keepAlive || self.connection.draining || self.connection.inputClosed
+    private func begin(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        self.connection.requestStarted()
+        self.keepAlive = head.isKeepAlive
+        self.isHTTP10 = head.version == .http1_0
+        self.isHeadRequest = head.method == .HEAD
+        self.requestEnded = false
+        self.bodyBytes = 0
+        self.responseStarted = false
+        self.responseClosing = false
+        self.responseChunked = false
+
+        let handling = self.router.route(head)
+        self.handling = handling
+        var requestID = head.headers.first(name: RequestID.header) ?? ""
+        if !RequestID.isAcceptable(requestID) {
+            requestID = RequestID.make()
+        }
+        self.record = RequestRecord(
+            start: .now(), method: head.method, uri: head.uri, version: head.version, route: handling.name,
+            requestID: requestID, client: self.clientAddress,
+            userAgent: self.services.accessLog == nil ? nil : head.headers.first(name: "user-agent"),
+            referer: self.services.accessLog == nil ? nil : head.headers.first(name: "referer"))
+        self.isUpgradeRequest = head.headers.contains(name: "upgrade")
+
+        // Cheapest checks first; none of them reads the body.
+        var rateKey = self.clientAddress
+        if let auth = handling.auth {
+            switch auth.check(head.headers) {
+            case .allowed(let key):
+                rateKey = key
+            case .missing, .invalid:
+                var extra: [(String, String)] = []
+                if case .bearer = auth.scheme {
+                    extra.append(("www-authenticate", "Bearer"))
+                }
+                let message = "missing or invalid API key"
+                self.state = .local(.error(.unauthorized, message, extraHeaders: extra))
+                return
+            }
+        }
+        if let limit = handling.rateLimit, let limiter = self.services.rateLimiter {
+            let key = limit.per == .clientIP ? self.clientAddress : rateKey
+            if case .limited(let retryAfter) = limiter.admit(
+                route: handling.name, key: key, rate: limit.rate, burst: limit.burst)
+            {
+                self.state = .local(
+                    .error(.tooManyRequests, "rate limit exceeded", extraHeaders: [("retry-after", String(retryAfter))]))
+                return
+            }
+        }
+        let maxBody = self.services.limits.maxBodyBytes
+        if maxBody > 0, let declared = head.headers.first(name: "content-length").flatMap(Int64.init),
+            declared > maxBody
+        {
+            self.bodyTooLarge(context: context)
+            return
+        }
+        if head.method != .GET, head.method != .HEAD, Self.expectsContinue(head.headers) {
+            // We take the body (nginx does the same); the upstream never sees the Expect.
+            context.writeAndFlush(Self.wrapOutboundOut(.head(Self.continueHead)), promise: nil)
+        }
+
+        switch handling.action {
+        case .respond(let response):
+            self.state = .local(.prepared(response))
+        case .admin(let endpoint):
+            self.state = .local(self.adminResponse(endpoint))
+        case .proxy(let target):
+            guard let pool = self.upstreams.pool(named: target.upstream) else {
+                self.state = .local(.error(.badGateway, "upstream \(target.upstream) is not available", extraHeaders: []))
+                return
+            }
+            let upstreamHead = self.upstreamRequestHead(head, target: target, requestID: requestID)
+            self.record?.upstreamName = target.upstream
+            let exchange = ProxyExchange(
+                pool: pool, client: self, head: upstreamHead, retries: pool.configuration.retries)
+            self.state = .proxying(exchange)
+            exchange.start()
+        }
+    }
+
+    private func adminResponse(_ endpoint: AdminEndpoint) -> LocalResponse {
+        switch endpoint {
+        case .health:
+            return .dynamic(.ok, contentType: "application/json", body: #"{"status":"alive"}"#)
+        case .ready:
+            return self.services.ready.load(ordering: .relaxed)
+                ? .dynamic(.ok, contentType: "application/json", body: #"{"status":"ready"}"#)
+                : .dynamic(.serviceUnavailable, contentType: "application/json", body: #"{"status":"draining"}"#)
+        case .metrics:
+            // The Prometheus text exposition format, version 0.0.4.
+            return .dynamic(
+                .ok, contentType: "text/plain; version=0.0.4; charset=utf-8",
+                body: self.services.metricsExposition?() ?? "")
+        }
+    }
+
+    private func upstreamRequestHead(_ head: HTTPRequestHead, target: ProxyTarget, requestID: String)
+        -> HTTPRequestHead
+    {
+        var headers = head.headers
+        let upgrade = ProxyHeaders.removeHopByHop(&headers)
+        headers.remove(name: "expect")
+        ProxyHeaders.apply(self.handling.requestHeaders, to: &headers)
+        if let upgrade {
+            headers.add(name: "connection", value: "upgrade")
+            headers.add(name: "upgrade", value: upgrade)
+        }
+        // RFC 7239 predecessors, as nginx and Envoy send them.
+        if let forwarded = headers.first(name: "x-forwarded-for") {
+            headers.replaceOrAdd(name: "x-forwarded-for", value: forwarded + ", " + self.clientAddress)
+        } else {
+            headers.add(name: "x-forwarded-for", value: self.clientAddress)
+        }
+        headers.replaceOrAdd(name: "x-forwarded-proto", value: "http")
+        if let host = headers.first(name: "host") {
+            headers.replaceOrAdd(name: "x-forwarded-host", value: host)
+        }
+        let via = head.version == .http1_0 ? "1.0 gatewayd" : "1.1 gatewayd"
+        if let existing = headers.first(name: "via") {
+            headers.replaceOrAdd(name: "via", value: existing + ", " + via)
+        } else {
+            headers.add(name: "via", value: via)
+        }
+        headers.replaceOrAdd(name: RequestID.header, value: requestID)
+        // Always HTTP/1.1 upstream: keep-alive and chunked bodies are ours to use.
+        return HTTPRequestHead(
+            version: .http1_1, method: head.method,
+            uri: upstreamTarget(head.uri, stripPrefix: target.stripPrefix), headers: headers)
+    }
+
+    private func bodyTooLarge(context: ChannelHandlerContext) {
+        if case .proxying(let exchange) = self.state {
+            exchange.cancel()
+        }
+        if self.responseStarted {
+            self.abort(context: context)
+            return
+        }
+        // Answered now, not after reading a body we refuse; the polite close discards what
+        // the client still sends.
+        self.state = .answered
+        self.keepAlive = false
+        self.writeLocal(
+            .error(.payloadTooLarge, "request body larger than \(self.services.limits.maxBodyBytes) bytes", extraHeaders: []),
+            context: context)
+    }
+
+    // MARK: Local responses
+
+    private func writeLocal(_ response: LocalResponse, context: ChannelHandlerContext) {
+        let close =
+            !self.keepAlive || self.connection.draining || self.connection.inputClosed || !self.requestEnded
+            || self.isUpgradeRequest
         // State first: writing `.end` may synchronously deliver the next pipelined request.
         self.connection.responseWillComplete(closing: close)
         let head: HTTPResponseHead
-        if close {
-            head = response.closeHead
-        } else if self.isHTTP10 {
-            head = response.keepAliveHead10
-        } else {
-            head = response.keepAliveHead
+        var body: ByteBuffer
+        switch response {
+        case .prepared(let prepared):
+            if close {
+                head = prepared.closeHead
+            } else if self.isHTTP10 {
+                head = prepared.keepAliveHead10
+            } else {
+                head = prepared.keepAliveHead
+            }
+            body = prepared.body
+        case .error, .dynamic:
+            let requestID = self.record?.requestID ?? RequestID.make()
+            let status: HTTPResponseStatus
+            let contentType: String
+            var extraHeaders: [(String, String)] = []
+            if case .error(let errorStatus, let message, let extra) = response {
+                status = errorStatus
+                contentType = "application/json"
+                body = ByteBuffer(string: ErrorBody.make(message, requestID: requestID))
+                extraHeaders = extra
+            } else if case .dynamic(let dynamicStatus, let type, let text) = response {
+                status = dynamicStatus
+                contentType = type
+                body = ByteBuffer(string: text)
+            } else {
+                preconditionFailure("unreachable")
+            }
+            var headers = HTTPHeaders()
+            headers.reserveCapacity(6 + extraHeaders.count)
+            headers.add(name: "server", value: "gatewayd")
+            headers.add(name: "content-type", value: contentType)
+            headers.add(name: "content-length", value: String(body.readableBytes))
+            headers.add(name: RequestID.header, value: requestID)
+            for (name, value) in extraHeaders {
+                headers.add(name: name, value: value)
+            }
+            ProxyHeaders.apply(self.handling.responseHeaders, to: &headers)
+            if close {
+                headers.add(name: "connection", value: "close")
+            } else if self.isHTTP10 {
+                headers.add(name: "connection", value: "keep-alive")
+            }
+            head = HTTPResponseHead(version: .http1_1, status: status, headers: headers)
         }
+        if self.isHeadRequest {
+            body = ByteBuffer()
+        }
+        self.record?.status = Int(head.status.code)
+        self.record?.bytesSent = body.readableBytes
         context.write(Self.wrapOutboundOut(.head(head)), promise: nil)
-        if !self.isHeadRequest, response.body.readableBytes > 0 {
-            context.write(Self.wrapOutboundOut(.body(.byteBuffer(response.body))), promise: nil)
+        if body.readableBytes > 0 {
+            context.write(Self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        }
+        self.finishResponse(close: close, trailers: nil, context: context)
+    }
+
+    private func finishResponse(close: Bool, trailers: HTTPHeaders?, context: ChannelHandlerContext) {
+        if let record = self.record {
+            self.record = nil
+            self.services.completed(record)
         }
         if close {
             self.connection.sealOutputAfterNextWrite()
             // With a promise the encoder always emits a (zero-length) write for `.end`: that
             // write is the one that seals the output.
-            context.write(Self.wrapOutboundOut(.end(nil)), promise: context.eventLoop.makePromise())
+            context.write(Self.wrapOutboundOut(.end(trailers)), promise: context.eventLoop.makePromise())
             self.connection.closePolitely()
         } else {
             self.needsFlush = true
-            context.write(Self.wrapOutboundOut(.end(nil)), promise: nil)
+            context.write(Self.wrapOutboundOut(.end(trailers)), promise: nil)
         }
     }
+
+    // MARK: ProxyClient
+
+    func proxyResponseHead(_ upstreamHead: HTTPResponseHead) {
+        guard let context = self.context else { return }
+        self.responseStarted = true
+        var headers = upstreamHead.headers
+        ProxyHeaders.removeHopByHop(&headers)
+        ProxyHeaders.apply(self.handling.responseHeaders, to: &headers)
+        if let record = self.record {
+            if !headers.contains(name: RequestID.header) {
+                headers.add(name: RequestID.header, value: record.requestID)
+            }
+        }
+        let status = upstreamHead.status
+        if status == .switchingProtocols {
+            headers.add(name: "connection", value: "upgrade")
+            if let upgrade = upstreamHead.headers.first(name: "upgrade") {
+                headers.add(name: "upgrade", value: upgrade)
+            }
+            self.record?.status = 101
+            context.writeAndFlush(
+                Self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))),
+                promise: nil)
+            return
+        }
+        let bodyless = self.isHeadRequest || !status.mayHaveResponseBody
+        var close =
+            !self.keepAlive || self.connection.draining || self.connection.inputClosed || self.isUpgradeRequest
+        if !bodyless, !headers.contains(name: "content-length") {
+            if self.isHTTP10 {
+                // No chunked coding for HTTP/1.0: the end of the body is the end of the connection.
+                close = true
+            } else {
+                headers.add(name: "transfer-encoding", value: "chunked")
+                self.responseChunked = true
+            }
+        }
+        if close {
+            headers.add(name: "connection", value: "close")
+        } else if self.isHTTP10 {
+            headers.add(name: "connection", value: "keep-alive")
+        }
+        self.responseClosing = close
+        self.record?.status = Int(status.code)
+        self.record?.upstream = self.currentExchange?.endpointText
+        if let exchange = self.currentExchange, let sent = exchange.sentAt, let first = exchange.firstByteAt {
+            self.record?.upstreamLatency = first - sent
+        }
+        context.write(
+            Self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))),
+            promise: nil)
+        self.needsFlush = true
+    }
+
+    func proxyResponseBody(_ body: ByteBuffer) {
+        guard let context = self.context, !self.isHeadRequest else { return }
+        self.record?.bytesSent += body.readableBytes
+        context.write(Self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        self.needsFlush = true
+    }
+
+    func proxyResponseEnd(_ trailers: HTTPHeaders?) {
+        guard let context = self.context else { return }
+        let close = self.responseClosing || !self.requestEnded
+        self.state = self.requestEnded ? .idle : .answered
+        self.connection.responseWillComplete(closing: close)
+        self.needsFlush = false
+        self.finishResponse(close: close, trailers: self.responseChunked ? trailers : nil, context: context)
+        if !close {
+            context.flush()
+        }
+    }
+
+    func proxyFlush() {
+        if self.needsFlush, let context = self.context {
+            self.needsFlush = false
+            context.flush()
+        }
+    }
+
+    func proxyFailed(_ failure: ProxyFailure) {
+        guard let context = self.context else { return }
+        self.record?.upstream = self.currentExchange?.endpointText
+        if let upstream = self.record?.upstreamName {
+            self.services.metrics.upstreamError(upstream: upstream, kind: failure.cause)
+        }
+        self.state = self.requestEnded ? .idle : .answered
+        self.setClientReadsPaused(false)
+        self.writeLocal(.error(failure.status, failure.reason, extraHeaders: []), context: context)
+    }
+
+    func proxyAborted() {
+        guard let context = self.context else { return }
+        if let upstream = self.record?.upstreamName {
+            self.services.metrics.upstreamError(upstream: upstream, kind: "reset")
+        }
+        self.abort(context: context)
+    }
+
+    /// The response cannot be completed: the only honest signal left is a reset connection.
+    private func abort(context: ChannelHandlerContext) {
+        if case .proxying(let exchange) = self.state {
+            exchange.cancel()
+        }
+        self.state = .answered
+        if var record = self.record {
+            self.record = nil
+            record.aborted = true
+            self.services.completed(record)
+        }
+        context.close(promise: nil)
+    }
+
+    func setClientReadsPaused(_ paused: Bool) {
+        self.readsPaused = paused
+        if !paused, self.readPending, let context = self.context {
+            self.readPending = false
+            context.read()
+        }
+    }
+
+    var clientIsWritable: Bool {
+        self.context?.channel.isWritable ?? false
+    }
+
+    func proxyUpgraded(_ upstream: UpstreamConnection) {
+        guard let context = self.context else {
+            upstream.channel.close(promise: nil)
+            return
+        }
+        self.state = .tunnel
+        if let record = self.record {
+            self.record = nil
+            self.services.completed(record)
+        }
+        self.connection.tunnelStarted()
+        let (clientSide, upstreamSide) = TunnelHandler.pair()
+        do {
+            try upstream.convertToTunnel(upstreamSide)
+            try self.convertToTunnel(clientSide, context: context)
+        } catch {
+            upstream.channel.close(promise: nil)
+            context.close(promise: nil)
+        }
+    }
+
+    /// Takes the HTTP handlers out of the client pipeline; bytes the decoder still held go to
+    /// the tunnel, which is added first.
+    private func convertToTunnel(_ tunnel: TunnelHandler, context: ChannelHandlerContext) throws {
+        let operations = context.pipeline.syncOperations
+        try operations.addHandler(tunnel)
+        let pipelining = try operations.handler(type: HTTPServerPipelineHandler.self)
+        operations.removeHandler(pipelining, promise: nil)
+        let encoder = try operations.handler(type: HTTPResponseEncoder.self)
+        operations.removeHandler(encoder, promise: nil)
+        operations.removeHandler(context: context, promise: nil)
+        let decoder = try operations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
+        operations.removeHandler(decoder, promise: nil)
+    }
+
+    private var currentExchange: ProxyExchange? {
+        if case .proxying(let exchange) = self.state { return exchange }
+        return nil
+    }
+
+    // MARK: Outbound
+
+    func read(context: ChannelHandlerContext) {
+        if self.readsPaused {
+            self.readPending = true
+        } else {
+            context.read()
+        }
+    }
+
+    // MARK: Events
 
     func channelReadComplete(context: ChannelHandlerContext) {
         if self.needsFlush {
@@ -90,25 +525,74 @@ final class RequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         context.fireChannelReadComplete()
     }
 
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        self.currentExchange?.clientWritabilityChanged(isWritable: context.channel.isWritable)
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if case .proxying(let exchange) = self.state {
+            exchange.cancel()
+            if var record = self.record {
+                self.record = nil
+                // nginx logs 499 for a client that left before its response.
+                record.status = record.status == 0 ? 499 : record.status
+                record.aborted = true
+                self.services.completed(record)
+            }
+        }
+        self.state = .idle
+        context.fireChannelInactive()
+    }
+
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let channelEvent = event as? ChannelEvent, case .inputClosed = channelEvent {
-            // The client is done sending; everything it sent has been answered (responses are
-            // written synchronously). Flush and close.
-            self.needsFlush = false
-            self.connection.closePolitely()
-            return
+            switch self.state {
+            case .idle, .local, .answered:
+                // The client is done sending; everything it sent has been answered. Close.
+                self.needsFlush = false
+                self.connection.closePolitely()
+                return
+            case .proxying, .tunnel:
+                // Its response is still coming; `inputClosed` makes it the last.
+                ()
+            }
         }
         context.fireUserInboundEventTriggered(event)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        if error is HTTPParserError {
-            // HTTPServerProtocolErrorHandler has already written `400` with `connection: close`.
-            self.needsFlush = false
-            self.connection.closePolitely()
-        } else {
+        guard let parserError = error as? HTTPParserError else {
             context.close(promise: nil)
+            return
         }
+        // Malformed or smuggling-shaped input (both Content-Length and Transfer-Encoding, two
+        // different Content-Lengths, a bad chunk size, obsolete line folding…): llhttp in
+        // strict mode refuses them. Answer 400 (431 for headers past the limit) and close.
+        if case .proxying(let exchange) = self.state {
+            exchange.cancel()
+        }
+        if self.responseStarted {
+            self.abort(context: context)
+            return
+        }
+        if self.record == nil {
+            self.record = RequestRecord(
+                start: .now(), method: .GET, uri: "-", version: .http1_1, route: "<bad request>",
+                requestID: RequestID.make(), client: self.clientAddress)
+        }
+        self.keepAlive = false
+        self.state = .answered
+        let status: HTTPResponseStatus
+        let message: String
+        if case .headerOverflow = parserError {
+            status = .requestHeaderFieldsTooLarge
+            message = "request headers larger than \(self.services.limits.maxHeaderBytes) bytes"
+        } else {
+            status = .badRequest
+            message = "malformed request: \(parserError)"
+        }
+        self.writeLocal(.error(status, message, extraHeaders: []), context: context)
     }
 
     private static func expectsContinue(_ headers: HTTPHeaders) -> Bool {

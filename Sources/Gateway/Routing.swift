@@ -59,7 +59,68 @@ struct CompiledRoute: Sendable {
     var exactPath: [UInt8]?
     var host: CompiledHostMatch?
     var methods: [HTTPMethod]?
-    var response: PreparedResponse
+    var handling: RouteHandling
+}
+
+/// What a matched route does with a request, checked and precomputed at start.
+final class RouteHandling: Sendable {
+    enum Action: Sendable {
+        /// `direct_response` or `redirect`: the same bytes every time.
+        case respond(PreparedResponse)
+        case proxy(ProxyTarget)
+        /// On the admin listener.
+        case admin(AdminEndpoint)
+    }
+
+    let name: String
+    let action: Action
+    let auth: CompiledAuth?
+    let rateLimit: RateLimitConfig?
+    let requestHeaders: CompiledHeaderRules
+    let responseHeaders: CompiledHeaderRules
+
+    init(
+        name: String, action: Action, auth: CompiledAuth? = nil, rateLimit: RateLimitConfig? = nil,
+        requestHeaders: CompiledHeaderRules = .none, responseHeaders: CompiledHeaderRules = .none
+    ) {
+        self.name = name
+        self.action = action
+        self.auth = auth
+        self.rateLimit = rateLimit
+        self.requestHeaders = requestHeaders
+        self.responseHeaders = responseHeaders
+    }
+
+    /// No route matched: `404 {"error":"no route"}`.
+    static let notFound = RouteHandling(name: "<no route>", action: .respond(PreparedResponse.notFound))
+}
+
+/// What the admin listener serves (`admin: { listener: NAME }`).
+enum AdminEndpoint: Sendable {
+    /// `/healthz`: the worker is alive (it answered).
+    case health
+    /// `/readyz`: serving and not draining (a load balancer stops sending here during a drain).
+    case ready
+    /// `/metrics`: Prometheus text.
+    case metrics
+}
+
+extension ListenerRouter {
+    /// The admin listener's routes: no configured route applies there.
+    static let admin = ListenerRouter(
+        listenerName: "<admin>",
+        routes: [("/healthz", AdminEndpoint.health), ("/readyz", .ready), ("/metrics", .metrics)].map { path, endpoint in
+            CompiledRoute(
+                pathPrefix: nil, exactPath: Array(path.utf8), host: nil, methods: [.GET, .HEAD],
+                handling: RouteHandling(name: "admin" + path.replacingOccurrences(of: "/", with: ":"), action: .admin(endpoint)))
+        })
+}
+
+/// `upstream:` on a route.
+struct ProxyTarget: Sendable {
+    var upstream: String
+    /// Removed from the start of the path (`strip_prefix`).
+    var stripPrefix: String?
 }
 
 enum CompiledHostMatch: Sendable {
@@ -82,9 +143,9 @@ final class ListenerRouter: Sendable {
         self.needsHost = routes.contains { $0.host != nil }
     }
 
-    func route(_ head: HTTPRequestHead) -> PreparedResponse {
+    func route(_ head: HTTPRequestHead) -> RouteHandling {
         if self.routes.isEmpty {
-            return PreparedResponse.notFound
+            return RouteHandling.notFound
         }
         let uri = head.uri
         let path = requestPath(uri)
@@ -109,9 +170,9 @@ final class ListenerRouter: Sendable {
                     continue
                 }
             }
-            return route.response
+            return route.handling
         }
-        return PreparedResponse.notFound
+        return RouteHandling.notFound
     }
 }
 
@@ -218,7 +279,7 @@ struct RoutingTable: Sendable {
     init(configuration: GatewayConfiguration) throws(GatewayServerError) {
         var compiled: [(listener: String?, route: CompiledRoute)] = []
         for route in configuration.routes {
-            compiled.append((route.listener, try RoutingTable.compile(route)))
+            compiled.append((route.listener, try RoutingTable.compile(route, configuration: configuration)))
         }
         var routers: [String: ListenerRouter] = [:]
         for listener in configuration.listeners {
@@ -241,50 +302,84 @@ struct RoutingTable: Sendable {
         self.routers[name] != nil
     }
 
-    static func compile(_ route: RouteConfig) throws(GatewayServerError) -> CompiledRoute {
+    static func compile(_ route: RouteConfig, configuration: GatewayConfiguration) throws(GatewayServerError)
+        -> CompiledRoute
+    {
+        let responseHeaders = try CompiledHeaderRules(route.responseHeaders, route: route.name)
+        let action: RouteHandling.Action
         switch route.action {
         case .directResponse(let direct):
             guard (100...999).contains(direct.status) else {
                 throw .invalidRoute(
                     route: route.name, reason: "status \(direct.status) is not a 3-digit HTTP status")
             }
-            var headers: [(String, String)] = []
-            for field in direct.headers {
-                guard HTTPToken.isValid(field.name) else {
-                    throw .invalidRoute(route: route.name, reason: "invalid header name \"\(field.name)\"")
-                }
-                guard isFieldValue(field.value) else {
-                    throw .invalidRoute(
-                        route: route.name,
-                        reason: "invalid value for header \"\(field.name)\" (control characters)")
-                }
-                switch field.name.lowercased() {
-                case "content-length", "transfer-encoding", "connection", "keep-alive":
-                    // Framing and connection management belong to the server: a wrong
-                    // content-length would desynchronise keep-alive clients.
-                    continue
-                default:
-                    headers.append((field.name, field.value))
-                }
+            var fields = direct.headers
+            fields.removeAll { field in responseHeaders.remove.contains(field.name.lowercased()) }
+            fields.append(contentsOf: responseHeaders.set.map { HeaderField(name: $0.0, value: $0.1) })
+            let headers = try Self.checkedHeaders(fields, route: route.name)
+            action = .respond(
+                PreparedResponse(routeName: route.name, status: direct.status, headers: headers, body: direct.body))
+        case .redirect(let redirect):
+            guard RoutingTable.isFieldValue(redirect.location) else {
+                throw .invalidRoute(route: route.name, reason: "invalid redirect location (control characters)")
             }
-            let response = PreparedResponse(
-                routeName: route.name, status: direct.status, headers: headers, body: direct.body)
-            let host: CompiledHostMatch?
-            switch route.match.host {
-            case .none: host = nil
-            case .exact(let name): host = .exact(Array(name.lowercased().utf8))
-            case .suffix(let suffix): host = .suffix(Array(suffix.lowercased().utf8))
+            var fields = [HeaderField(name: "location", value: redirect.location)]
+            fields.append(contentsOf: responseHeaders.set.map { HeaderField(name: $0.0, value: $0.1) })
+            let headers = try Self.checkedHeaders(fields, route: route.name)
+            action = .respond(
+                PreparedResponse(routeName: route.name, status: redirect.status, headers: headers, body: ""))
+        case .upstream(let proxy):
+            guard configuration.upstream(named: proxy.upstream) != nil else {
+                throw .invalidRoute(route: route.name, reason: "unknown upstream \"\(proxy.upstream)\"")
             }
-            return CompiledRoute(
-                pathPrefix: route.match.pathPrefix.map { Array($0.utf8) },
-                exactPath: route.match.path.map { Array($0.utf8) },
-                host: host,
-                methods: route.match.methods.map { $0.map { HTTPMethod(rawValue: $0.uppercased()) } },
-                response: response
-            )
-        case .upstream, .redirect:
-            throw .invalidRoute(route: route.name, reason: "not implemented yet")
+            action = .proxy(ProxyTarget(upstream: proxy.upstream, stripPrefix: proxy.stripPrefix))
         }
+        let handling = RouteHandling(
+            name: route.name,
+            action: action,
+            auth: route.auth.map(CompiledAuth.init),
+            rateLimit: route.rateLimit,
+            requestHeaders: try CompiledHeaderRules(route.requestHeaders, route: route.name),
+            responseHeaders: responseHeaders
+        )
+        let host: CompiledHostMatch?
+        switch route.match.host {
+        case .none: host = nil
+        case .exact(let name): host = .exact(Array(name.lowercased().utf8))
+        case .suffix(let suffix): host = .suffix(Array(suffix.lowercased().utf8))
+        }
+        return CompiledRoute(
+            pathPrefix: route.match.pathPrefix.map { Array($0.utf8) },
+            exactPath: route.match.path.map { Array($0.utf8) },
+            host: host,
+            methods: route.match.methods.map { $0.map { HTTPMethod(rawValue: $0.uppercased()) } },
+            handling: handling
+        )
+    }
+
+    private static func checkedHeaders(_ fields: [HeaderField], route: String) throws(GatewayServerError)
+        -> [(String, String)]
+    {
+        var headers: [(String, String)] = []
+        for field in fields {
+            guard HTTPToken.isValid(field.name) else {
+                throw .invalidRoute(route: route, reason: "invalid header name \"\(field.name)\"")
+            }
+            guard isFieldValue(field.value) else {
+                throw .invalidRoute(
+                    route: route,
+                    reason: "invalid value for header \"\(field.name)\" (control characters)")
+            }
+            switch field.name.lowercased() {
+            case "content-length", "transfer-encoding", "connection", "keep-alive":
+                // Framing and connection management belong to the server: a wrong
+                // content-length would desynchronise keep-alive clients.
+                continue
+            default:
+                headers.append((field.name, field.value))
+            }
+        }
+        return headers
     }
 
     /// RFC 9110 field-value: no CR, LF, NUL or other control characters but HTAB.

@@ -63,16 +63,30 @@ public enum WorkerProcess {
         handedOff.store(true, ordering: .releasing)
         let configuration: GatewayConfiguration
         do {
-            configuration = try ConfigLoader.parse(handoff.hello.config, path: handoff.hello.configPath)
+            configuration = try ConfigLoader.parse(
+                handoff.hello.config, path: handoff.hello.configPath, files: handoff.hello.files)
         } catch {
             // The master validated these bytes; failing here means master and worker disagree.
             try? channel.send(.failed(reason: "config rejected by the worker: \(error)"))
             exit(1)
         }
 
+        // Opened by each generation anew: after logrotate moved the file, the next reload
+        // writes to a new one. A log that cannot be opened fails this generation (the one
+        // serving goes on) with the reason.
+        var accessLog: AccessLog?
+        if let logConfiguration = configuration.accessLog {
+            do {
+                accessLog = try AccessLog(configuration: logConfiguration, generation: generation)
+            } catch {
+                logger.error("cannot open the access log: \(error)")
+                try? channel.send(.failed(reason: "access log \(logConfiguration.path): \(error)"))
+                exit(1)
+            }
+        }
         let server = GatewayServer(
             configuration: configuration, generation: generation, eventLoopGroup: group, logger: logger,
-            connectionCountDidChange: { _ in })
+            accessLog: accessLog, connectionCountDidChange: { _ in })
         do {
             try await server.start(listeners: handoff.listeners)
         } catch {
@@ -142,6 +156,7 @@ public enum WorkerProcess {
             await server.shutdownNow()
         }
         lifecycle.finish()
+        accessLog?.close()
         try? channel.send(.connections(count: 0))
         exit(0)
     }

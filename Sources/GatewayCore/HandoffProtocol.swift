@@ -15,7 +15,7 @@
 // the fds are closed. Received fds are CLOEXEC (MSG_CMSG_CLOEXEC).
 //
 // Who speaks first: the master. It writes, without waiting for anything:
-//   hello{version, generation, worker, config_path, config, drain_timeout_ms}   then
+//   hello{version, generation, worker, config_path, config, drain_timeout_ms, files}   then
 //   listeners{names, backlogs} + fds   (as many frames as 253-fd batches need)   then
 //   start{listener_count}
 // The worker checks `version` (a mismatch: `failed` and exit), parses the config bytes (never
@@ -63,10 +63,14 @@ public enum HandoffMessage: Sendable, Equatable {
         /// The master's drain_timeout (command line included). A worker whose master died
         /// enforces it on itself, since no one else will send it SIGTERM.
         public var drainTimeoutMilliseconds: Int
+        /// Every file the config names that the master read while validating it (API keys),
+        /// absolute path → bytes: the worker parses with these, never the disk, so it serves
+        /// exactly what was validated (and needs no permission to read them).
+        public var files: [String: [UInt8]]
 
         public init(
             version: Int = HandoffProtocol.version, generation: Int, worker: Int, configPath: String, config: [UInt8],
-            drainTimeoutMilliseconds: Int = 30_000
+            drainTimeoutMilliseconds: Int = 30_000, files: [String: [UInt8]] = [:]
         ) {
             self.version = version
             self.generation = generation
@@ -74,6 +78,7 @@ public enum HandoffMessage: Sendable, Equatable {
             self.configPath = configPath
             self.config = config
             self.drainTimeoutMilliseconds = drainTimeoutMilliseconds
+            self.files = files
         }
     }
 
@@ -122,6 +127,7 @@ extension HandoffMessage {
         var config_path: String?
         var config: String?
         var drain_timeout_ms: Int?
+        var files: [String: String]?
         var names: [String]?
         var backlogs: [Int32]?
         var listener_count: Int?
@@ -141,6 +147,7 @@ extension HandoffMessage {
             wire.config_path = hello.configPath
             wire.config = Data(hello.config).base64EncodedString()
             wire.drain_timeout_ms = hello.drainTimeoutMilliseconds
+            wire.files = hello.files.mapValues { Data($0).base64EncodedString() }
         case .listeners(let batch):
             wire.names = batch.names
             wire.backlogs = batch.backlogs
@@ -182,6 +189,13 @@ extension HandoffMessage {
             guard let config = Data(base64Encoded: try require(wire.config, "config")) else {
                 throw HandoffProtocolError("hello frame: config is not base64")
             }
+            var files: [String: [UInt8]] = [:]
+            for (path, text) in wire.files ?? [:] {
+                guard let bytes = Data(base64Encoded: text) else {
+                    throw HandoffProtocolError("hello frame: file \(path) is not base64")
+                }
+                files[path] = [UInt8](bytes)
+            }
             return .hello(
                 Hello(
                     version: try require(wire.version, "version"),
@@ -189,7 +203,8 @@ extension HandoffMessage {
                     worker: try require(wire.worker, "worker"),
                     configPath: try require(wire.config_path, "config_path"),
                     config: [UInt8](config),
-                    drainTimeoutMilliseconds: try require(wire.drain_timeout_ms, "drain_timeout_ms")
+                    drainTimeoutMilliseconds: try require(wire.drain_timeout_ms, "drain_timeout_ms"),
+                    files: files
                 ))
         case "listeners":
             let names = try require(wire.names, "names")

@@ -124,7 +124,8 @@ extension Master {
         let hello = HandoffMessage.Hello(
             generation: generation.id, worker: index, configPath: generation.loaded.path,
             config: generation.loaded.bytes,
-            drainTimeoutMilliseconds: Int(generation.settings.drainTimeout.milliseconds))
+            drainTimeoutMilliseconds: Int(generation.settings.drainTimeout.milliseconds),
+            files: generation.loaded.files)
         let channel = process.channel
         let pid = process.pid
         let spawner = self.spawner

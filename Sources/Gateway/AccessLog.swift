@@ -1,0 +1,202 @@
+import Foundation
+import GatewayConfig
+import GatewayCore
+import NIOCore
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// One line per answered request, to stdout, stderr or a file.
+///
+/// Lines are formatted on the event loop into a buffer and written by a flusher thread every
+/// `flushInterval` (or at once when the buffer passes `flushThreshold`), so a request costs no
+/// system call and a slow log reader (a full pipe) stalls the flusher, not the event loop —
+/// until the buffer is full, then lines are dropped and counted rather than blocking requests.
+///
+/// Each generation opens the file anew (O_APPEND, at its start): after logrotate renames the
+/// file, a reload makes the new generation write to a new file, so `copytruncate` is not needed.
+public final class AccessLog: Sendable {
+    /// Short enough that `tail -f` looks live; long enough to batch thousands of lines per write.
+    static let flushInterval: Duration = .milliseconds(100)
+    static let flushThreshold = 64 * 1024
+    /// 8 MiB of lines not yet written (a stalled reader): past it, lines are dropped.
+    static let bufferLimit = 8 * 1024 * 1024
+
+    private struct State {
+        var buffer: [UInt8] = []
+        var dropped = 0
+        var closed = false
+    }
+
+    private let fd: CInt
+    private let ownsDescriptor: Bool
+    private let format: AccessLogConfig.Format
+    private let generation: Int
+    private let pid: Int32
+    private let state = Mutex(State())
+    /// Serialises writes to the fd (flusher thread and threshold flushes).
+    private let writeLock = Mutex(())
+    public let path: String
+
+    /// Opens the log. Throws a `SystemCallError` naming the file when it cannot be opened.
+    public init(configuration: AccessLogConfig, generation: Int) throws(SystemCallError) {
+        self.path = configuration.path
+        self.format = configuration.format
+        self.generation = generation
+        self.pid = getpid()
+        switch configuration.path {
+        case "stdout":
+            self.fd = STDOUT_FILENO
+            self.ownsDescriptor = false
+        case "stderr":
+            self.fd = STDERR_FILENO
+            self.ownsDescriptor = false
+        default:
+            let path = configuration.path
+            self.fd = try syscall("open", on: path) {
+                open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0o640)
+            }
+            self.ownsDescriptor = true
+        }
+        let interval = Double(Self.flushInterval.components.attoseconds) / 1e18
+        Thread.detachNewThread { [weak self] in
+            while let log = self, log.flushOnce() {
+                Thread.sleep(forTimeInterval: interval)
+            }
+        }
+    }
+
+    /// Lines dropped because the reader could not keep up.
+    public var droppedLines: Int {
+        self.state.withLock { $0.dropped }
+    }
+
+    func log(_ record: RequestRecord) {
+        var line = self.format == .json ? self.jsonLine(record) : self.combinedLine(record)
+        line.append("\n")
+        let flushNow = self.state.withLock { state -> Bool in
+            guard !state.closed else { return false }
+            if state.buffer.count + line.utf8.count > Self.bufferLimit {
+                state.dropped += 1
+                return false
+            }
+            state.buffer.append(contentsOf: line.utf8)
+            return state.buffer.count >= Self.flushThreshold
+        }
+        if flushNow {
+            _ = self.flushOnce()
+        }
+    }
+
+    /// Writes what is buffered. Returns false once the log is closed.
+    @discardableResult
+    func flushOnce() -> Bool {
+        self.writeLock.withLock { _ in
+            let (bytes, open) = self.state.withLock { state -> ([UInt8], Bool) in
+                defer { state.buffer.removeAll(keepingCapacity: true) }
+                return (state.buffer, !state.closed)
+            }
+            var offset = 0
+            while offset < bytes.count {
+                let written = bytes.withUnsafeBytes { raw in
+                    write(self.fd, raw.baseAddress! + offset, raw.count - offset)
+                }
+                if written < 0 {
+                    if errno == EINTR { continue }
+                    break  // EPIPE, ENOSPC…: these lines are lost; serving goes on.
+                }
+                offset += written
+            }
+            return open
+        }
+    }
+
+    /// Flushes and closes the file. Later lines are dropped.
+    public func close() {
+        self.flushOnce()
+        self.state.withLock { $0.closed = true }
+        self.writeLock.withLock { _ in
+            if self.ownsDescriptor {
+                closeDescriptor(self.fd)
+            }
+        }
+    }
+
+    // MARK: Formats
+
+    private func jsonLine(_ record: RequestRecord) -> String {
+        let duration = Double((NIODeadline.now() - record.start).nanoseconds) / 1e6
+        var line = "{\"time\":\"\(Self.timestamp())\""
+        line += ",\"generation\":\(self.generation),\"pid\":\(self.pid)"
+        line += ",\"client\":\"\(jsonEscaped(record.client))\""
+        line += ",\"method\":\"\(jsonEscaped(record.method.rawValue))\""
+        line += ",\"path\":\"\(jsonEscaped(record.uri))\""
+        line += ",\"status\":\(record.status),\"bytes\":\(record.bytesSent)"
+        line += ",\"route\":\"\(jsonEscaped(record.route))\""
+        line += ",\"upstream\":" + (record.upstream.map { "\"\(jsonEscaped($0))\"" } ?? "null")
+        line += ",\"duration_ms\":\(Self.milliseconds(duration))"
+        line += ",\"request_id\":\"\(jsonEscaped(record.requestID))\""
+        if record.aborted {
+            line += ",\"aborted\":true"
+        }
+        line += "}"
+        return line
+    }
+
+    /// Apache's combined format, then the fields it lacks as `key=value`.
+    private func combinedLine(_ record: RequestRecord) -> String {
+        let duration = Double((NIODeadline.now() - record.start).nanoseconds) / 1e6
+        let version = "HTTP/\(record.version.major).\(record.version.minor)"
+        let request = Self.quoted("\(record.method.rawValue) \(record.uri) \(version)")
+        var line = "\(record.client) - - [\(Self.commonLogTime())] \(request) \(record.status) \(record.bytesSent)"
+        line += " \(Self.quoted(record.referer ?? "-")) \(Self.quoted(record.userAgent ?? "-"))"
+        line += " request_id=\(record.requestID) duration_ms=\(Self.milliseconds(duration))"
+        line += " upstream=\(record.upstream ?? "-") route=\(record.route)"
+        line += " generation=\(self.generation) pid=\(self.pid)"
+        if record.aborted {
+            line += " aborted=1"
+        }
+        return line
+    }
+
+    private static func quoted(_ text: String) -> String {
+        "\"" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            .filter { $0.asciiValue.map { $0 >= 0x20 } ?? true } + "\""
+    }
+
+    private static func milliseconds(_ value: Double) -> String {
+        String(Double(Int(value * 1000)) / 1000)
+    }
+
+    private static func currentTime() -> (tm, Int) {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        var seconds = spec.tv_sec
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        return (parts, Int(spec.tv_nsec / 1_000_000))
+    }
+
+    /// RFC 3339, UTC, milliseconds: `2026-11-27T13:53:52.123Z`.
+    static func timestamp() -> String {
+        let (t, millis) = currentTime()
+        func pad(_ value: Int32, _ width: Int) -> String {
+            let text = String(value)
+            return String(repeating: "0", count: max(0, width - text.count)) + text
+        }
+        return "\(pad(t.tm_year + 1900, 4))-\(pad(t.tm_mon + 1, 2))-\(pad(t.tm_mday, 2))T"
+            + "\(pad(t.tm_hour, 2)):\(pad(t.tm_min, 2)):\(pad(t.tm_sec, 2)).\(pad(Int32(millis), 3))Z"
+    }
+
+    private static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+    /// `27/Nov/2026:13:53:52 +0000`.
+    static func commonLogTime() -> String {
+        let (t, _) = currentTime()
+        func pad(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        return "\(pad(t.tm_mday))/\(months[Int(t.tm_mon)])/\(t.tm_year + 1900):"
+            + "\(pad(t.tm_hour)):\(pad(t.tm_min)):\(pad(t.tm_sec)) +0000"
+    }
+}

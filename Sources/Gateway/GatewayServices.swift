@@ -1,0 +1,94 @@
+import GatewayConfig
+import NIOCore
+import Synchronization
+
+/// What a worker's connections share: limits, the upstream pools of each event loop, the
+/// rate limiter, the access log and the metrics. Built once per server.
+final class GatewayServices: Sendable {
+    let limits: LimitsConfig
+    let rateLimiter: (any RateLimiting)?
+    let accessLog: AccessLog?
+    let metrics: GatewayMetrics
+    /// `/metrics` on the admin listener: the Prometheus text of the whole gateway.
+    let metricsExposition: (@Sendable () -> String)?
+    /// Serving and not draining: what `/readyz` answers.
+    let ready = Atomic<Bool>(false)
+    private let upstreams: [String: UpstreamConfig]
+    private let loops = Mutex<[ObjectIdentifier: LoopUpstreams]>([:])
+    private let closed = Atomic<Bool>(false)
+
+    init(
+        configuration: GatewayConfiguration, rateLimiter: (any RateLimiting)?, accessLog: AccessLog?,
+        metrics: GatewayMetrics, metricsExposition: (@Sendable () -> String)?
+    ) {
+        self.metricsExposition = metricsExposition
+        self.limits = configuration.limits
+        self.rateLimiter = rateLimiter
+        self.accessLog = accessLog
+        self.metrics = metrics
+        var upstreams: [String: UpstreamConfig] = [:]
+        for upstream in configuration.upstreams {
+            upstreams[upstream.name] = upstream
+        }
+        self.upstreams = upstreams
+    }
+
+    /// The pools of `eventLoop`, made on first use. Call on that loop.
+    func upstreams(on eventLoop: any EventLoop) -> LoopUpstreams {
+        let key = ObjectIdentifier(eventLoop)
+        return self.loops.withLock { loops in
+            if let existing = loops[key] { return existing }
+            let created = LoopUpstreams(configurations: self.upstreams, eventLoop: eventLoop)
+            loops[key] = created
+            return created
+        }
+    }
+
+    func completed(_ record: RequestRecord) {
+        self.accessLog?.log(record)
+        self.metrics.record(record)
+    }
+
+    /// The worker is draining and its last connection is gone: close every idle upstream
+    /// connection and keep none from now on.
+    func closeUpstreams() {
+        guard !self.closed.exchange(true, ordering: .relaxed) else { return }
+        let loops = self.loops.withLock { Array($0.values) }
+        for loop in loops {
+            loop.eventLoop.execute {
+                loop.closeAll()
+            }
+        }
+    }
+}
+
+/// The upstream pools of one event loop.
+///
+/// `@unchecked Sendable`: it is created and used only on `eventLoop` (every caller runs there;
+/// `pool(named:)` checks it); only the reference crosses threads, to be handed back to the loop.
+final class LoopUpstreams: @unchecked Sendable {
+    let eventLoop: any EventLoop
+    private let configurations: [String: UpstreamConfig]
+    private var pools: [String: UpstreamPool] = [:]
+
+    init(configurations: [String: UpstreamConfig], eventLoop: any EventLoop) {
+        self.configurations = configurations
+        self.eventLoop = eventLoop
+    }
+
+    func pool(named name: String) -> UpstreamPool? {
+        self.eventLoop.preconditionInEventLoop()
+        if let pool = self.pools[name] { return pool }
+        guard let configuration = self.configurations[name],
+            let pool = try? UpstreamPool(configuration: configuration, eventLoop: self.eventLoop)
+        else { return nil }
+        self.pools[name] = pool
+        return pool
+    }
+
+    func closeAll() {
+        for pool in self.pools.values {
+            pool.close()
+        }
+    }
+}

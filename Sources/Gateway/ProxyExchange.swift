@@ -1,0 +1,444 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+import NIOCore
+import NIOHTTP1
+
+/// What a `ProxyExchange` asks of the client connection it serves. On the event loop.
+protocol ProxyClient: AnyObject {
+    func proxyResponseHead(_ head: HTTPResponseHead)
+    func proxyResponseBody(_ body: ByteBuffer)
+    func proxyResponseEnd(_ trailers: HTTPHeaders?)
+    func proxyFlush()
+    /// No response byte reached the client yet: answer with this error instead.
+    /// After the head went out the client connection is closed instead (`proxyAborted`).
+    func proxyFailed(_ failure: ProxyFailure)
+    /// The response had started when the upstream failed: all the client can be told is a
+    /// closed connection.
+    func proxyAborted()
+    /// Hold back (or resume) reading the request body: the upstream is not taking it.
+    func setClientReadsPaused(_ paused: Bool)
+    /// The upstream answered 101: the exchange is over and the connection is the client's to
+    /// splice. Called after `proxyResponseHead` with the 101.
+    func proxyUpgraded(_ connection: UpstreamConnection)
+    var clientIsWritable: Bool { get }
+}
+
+/// Why a request could not be proxied, as the client sees it.
+struct ProxyFailure: Error {
+    enum Kind {
+        /// 502: refused, reset, or an invalid response.
+        case badGateway
+        /// 503: every endpoint is ejected.
+        case unavailable
+        /// 504: `response_timeout` passed without a response.
+        case timeout
+    }
+
+    var kind: Kind
+    var reason: String
+
+    /// For the `gatewayd_upstream_errors_total` metric's `kind` label.
+    var cause: String {
+        switch self.kind {
+        case .timeout: return "timeout"
+        case .unavailable: return "unavailable"
+        case .badGateway:
+            if self.reason.hasPrefix("connect") { return "connect" }
+            if self.reason.contains("invalid response") { return "protocol" }
+            return "reset"
+        }
+    }
+
+    var status: HTTPResponseStatus {
+        switch self.kind {
+        case .badGateway: return .badGateway
+        case .unavailable: return .serviceUnavailable
+        case .timeout: return .gatewayTimeout
+        }
+    }
+}
+
+/// One request proxied to one upstream: choosing the endpoint, retries, streaming the body
+/// both ways with backpressure, and giving the connection back. Lives on the client
+/// connection's event loop; its upstream connections live there too.
+///
+/// Retries (`UpstreamConfig.retries`) happen only for idempotent methods and only when no byte
+/// of the request reached the failed endpoint (a connect failure). One more case is retried
+/// without counting: a *reused* keep-alive connection that fails before any response byte, for
+/// an idempotent request whose body is still all in memory. That is the upstream closing an idle
+/// connection just as we picked it (the race every HTTP client pool has; Go's net/http and
+/// Envoy retry it the same way), not a failure of the endpoint.
+final class ProxyExchange: UpstreamConnectionDelegate {
+    private enum State {
+        /// Waiting for a connection; request parts wait in `pending`.
+        case connecting
+        /// Request head written; the body may still be streaming.
+        case sending(UpstreamConnection)
+        /// The response head arrived.
+        case responding(UpstreamConnection)
+        /// Over: the connection went back to the pool, or failed, or the client left.
+        case finished
+    }
+
+    let pool: UpstreamPool
+    private weak var client: (any ProxyClient)?
+    private var head: HTTPRequestHead
+    private let idempotent: Bool
+    private var state: State = .connecting
+    /// Request parts not written yet (before the connection is there). Kept whole while a
+    /// retry may need them.
+    private var pending: [HTTPClientRequestPart] = []
+    /// Everything of the request sent on the current connection, while it is small enough to
+    /// keep for a resend (`replayLimit`); `nil` once it is not.
+    private var replay: [HTTPClientRequestPart]?
+    private var replayBytes = 0
+    /// A request body up to this size is kept until the response starts, so that a stale
+    /// connection can be retried; larger bodies stream through without a copy. 64 KiB covers
+    /// typical API payloads at a bounded cost per request in flight.
+    static let replayLimit = 64 * 1024
+    private var requestEnded = false
+    private var retriesLeft: Int
+    private var failedEndpoints: [Int] = []
+    private var endpointIndex: Int?
+    private var connectionReused = false
+    private var responseTimer: Scheduled<Void>?
+    private var responseStarted = false
+    private(set) var attempts = 0
+    /// When the request head went upstream, for the latency histogram.
+    private(set) var sentAt: NIODeadline?
+    private(set) var firstByteAt: NIODeadline?
+
+    init(pool: UpstreamPool, client: any ProxyClient, head: HTTPRequestHead, retries: Int) {
+        self.pool = pool
+        self.client = client
+        self.head = head
+        self.idempotent = Self.isIdempotent(head.method)
+        self.retriesLeft = self.idempotent ? retries : 0
+    }
+
+    /// The endpoint of the current (last) attempt, for the access log.
+    var endpointText: String? {
+        self.endpointIndex.map { self.pool.endpoints[$0].endpoint.text }
+    }
+
+    // MARK: From the client
+
+    func start() {
+        self.pending = [.head(self.head)]
+        self.attempt()
+    }
+
+    func sendBody(_ body: ByteBuffer) {
+        self.send(.body(.byteBuffer(body)))
+    }
+
+    func sendEnd(_ trailers: HTTPHeaders?) {
+        self.requestEnded = true
+        self.send(.end(trailers))
+    }
+
+    /// The client went away or broke the request: the upstream connection cannot be reused.
+    func cancel() {
+        self.responseTimer?.cancel()
+        switch self.state {
+        case .sending(let connection), .responding(let connection):
+            self.state = .finished
+            self.finishEndpoint()
+            connection.delegate = nil
+            connection.channel.close(promise: nil)
+        case .connecting:
+            self.state = .finished
+        case .finished:
+            ()
+        }
+    }
+
+    /// The client can take response bytes again (or not).
+    func clientWritabilityChanged(isWritable: Bool) {
+        if case .responding(let connection) = self.state {
+            connection.setReadsPaused(!isWritable)
+        }
+    }
+
+    private func send(_ part: HTTPClientRequestPart) {
+        switch self.state {
+        case .connecting:
+            self.pending.append(part)
+            if case .body = part {
+                // A body part arrived before the connection: it is held here, so stop reading
+                // until the connection takes it.
+                self.client?.setClientReadsPaused(true)
+            }
+        case .sending(let connection):
+            self.remember(part)
+            self.write(part, to: connection)
+        case .responding(let connection):
+            // The upstream answered before the request was complete; keep streaming it.
+            self.write(part, to: connection)
+        case .finished:
+            ()
+        }
+    }
+
+    private func write(_ part: HTTPClientRequestPart, to connection: UpstreamConnection) {
+        let channel = connection.channel
+        channel.writeAndFlush(part, promise: nil)
+        if !channel.isWritable {
+            self.client?.setClientReadsPaused(true)
+        }
+    }
+
+    private func remember(_ part: HTTPClientRequestPart) {
+        guard self.replay != nil else { return }
+        if case .body(.byteBuffer(let buffer)) = part {
+            self.replayBytes += buffer.readableBytes
+            if self.replayBytes > Self.replayLimit {
+                self.replay = nil
+                return
+            }
+        }
+        self.replay?.append(part)
+    }
+
+    // MARK: Attempts
+
+    private func attempt() {
+        guard let index = self.pool.chooseEndpoint(excluding: self.failedEndpoints) else {
+            let reason =
+                self.failedEndpoints.isEmpty
+                ? "every endpoint of upstream \(self.pool.configuration.name) is ejected"
+                : "no endpoint of upstream \(self.pool.configuration.name) left to retry on"
+            self.fail(ProxyFailure(kind: self.failedEndpoints.isEmpty ? .unavailable : .badGateway, reason: reason))
+            return
+        }
+        self.attempts += 1
+        self.endpointIndex = index
+        self.pool.endpoints[index].inFlight += 1
+        self.pool.connection(to: index) { [self] result in
+            guard case .connecting = self.state else {
+                // The client left meanwhile.
+                self.pool.endpoints[index].inFlight -= 1
+                if case .success(let (connection, _)) = result {
+                    self.pool.release(connection, reusable: true)
+                }
+                return
+            }
+            switch result {
+            case .success(let (connection, reused)):
+                self.connected(connection, reused: reused)
+            case .failure(let error):
+                self.pool.endpoints[index].inFlight -= 1
+                self.pool.recordFailure(index)
+                self.failedEndpoints.append(index)
+                let reason = "connect to \(self.pool.endpoints[index].endpoint.text): \(Self.describe(error))"
+                if self.retriesLeft > 0 {
+                    self.retriesLeft -= 1
+                    self.attempt()
+                } else {
+                    self.fail(ProxyFailure(kind: .badGateway, reason: reason))
+                }
+            }
+        }
+    }
+
+    private func connected(_ connection: UpstreamConnection, reused: Bool) {
+        self.connectionReused = reused
+        connection.requestCount += 1
+        connection.delegate = self
+        self.state = .sending(connection)
+        let parts = self.pending
+        self.pending = []
+        self.replay = []
+        self.replayBytes = 0
+        self.sentAt = .now()
+        for part in parts {
+            self.remember(part)
+            connection.channel.write(part, promise: nil)
+        }
+        connection.channel.flush()
+        self.client?.setClientReadsPaused(!connection.channel.isWritable)
+        self.armResponseTimer(connection)
+    }
+
+    private func armResponseTimer(_ connection: UpstreamConnection) {
+        self.responseTimer?.cancel()
+        let timeout = TimeAmount(self.pool.configuration.responseTimeout)
+        self.responseTimer = connection.channel.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
+            self.responseTimer = nil
+            guard case .sending(let current) = self.state, current === connection else { return }
+            self.state = .finished
+            self.finishEndpoint()
+            if let index = self.endpointIndex { self.pool.recordFailure(index) }
+            connection.delegate = nil
+            connection.channel.close(promise: nil)
+            self.fail(
+                ProxyFailure(
+                    kind: .timeout,
+                    reason: "no response from \(self.endpointText ?? "the upstream") within \(self.pool.configuration.responseTimeout)"
+                ))
+        }
+    }
+
+    private func finishEndpoint() {
+        if let index = self.endpointIndex {
+            self.pool.endpoints[index].inFlight -= 1
+        }
+    }
+
+    private func fail(_ failure: ProxyFailure) {
+        self.state = .finished
+        self.responseTimer?.cancel()
+        self.responseTimer = nil
+        if self.responseStarted {
+            self.client?.proxyAborted()
+        } else {
+            self.client?.proxyFailed(failure)
+        }
+    }
+
+    // MARK: UpstreamConnectionDelegate
+
+    func upstreamResponseHead(_ head: HTTPResponseHead) {
+        guard case .sending(let connection) = self.state else { return }
+        self.responseTimer?.cancel()
+        self.responseTimer = nil
+        self.firstByteAt = .now()
+        self.replay = nil
+        self.closeRequested = !head.isKeepAlive
+        if let index = self.endpointIndex { self.pool.recordSuccess(index) }
+        self.responseStarted = true
+        self.client?.proxyResponseHead(head)
+        if head.status == .switchingProtocols {
+            self.state = .finished
+            self.finishEndpoint()
+            connection.delegate = nil
+            self.client?.proxyUpgraded(connection)
+            return
+        }
+        self.state = .responding(connection)
+        if let client = self.client, !client.clientIsWritable {
+            connection.setReadsPaused(true)
+        }
+    }
+
+    func upstreamResponseBody(_ body: ByteBuffer) {
+        guard case .responding(let connection) = self.state else { return }
+        self.client?.proxyResponseBody(body)
+        if let client = self.client, !client.clientIsWritable {
+            connection.setReadsPaused(true)
+        }
+    }
+
+    func upstreamResponseEnd(_ trailers: HTTPHeaders?) {
+        guard case .responding(let connection) = self.state else { return }
+        self.state = .finished
+        self.finishEndpoint()
+        // A connection is reusable only if both messages ended cleanly and the upstream did
+        // not ask to close.
+        let reusable = self.requestEnded && !self.closeRequested
+        self.pool.release(connection, reusable: reusable)
+        self.client?.proxyResponseEnd(trailers)
+    }
+
+    /// Set from the response head: `Connection: close` or HTTP/1.0 without keep-alive.
+    private var closeRequested = false
+
+    func upstreamReadComplete() {
+        self.client?.proxyFlush()
+    }
+
+    func upstreamWritabilityChanged(isWritable: Bool) {
+        if case .sending = self.state {
+            self.client?.setClientReadsPaused(!isWritable)
+        } else if case .responding = self.state {
+            self.client?.setClientReadsPaused(!isWritable)
+        }
+    }
+
+    func upstreamFailed(_ error: UpstreamConnectionError) {
+        self.responseTimer?.cancel()
+        self.responseTimer = nil
+        switch self.state {
+        case .sending(let connection):
+            self.finishEndpoint()
+            connection.channel.close(promise: nil)
+            if self.connectionReused, self.idempotent, let replay = self.replay {
+                // A stale keep-alive connection: resend on a fresh one (see the type's comment).
+                self.state = .connecting
+                self.pending = replay
+                self.attemptFresh()
+                return
+            }
+            if let index = self.endpointIndex { self.pool.recordFailure(index) }
+            self.fail(ProxyFailure(kind: .badGateway, reason: "\(self.endpointText ?? "upstream"): \(error)"))
+        case .responding(let connection):
+            self.finishEndpoint()
+            connection.channel.close(promise: nil)
+            if let index = self.endpointIndex { self.pool.recordFailure(index) }
+            self.fail(ProxyFailure(kind: .badGateway, reason: "\(self.endpointText ?? "upstream"): \(error)"))
+        case .connecting, .finished:
+            ()
+        }
+    }
+
+    /// A retry of a stale connection: same endpoint, a new connection (never an idle one).
+    private func attemptFresh() {
+        guard let index = self.endpointIndex else {
+            self.attempt()
+            return
+        }
+        // Idle connections of that endpoint are as old as the one that failed.
+        for connection in self.pool.endpoints[index].idle {
+            connection.idleTimer?.cancel()
+            connection.channel.close(promise: nil)
+        }
+        self.pool.endpoints[index].idle.removeAll()
+        self.pool.endpoints[index].inFlight += 1
+        self.pool.connection(to: index) { [self] result in
+            guard case .connecting = self.state else {
+                self.pool.endpoints[index].inFlight -= 1
+                if case .success(let (connection, _)) = result { self.pool.release(connection, reusable: true) }
+                return
+            }
+            switch result {
+            case .success(let (connection, _)):
+                self.connected(connection, reused: false)
+            case .failure(let error):
+                self.pool.endpoints[index].inFlight -= 1
+                self.pool.recordFailure(index)
+                self.failedEndpoints.append(index)
+                if self.retriesLeft > 0 {
+                    self.retriesLeft -= 1
+                    self.attempt()
+                } else {
+                    self.fail(
+                        ProxyFailure(
+                            kind: .badGateway,
+                            reason: "connect to \(self.pool.endpoints[index].endpoint.text): \(Self.describe(error))"))
+                }
+            }
+        }
+    }
+
+    // MARK: Helpers
+
+    /// RFC 9110 §9.2.2.
+    static func isIdempotent(_ method: HTTPMethod) -> Bool {
+        switch method {
+        case .GET, .HEAD, .OPTIONS, .TRACE, .PUT, .DELETE: return true
+        default: return false
+        }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? IOError {
+            return String(cString: strerror(error.errnoCode)).lowercased()
+        }
+        if error is ChannelError, "\(error)".contains("connectTimeout") {
+            return "connect timed out"
+        }
+        return "\(error)"
+    }
+}

@@ -1,0 +1,174 @@
+import NIOCore
+import NIOHTTP1
+
+/// What an upstream connection tells the exchange that is using it. Called on the event loop.
+protocol UpstreamConnectionDelegate: AnyObject {
+    func upstreamResponseHead(_ head: HTTPResponseHead)
+    func upstreamResponseBody(_ body: ByteBuffer)
+    func upstreamResponseEnd(_ trailers: HTTPHeaders?)
+    /// The connection can take more request bytes again.
+    func upstreamWritabilityChanged(isWritable: Bool)
+    /// A read burst ended: time to flush what was written to the client.
+    func upstreamReadComplete()
+    /// The connection failed or closed before the exchange was over.
+    func upstreamFailed(_ error: UpstreamConnectionError)
+}
+
+enum UpstreamConnectionError: Error, CustomStringConvertible {
+    /// The upstream closed the connection (FIN or RST) before the response ended.
+    case closed
+    /// The upstream's bytes were not valid HTTP.
+    case protocolError(String)
+    case io(String)
+
+    var description: String {
+        switch self {
+        case .closed: return "the upstream closed the connection"
+        case .protocolError(let reason): return "invalid response from the upstream: \(reason)"
+        case .io(let reason): return reason
+        }
+    }
+}
+
+/// One keep-alive connection to one upstream endpoint. Owned by its `UpstreamPool`: idle in
+/// the pool, or lent to one `ProxyExchange` at a time. Lives on the event loop of the client
+/// connections it serves, so an exchange never crosses threads.
+final class UpstreamConnection {
+    let channel: any Channel
+    let endpointIndex: Int
+    /// Requests sent on this connection; a connection that already served one is a reused one
+    /// (see `ProxyExchange` on stale connections).
+    var requestCount = 0
+    /// Set while idle in the pool.
+    var idleTimer: Scheduled<Void>?
+    fileprivate let handler: UpstreamResponseHandler
+
+    fileprivate init(channel: any Channel, endpointIndex: Int, handler: UpstreamResponseHandler) {
+        self.channel = channel
+        self.endpointIndex = endpointIndex
+        self.handler = handler
+    }
+
+    var delegate: (any UpstreamConnectionDelegate)? {
+        get { self.handler.delegate }
+        set { self.handler.delegate = newValue }
+    }
+
+    var isActive: Bool { self.channel.isActive && !self.handler.closed }
+
+    /// Holding reads back: the client cannot take the response as fast as the upstream sends.
+    func setReadsPaused(_ paused: Bool) {
+        self.handler.setReadsPaused(paused)
+    }
+
+    /// Builds the pipeline on a freshly connected channel. On the channel's event loop.
+    static func configure(channel: any Channel, endpointIndex: Int) throws -> UpstreamConnection {
+        let handler = UpstreamResponseHandler()
+        let operations = channel.pipeline.syncOperations
+        // `forwardBytes`: after a `101 Switching Protocols` the decoder is removed and whatever
+        // the upstream sent behind the 101 must reach the tunnel, not vanish.
+        try operations.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes, enableOutboundHeaderValidation: false)
+        try operations.addHandler(handler)
+        return UpstreamConnection(channel: channel, endpointIndex: endpointIndex, handler: handler)
+    }
+
+    /// Takes the HTTP handlers out so the channel carries raw bytes (after a 101). Bytes the
+    /// decoder had buffered are delivered to `tunnel`, which is added first.
+    func convertToTunnel(_ tunnel: any ChannelHandler) throws {
+        let operations = self.channel.pipeline.syncOperations
+        self.handler.delegate = nil
+        try operations.addHandler(tunnel)
+        operations.removeHandler(self.handler, promise: nil)
+        let encoder = try operations.handler(type: HTTPRequestEncoder.self)
+        operations.removeHandler(encoder, promise: nil)
+        let decoder = try operations.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self)
+        operations.removeHandler(decoder, promise: nil)
+    }
+}
+
+/// The last handler of an upstream connection: hands response parts to the exchange and holds
+/// reads back while the client is slower than the upstream.
+private final class UpstreamResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    weak var delegate: (any UpstreamConnectionDelegate)?
+    private(set) var closed = false
+    private var readsPaused = false
+    private var readPending = false
+    private var context: ChannelHandlerContext?
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func setReadsPaused(_ paused: Bool) {
+        self.readsPaused = paused
+        if !paused, self.readPending, let context = self.context {
+            self.readPending = false
+            context.read()
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if self.readsPaused {
+            self.readPending = true
+        } else {
+            context.read()
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch Self.unwrapInboundIn(data) {
+        case .head(let head):
+            self.delegate?.upstreamResponseHead(head)
+        case .body(let body):
+            self.delegate?.upstreamResponseBody(body)
+        case .end(let trailers):
+            self.delegate?.upstreamResponseEnd(trailers)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        self.delegate?.upstreamReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        self.delegate?.upstreamWritabilityChanged(isWritable: context.channel.isWritable)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.closed = true
+        let delegate = self.delegate
+        self.delegate = nil
+        delegate?.upstreamFailed(.closed)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, case .inputClosed = event {
+            // An idle pooled connection the upstream closed, or EOF mid-response (the decoder
+            // has already ended a read-until-close body): either way it is done.
+            self.closed = true
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        self.closed = true
+        let delegate = self.delegate
+        self.delegate = nil
+        if error is HTTPParserError {
+            delegate?.upstreamFailed(.protocolError("\(error)"))
+        } else {
+            delegate?.upstreamFailed(.io("\(error)"))
+        }
+        context.close(promise: nil)
+    }
+}

@@ -1,0 +1,357 @@
+import Foundation
+import GatewayConfig
+import GatewayCore
+import Testing
+
+@testable import Gateway
+
+/// One listener, the given upstreams and routes, a server on it.
+private func withProxy<T>(
+    upstreams: [UpstreamConfig],
+    routes: [RouteConfig],
+    limits: LimitsConfig = LimitsConfig(),
+    accessLog: AccessLog? = nil,
+    _ body: (UInt16) async throws -> T
+) async throws -> T {
+    let listener = try TestListener()
+    defer { listener.close() }
+    let configuration = GatewayConfiguration(
+        listeners: [try listener.config], routes: routes, upstreams: upstreams, limits: limits)
+    return try await withServer(
+        configuration: configuration, listeners: [listener], rateLimiter: TestRateLimiter(), accessLog: accessLog
+    ) { _, _ in
+        try await body(listener.port)
+    }
+}
+
+private func proxyRoute(
+    _ name: String, _ match: RouteMatch = RouteMatch(pathPrefix: "/"), upstream: String, stripPrefix: String? = nil,
+    requestHeaders: HeaderRules = HeaderRules(), responseHeaders: HeaderRules = HeaderRules(),
+    auth: AuthConfig? = nil, rateLimit: RateLimitConfig? = nil
+) -> RouteConfig {
+    RouteConfig(
+        name: name, match: match, action: .upstream(ProxyAction(upstream: upstream, stripPrefix: stripPrefix)),
+        requestHeaders: requestHeaders, responseHeaders: responseHeaders, auth: auth, rateLimit: rateLimit)
+}
+
+private func echoJSON(_ response: TestResponse) throws -> [String: Any] {
+    try #require(JSONSerialization.jsonObject(with: Data(response.body.utf8)) as? [String: Any])
+}
+
+private func echoedHeaders(_ json: [String: Any]) -> [(String, String)] {
+    (json["headers"] as? [[String]] ?? []).map { ($0[0].lowercased(), $0[1]) }
+}
+
+@Suite("Reverse proxy", .serialized, .timeLimit(.minutes(2)))
+struct ProxyTests {
+    @Test("forwards method, path and body; rewrites hop-by-hop and forwarding headers")
+    func forwarding() async throws {
+        let upstream = try DemoUpstream(name: "a")
+        defer { upstream.stop() }
+        try await withProxy(
+            upstreams: [UpstreamConfig(name: "api", endpoints: [upstream.endpoint])],
+            routes: [
+                proxyRoute(
+                    "api", RouteMatch(pathPrefix: "/v1/"), upstream: "api", stripPrefix: "/v1",
+                    requestHeaders: HeaderRules(set: [HeaderField(name: "x-env", value: "test")], remove: ["x-debug"]),
+                    responseHeaders: HeaderRules(set: [HeaderField(name: "x-served-by", value: "gatewayd")]))
+            ]
+        ) { port in
+            let response = try await onThreadThrowing {
+                try fetch(
+                    port: port, "POST", "/v1/echo/x?q=1",
+                    headers: [
+                        "Host: api.example.com", "Connection: keep-alive, x-secret", "x-secret: s", "x-debug: 1",
+                        "te: trailers", "x-request-id: abc-123", "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                    ], body: "hello")
+            }
+            #expect(response.status == 200)
+            #expect(response.header("x-upstream") == "a")
+            #expect(response.header("x-served-by") == "gatewayd")
+            #expect(response.header("x-request-id") == "abc-123")
+            let json = try echoJSON(response)
+            #expect(json["method"] as? String == "POST")
+            #expect(json["path"] as? String == "/echo/x?q=1")
+            #expect(json["body_length"] as? Int == 5)
+            let headers = echoedHeaders(json)
+            let names = Set(headers.map(\.0))
+            #expect(!names.contains("x-secret"))
+            #expect(!names.contains("te"))
+            #expect(!names.contains("x-debug"))
+            #expect(headers.contains { $0 == ("x-env", "test") })
+            #expect(headers.contains { $0 == ("x-forwarded-for", "127.0.0.1") })
+            #expect(headers.contains { $0 == ("x-forwarded-proto", "http") })
+            #expect(headers.contains { $0 == ("x-forwarded-host", "api.example.com") })
+            #expect(headers.contains { $0 == ("via", "1.1 gatewayd") })
+            #expect(headers.contains { $0 == ("x-request-id", "abc-123") })
+            #expect(headers.contains { $0.0 == "traceparent" })
+            #expect(headers.contains { $0 == ("host", "api.example.com") })
+        }
+    }
+
+    @Test("keep-alive to the client and to the upstream; chunked responses pass with trailers")
+    func keepAliveAndChunked() async throws {
+        let upstream = try DemoUpstream(name: "a")
+        defer { upstream.stop() }
+        try await withProxy(
+            upstreams: [UpstreamConfig(name: "api", endpoints: [upstream.endpoint])],
+            routes: [proxyRoute("all", upstream: "api")]
+        ) { port in
+            try await onThreadThrowing {
+                let client = try RawClient(port: port)
+                defer { client.close() }
+                for _ in 0..<20 {
+                    try client.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+                    let response = try client.readResponse()
+                    #expect(response.status == 200)
+                    #expect(response.body == "ok a\n")
+                }
+                // Pipelined: answered in order.
+                try client.send("GET /echo/1 HTTP/1.1\r\nHost: x\r\n\r\nGET /echo/2 HTTP/1.1\r\nHost: x\r\n\r\n")
+                let first = try client.readResponse()
+                let second = try client.readResponse()
+                #expect(first.body.contains("/echo/1"))
+                #expect(second.body.contains("/echo/2"))
+            }
+            // One upstream connection served all of them.
+            let stats = try fetch(port: upstream.port, "/stats")
+            let json = try #require(JSONSerialization.jsonObject(with: Data(stats.body.utf8)) as? [String: Any])
+            #expect(json["connections_accepted"] as? Int == 2)  // ours, and this /stats request
+        }
+    }
+
+    @Test("round robin over two endpoints")
+    func roundRobin() async throws {
+        let a = try DemoUpstream(name: "a")
+        let b = try DemoUpstream(name: "b")
+        defer {
+            a.stop()
+            b.stop()
+        }
+        try await withProxy(
+            upstreams: [UpstreamConfig(name: "api", endpoints: [a.endpoint, b.endpoint])],
+            routes: [proxyRoute("all", upstream: "api")]
+        ) { port in
+            var names: [String] = []
+            for _ in 0..<10 {
+                names.append(try fetch(port: port, "/").header("x-upstream") ?? "?")
+            }
+            #expect(names.filter { $0 == "a" }.count == 5)
+            #expect(names.filter { $0 == "b" }.count == 5)
+            #expect(zip(names, names.dropFirst()).allSatisfy { $0 != $1 })
+        }
+    }
+
+    @Test("502 refused, 504 on response_timeout, 503 once every endpoint is ejected, then back")
+    func errorStatuses() async throws {
+        let upstream = try DemoUpstream(name: "a")
+        defer { upstream.stop() }
+        let dead = try deadEndpoint()
+        try await withProxy(
+            upstreams: [
+                UpstreamConfig(
+                    name: "dead", endpoints: [dead], health: PassiveHealth(maxFailures: 2, ejectFor: .milliseconds(500)),
+                    retries: 0),
+                UpstreamConfig(name: "slow", endpoints: [upstream.endpoint], responseTimeout: .milliseconds(300)),
+            ],
+            routes: [
+                proxyRoute("dead", RouteMatch(pathPrefix: "/dead"), upstream: "dead"),
+                proxyRoute("slow", RouteMatch(pathPrefix: "/"), upstream: "slow"),
+            ]
+        ) { port in
+            let first = try fetch(port: port, "/dead")
+            #expect(first.status == 502)
+            #expect(first.header("content-type") == "application/json")
+            #expect(first.body.contains("\"request_id\""))
+            #expect(first.body.contains("refused"))
+            #expect(try fetch(port: port, "/dead").status == 502)
+            // Two failures in a row: ejected.
+            let ejected = try fetch(port: port, "/dead")
+            #expect(ejected.status == 503)
+            try await Task.sleep(for: .milliseconds(600))
+            #expect(try fetch(port: port, "/dead").status == 502)
+
+            let timedOut = try fetch(port: port, "/hang")
+            #expect(timedOut.status == 504)
+            #expect(try fetch(port: port, "/close").status == 502)
+            #expect(try fetch(port: port, "/reset").status == 502)
+            #expect(try fetch(port: port, "/status?code=503").status == 503)
+        }
+    }
+
+    @Test("retries: a GET goes to the next endpoint after a refused connect, a POST does not")
+    func retries() async throws {
+        let upstream = try DemoUpstream(name: "live")
+        defer { upstream.stop() }
+        let dead = try deadEndpoint()
+        try await withProxy(
+            upstreams: [
+                UpstreamConfig(
+                    name: "api", endpoints: [dead, upstream.endpoint], health: PassiveHealth(maxFailures: 100), retries: 1)
+            ],
+            routes: [proxyRoute("all", upstream: "api")]
+        ) { port in
+            for _ in 0..<6 {
+                #expect(try fetch(port: port, "/").status == 200)
+            }
+            var statuses: [Int] = []
+            for _ in 0..<6 {
+                statuses.append(try fetch(port: port, "POST", "/echo", body: "x").status)
+            }
+            #expect(statuses.filter { $0 == 502 }.count == 3)
+            #expect(statuses.filter { $0 == 200 }.count == 3)
+        }
+    }
+
+    @Test("auth: 401 without or with a wrong key, never echoing it; rate limit: 429 with Retry-After")
+    func authAndRateLimit() async throws {
+        let upstream = try DemoUpstream(name: "a")
+        defer { upstream.stop() }
+        try await withProxy(
+            upstreams: [UpstreamConfig(name: "api", endpoints: [upstream.endpoint])],
+            routes: [
+                proxyRoute(
+                    "api", upstream: "api",
+                    auth: AuthConfig(scheme: .apiKey(header: "x-api-key"), keysFile: "/keys", keys: ["k1", "k2"]),
+                    rateLimit: RateLimitConfig(per: .apiKey, rate: 1, burst: 3))
+            ]
+        ) { port in
+            let missing = try fetch(port: port, "/")
+            #expect(missing.status == 401)
+            let wrong = try fetch(port: port, "/", headers: ["x-api-key: sekrit-wrong"])
+            #expect(wrong.status == 401)
+            #expect(!wrong.body.contains("sekrit"))
+            for _ in 0..<3 {
+                #expect(try fetch(port: port, "/", headers: ["x-api-key: k1"]).status == 200)
+            }
+            let limited = try fetch(port: port, "/", headers: ["x-api-key: k1"])
+            #expect(limited.status == 429)
+            #expect(limited.header("retry-after") == "1")
+            // Another key has its own bucket.
+            #expect(try fetch(port: port, "/", headers: ["x-api-key: k2"]).status == 200)
+        }
+    }
+
+    @Test("limits: 413 body, 431 headers, 400 for smuggling-shaped requests, connection closed")
+    func limitsAndSmuggling() async throws {
+        let upstream = try DemoUpstream(name: "a")
+        defer { upstream.stop() }
+        try await withProxy(
+            upstreams: [UpstreamConfig(name: "api", endpoints: [upstream.endpoint])],
+            routes: [proxyRoute("all", upstream: "api")],
+            limits: LimitsConfig(maxHeaderBytes: 4096, maxBodyBytes: 1000)
+        ) { port in
+            #expect(try fetch(port: port, "POST", "/echo", body: String(repeating: "x", count: 1001)).status == 413)
+            #expect(try fetch(port: port, "POST", "/echo", body: String(repeating: "x", count: 1000)).status == 200)
+            let big = try fetch(port: port, "/", headers: ["x-big: " + String(repeating: "y", count: 5000)])
+            #expect(big.status == 431)
+            #expect(big.closesConnection)
+            let cases = [
+                "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+                "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+                "GET / HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n",
+            ]
+            for request in cases {
+                let response = try await onThreadThrowing { () throws -> (Int, ReadEnd) in
+                    let client = try RawClient(port: port)
+                    defer { client.close() }
+                    try client.send(request)
+                    let response = try client.readResponse()
+                    return (response.status, client.readEnd())
+                }
+                #expect(response.0 == 400, "\(request.debugDescription)")
+                #expect(response.1 == .eof, "\(request.debugDescription)")
+            }
+            let stats = try await onThreadThrowing { try upstream.requestCount() }
+            #expect(stats == 1)  // only the 1000-byte POST reached it
+        }
+    }
+
+    @Test("redirect and direct response routes next to upstream routes")
+    func otherActions() async throws {
+        let listener = try TestListener()
+        defer { listener.close() }
+        let configuration = GatewayConfiguration(
+            listeners: [try listener.config],
+            routes: [
+                RouteConfig(
+                    name: "old", match: RouteMatch(pathPrefix: "/old/"),
+                    action: .redirect(Redirect(status: 301, location: "https://example.com/new/")))
+            ])
+        try await withServer(configuration: configuration, listeners: [listener]) { _, _ in
+            let response = try fetch(port: listener.port, "/old/page")
+            #expect(response.status == 301)
+            #expect(response.header("location") == "https://example.com/new/")
+            #expect(try fetch(port: listener.port, "/other").status == 404)
+        }
+    }
+
+    @Test("a 20 MiB upload and download stream through with matching checksums")
+    func streaming() async throws {
+        let upstream = try DemoUpstream(name: "a")
+        defer { upstream.stop() }
+        try await withProxy(
+            upstreams: [UpstreamConfig(name: "api", endpoints: [upstream.endpoint])],
+            routes: [proxyRoute("all", upstream: "api")],
+            limits: LimitsConfig(maxBodyBytes: 0)
+        ) { port in
+            let size = 20 * 1024 * 1024
+            let upload = try await onThreadThrowing {
+                try runClient(["upload", "--port", String(port), "--bytes", String(size), "--chunked"])
+            }
+            #expect(upload.exit == 0, "\(upload)")
+            let download = try await onThreadThrowing {
+                try runClient(["download", "--port", String(port), "--path", "/bytes?n=\(size)&chunked=1"])
+            }
+            #expect(download.exit == 0, "\(download)")
+        }
+    }
+
+    @Test("a WebSocket is tunnelled both ways after the 101")
+    func websocket() async throws {
+        let upstream = try DemoUpstream(name: "a")
+        defer { upstream.stop() }
+        try await withProxy(
+            upstreams: [UpstreamConfig(name: "api", endpoints: [upstream.endpoint])],
+            routes: [proxyRoute("all", upstream: "api")]
+        ) { port in
+            let result = try await onThreadThrowing {
+                try runClient(["ws-echo", "--port", String(port), "--messages", "50", "--size", "3000"])
+            }
+            #expect(result.exit == 0, "\(result)")
+        }
+    }
+
+    @Test("the admin listener answers /healthz, /readyz and /metrics, and nothing else")
+    func admin() async throws {
+        let listener = try TestListener()
+        let adminListener = try TestListener(name: "admin")
+        defer {
+            listener.close()
+            adminListener.close()
+        }
+        let configuration = GatewayConfiguration(
+            listeners: [try listener.config, try adminListener.config],
+            routes: [directRoute("all", RouteMatch(pathPrefix: "/"), body: "hi")],
+            admin: AdminConfig(listener: "admin"))
+        try await withServer(
+            configuration: configuration, listeners: [listener, adminListener],
+            metricsExposition: { "gatewayd_requests_total 1\n" }
+        ) { server, _ in
+            let port = adminListener.port
+            #expect(try fetch(port: port, "/healthz").status == 200)
+            #expect(try fetch(port: port, "/readyz").status == 200)
+            let metrics = try fetch(port: port, "/metrics")
+            #expect(metrics.status == 200)
+            #expect(metrics.body == "gatewayd_requests_total 1\n")
+            #expect(try fetch(port: port, "/").status == 404)
+            #expect(try fetch(port: listener.port, "/healthz").body == "hi")
+        }
+    }
+}
+
+/// Blocking client work off the cooperative pool.
+func onThreadThrowing<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await onThread { Result { try work() } }.get()
+}

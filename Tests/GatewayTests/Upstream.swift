@@ -1,0 +1,139 @@
+import Foundation
+import GatewayConfig
+import GatewayCore
+import Synchronization
+
+@testable import Gateway
+
+/// The repository root (tests find `examples/demo-upstream.py` and the Python clients there).
+let repositoryRoot: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent()
+
+/// A real upstream: `examples/demo-upstream.py` on a free port of 127.0.0.1. Ready when its
+/// `READY <port>` line arrived; killed (and reaped) by `stop()`, or with the test process
+/// (it exits when its stdin closes).
+final class DemoUpstream: Sendable {
+    let name: String
+    let port: UInt16
+    private let process: Process
+    private let stdin: Pipe
+
+    init(name: String) throws {
+        self.name = name
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = [
+            "python3", repositoryRoot.appendingPathComponent("examples/demo-upstream.py").path, "--port", "0",
+            "--name", name, "--exit-on-stdin-eof",
+        ]
+        let output = Pipe()
+        let input = Pipe()
+        process.standardOutput = output
+        process.standardInput = input
+        try process.run()
+        self.process = process
+        self.stdin = input
+        // Readiness: the one line it prints once listening (bounded: the read ends at EOF if
+        // the script dies).
+        var line = Data()
+        let handle = output.fileHandleForReading
+        while !line.contains(UInt8(ascii: "\n")) {
+            let chunk = handle.availableData
+            if chunk.isEmpty { break }
+            line.append(chunk)
+        }
+        let text = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard text.hasPrefix("READY "), let port = UInt16(text.dropFirst(6)) else {
+            process.terminate()
+            waitForExit(process)
+            throw UpstreamError.notReady(text)
+        }
+        self.port = port
+    }
+
+    enum UpstreamError: Error {
+        case notReady(String)
+    }
+
+    var endpoint: UpstreamEndpoint {
+        UpstreamEndpoint(text: "127.0.0.1:\(self.port)", address: try! ListenerAddress(parsing: "127.0.0.1:\(self.port)"))
+    }
+
+    /// `/stats` of the upstream, read directly.
+    func requestCount() throws -> Int {
+        let response = try fetch(port: self.port, "/stats")
+        let json = try JSONSerialization.jsonObject(with: Data(response.body.utf8)) as? [String: Any]
+        return json?["requests"] as? Int ?? -1
+    }
+
+    func stop() {
+        if self.process.isRunning {
+            self.process.terminate()
+        }
+        waitForExit(self.process)
+    }
+}
+
+/// An endpoint nothing listens on (a port bound then closed: connect gets ECONNREFUSED).
+func deadEndpoint() throws -> UpstreamEndpoint {
+    let listener = try TestListener()
+    let port = listener.port
+    listener.close()
+    return UpstreamEndpoint(text: "127.0.0.1:\(port)", address: try ListenerAddress(parsing: "127.0.0.1:\(port)"))
+}
+
+/// What a Python test client (Tests/IntegrationTests/Support/clients.py) printed.
+struct ClientResult: Sendable, CustomStringConvertible {
+    var exit: Int32
+    /// Its last line: one JSON object.
+    var output: String
+
+    var description: String { "exit \(self.exit): \(self.output)" }
+}
+
+/// Runs a Python test client and waits for it (each bounds itself with `--timeout`).
+func runClient(_ arguments: [String], timeout: Int = 60) throws -> ClientResult {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments =
+        ["python3", repositoryRoot.appendingPathComponent("Tests/IntegrationTests/Support/clients.py").path]
+        + arguments + ["--timeout", String(timeout)]
+    let output = Pipe()
+    process.standardOutput = output
+    try process.run()
+    let data = output.fileHandleForReading.readDataToEndOfFile()
+    waitForExit(process)
+    let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    return ClientResult(exit: process.terminationStatus, output: String(text.split(separator: "\n").last ?? ""))
+}
+
+/// A rate limiter for in-process tests: a token bucket per key in a dictionary. The gateway's
+/// real one lives in shared memory (GatewayCore).
+final class TestRateLimiter: RateLimiting {
+    private let buckets = Mutex<[String: (tokens: Double, at: ContinuousClock.Instant)]>([:])
+
+    func admit(route: String, key: String, rate: Double, burst: Int) -> RateLimitDecision {
+        let now = ContinuousClock.now
+        return self.buckets.withLock { buckets in
+            var bucket = buckets[route + "\u{0}" + key] ?? (Double(burst), now)
+            let elapsed = now - bucket.at
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            bucket.tokens = min(Double(burst), bucket.tokens + seconds * rate)
+            bucket.at = now
+            defer { buckets[route + "\u{0}" + key] = bucket }
+            if bucket.tokens >= 1 {
+                bucket.tokens -= 1
+                return .allowed
+            }
+            return .limited(retryAfterSeconds: max(1, Int(((1 - bucket.tokens) / rate).rounded(.up))))
+        }
+    }
+}
+
+/// Foundation's `waitUntilExit` can block for good on Linux when the test process has other
+/// children; its `isRunning`, updated by Foundation's own reaper, does not. Bounded: 10 s.
+func waitForExit(_ process: Process) {
+    for _ in 0..<1000 where process.isRunning {
+        usleep(10_000)
+    }
+}
