@@ -15,6 +15,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system.git", from: "1.4.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
     ],
     targets: [
         // What Swift cannot import: the CMSG_* macros for SCM_RIGHTS, struct ucred for SO_PEERCRED,
@@ -46,12 +47,15 @@ let package = Package(
         .target(
             name: "Gateway",
             dependencies: [
+                "CGatewayShim",
                 "GatewayCore",
                 "GatewayConfig",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
         // The master: generations, reloads, the control server, signals, sd_notify.
@@ -85,7 +89,12 @@ let package = Package(
         ),
         .testTarget(name: "GatewayCoreTests", dependencies: ["GatewayCore", "CGatewayShim"]),
         .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"]),
-        .testTarget(name: "GatewayTests", dependencies: ["Gateway"]),
+        .testTarget(
+            name: "GatewayTests",
+            dependencies: [
+                "Gateway", "GatewayCore", "CGatewayShim", .product(name: "CoreMetrics", package: "swift-metrics"),
+            ]
+        ),
         .testTarget(name: "GatewaySupervisorTests", dependencies: ["GatewaySupervisor"]),
         .testTarget(name: "IntegrationTests", dependencies: ["GatewayCore", "CGatewayShim"]),
     ],

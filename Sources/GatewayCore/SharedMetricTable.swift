@@ -79,6 +79,11 @@ public struct SharedMetricTable: Sendable {
         /// The raw value: a count, or Double bits (`doubleValue`).
         public var value: UInt64
         public var doubleValue: Double { Double(bitPattern: value) }
+
+        public init(series: Series, value: UInt64) {
+            self.series = series
+            self.value = value
+        }
     }
 
     public static let slotSize = 256
