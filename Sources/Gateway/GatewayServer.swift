@@ -49,6 +49,9 @@ public final class GatewayServer: Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let logger: Logger
     private let connectionCountDidChange: @Sendable (Int) -> Void
+    /// Gateway-wide rate limits and metrics (the master's shared segment); nil in tests that
+    /// need neither.
+    let sharedState: SharedState?
     /// Routes compiled (responses precomputed) at init; an invalid route fails `start`.
     private let routing: Result<RoutingTable, GatewayServerError>
     private let state = Mutex(State())
@@ -60,8 +63,10 @@ public final class GatewayServer: Sendable {
         generation: Int,
         eventLoopGroup: MultiThreadedEventLoopGroup,
         logger: Logger,
+        sharedState: SharedState? = nil,
         connectionCountDidChange: @escaping @Sendable (Int) -> Void
     ) {
+        self.sharedState = sharedState
         self.configuration = configuration
         self.generation = generation
         self.group = eventLoopGroup
