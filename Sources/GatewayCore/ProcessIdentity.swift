@@ -27,9 +27,16 @@ public struct ProcessIdentity: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// Whether this incarnation still runs: its pid exists, is not a zombie, and started when
-    /// this one did.
+    /// this one did. Errs towards "alive" (a dead process's gauge counted a little longer)
+    /// and never the other way: a live worker whose gauge slot were freed would go on writing
+    /// into a slot that another series may take. So where /proc tells nothing, kill(pid, 0)
+    /// decides, and a start time of 0 (unknown) matches any.
     public var isAlive: Bool {
-        Self.running(pid: pid)?.startTime == startTime
+        guard let status = Self.statusOf(pid) else {
+            return kill(pid, 0) == 0 || errno == EPERM
+        }
+        if status.state == "Z" || status.state == "X" { return false }
+        return startTime == 0 || status.startTime == startTime
     }
 
     public var description: String { "pid \(pid) (start \(startTime))" }
