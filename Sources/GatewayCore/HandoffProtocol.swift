@@ -20,9 +20,9 @@
 //   shared_memory{size} + 1 fd   (the same segment to every worker of every generation)   then
 //   listeners{names, backlogs} + fds   (as many frames as 253-fd batches need)   then
 //   start{listener_count}
-// The worker checks `version` (a mismatch: `failed` and exit), maps the shared segment and
-// checks its header (`SharedMemory.map`; a bad one: `failed`), parses the config bytes (never
-// the file), serves on exactly the fds it got, and answers `ready` or `failed{reason}`.
+// The worker checks `version` (a mismatch: `failed` and exit), parses the config bytes (never
+// the file), maps the shared segment and checks its header (`SharedMemory.map`; a bad one:
+// `failed`), serves on exactly the fds it got, and answers `ready` or `failed{reason}`.
 // After that the worker sends `connections{count}` when its count changes (rate-limited), and
 // the master may send `drain`; the worker answers `draining` once it has stopped accepting
 // (its copies of the listening sockets are closed) and exits when its last connection is gone.
