@@ -47,12 +47,14 @@ let package = Package(
         .target(
             name: "Gateway",
             dependencies: [
+                "CGatewayShim",
                 "GatewayCore",
                 "GatewayConfig",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
@@ -87,7 +89,12 @@ let package = Package(
         ),
         .testTarget(name: "GatewayCoreTests", dependencies: ["GatewayCore", "CGatewayShim"]),
         .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"]),
-        .testTarget(name: "GatewayTests", dependencies: ["Gateway"]),
+        .testTarget(
+            name: "GatewayTests",
+            dependencies: [
+                "Gateway", "GatewayCore", "CGatewayShim", .product(name: "CoreMetrics", package: "swift-metrics"),
+            ]
+        ),
         .testTarget(name: "GatewaySupervisorTests", dependencies: ["GatewaySupervisor"]),
         .testTarget(name: "IntegrationTests", dependencies: ["GatewayCore", "CGatewayShim"]),
     ],

@@ -49,6 +49,9 @@ public final class GatewayServer: Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let logger: Logger
     private let connectionCountDidChange: @Sendable (Int) -> Void
+    /// Gateway-wide rate limits and metrics (the master's shared segment); nil in tests that
+    /// need neither.
+    let sharedState: SharedState?
     /// Routes compiled (responses precomputed) at init; an invalid route fails `start`.
     private let routing: Result<RoutingTable, GatewayServerError>
     private let services: GatewayServices
@@ -61,15 +64,15 @@ public final class GatewayServer: Sendable {
         generation: Int,
         eventLoopGroup: MultiThreadedEventLoopGroup,
         logger: Logger,
-        rateLimiter: (any RateLimiting)? = nil,
+        sharedState: SharedState? = nil,
         accessLog: AccessLog? = nil,
-        metricsExposition: (@Sendable () -> String)? = nil,
         connectionCountDidChange: @escaping @Sendable (Int) -> Void
     ) {
+        self.sharedState = sharedState
         self.configuration = configuration
         self.services = GatewayServices(
-            configuration: configuration, rateLimiter: rateLimiter, accessLog: accessLog, metrics: GatewayMetrics(),
-            metricsExposition: metricsExposition)
+            configuration: configuration, rateLimiter: sharedState?.rateLimiter, accessLog: accessLog,
+            metrics: GatewayMetrics(), metricsExposition: sharedState.map { state in { state.metrics.render() } })
         self.generation = generation
         self.group = eventLoopGroup
         var logger = logger

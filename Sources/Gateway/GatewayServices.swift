@@ -1,4 +1,5 @@
 import GatewayConfig
+import GatewayCore
 import NIOCore
 import Synchronization
 
@@ -6,7 +7,8 @@ import Synchronization
 /// rate limiter, the access log and the metrics. Built once per server.
 final class GatewayServices: Sendable {
     let limits: LimitsConfig
-    let rateLimiter: (any RateLimiting)?
+    /// `nil` only in tests that do not need one: routes with `rate_limit` are then not limited.
+    let rateLimiter: SharedRateLimiter?
     let accessLog: AccessLog?
     let metrics: GatewayMetrics
     /// `/metrics` on the admin listener: the Prometheus text of the whole gateway.
@@ -18,7 +20,7 @@ final class GatewayServices: Sendable {
     private let closed = Atomic<Bool>(false)
 
     init(
-        configuration: GatewayConfiguration, rateLimiter: (any RateLimiting)?, accessLog: AccessLog?,
+        configuration: GatewayConfiguration, rateLimiter: SharedRateLimiter?, accessLog: AccessLog?,
         metrics: GatewayMetrics, metricsExposition: (@Sendable () -> String)?
     ) {
         self.metricsExposition = metricsExposition

@@ -1,4 +1,5 @@
 import GatewayConfig
+import GatewayCore
 import NIOCore
 import NIOHTTP1
 
@@ -151,7 +152,7 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
         }
         if let limit = handling.rateLimit, let limiter = self.services.rateLimiter {
             let key = limit.per == .clientIP ? self.clientAddress : rateKey
-            if case .limited(let retryAfter) = limiter.admit(
+            if case .denied(let retryAfter) = limiter.admit(
                 route: handling.name, key: key, rate: limit.rate, burst: limit.burst)
             {
                 self.state = .local(

@@ -39,14 +39,3 @@ struct CompiledAuth: Sendable {
     }
 }
 
-/// Gateway-wide rate limiting: one decision for every worker of every generation.
-public protocol RateLimiting: Sendable {
-    /// Whether one more request of `route` for `key` fits `rate` (per second) with `burst`.
-    func admit(route: String, key: String, rate: Double, burst: Int) -> RateLimitDecision
-}
-
-public enum RateLimitDecision: Sendable, Equatable {
-    case allowed
-    /// Whole seconds until a request would be admitted, at least 1 (for `Retry-After`).
-    case limited(retryAfterSeconds: Int)
-}

@@ -71,6 +71,17 @@ public enum WorkerProcess {
             exit(1)
         }
 
+        // The gateway-wide shared segment (rate limits, metrics): WorkerProcess+SharedState.swift.
+        let sharedState: SharedState
+        do {
+            sharedState = try attachSharedState(
+                descriptor: handoff.sharedMemory.fd, size: handoff.sharedMemory.size)
+        } catch {
+            logger.error("cannot use the shared memory segment: \(error)")
+            try? channel.send(.failed(reason: "shared memory: \(error)"))
+            exit(1)
+        }
+
         // Opened by each generation anew: after logrotate moved the file, the next reload
         // writes to a new one. A log that cannot be opened fails this generation (the one
         // serving goes on) with the reason.
@@ -86,7 +97,7 @@ public enum WorkerProcess {
         }
         let server = GatewayServer(
             configuration: configuration, generation: generation, eventLoopGroup: group, logger: logger,
-            accessLog: accessLog, connectionCountDidChange: { _ in })
+            sharedState: sharedState, accessLog: accessLog, connectionCountDidChange: { _ in })
         do {
             try await server.start(listeners: handoff.listeners)
         } catch {
@@ -185,6 +196,8 @@ public enum WorkerProcess {
 
     struct Handoff: Sendable {
         var hello: HandoffMessage.Hello
+        /// The shared segment's memfd and size (the `shared_memory` frame).
+        var sharedMemory: (fd: CInt, size: Int)
         var listeners: [HandedOffListener]
     }
 
@@ -199,12 +212,19 @@ public enum WorkerProcess {
             throw HandoffProtocolError(
                 "protocol version mismatch: master speaks \(hello.version), worker \(HandoffProtocol.version)")
         }
+        var sharedMemory: (fd: CInt, size: Int)?
         var listeners: [HandedOffListener] = []
         while true {
             guard let (message, fds) = try channel.receive() else {
                 throw HandoffProtocolError("the master closed the channel during the handoff")
             }
             switch message {
+            case .sharedMemory(let size):
+                guard sharedMemory == nil, listeners.isEmpty else {
+                    for fd in fds { closeDescriptor(fd) }
+                    throw HandoffProtocolError("a second shared_memory frame, or one after the listeners")
+                }
+                sharedMemory = (fds[0], size)
             case .listeners(let batch):
                 for (i, fd) in fds.enumerated() {
                     listeners.append(HandedOffListener(name: batch.names[i], fd: fd, backlog: batch.backlogs[i]))
@@ -213,7 +233,10 @@ public enum WorkerProcess {
                 guard count == listeners.count else {
                     throw HandoffProtocolError("start says \(count) listeners, \(listeners.count) arrived")
                 }
-                return Handoff(hello: hello, listeners: listeners)
+                guard let sharedMemory else {
+                    throw HandoffProtocolError("no shared_memory frame before start")
+                }
+                return Handoff(hello: hello, sharedMemory: sharedMemory, listeners: listeners)
             default:
                 throw HandoffProtocolError("unexpected \(message.type) during the handoff")
             }

@@ -18,7 +18,7 @@ public final class HandoffChannel: Sendable {
 
     private struct ReceiveState: ~Copyable {
         var buffer: [UInt8] = []
-        /// Fds received but not yet claimed by a `listeners` frame, in arrival order.
+        /// Fds received but not yet claimed by a frame that carries fds, in arrival order.
         var descriptors: [CInt] = []
     }
 
@@ -35,7 +35,8 @@ public final class HandoffChannel: Sendable {
         return (HandoffChannel(descriptor: fds[0]), fds[1])
     }
 
-    /// Sends one message. A `listeners` message must come with exactly its fds.
+    /// Sends one message. A message that carries fds (`shared_memory`, `listeners`) must come
+    /// with exactly its fds.
     public func send(_ message: HandoffMessage, descriptors: [CInt] = []) throws(SystemCallError) {
         precondition(
             descriptors.count == message.descriptorCount, "\(message.type) frame with \(descriptors.count) fds")
@@ -176,11 +177,14 @@ public enum HandoffChannelError: Error, Sendable, CustomStringConvertible {
 }
 
 extension HandoffChannel {
-    /// The master's side of the handoff: hello, the listener fds in batches of at most 253, start.
-    public func sendHandoff(hello: HandoffMessage.Hello, listeners: [(name: String, fd: CInt, backlog: Int32)])
-        throws(SystemCallError)
-    {
+    /// The master's side of the handoff: hello, the shared segment's fd, the listener fds in
+    /// batches of at most 253, start.
+    public func sendHandoff(
+        hello: HandoffMessage.Hello, sharedMemory: (fd: CInt, size: Int),
+        listeners: [(name: String, fd: CInt, backlog: Int32)]
+    ) throws(SystemCallError) {
         try send(.hello(hello))
+        try send(.sharedMemory(size: sharedMemory.size), descriptors: [sharedMemory.fd])
         var index = 0
         while index < listeners.count {
             let batch = listeners[index..<min(index + HandoffProtocol.maximumDescriptorsPerFrame, listeners.count)]

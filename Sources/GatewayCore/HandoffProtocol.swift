@@ -1,4 +1,4 @@
-// The master ⇄ worker handoff protocol, version 1.
+// The master ⇄ worker handoff protocol, version 2.
 //
 // Transport: one private AF_UNIX SOCK_STREAM socketpair per worker, made by the master just
 // before it spawns the worker. The worker's end is its fd 3 (HandoffProtocol.workerDescriptor);
@@ -7,19 +7,22 @@
 // Framing: every frame is a 4-byte big-endian length N (1 ≤ N ≤ maximumFrameLength) followed by
 // N bytes of UTF-8 JSON: one object whose "type" names the message. Nothing else is on the wire.
 //
-// File descriptors: only a `listeners` frame may carry fds, attached by SCM_RIGHTS to the
-// sendmsg that carries the frame, at most 253 per frame (Linux's per-message limit, measured),
-// in the same order as the frame's `names`. The receiver collects fds from every recvmsg in
-// arrival order and assigns them to the `listeners` frame when it is decoded; a frame that
-// arrives with fds it may not carry, or a count that does not match, is a protocol error and
-// the fds are closed. Received fds are CLOEXEC (MSG_CMSG_CLOEXEC).
+// File descriptors: only two frames may carry fds, attached by SCM_RIGHTS to the sendmsg that
+// carries the frame: `shared_memory` exactly 1 (the gateway's shared segment, a memfd), and
+// `listeners` at most 253 (Linux's per-message limit, measured), in the same order as the
+// frame's `names`. The receiver collects fds from every recvmsg in arrival order and assigns
+// them to the frame that carries them when it is decoded; a frame that arrives with fds it may
+// not carry, or a count that does not match, is a protocol error and the fds are closed.
+// Received fds are CLOEXEC (MSG_CMSG_CLOEXEC).
 //
 // Who speaks first: the master. It writes, without waiting for anything:
 //   hello{version, generation, worker, config_path, config, drain_timeout_ms, files}   then
+//   shared_memory{size} + 1 fd   (the same segment to every worker of every generation)   then
 //   listeners{names, backlogs} + fds   (as many frames as 253-fd batches need)   then
 //   start{listener_count}
 // The worker checks `version` (a mismatch: `failed` and exit), parses the config bytes (never
-// the file), serves on exactly the fds it got, and answers `ready` or `failed{reason}`.
+// the file), maps the shared segment and checks its header (`SharedMemory.map`; a bad one:
+// `failed`), serves on exactly the fds it got, and answers `ready` or `failed{reason}`.
 // After that the worker sends `connections{count}` when its count changes (rate-limited), and
 // the master may send `drain`; the worker answers `draining` once it has stopped accepting
 // (its copies of the listening sockets are closed) and exits when its last connection is gone.
@@ -31,7 +34,8 @@
 import Foundation
 
 public enum HandoffProtocol {
-    public static let version = 1
+    /// 2: the `shared_memory` frame.
+    public static let version = 2
     /// The worker's end of the channel, where posix_spawn puts it.
     public static let workerDescriptor: CInt = 3
     /// Large enough for a config of ConfigLoader's 1 MiB cap in base64, small enough that a
@@ -44,6 +48,8 @@ public enum HandoffProtocol {
 public enum HandoffMessage: Sendable, Equatable {
     // master → worker
     case hello(Hello)
+    /// The shared segment's memfd travels with it; `size` is its length in bytes.
+    case sharedMemory(size: Int)
     case listeners(ListenerBatch)
     case start(listenerCount: Int)
     case drain
@@ -94,6 +100,7 @@ public enum HandoffMessage: Sendable, Equatable {
     public var type: String {
         switch self {
         case .hello: return "hello"
+        case .sharedMemory: return "shared_memory"
         case .listeners: return "listeners"
         case .start: return "start"
         case .drain: return "drain"
@@ -106,8 +113,11 @@ public enum HandoffMessage: Sendable, Equatable {
 
     /// How many fds must travel with this frame.
     public var descriptorCount: Int {
-        if case .listeners(let batch) = self { return batch.names.count }
-        return 0
+        switch self {
+        case .sharedMemory: return 1
+        case .listeners(let batch): return batch.names.count
+        default: return 0
+        }
     }
 }
 
@@ -134,6 +144,7 @@ extension HandoffMessage {
         var pid: Int32?
         var reason: String?
         var count: Int?
+        var size: Int?
     }
 
     /// The whole frame: length prefix and JSON.
@@ -148,6 +159,8 @@ extension HandoffMessage {
             wire.config = Data(hello.config).base64EncodedString()
             wire.drain_timeout_ms = hello.drainTimeoutMilliseconds
             wire.files = hello.files.mapValues { Data($0).base64EncodedString() }
+        case .sharedMemory(let size):
+            wire.size = size
         case .listeners(let batch):
             wire.names = batch.names
             wire.backlogs = batch.backlogs
@@ -206,6 +219,10 @@ extension HandoffMessage {
                     drainTimeoutMilliseconds: try require(wire.drain_timeout_ms, "drain_timeout_ms"),
                     files: files
                 ))
+        case "shared_memory":
+            let size = try require(wire.size, "size")
+            guard size > 0 else { throw HandoffProtocolError("shared_memory frame: size \(size)") }
+            return .sharedMemory(size: size)
         case "listeners":
             let names = try require(wire.names, "names")
             let backlogs = try require(wire.backlogs, "backlogs")

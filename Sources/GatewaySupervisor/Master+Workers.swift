@@ -101,6 +101,9 @@ extension Master {
 
     /// Makes a started process worker `index` of `generation` and sends it its handoff.
     func assign(_ process: SpawnedProcess, to generation: Generation, index: Int) throws(SystemCallError) {
+        guard let segment = sharedMemory, let segmentFD = segment.descriptor else {
+            preconditionFailure("a worker is started before the shared memory segment exists")
+        }
         // The handoff sends copies of the listening fds, closed once sent: the listener table
         // may close its own (a stop, a failed generation) while a slow worker still reads.
         var copies: [(name: String, fd: CInt, backlog: Int32)] = []
@@ -134,7 +137,12 @@ extension Master {
         worker.outbox.async {
             defer { for copy in handoff { closeDescriptor(copy.fd) } }
             do {
-                try channel.sendHandoff(hello: hello, listeners: handoff)
+                // `segment` is captured: its fd stays open until this send is done. It is not
+                // copied: SCM_RIGHTS gives the worker a copy of its own.
+                try withExtendedLifetime(segment) { () throws(SystemCallError) in
+                    try channel.sendHandoff(
+                        hello: hello, sharedMemory: (fd: segmentFD, size: segment.size), listeners: handoff)
+                }
             } catch {
                 logger.error("handoff to pid \(pid) failed: \(error)")
                 // The reader thread sees the end of the channel and reports the exit.

@@ -64,6 +64,11 @@ public actor Master {
     /// fd stored under a name and FDSTOREREMOVE drops them all, so one name maps to one fd.
     var storedListeners: [String: CInt] = [:]
     var failedReloadCount = 0
+    /// The gateway-wide shared segment (rate limits, metrics): created by `run` before the
+    /// first generation and handed to every worker of every generation, spares included. Kept
+    /// (fd and mapping) for the master's whole life, so that what workers keep in it outlives
+    /// every reload; the master itself never reads or writes its contents.
+    var sharedMemory: SharedMemory?
     var finishedContinuation: CheckedContinuation<Void, Never>?
     var controlServer: ControlServer?
 
@@ -83,6 +88,11 @@ public actor Master {
     /// stopped. Throws only when start-up fails; then nothing is left behind.
     public func run() async throws {
         guard state == .starting else { return }
+        do {
+            sharedMemory = try SharedMemory.create()
+        } catch {
+            throw MasterError.startup("cannot create the shared memory segment: \(error)")
+        }
         try adoptActivatedSockets()
         let specs = loaded.configuration.listeners.map {
             ListenerTable.Spec(name: $0.name, address: $0.address, backlog: $0.backlog)

@@ -33,7 +33,7 @@ struct HandoffChannelTests {
         }
     }
 
-    @Test("300 listening fds cross in batches of at most 253, in order, CLOEXEC")
+    @Test("300 listening fds cross in batches of at most 253, in order, CLOEXEC, after the shared segment")
     func manyDescriptors() throws {
         let (master, worker) = try pair()
         defer { master.close(); worker.close() }
@@ -47,13 +47,25 @@ struct HandoffChannelTests {
         let sent = DispatchSemaphore(value: 0)
         let hello = HandoffMessage.Hello(generation: 1, worker: 0, configPath: "x", config: [1, 2, 3])
         let toSend = sockets
+        let segment = try SharedMemory.create(layout: .init(rateSlots: 8, metricSlots: 4))
+        let segmentFD = try #require(segment.descriptor)
         Thread.detachNewThread {
-            try? master.sendHandoff(hello: hello, listeners: toSend)
+            try? master.sendHandoff(hello: hello, sharedMemory: (fd: segmentFD, size: segment.size), listeners: toSend)
             sent.signal()
         }
         guard case .hello = try #require(try worker.receive()).message else {
             Issue.record("expected hello")
             return
+        }
+        let (sharedFrame, sharedFDs) = try #require(try worker.receive())
+        #expect(sharedFrame == .sharedMemory(size: segment.size))
+        #expect(sharedFDs.count == 1)
+        if let fd = sharedFDs.first {
+            // A copy of the master's memfd, CLOEXEC, that maps the same segment.
+            #expect(fcntl(fd, F_GETFD) & FD_CLOEXEC != 0)
+            let mapped = try SharedMemory.map(descriptor: fd, size: segment.size)
+            #expect(mapped.hashSeed == segment.hashSeed)
+            closeDescriptor(fd)
         }
         var received: [(String, CInt, Int32)] = []
         var batches: [Int] = []
@@ -77,6 +89,20 @@ struct HandoffChannelTests {
             #expect(try ListeningSocket.localAddress(fd: fd) == (try ListeningSocket.localAddress(fd: sockets[i].fd)))
             #expect(fcntl(fd, F_GETFD) & FD_CLOEXEC != 0, "received fd \(fd) is not CLOEXEC")
             closeDescriptor(fd)
+        }
+    }
+
+    @Test("a shared_memory frame without its fd is a protocol violation")
+    func sharedMemoryWithoutDescriptor() throws {
+        let (a, b) = try pair()
+        defer { a.close(); b.close() }
+        let frame = HandoffMessage.sharedMemory(size: 4096).encodeFrame()
+        _ = frame.withUnsafeBytes { write(a.descriptor, $0.baseAddress, $0.count) }
+        do {
+            _ = try b.receive()
+            Issue.record("a shared_memory frame without an fd was accepted")
+        } catch {
+            #expect("\(error)".contains("shared_memory frame names 1 fds, 0 arrived"), "\(error)")
         }
     }
 

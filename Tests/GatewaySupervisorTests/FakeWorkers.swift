@@ -32,6 +32,10 @@ final class FakeSpawner: ProcessSpawning, Sendable {
         var signals: [CInt] = []
         var drained = false
         var exited = false
+        /// The shared segment it was handed: inode of the memfd (the same segment for every
+        /// worker has one inode), and whether it mapped with a valid header.
+        var sharedMemoryInode: UInt64 = 0
+        var sharedMemoryMapped = false
     }
 
     private struct State {
@@ -97,7 +101,16 @@ final class FakeSpawner: ProcessSpawning, Sendable {
         var script: Behavior?
         do {
             while let (message, fds) = try channel.receive() {
-                for fd in fds { closeDescriptor(fd) }
+                defer { for fd in fds { closeDescriptor(fd) } }
+                if case .sharedMemory(let size) = message, let fd = fds.first {
+                    var info = stat()
+                    fstat(fd, &info)
+                    let mapped = (try? SharedMemory.map(descriptor: fd, size: size)) != nil
+                    state.withLock {
+                        $0.records[pid]?.sharedMemoryInode = UInt64(info.st_ino)
+                        $0.records[pid]?.sharedMemoryMapped = mapped
+                    }
+                }
                 if case .hello(let hello) = message {
                     state.withLock {
                         $0.records[pid]?.generation = hello.generation

@@ -99,6 +99,25 @@ struct ReloadStateMachineTests {
         try await fixture.stop()
     }
 
+    @Test("every worker of every generation, spares included, is handed the one shared segment")
+    func sharedSegmentHandedToEveryWorker() async throws {
+        let fixture = try await Fixture { _, _ in .healthy() }
+        for _ in 0..<2 {
+            guard case .succeeded = await fixture.master.reload(trigger: "test") else {
+                Issue.record("reload failed")
+                return
+            }
+        }
+        // Generations 2 and 3 were started by spares (handed off at the reload).
+        let handedOff = fixture.spawner.records.filter { $0.generation != 0 }
+        #expect(Set(handedOff.map(\.generation)) == [1, 2, 3])
+        #expect(handedOff.count == 6)
+        #expect(handedOff.allSatisfy { $0.sharedMemoryMapped })
+        let inodes = Set(handedOff.map(\.sharedMemoryInode))
+        #expect(inodes.count == 1 && inodes.first != 0, "\(inodes)")
+        try await fixture.stop()
+    }
+
     @Test("a worker that fails at start fails the reload with its reason; the old generation is untouched")
     func failingWorker() async throws {
         let fixture = try await Fixture { generation, index in

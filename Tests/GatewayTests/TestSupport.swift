@@ -311,16 +311,15 @@ func withServer<T>(
     configuration: GatewayConfiguration,
     listeners: [TestListener],
     threads: Int = 1,
-    rateLimiter: (any RateLimiting)? = nil,
+    sharedState: SharedState? = nil,
     accessLog: AccessLog? = nil,
-    metricsExposition: (@Sendable () -> String)? = nil,
     _ body: (GatewayServer, CountRecorder) async throws -> T
 ) async throws -> T {
     let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
     let counts = CountRecorder()
     let server = GatewayServer(
         configuration: configuration, generation: 1, eventLoopGroup: group, logger: testLogger(),
-        rateLimiter: rateLimiter, accessLog: accessLog, metricsExposition: metricsExposition,
+        sharedState: sharedState, accessLog: accessLog,
         connectionCountDidChange: { counts.record($0) })
     do {
         try await server.start(listeners: listeners.map { $0.handOff() })

@@ -107,29 +107,6 @@ func runClient(_ arguments: [String], timeout: Int = 60) throws -> ClientResult 
     return ClientResult(exit: process.terminationStatus, output: String(text.split(separator: "\n").last ?? ""))
 }
 
-/// A rate limiter for in-process tests: a token bucket per key in a dictionary. The gateway's
-/// real one lives in shared memory (GatewayCore).
-final class TestRateLimiter: RateLimiting {
-    private let buckets = Mutex<[String: (tokens: Double, at: ContinuousClock.Instant)]>([:])
-
-    func admit(route: String, key: String, rate: Double, burst: Int) -> RateLimitDecision {
-        let now = ContinuousClock.now
-        return self.buckets.withLock { buckets in
-            var bucket = buckets[route + "\u{0}" + key] ?? (Double(burst), now)
-            let elapsed = now - bucket.at
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-            bucket.tokens = min(Double(burst), bucket.tokens + seconds * rate)
-            bucket.at = now
-            defer { buckets[route + "\u{0}" + key] = bucket }
-            if bucket.tokens >= 1 {
-                bucket.tokens -= 1
-                return .allowed
-            }
-            return .limited(retryAfterSeconds: max(1, Int(((1 - bucket.tokens) / rate).rounded(.up))))
-        }
-    }
-}
-
 /// Foundation's `waitUntilExit` can block for good on Linux when the test process has other
 /// children; its `isRunning`, updated by Foundation's own reaper, does not. Bounded: 10 s.
 func waitForExit(_ process: Process) {

@@ -1,10 +1,12 @@
 // The little that Swift cannot import from glibc: the CMSG_* macros (SCM_RIGHTS),
-// struct ucred (SO_PEERCRED, needs _GNU_SOURCE), close_range and
-// posix_spawn_file_actions_addclosefrom_np (glibc >= 2.34, behind __USE_MISC).
+// struct ucred (SO_PEERCRED, needs _GNU_SOURCE), close_range,
+// posix_spawn_file_actions_addclosefrom_np (glibc >= 2.34, behind __USE_MISC), memfd_create
+// and its seals (_GNU_SOURCE), and 64-bit atomics on a raw pointer into shared memory.
 #ifndef GATEWAYD_SHIM_H
 #define GATEWAYD_SHIM_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /// The most fds one SCM_RIGHTS message may carry on Linux (SCM_MAX_FD - 2 in practice:
@@ -41,5 +43,44 @@ typedef struct gw_ucred {
     uid_t uid;
     gid_t gid;
 } gw_ucred;
+
+/// memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING). Returns the fd, or -1 with errno set.
+int gw_memfd_create(const char *name);
+
+/// Seals a memfd's size (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL): no process that holds the
+/// fd can truncate it under the others' mappings (a SIGBUS on their next access).
+/// Returns 0 or -1 with errno set.
+int gw_memfd_seal_size(int fd);
+
+// 64-bit atomics on a raw pointer, for words in memory that several processes map
+// (MAP_SHARED). Swift's Synchronization.Atomic needs storage of its own type; these work on
+// any 8-byte-aligned address. __atomic builtins on 8-byte values are lock-free on x86-64 and
+// aarch64 (a lock inside libatomic would be per process, useless across processes).
+// `static inline`, so Swift inlines them: a counter increment is one `lock xadd`.
+
+static inline uint64_t gw_atomic_load_u64(const uint64_t *p) {
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+
+static inline uint64_t gw_atomic_load_relaxed_u64(const uint64_t *p) {
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
+static inline void gw_atomic_store_u64(uint64_t *p, uint64_t value) {
+    __atomic_store_n(p, value, __ATOMIC_RELEASE);
+}
+
+/// Compare-and-swap. Returns 1 if `*p` was `*expected` and is now `desired`; otherwise 0,
+/// and `*expected` holds the current value.
+static inline int gw_atomic_cas_u64(uint64_t *p, uint64_t *expected, uint64_t desired) {
+    return __atomic_compare_exchange_n(p, expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+/// Adds and returns the previous value. Relaxed: a counter orders nothing else.
+static inline uint64_t gw_atomic_fetch_add_u64(uint64_t *p, uint64_t value) {
+    return __atomic_fetch_add(p, value, __ATOMIC_RELAXED);
+}
+
+_Static_assert(__atomic_always_lock_free(sizeof(uint64_t), 0), "64-bit atomics must be lock-free");
 
 #endif
