@@ -12,7 +12,7 @@ DEB_PACKAGES := libsystemd-dev pkg-config curl wrk python3 procps iproute2 syste
 # time (measured: ready 15-20 ms instead of 27 ms per reload) with less memory per process.
 RELEASE_FLAGS := -c release --static-swift-stdlib
 
-.PHONY: all deps build release run test check-config benchmark clean format
+.PHONY: all deps build release run test check-config benchmark benchmark-proxy clean format
 
 all: build
 
@@ -55,6 +55,10 @@ test: deps
 benchmark: release
 	GATEWAYD_BIN=$(CURDIR)/.build/release/gatewayd GATEWAYCTL_BIN=$(CURDIR)/.build/release/gatewayctl \
 		benchmarks/reload-under-load.sh
+
+# Proxy throughput, gatewayd vs nginx (and HAProxy: make benchmark-proxy BENCH_ARGS=--with-haproxy).
+benchmark-proxy: release
+	GATEWAYD_BIN=$(CURDIR)/.build/release/gatewayd benchmarks/proxy-throughput.sh $(BENCH_ARGS)
 
 format:
 	$(SWIFT) format --in-place --recursive Sources Tests Package.swift
