@@ -1,10 +1,11 @@
-# gatewayd: `make run` serves examples/gateway.yaml on 127.0.0.1:8080; `make test` runs every test.
+# gatewayd: `make run` starts the demo (three demo upstreams, then gatewayd in the foreground on
+# examples/gateway-proxy.yaml, 127.0.0.1:8080); `make test` runs every test.
 # Both install what the build and the tests need when it is missing (Debian 12, as root).
 
 SWIFT ?= swift
-CONFIG ?= examples/gateway.yaml
+CONFIG ?= examples/gateway-proxy.yaml
 # Debian packages: libsystemd-dev to link libsystemd; pkg-config to find it; curl, wrk and
-# python3 are the real clients the tests drive; procps (pkill, ps) and iproute2 (ss) for checks;
+# python3 are the real clients the tests drive (python3 also runs the demo upstreams); procps (pkill, ps) and iproute2 (ss) for checks;
 # systemd for systemd-socket-activate, which the socket-activation tests run.
 DEB_PACKAGES := libsystemd-dev pkg-config curl wrk python3 procps iproute2 systemd
 
@@ -32,8 +33,10 @@ build: deps
 release: deps
 	$(SWIFT) build $(RELEASE_FLAGS)
 
+# examples/run-demo.sh: demo upstreams on 127.0.0.1:9001-9003 (examples/demo-upstream.py), each
+# waited for by its READY line, then gatewayd; the upstreams stop when gatewayd exits.
 run: release
-	.build/release/gatewayd --config $(CONFIG)
+	GATEWAYD_BIN=$(CURDIR)/.build/release/gatewayd CONFIG=$(CONFIG) examples/run-demo.sh
 
 check-config: build
 	.build/debug/gatewayd check --config $(CONFIG)

@@ -913,7 +913,8 @@ def main():
     try:
         asyncio.run(serve())
     except OSError as e:
-        print("demo-upstream: cannot listen on 127.0.0.1:%d: %s" % (args.port, e.strerror), file=sys.stderr)
+        why = os.strerror(e.errno) if e.errno else str(e)
+        print("demo-upstream: cannot listen on 127.0.0.1:%d: %s" % (args.port, why), file=sys.stderr)
         sys.exit(1)
 
 
