@@ -251,6 +251,8 @@ $(nginx_temp_paths "$TMP/origin")
     server {
         listen 127.0.0.1:${PORT[origin]} backlog=4096;
         location / { return 200 "$BODY\n"; }
+        # Connections accepted so far: how many upstream connections each proxy opened.
+        location = /__origin_status { stub_status; }
     }
 }
 EOF
@@ -424,7 +426,11 @@ to_ms() { # wrk latency (e.g. 812.00us, 1.23ms, 2.01s) -> milliseconds
         else if (v ~ /m$/) printf "%.3f", v * 60000; else if (v ~ /s$/) printf "%.3f", v * 1000; else print "?" }'
 }
 
-declare -A R_RPS R_P50 R_P99 R_NON2XX R_ERRORS R_PROXY_CPU R_ORIGIN_CPU R_REQS
+declare -A R_RPS R_P50 R_P99 R_NON2XX R_ERRORS R_PROXY_CPU R_ORIGIN_CPU R_REQS R_ORIGIN_CONNS
+# Connections the origin has accepted so far (its stub_status; the poll itself counts as one).
+origin_accepts() {
+    curl -fsS --max-time 2 "http://127.0.0.1:${PORT[origin]}/__origin_status" 2>/dev/null | awk 'NR == 3 {print $1}'
+}
 run_wrk() { # run_wrk SERVER MODE SECONDS OUT
     local server=$1 mode=$2 secs=$3 out=$4 hdr=()
     [[ $mode == close ]] && hdr=(-H "Connection: close")
@@ -435,9 +441,10 @@ run_wrk() { # run_wrk SERVER MODE SECONDS OUT
 }
 
 measure() { # measure SERVER MODE
-    local server=$1 mode=$2 key="$1/$2" out t0 t1 p0 p1 o0 o1 secs se
+    local server=$1 mode=$2 key="$1/$2" out t0 t1 p0 p1 o0 o1 a0 a1 secs se
     out="$TMP/$server/wrk-$mode.txt"
     log "$server, $mode: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s$([[ $mode == close ]] && echo ' -H "Connection: close"')"
+    a0=$(origin_accepts)
     o0=$(cpu_ticks "${PID[origin]}")
     p0=$(cpu_ticks "${PID[$server]}")
     t0=${EPOCHREALTIME/./}
@@ -445,6 +452,8 @@ measure() { # measure SERVER MODE
     t1=${EPOCHREALTIME/./}
     p1=$(cpu_ticks "${PID[$server]}")
     o1=$(cpu_ticks "${PID[origin]}")
+    a1=$(origin_accepts)
+    if [[ $a0 =~ ^[0-9]+$ && $a1 =~ ^[0-9]+$ ]]; then R_ORIGIN_CONNS[$key]=$((a1 - a0 - 1)); else R_ORIGIN_CONNS[$key]="?"; fi
     secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", (b - a) / 1000000}')
     R_ORIGIN_CPU[$key]=$(cpu_percent $((o1 - o0)) "$secs")
     if [[ $server == origin ]]; then R_PROXY_CPU[$key]="-"; else R_PROXY_CPU[$key]=$(cpu_percent $((p1 - p0)) "$secs"); fi
@@ -506,21 +515,23 @@ printf 'machine:  %s cores, %s; load average before the run %s, after %s\n' "$(n
     "$LOAD_BEFORE" "$(cut -d' ' -f1-3 /proc/loadavg)"
 ((SMOKE)) && printf 'SMOKE RUN: gatewayd answered with a direct_response and did not proxy.\n'
 printf '\n'
-row() { printf '%-9s %-10s %9s %9s %9s %8s %14s %7s %7s  %s\n' "$@"; }
-row server mode "req/s" "p50 ms" "p99 ms" "non-2xx" "errors c/r/w/t" "proxy" "origin" ""
-row "" "" "" "" "" "" "" "CPU %" "CPU %" ""
+row() { printf '%-9s %-10s %9s %9s %9s %8s %14s %7s %7s %8s  %s\n' "$@"; }
+row server mode "req/s" "p50 ms" "p99 ms" "non-2xx" "errors c/r/w/t" "proxy" "origin" "origin" ""
+row "" "" "" "" "" "" "" "CPU %" "CPU %" "conns" ""
 for server in $SERVERS; do
     for mode in $MODES; do
         key="$server/$mode"
         if [[ -z ${R_RPS[$key]:-} ]]; then
-            row "$server" "$mode" - - - - - - - "${NOTE[$server]:-not run}"
+            row "$server" "$mode" - - - - - - - - "${NOTE[$server]:-not run}"
             continue
         fi
         row "$server" "$mode" "${R_RPS[$key]}" "${R_P50[$key]}" "${R_P99[$key]}" "${R_NON2XX[$key]}" \
-            "${R_ERRORS[$key]}" "${R_PROXY_CPU[$key]}" "${R_ORIGIN_CPU[$key]}" "${NOTE[$server]:-}"
+            "${R_ERRORS[$key]}" "${R_PROXY_CPU[$key]}" "${R_ORIGIN_CPU[$key]}" "${R_ORIGIN_CONNS[$key]}" "${NOTE[$server]:-}"
     done
 done
 printf '(CPU %%: user + system time of the process and its children during the row, 100 = one core.\n'
+printf ' origin conns: connections the origin accepted during the row; a proxy that reuses its upstream\n'
+printf ' connections opens about as many as it keeps (here %s per worker), not one per request.\n' "$KEEPALIVE"
 printf ' Other load on the machine (see the load average) makes every row slower; compare rows of one run.)\n'
 
 ratio() { # ratio A B -> A/B as N.NNx, or n/a
