@@ -87,7 +87,12 @@ let package = Package(
         .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"]),
         .testTarget(name: "GatewayTests", dependencies: ["Gateway"]),
         .testTarget(name: "GatewaySupervisorTests", dependencies: ["GatewaySupervisor"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["GatewayCore", "CGatewayShim"]),
+        // Support/clients.py: Python test clients the tests run as processes, not a resource.
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["GatewayCore", "CGatewayShim"],
+            exclude: ["Support/clients.py"]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )
