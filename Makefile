@@ -1,10 +1,11 @@
-# gatewayd: `make run` serves examples/gateway.yaml on 127.0.0.1:8080; `make test` runs every test.
+# gatewayd: `make run` starts the demo (three demo upstreams, then gatewayd in the foreground on
+# examples/gateway-proxy.yaml, 127.0.0.1:8080); `make test` runs every test.
 # Both install what the build and the tests need when it is missing (Debian 12, as root).
 
 SWIFT ?= swift
-CONFIG ?= examples/gateway.yaml
+CONFIG ?= examples/gateway-proxy.yaml
 # Debian packages: libsystemd-dev to link libsystemd; pkg-config to find it; curl, wrk and
-# python3 are the real clients the tests drive; procps (pkill, ps) and iproute2 (ss) for checks;
+# python3 are the real clients the tests drive (python3 also runs the demo upstreams); procps (pkill, ps) and iproute2 (ss) for checks;
 # systemd for systemd-socket-activate, which the socket-activation tests run.
 DEB_PACKAGES := libsystemd-dev pkg-config curl wrk python3 procps iproute2 systemd
 
@@ -12,7 +13,7 @@ DEB_PACKAGES := libsystemd-dev pkg-config curl wrk python3 procps iproute2 syste
 # time (measured: ready 15-20 ms instead of 27 ms per reload) with less memory per process.
 RELEASE_FLAGS := -c release --static-swift-stdlib
 
-.PHONY: all deps build release run test check-config benchmark clean format
+.PHONY: all deps build release run test check-config benchmark benchmark-proxy clean format
 
 all: build
 
@@ -32,8 +33,10 @@ build: deps
 release: deps
 	$(SWIFT) build $(RELEASE_FLAGS)
 
+# examples/run-demo.sh: demo upstreams on 127.0.0.1:9001-9003 (examples/demo-upstream.py), each
+# waited for by its READY line, then gatewayd; the upstreams stop when gatewayd exits.
 run: release
-	.build/release/gatewayd --config $(CONFIG)
+	GATEWAYD_BIN=$(CURDIR)/.build/release/gatewayd CONFIG=$(CONFIG) examples/run-demo.sh
 
 check-config: build
 	.build/debug/gatewayd check --config $(CONFIG)
@@ -55,6 +58,10 @@ test: deps
 benchmark: release
 	GATEWAYD_BIN=$(CURDIR)/.build/release/gatewayd GATEWAYCTL_BIN=$(CURDIR)/.build/release/gatewayctl \
 		benchmarks/reload-under-load.sh
+
+# Proxy throughput, gatewayd vs nginx (and HAProxy: make benchmark-proxy BENCH_ARGS=--with-haproxy).
+benchmark-proxy: release
+	GATEWAYD_BIN=$(CURDIR)/.build/release/gatewayd benchmarks/proxy-throughput.sh $(BENCH_ARGS)
 
 format:
 	$(SWIFT) format --in-place --recursive Sources Tests Package.swift
