@@ -162,7 +162,8 @@ public final class AccessLog: Sendable {
     }
 
     private static func quoted(_ text: String) -> String {
-        "\"" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+        "\""
+            + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
             .filter { $0.asciiValue.map { $0 >= 0x20 } ?? true } + "\""
     }
 

@@ -132,7 +132,8 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if kind == .header, self.bytesSinceLastResponse {
             // Part of a request arrived, too slowly: tell the client (408), then close.
             self.phase = .finishing
-            context.write(self.wrapOutboundOut(.byteBuffer(ByteBuffer(string: Self.requestTimeoutResponse))), promise: nil)
+            context.write(
+                self.wrapOutboundOut(.byteBuffer(ByteBuffer(string: Self.requestTimeoutResponse))), promise: nil)
         }
         self.closePolitely()
     }

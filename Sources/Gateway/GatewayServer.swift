@@ -70,9 +70,13 @@ public final class GatewayServer: Sendable {
     ) {
         self.sharedState = sharedState
         self.configuration = configuration
+        var exposition: (@Sendable () -> String)?
+        if let metrics = sharedState?.metrics {
+            exposition = { metrics.render() }
+        }
         self.services = GatewayServices(
             configuration: configuration, rateLimiter: sharedState?.rateLimiter, accessLog: accessLog,
-            metrics: GatewayMetrics(), metricsExposition: sharedState.map { state in { state.metrics.render() } })
+            metrics: GatewayMetrics(), metricsExposition: exposition)
         self.generation = generation
         self.group = eventLoopGroup
         var logger = logger
@@ -136,11 +140,12 @@ public final class GatewayServer: Sendable {
             let channel: any Channel
             do {
                 channel = try await self.makeBootstrap(
-                    router: routing.router(for: listener.name), isAdmin: listener.name == self.configuration.admin?.listener,
+                    router: routing.router(for: listener.name),
+                    isAdmin: listener.name == self.configuration.admin?.listener,
                     listener: listener
                 )
-                    .withBoundSocket(listener.fd)
-                    .get()
+                .withBoundSocket(listener.fd)
+                .get()
             } catch {
                 // NIO owns this fd now (and closes it when registration fails).
                 await self.closeServerChannelsAfterFailedStart()

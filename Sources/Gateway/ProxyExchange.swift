@@ -1,9 +1,9 @@
+import NIOCore
+import NIOHTTP1
+
 #if canImport(Glibc)
     import Glibc
 #endif
-
-import NIOCore
-import NIOHTTP1
 
 /// What a `ProxyExchange` asks of the client connection it serves. On the event loop.
 protocol ProxyClient: AnyObject {
@@ -78,6 +78,8 @@ final class ProxyExchange: UpstreamConnectionDelegate {
         case sending(UpstreamConnection)
         /// The response head arrived.
         case responding(UpstreamConnection)
+        /// A 101 arrived; the tunnel starts once its (empty) message has ended.
+        case upgrading(UpstreamConnection)
         /// Over: the connection went back to the pool, or failed, or the client left.
         case finished
     }
@@ -143,7 +145,7 @@ final class ProxyExchange: UpstreamConnectionDelegate {
     func cancel() {
         self.responseTimer?.cancel()
         switch self.state {
-        case .sending(let connection), .responding(let connection):
+        case .sending(let connection), .responding(let connection), .upgrading(let connection):
             self.state = .finished
             self.finishEndpoint()
             connection.delegate = nil
@@ -177,7 +179,7 @@ final class ProxyExchange: UpstreamConnectionDelegate {
         case .responding(let connection):
             // The upstream answered before the request was complete; keep streaming it.
             self.write(part, to: connection)
-        case .finished:
+        case .upgrading, .finished:
             ()
         }
     }
@@ -276,7 +278,8 @@ final class ProxyExchange: UpstreamConnectionDelegate {
             self.fail(
                 ProxyFailure(
                     kind: .timeout,
-                    reason: "no response from \(self.endpointText ?? "the upstream") within \(self.pool.configuration.responseTimeout)"
+                    reason:
+                        "no response from \(self.endpointText ?? "the upstream") within \(self.pool.configuration.responseTimeout)"
                 ))
         }
     }
@@ -311,10 +314,7 @@ final class ProxyExchange: UpstreamConnectionDelegate {
         self.responseStarted = true
         self.client?.proxyResponseHead(head)
         if head.status == .switchingProtocols {
-            self.state = .finished
-            self.finishEndpoint()
-            connection.delegate = nil
-            self.client?.proxyUpgraded(connection)
+            self.state = .upgrading(connection)
             return
         }
         self.state = .responding(connection)
@@ -332,6 +332,21 @@ final class ProxyExchange: UpstreamConnectionDelegate {
     }
 
     func upstreamResponseEnd(_ trailers: HTTPHeaders?) {
+        if case .upgrading(let connection) = self.state {
+            self.state = .finished
+            self.finishEndpoint()
+            connection.delegate = nil
+            // Not from inside the decoder's callback: the handlers come out of the pipeline
+            // once it has returned (what it still holds goes to the tunnel then).
+            connection.channel.eventLoop.assumeIsolated().execute { [client = self.client] in
+                if let client {
+                    client.proxyUpgraded(connection)
+                } else {
+                    connection.channel.close(promise: nil)
+                }
+            }
+            return
+        }
         guard case .responding(let connection) = self.state else { return }
         self.state = .finished
         self.finishEndpoint()
@@ -373,7 +388,7 @@ final class ProxyExchange: UpstreamConnectionDelegate {
             }
             if let index = self.endpointIndex { self.pool.recordFailure(index) }
             self.fail(ProxyFailure(kind: .badGateway, reason: "\(self.endpointText ?? "upstream"): \(error)"))
-        case .responding(let connection):
+        case .responding(let connection), .upgrading(let connection):
             self.finishEndpoint()
             connection.channel.close(promise: nil)
             if let index = self.endpointIndex { self.pool.recordFailure(index) }

@@ -49,7 +49,8 @@ enum RequestID {
     /// is replaced by a fresh id.
     static func isAcceptable(_ value: String) -> Bool {
         let utf8 = value.utf8
-        return !utf8.isEmpty && utf8.count <= 128 && utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F && $0 != 0x22 && $0 != 0x5C }
+        return !utf8.isEmpty && utf8.count <= 128
+            && utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F && $0 != 0x22 && $0 != 0x5C }
     }
 }
 

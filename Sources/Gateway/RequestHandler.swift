@@ -156,7 +156,8 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
                 route: handling.name, key: key, rate: limit.rate, burst: limit.burst)
             {
                 self.state = .local(
-                    .error(.tooManyRequests, "rate limit exceeded", extraHeaders: [("retry-after", String(retryAfter))]))
+                    .error(.tooManyRequests, "rate limit exceeded", extraHeaders: [("retry-after", String(retryAfter))])
+                )
                 return
             }
         }
@@ -179,7 +180,8 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
             self.state = .local(self.adminResponse(endpoint))
         case .proxy(let target):
             guard let pool = self.upstreams.pool(named: target.upstream) else {
-                self.state = .local(.error(.badGateway, "upstream \(target.upstream) is not available", extraHeaders: []))
+                self.state = .local(
+                    .error(.badGateway, "upstream \(target.upstream) is not available", extraHeaders: []))
                 return
             }
             let upstreamHead = self.upstreamRequestHead(head, target: target, requestID: requestID)
@@ -254,7 +256,9 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
         self.state = .answered
         self.keepAlive = false
         self.writeLocal(
-            .error(.payloadTooLarge, "request body larger than \(self.services.limits.maxBodyBytes) bytes", extraHeaders: []),
+            .error(
+                .payloadTooLarge, "request body larger than \(self.services.limits.maxBodyBytes) bytes",
+                extraHeaders: []),
             context: context)
     }
 
@@ -430,6 +434,9 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
         self.state = self.requestEnded ? .idle : .answered
         self.setClientReadsPaused(false)
         self.writeLocal(.error(failure.status, failure.reason, extraHeaders: []), context: context)
+        // Outside of a read burst: nothing else will flush it.
+        self.needsFlush = false
+        context.flush()
     }
 
     func proxyAborted() {

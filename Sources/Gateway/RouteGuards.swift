@@ -38,4 +38,3 @@ struct CompiledAuth: Sendable {
         return String(value.dropFirst(7).drop { $0 == " " })
     }
 }
-

@@ -109,10 +109,12 @@ extension ListenerRouter {
     /// The admin listener's routes: no configured route applies there.
     static let admin = ListenerRouter(
         listenerName: "<admin>",
-        routes: [("/healthz", AdminEndpoint.health), ("/readyz", .ready), ("/metrics", .metrics)].map { path, endpoint in
+        routes: [("/healthz", AdminEndpoint.health), ("/readyz", .ready), ("/metrics", .metrics)].map {
+            path, endpoint in
             CompiledRoute(
                 pathPrefix: nil, exactPath: Array(path.utf8), host: nil, methods: [.GET, .HEAD],
-                handling: RouteHandling(name: "admin" + path.replacingOccurrences(of: "/", with: ":"), action: .admin(endpoint)))
+                handling: RouteHandling(
+                    name: "admin" + path.replacingOccurrences(of: "/", with: ":"), action: .admin(endpoint)))
         })
 }
 

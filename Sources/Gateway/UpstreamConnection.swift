@@ -67,7 +67,8 @@ final class UpstreamConnection {
         let operations = channel.pipeline.syncOperations
         // `forwardBytes`: after a `101 Switching Protocols` the decoder is removed and whatever
         // the upstream sent behind the 101 must reach the tunnel, not vanish.
-        try operations.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes, enableOutboundHeaderValidation: false)
+        try operations.addHTTPClientHandlers(
+            leftOverBytesStrategy: .forwardBytes, enableOutboundHeaderValidation: false)
         try operations.addHandler(handler)
         return UpstreamConnection(channel: channel, endpointIndex: endpointIndex, handler: handler)
     }

@@ -62,7 +62,8 @@ struct ProxyTests {
                     port: port, "POST", "/v1/echo/x?q=1",
                     headers: [
                         "Host: api.example.com", "Connection: keep-alive, x-secret", "x-secret: s", "x-debug: 1",
-                        "te: trailers", "x-request-id: abc-123", "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                        "te: trailers", "x-request-id: abc-123",
+                        "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
                     ], body: "hello")
             }
             #expect(response.status == 200)
@@ -150,7 +151,8 @@ struct ProxyTests {
         try await withProxy(
             upstreams: [
                 UpstreamConfig(
-                    name: "dead", endpoints: [dead], health: PassiveHealth(maxFailures: 2, ejectFor: .milliseconds(500)),
+                    name: "dead", endpoints: [dead],
+                    health: PassiveHealth(maxFailures: 2, ejectFor: .milliseconds(500)),
                     retries: 0),
                 UpstreamConfig(name: "slow", endpoints: [upstream.endpoint], responseTimeout: .milliseconds(300)),
             ],
@@ -187,7 +189,8 @@ struct ProxyTests {
         try await withProxy(
             upstreams: [
                 UpstreamConfig(
-                    name: "api", endpoints: [dead, upstream.endpoint], health: PassiveHealth(maxFailures: 100), retries: 1)
+                    name: "api", endpoints: [dead, upstream.endpoint], health: PassiveHealth(maxFailures: 100),
+                    retries: 1)
             ],
             routes: [proxyRoute("all", upstream: "api")]
         ) { port in
@@ -263,8 +266,11 @@ struct ProxyTests {
                 #expect(response.0 == 400, "\(request.debugDescription)")
                 #expect(response.1 == .eof, "\(request.debugDescription)")
             }
+            // The 1000-byte POST, and the head of the bad-chunk request: bodies stream, so its
+            // head went upstream before the bad chunk arrived (that upstream connection was
+            // then closed, its request never complete). Nothing else reached the upstream.
             let stats = try await onThreadThrowing { try upstream.requestCount() }
-            #expect(stats == 1)  // only the 1000-byte POST reached it
+            #expect(stats == 2)
         }
     }
 

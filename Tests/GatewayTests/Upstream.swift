@@ -56,7 +56,8 @@ final class DemoUpstream: Sendable {
     }
 
     var endpoint: UpstreamEndpoint {
-        UpstreamEndpoint(text: "127.0.0.1:\(self.port)", address: try! ListenerAddress(parsing: "127.0.0.1:\(self.port)"))
+        UpstreamEndpoint(
+            text: "127.0.0.1:\(self.port)", address: try! ListenerAddress(parsing: "127.0.0.1:\(self.port)"))
     }
 
     /// `/stats` of the upstream, read directly.
@@ -102,15 +103,21 @@ func runClient(_ arguments: [String], timeout: Int = 60) throws -> ClientResult 
     process.standardOutput = output
     try process.run()
     let data = output.fileHandleForReading.readDataToEndOfFile()
-    waitForExit(process)
+    // Its stdout closed: it has exited (or is exiting); reap it.
+    var status: Int32 = 0
+    while waitpid(process.processIdentifier, &status, 0) == -1, errno == EINTR {}
     let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-    return ClientResult(exit: process.terminationStatus, output: String(text.split(separator: "\n").last ?? ""))
+    let exit = status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    return ClientResult(exit: exit, output: String(text.split(separator: "\n").last ?? ""))
 }
 
 /// Foundation's `waitUntilExit` can block for good on Linux when the test process has other
 /// children; its `isRunning`, updated by Foundation's own reaper, does not. Bounded: 10 s.
 func waitForExit(_ process: Process) {
-    for _ in 0..<1000 where process.isRunning {
-        usleep(10_000)
-    }
+    let pid = process.processIdentifier
+    guard pid > 0 else { return }
+    kill(pid, SIGKILL)
+    // ECHILD if Foundation's reaper got there first: either way it is gone.
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) == -1, errno == EINTR {}
 }
