@@ -49,6 +49,16 @@ final class TestConnection {
 
     deinit { close(fd) }
 
+    /// The port this end of the connection is bound to.
+    var localPort: UInt16 {
+        var addr = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        return UInt16(bigEndian: addr.sin_port)
+    }
+
     func setTimeout(_ timeout: Duration) {
         let (seconds, attoseconds) = timeout.components
         var tv = timeval(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
@@ -111,6 +121,54 @@ final class TestConnection {
         text += "\r\n"
         try send(text)
         return try readResponse()
+    }
+
+    func send(bytes: [UInt8]) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes {
+                Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL))
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw HarnessError("send: \(String(cString: strerror(errno)))")
+            }
+            offset += n
+        }
+    }
+
+    /// Reads one response head only (status and headers; `body` is empty), leaving what follows
+    /// it (a tunnel's first bytes) for `read(exactly:)`.
+    func readHead() throws -> HTTPResponse {
+        let separator: [UInt8] = [13, 10, 13, 10]
+        while buffer.firstRange(of: separator) == nil {
+            let outcome = readSome()
+            guard outcome == .data else { throw HarnessError("\(outcome) before a whole response head") }
+        }
+        let end = buffer.firstRange(of: separator)!
+        let head = String(decoding: buffer[..<end.lowerBound], as: UTF8.self)
+        buffer.removeFirst(end.upperBound)
+        var lines = head.components(separatedBy: "\r\n")
+        let statusLine = lines.removeFirst().split(separator: " ")
+        guard statusLine.count >= 2, let status = Int(statusLine[1]) else {
+            throw HarnessError("bad status line in \(head)")
+        }
+        let headers = lines.compactMap { line -> (String, String)? in
+            guard let colon = line.firstIndex(of: ":") else { return nil }
+            return (String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces))
+        }
+        return HTTPResponse(status: status, headers: headers, body: "")
+    }
+
+    /// Exactly `count` bytes; throws (naming EOF, reset or timeout) if they do not come.
+    func read(exactly count: Int) throws -> [UInt8] {
+        while buffer.count < count {
+            let outcome = readSome()
+            guard outcome == .data else { throw HarnessError("\(outcome) after \(buffer.count) of \(count) bytes") }
+        }
+        let bytes = Array(buffer.prefix(count))
+        buffer.removeFirst(count)
+        return bytes
     }
 
     /// Waits for the server to close: EOF (polite) or reset.

@@ -1,0 +1,89 @@
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The repository root: where `examples/demo-upstream.py` is.
+let repositoryRoot = Binaries.packageRoot
+
+/// A real origin: `examples/demo-upstream.py` on a free port of 127.0.0.1, started with
+/// posix_spawn. Ready once its `READY <port>` line is in its output file. Its stdin is a FIFO
+/// that only this object holds open for writing (`--exit-on-stdin-eof`): if the test process
+/// dies, however it dies, the upstream reads EOF and exits. `stop()` (or deinit) kills and reaps it.
+final class DemoUpstream: @unchecked Sendable {
+    let name: String
+    let port: UInt16
+    private let process: ChildProcess
+    private let directory: TemporaryDirectory
+    private var stdinHolder: CInt
+
+    init(name: String = "origin", timeout: Duration = .seconds(20)) throws {
+        self.name = name
+        directory = try TemporaryDirectory()
+        let outputPath = directory.file("upstream.log")
+        let fifo = directory.file("stdin")
+        guard mkfifo(fifo, 0o600) == 0 else { throw HarnessError("mkfifo: \(String(cString: strerror(errno)))") }
+        // Read-write, so that the open does not wait for a reader (Linux allows it on a FIFO).
+        stdinHolder = open(fifo, O_RDWR | O_CLOEXEC)
+        guard stdinHolder >= 0 else { throw HarnessError("open \(fifo): \(String(cString: strerror(errno)))") }
+        let script = repositoryRoot.appendingPathComponent("examples/demo-upstream.py").path
+        do {
+            process = try ChildProcess(
+                [
+                    "/bin/sh", "-c", "exec python3 \"$@\" <'\(fifo)'", "sh", script, "--port", "0", "--name", name,
+                    "--exit-on-stdin-eof",
+                ], environment: ProcessInfo.processInfo.environment, output: outputPath)
+        } catch {
+            close(stdinHolder)
+            throw error
+        }
+        var port: UInt16?
+        let process = self.process
+        do {
+            try waitUntil("demo-upstream \(name) to print READY", timeout: timeout) {
+                let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+                if let line = text.split(separator: "\n").first(where: { $0.hasPrefix("READY ") }) {
+                    port = UInt16(line.dropFirst(6))
+                    return true
+                }
+                guard process.isRunning else { throw HarnessError("demo-upstream exited: \(text)") }
+                return false
+            }
+        } catch {
+            kill(process.pid, SIGKILL)
+            while process.isRunning { usleep(1_000) }
+            close(stdinHolder)
+            throw error
+        }
+        guard let port else { throw HarnessError("demo-upstream printed a bad READY line") }
+        self.port = port
+    }
+
+    deinit { stop() }
+
+    var endpoint: String { "127.0.0.1:\(port)" }
+
+    /// The upstream's own `/stats`: requests whose head it read (not counting /stats).
+    func requestCount() throws -> Int {
+        let response = try httpGet(port: port, path: "/stats")
+        let json = try JSONSerialization.jsonObject(with: Data(response.body.utf8)) as? [String: Any]
+        guard let requests = json?["requests"] as? Int else { throw HarnessError("bad /stats: \(response.body)") }
+        return requests
+    }
+
+    func stop() {
+        if stdinHolder >= 0 {
+            close(stdinHolder)
+            stdinHolder = -1
+        }
+        guard process.isRunning else { return }
+        kill(process.pid, SIGTERM)
+        let deadline = ContinuousClock.now + .seconds(5)
+        while process.isRunning && ContinuousClock.now < deadline { usleep(2_000) }
+        if process.isRunning {
+            kill(process.pid, SIGKILL)
+            while process.isRunning { usleep(1_000) }
+        }
+    }
+}

@@ -1,0 +1,67 @@
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A run of `Tests/IntegrationTests/Support/clients.py` (one JSON line on stdout; exit 0 means
+/// the exchange went as expected). Started at once; `wait()` collects it. Bounded twice: the
+/// client's own `--timeout`, and a kill a few seconds past it.
+final class PythonClient: @unchecked Sendable {
+    struct Result: CustomStringConvertible {
+        var exit: Int32
+        var line: String
+        var json: [String: Any]
+
+        var description: String { "exit \(exit): \(line)" }
+        subscript(key: String) -> Any? { json[key] }
+    }
+
+    let started = ContinuousClock.now
+    private let process: ChildProcess
+    private let directory: TemporaryDirectory
+    private let outputPath: String
+    private let timeout: Double
+
+    init(_ arguments: [String], timeout: Double = 30) throws {
+        directory = try TemporaryDirectory()
+        outputPath = directory.file("client.out")
+        self.timeout = timeout
+        let script = repositoryRoot.appendingPathComponent("Tests/IntegrationTests/Support/clients.py").path
+        process = try ChildProcess(
+            ["/usr/bin/env", "python3", script] + arguments + ["--timeout", String(timeout)],
+            environment: ProcessInfo.processInfo.environment, output: outputPath)
+    }
+
+    deinit {
+        if process.isRunning {
+            kill(process.pid, SIGKILL)
+            while process.isRunning { usleep(1_000) }
+        }
+    }
+
+    var isRunning: Bool { process.isRunning }
+
+    func wait() throws -> Result {
+        do {
+            try waitUntil("clients.py to exit", timeout: .milliseconds(Int((timeout + 5) * 1000))) {
+                !process.isRunning
+            }
+        } catch {
+            kill(process.pid, SIGKILL)
+            throw error
+        }
+        let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+        let line = text.split(separator: "\n").last { $0.hasPrefix("{") }.map(String.init) ?? ""
+        let json = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] ?? [:]
+        guard !json.isEmpty else {
+            throw HarnessError("clients.py exited \(process.terminationStatus) without a JSON line:\n\(text)")
+        }
+        return Result(exit: process.terminationStatus, line: line, json: json)
+    }
+}
+
+/// Runs a clients.py command to its end.
+func runClient(_ arguments: [String], timeout: Double = 30) throws -> PythonClient.Result {
+    try PythonClient(arguments, timeout: timeout).wait()
+}
