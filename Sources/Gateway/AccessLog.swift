@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import GatewayConfig
 import GatewayCore
@@ -11,9 +12,9 @@ import Synchronization
 /// One line per answered request, to stdout, stderr or a file.
 ///
 /// Lines are formatted on the event loop into a buffer and written by a flusher thread every
-/// `flushInterval` (or at once when the buffer passes `flushThreshold`), so a request costs no
-/// system call and a slow log reader (a full pipe) stalls the flusher, not the event loop —
-/// until the buffer is full, then lines are dropped and counted rather than blocking requests.
+/// `flushInterval` (or woken early when the buffer passes `flushThreshold`). The event loop
+/// never writes to the fd: a slow log reader (a full pipe) stalls the flusher only, and once
+/// the buffer is full lines are dropped and counted rather than blocking requests.
 ///
 /// Each generation opens the file anew (O_APPEND, at its start): after logrotate renames the
 /// file, a reload makes the new generation write to a new file, so `copytruncate` is not needed.
@@ -36,8 +37,10 @@ public final class AccessLog: Sendable {
     private let generation: Int
     private let pid: Int32
     private let state = Mutex(State())
-    /// Serialises writes to the fd (flusher thread and threshold flushes).
+    /// Serialises writes to the fd (the flusher thread and `close`).
     private let writeLock = Mutex(())
+    /// Wakes the flusher before its interval when the buffer fills up.
+    private let wakeUp = DispatchSemaphore(value: 0)
     public let path: String
 
     /// Opens the log. Throws a `SystemCallError` naming the file when it cannot be opened.
@@ -60,10 +63,11 @@ public final class AccessLog: Sendable {
             }
             self.ownsDescriptor = true
         }
-        let interval = Double(Self.flushInterval.components.attoseconds) / 1e18
+        let interval = Int(Self.flushInterval.components.attoseconds / 1_000_000_000_000_000)
+        let wakeUp = self.wakeUp
         Thread.detachNewThread { [weak self] in
             while let log = self, log.flushOnce() {
-                Thread.sleep(forTimeInterval: interval)
+                _ = wakeUp.wait(timeout: .now() + .milliseconds(interval))
             }
         }
     }
@@ -86,7 +90,7 @@ public final class AccessLog: Sendable {
             return state.buffer.count >= Self.flushThreshold
         }
         if flushNow {
-            _ = self.flushOnce()
+            self.wakeUp.signal()
         }
     }
 

@@ -67,7 +67,13 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// `limits.idle_timeout`: a keep-alive connection with no byte of a next request.
     private let idleTimeout: TimeAmount
     private enum WaitTimer { case header, idle }
-    private var waitTimer: (kind: WaitTimer, task: Scheduled<Void>)?
+    /// The wait in force: what it is and when it ends. `nil`: a request is in flight.
+    private var wait: (kind: WaitTimer, deadline: NIODeadline)?
+    /// At most one scheduled task per connection, lazily moved: a keep-alive connection
+    /// answering thousands of requests a second must not schedule and cancel a timer for each
+    /// (that is a heap insert and removal per request). The task fires at its original time,
+    /// sees the wait was moved or ended, and schedules itself again only if needed.
+    private var waitTask: (task: Scheduled<Void>, fireAt: NIODeadline)?
 
     init(draining: Bool, headerTimeout: TimeAmount = .seconds(10), idleTimeout: TimeAmount = .seconds(60)) {
         self.draining = draining
@@ -106,6 +112,9 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         if !closing {
             self.armWaitTimer(.idle)
+            // A response whose head went out before the drain began could not say
+            // `Connection: close`: the connection is idle now, so the grace applies.
+            self.closeIfIdleAfterGrace()
         }
     }
 
@@ -113,18 +122,38 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func armWaitTimer(_ kind: WaitTimer) {
         guard let context = self.context, self.phase == .open else { return }
-        self.cancelWaitTimer()
-        let delay = kind == .header ? self.headerTimeout : self.idleTimeout
-        let task = context.eventLoop.assumeIsolated().scheduleTask(in: delay) {
-            self.waitTimer = nil
-            self.waitTimerFired(kind)
+        let deadline = NIODeadline.now() + (kind == .header ? self.headerTimeout : self.idleTimeout)
+        self.wait = (kind, deadline)
+        if let existing = self.waitTask, existing.fireAt <= deadline {
+            return  // It fires first and moves itself to the new deadline.
         }
-        self.waitTimer = (kind, task)
+        self.waitTask?.task.cancel()
+        self.scheduleWaitTask(at: deadline, context: context)
+    }
+
+    private func scheduleWaitTask(at deadline: NIODeadline, context: ChannelHandlerContext) {
+        let task = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
+            self.waitTask = nil
+            guard let wait = self.wait, let context = self.context else { return }
+            if wait.deadline > .now() {
+                self.scheduleWaitTask(at: wait.deadline, context: context)
+            } else {
+                self.wait = nil
+                self.waitTimerFired(wait.kind)
+            }
+        }
+        self.waitTask = (task, deadline)
     }
 
     private func cancelWaitTimer() {
-        self.waitTimer?.task.cancel()
-        self.waitTimer = nil
+        // The task stays scheduled (see `waitTask`); with no wait it does nothing.
+        self.wait = nil
+    }
+
+    private func stopWaitTask() {
+        self.wait = nil
+        self.waitTask?.task.cancel()
+        self.waitTask = nil
     }
 
     private func waitTimerFired(_ kind: WaitTimer) {
@@ -240,7 +269,7 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         self.phase = .closed
         self.cancelGraceTimer()
-        self.cancelWaitTimer()
+        self.stopWaitTask()
         self.lingerTimer?.cancel()
         self.lingerTimer = nil
         context.close(mode: .all, promise: nil)
@@ -254,7 +283,7 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.cancelGraceTimer()
-        self.cancelWaitTimer()
+        self.stopWaitTask()
         self.lingerTimer?.cancel()
         self.lingerTimer = nil
         self.context = nil
@@ -271,7 +300,7 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func channelInactive(context: ChannelHandlerContext) {
         self.phase = .closed
         self.cancelGraceTimer()
-        self.cancelWaitTimer()
+        self.stopWaitTask()
         self.lingerTimer?.cancel()
         self.lingerTimer = nil
         context.fireChannelInactive()
@@ -285,7 +314,7 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         // Set before the decoder runs: if these bytes complete a request, its response
         // clears the flag again (synchronously, inside this call).
         self.bytesSinceLastResponse = true
-        if !self.requestInFlight, let timer = self.waitTimer, timer.kind == .idle {
+        if !self.requestInFlight, let wait = self.wait, wait.kind == .idle {
             // The first byte of the next request: from now on it has `headerTimeout`.
             self.armWaitTimer(.header)
         }

@@ -327,6 +327,9 @@ public final class GatewayServer: Sendable {
         }
         if let serverChannels {
             self.logger.info("draining", metadata: ["connections": "\(self.connectionCount)"])
+            // Requests in flight finish on the connections they have; nothing is pooled from
+            // now on (the upstream sees our idle connections close, not linger until exit).
+            self.services.closeUpstreams()
             await self.stopAccepting(serverChannels)
             stoppedAccepting()
             let connections = self.state.withLock { state in
@@ -348,7 +351,6 @@ public final class GatewayServer: Sendable {
                 state.acceptMode = .reject
             }
         }
-        self.services.closeUpstreams()
         self.logger.info("drained")
     }
 

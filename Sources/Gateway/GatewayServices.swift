@@ -51,8 +51,8 @@ final class GatewayServices: Sendable {
         self.metrics.record(record)
     }
 
-    /// The worker is draining and its last connection is gone: close every idle upstream
-    /// connection and keep none from now on.
+    /// The worker is draining: close every idle upstream connection and keep none from now on
+    /// (connections in use finish their request, then close).
     func closeUpstreams() {
         guard !self.closed.exchange(true, ordering: .relaxed) else { return }
         let loops = self.loops.withLock { Array($0.values) }
@@ -72,6 +72,8 @@ final class LoopUpstreams: @unchecked Sendable {
     let eventLoop: any EventLoop
     private let configurations: [String: UpstreamConfig]
     private var pools: [String: UpstreamPool] = [:]
+    /// The worker is draining: pools made from now on keep no idle connection either.
+    private var closed = false
 
     init(configurations: [String: UpstreamConfig], eventLoop: any EventLoop) {
         self.configurations = configurations
@@ -84,11 +86,13 @@ final class LoopUpstreams: @unchecked Sendable {
         guard let configuration = self.configurations[name],
             let pool = try? UpstreamPool(configuration: configuration, eventLoop: self.eventLoop)
         else { return nil }
+        if self.closed { pool.close() }
         self.pools[name] = pool
         return pool
     }
 
     func closeAll() {
+        self.closed = true
         for pool in self.pools.values {
             pool.close()
         }

@@ -25,7 +25,8 @@ protocol ProxyClient: AnyObject {
     var clientIsWritable: Bool { get }
 }
 
-/// Why a request could not be proxied, as the client sees it.
+/// Why a request could not be proxied, as the client sees it: it names the upstream, never an
+/// endpoint's address (the access log has that).
 struct ProxyFailure: Error {
     enum Kind {
         /// 502: refused, reset, or an invalid response.
@@ -103,6 +104,7 @@ final class ProxyExchange: UpstreamConnectionDelegate {
     private var requestEnded = false
     private var retriesLeft: Int
     private var failedEndpoints: [Int] = []
+    private var lastFailure: ProxyFailure?
     private var endpointIndex: Int?
     private var connectionReused = false
     private var responseTimer: Scheduled<Void>?
@@ -112,7 +114,12 @@ final class ProxyExchange: UpstreamConnectionDelegate {
     private(set) var sentAt: NIODeadline?
     private(set) var firstByteAt: NIODeadline?
 
-    init(pool: UpstreamPool, client: any ProxyClient, head: HTTPRequestHead, retries: Int) {
+    /// Only a request that asked to upgrade may become a tunnel; a 101 to anything else is a
+    /// broken upstream (502).
+    private let allowsUpgrade: Bool
+
+    init(pool: UpstreamPool, client: any ProxyClient, head: HTTPRequestHead, retries: Int, allowsUpgrade: Bool) {
+        self.allowsUpgrade = allowsUpgrade
         self.pool = pool
         self.client = client
         self.head = head
@@ -176,6 +183,11 @@ final class ProxyExchange: UpstreamConnectionDelegate {
         case .sending(let connection):
             self.remember(part)
             self.write(part, to: connection)
+            if case .end = part {
+                // `response_timeout` counts from the whole request being sent: an upload
+                // slower than the timeout is not the upstream's fault.
+                self.armResponseTimer(connection)
+            }
         case .responding(let connection):
             // The upstream answered before the request was complete; keep streaming it.
             self.write(part, to: connection)
@@ -208,11 +220,12 @@ final class ProxyExchange: UpstreamConnectionDelegate {
 
     private func attempt() {
         guard let index = self.pool.chooseEndpoint(excluding: self.failedEndpoints) else {
-            let reason =
-                self.failedEndpoints.isEmpty
-                ? "every endpoint of upstream \(self.pool.configuration.name) is ejected"
-                : "no endpoint of upstream \(self.pool.configuration.name) left to retry on"
-            self.fail(ProxyFailure(kind: self.failedEndpoints.isEmpty ? .unavailable : .badGateway, reason: reason))
+            // Retries left but no other endpoint: the client hears what went wrong last.
+            self.fail(
+                self.lastFailure
+                    ?? ProxyFailure(
+                        kind: .unavailable,
+                        reason: "every endpoint of upstream \(self.pool.configuration.name) is ejected"))
             return
         }
         self.attempts += 1
@@ -234,7 +247,8 @@ final class ProxyExchange: UpstreamConnectionDelegate {
                 self.pool.endpoints[index].inFlight -= 1
                 self.pool.recordFailure(index)
                 self.failedEndpoints.append(index)
-                let reason = "connect to \(self.pool.endpoints[index].endpoint.text): \(Self.describe(error))"
+                let reason = "connect to upstream \(self.pool.configuration.name): \(Self.describe(error))"
+                self.lastFailure = ProxyFailure(kind: .badGateway, reason: reason)
                 if self.retriesLeft > 0 {
                     self.retriesLeft -= 1
                     self.attempt()
@@ -261,7 +275,9 @@ final class ProxyExchange: UpstreamConnectionDelegate {
         }
         connection.channel.flush()
         self.client?.setClientReadsPaused(!connection.channel.isWritable)
-        self.armResponseTimer(connection)
+        if self.requestEnded {
+            self.armResponseTimer(connection)
+        }
     }
 
     private func armResponseTimer(_ connection: UpstreamConnection) {
@@ -279,7 +295,7 @@ final class ProxyExchange: UpstreamConnectionDelegate {
                 ProxyFailure(
                     kind: .timeout,
                     reason:
-                        "no response from \(self.endpointText ?? "the upstream") within \(self.pool.configuration.responseTimeout)"
+                        "no response from upstream \(self.pool.configuration.name) within \(self.pool.configuration.responseTimeout)"
                 ))
         }
     }
@@ -307,6 +323,14 @@ final class ProxyExchange: UpstreamConnectionDelegate {
         guard case .sending(let connection) = self.state else { return }
         self.responseTimer?.cancel()
         self.responseTimer = nil
+        if head.status == .switchingProtocols, !self.allowsUpgrade {
+            self.state = .finished
+            self.finishEndpoint()
+            connection.delegate = nil
+            connection.channel.close(promise: nil)
+            self.fail(ProxyFailure(kind: .badGateway, reason: "the upstream switched protocols unasked"))
+            return
+        }
         self.firstByteAt = .now()
         self.replay = nil
         self.closeRequested = !head.isKeepAlive
@@ -387,12 +411,12 @@ final class ProxyExchange: UpstreamConnectionDelegate {
                 return
             }
             if let index = self.endpointIndex { self.pool.recordFailure(index) }
-            self.fail(ProxyFailure(kind: .badGateway, reason: "\(self.endpointText ?? "upstream"): \(error)"))
+            self.fail(ProxyFailure(kind: .badGateway, reason: "upstream \(self.pool.configuration.name): \(error)"))
         case .responding(let connection), .upgrading(let connection):
             self.finishEndpoint()
             connection.channel.close(promise: nil)
             if let index = self.endpointIndex { self.pool.recordFailure(index) }
-            self.fail(ProxyFailure(kind: .badGateway, reason: "\(self.endpointText ?? "upstream"): \(error)"))
+            self.fail(ProxyFailure(kind: .badGateway, reason: "upstream \(self.pool.configuration.name): \(error)"))
         case .connecting, .finished:
             ()
         }
@@ -404,14 +428,8 @@ final class ProxyExchange: UpstreamConnectionDelegate {
             self.attempt()
             return
         }
-        // Idle connections of that endpoint are as old as the one that failed.
-        for connection in self.pool.endpoints[index].idle {
-            connection.idleTimer?.cancel()
-            connection.channel.close(promise: nil)
-        }
-        self.pool.endpoints[index].idle.removeAll()
         self.pool.endpoints[index].inFlight += 1
-        self.pool.connection(to: index) { [self] result in
+        self.pool.connection(to: index, fresh: true) { [self] result in
             guard case .connecting = self.state else {
                 self.pool.endpoints[index].inFlight -= 1
                 if case .success(let (connection, _)) = result { self.pool.release(connection, reusable: true) }
@@ -431,7 +449,7 @@ final class ProxyExchange: UpstreamConnectionDelegate {
                     self.fail(
                         ProxyFailure(
                             kind: .badGateway,
-                            reason: "connect to \(self.pool.endpoints[index].endpoint.text): \(Self.describe(error))"))
+                            reason: "connect to upstream \(self.pool.configuration.name): \(Self.describe(error))"))
                 }
             }
         }

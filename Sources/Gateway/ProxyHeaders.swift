@@ -10,6 +10,10 @@ enum ProxyHeaders {
         "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
     ]
 
+    /// `Connection` may not remove these: framing and the target are the proxy's to decide
+    /// (`Connection: content-length` would otherwise strip the length of a forwarded body).
+    static let neverNamed: Set<String> = ["content-length", "host", "transfer-encoding"]
+
     /// Removes every hop-by-hop field, including the ones `Connection` names. Returns whether
     /// the message asked for a protocol upgrade (`Connection: upgrade` with an `Upgrade` field),
     /// and the `Upgrade` value then, which the caller forwards on purpose.
@@ -21,7 +25,7 @@ enum ProxyHeaders {
             let token = value.lowercased()
             if token == "upgrade" {
                 upgradeRequested = true
-            } else if token != "close" && token != "keep-alive" {
+            } else if token != "close" && token != "keep-alive" && !Self.neverNamed.contains(token) {
                 named.append(token)
             }
         }
@@ -38,12 +42,30 @@ enum ProxyHeaders {
         return upgrade
     }
 
+    private static let hopByHopBytes: [[UInt8]] = hopByHop.map { Array($0.utf8) }
+
+    /// Without allocating: this runs for every header of every proxied message.
     private static func isHopByHop(_ name: String, _ named: [String]) -> Bool {
-        let count = name.utf8.count
-        // Fast path: no hop-by-hop name is shorter than 2 or longer than 17 bytes.
-        guard count >= 2, count <= 17 else { return false }
-        let lower = name.lowercased()
-        return hopByHop.contains(lower) || named.contains(lower)
+        let utf8 = name.utf8
+        let count = utf8.count
+        // No hop-by-hop name is shorter than 2 or longer than 17 bytes.
+        if count >= 2, count <= 17 {
+            for candidate in hopByHopBytes where candidate.count == count {
+                if equalsIgnoringASCIICase(utf8, candidate) { return true }
+            }
+        }
+        for candidate in named where candidate.utf8.count == count {
+            if equalsIgnoringASCIICase(utf8, candidate.utf8) { return true }
+        }
+        return false
+    }
+
+    /// `lowercase` must be lower-case already.
+    @inline(__always)
+    private static func equalsIgnoringASCIICase(_ name: String.UTF8View, _ lowercase: some Sequence<UInt8>) -> Bool {
+        zip(name, lowercase).allSatisfy { a, b in
+            (a >= UInt8(ascii: "A") && a <= UInt8(ascii: "Z") ? a | 0x20 : a) == b
+        }
     }
 
     /// Applies a route's rules: removals first, then `set` (replace or add).

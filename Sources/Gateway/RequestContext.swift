@@ -118,3 +118,97 @@ func upstreamTarget(_ uri: String, stripPrefix: String?) -> String {
     }
     return String(rest)
 }
+
+/// The authority of an absolute-form target (`http://host:8080/p` → `host:8080`), userinfo
+/// dropped; `nil` for origin-form.
+func absoluteFormAuthority(_ uri: String) -> String? {
+    guard let first = uri.utf8.first, first != UInt8(ascii: "/"), first != UInt8(ascii: "*"),
+        let schemeEnd = uri.range(of: "://")
+    else { return nil }
+    var authority = uri[schemeEnd.upperBound...].prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+    if let at = authority.lastIndex(of: "@") {
+        authority = authority[authority.index(after: at)...]
+    }
+    return authority.isEmpty ? nil : String(authority)
+}
+
+/// The request target with its path normalised as nginx does before matching locations:
+/// `%XX` of unreserved characters decoded, `.` and `..` segments resolved. `nil` (400) for a
+/// path that climbs above the root or encodes `/`, `\` or NUL, which different servers
+/// would read differently. Routing and the upstream see the same normalised path, so
+/// `/public/../admin` cannot match a public route and reach an admin one upstream.
+/// The query is kept as sent. Costs nothing for the usual path (no `%`, no dot segment).
+func normalizedTarget(_ uri: String) -> String? {
+    let utf8 = uri.utf8
+    guard utf8.first == UInt8(ascii: "/") else { return uri }  // `*`, absolute-form: as is
+    let pathEnd = utf8.firstIndex { $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") } ?? utf8.endIndex
+    let path = utf8[..<pathEnd]
+    var needsWork = false
+    var previous: UInt8 = 0
+    for byte in path {
+        if byte == UInt8(ascii: "%") || (byte == UInt8(ascii: ".") && previous == UInt8(ascii: "/")) {
+            needsWork = true
+            break
+        }
+        previous = byte
+    }
+    guard needsWork else { return uri }
+
+    // Decode unreserved %XX; refuse encoded separators and NUL.
+    var decoded: [UInt8] = []
+    decoded.reserveCapacity(path.count)
+    var index = path.startIndex
+    while index != path.endIndex {
+        let byte = path[index]
+        if byte == UInt8(ascii: "%") {
+            let first = path.index(after: index)
+            guard first != path.endIndex, path.index(after: first) != path.endIndex,
+                let high = hexValue(path[first]), let low = hexValue(path[path.index(after: first)])
+            else { return nil }
+            let value = high << 4 | low
+            if value == UInt8(ascii: "/") || value == UInt8(ascii: "\\") || value == 0 { return nil }
+            let unreserved =
+                (value >= 0x30 && value <= 0x39) || (value >= 0x41 && value <= 0x5A) || (value >= 0x61 && value <= 0x7A)
+                || value == UInt8(ascii: "-") || value == UInt8(ascii: ".") || value == UInt8(ascii: "_")
+                || value == UInt8(ascii: "~")
+            if unreserved {
+                decoded.append(value)
+            } else {
+                decoded.append(contentsOf: path[index...path.index(after: path.index(after: index))])
+            }
+            index = path.index(index, offsetBy: 3)
+        } else {
+            decoded.append(byte)
+            index = path.index(after: index)
+        }
+    }
+
+    // RFC 3986 §5.2.4 remove_dot_segments, on segments.
+    var segments: [ArraySlice<UInt8>] = []
+    let parts = decoded.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).dropFirst()
+    for (position, segment) in parts.enumerated() {
+        let last = position == parts.count - 1
+        if segment.elementsEqual(".".utf8) {
+            if last { segments.append([]) }
+        } else if segment.elementsEqual("..".utf8) {
+            guard !segments.isEmpty else { return nil }
+            segments.removeLast()
+            if last { segments.append([]) }
+        } else {
+            segments.append(segment)
+        }
+    }
+    var result = "/" + segments.map { String(decoding: $0, as: UTF8.self) }.joined(separator: "/")
+    result += uri[pathEnd...]
+    return result
+}
+
+@inline(__always)
+private func hexValue(_ byte: UInt8) -> UInt8? {
+    switch byte {
+    case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0")
+    case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - UInt8(ascii: "a") + 10
+    case UInt8(ascii: "A")...UInt8(ascii: "F"): return byte - UInt8(ascii: "A") + 10
+    default: return nil
+    }
+}

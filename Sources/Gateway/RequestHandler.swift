@@ -48,6 +48,7 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
     private var isHTTP10 = false
     private var isHeadRequest = false
     private var isUpgradeRequest = false
+    private var requestHasBody = false
     private var requestEnded = false
     private var bodyBytes: Int64 = 0
     private var needsFlush = false
@@ -84,6 +85,9 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
             }
             self.begin(head, context: context)
         case .body(let body):
+            if case .answered = self.state {
+                return  // Answered already; the rest of the request is discarded.
+            }
             self.bodyBytes += Int64(body.readableBytes)
             let limit = self.services.limits.maxBodyBytes
             if limit > 0, self.bodyBytes > limit {
@@ -110,7 +114,12 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
         }
     }
 
-    private func begin(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+    private func begin(_ originalHead: HTTPRequestHead, context: ChannelHandlerContext) {
+        var head = originalHead
+        let normalized = normalizedTarget(head.uri)
+        if let normalized, normalized != head.uri {
+            head.uri = normalized
+        }
         self.connection.requestStarted()
         self.keepAlive = head.isKeepAlive
         self.isHTTP10 = head.version == .http1_0
@@ -120,8 +129,12 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
         self.responseStarted = false
         self.responseClosing = false
         self.responseChunked = false
+        self.setClientReadsPaused(false)
 
-        let handling = self.router.route(head)
+        self.requestHasBody =
+            head.headers.contains(name: "transfer-encoding")
+            || (head.headers.first(name: "content-length").flatMap(Int64.init) ?? 0) > 0
+        let handling = normalized == nil ? RouteHandling.notFound : self.router.route(head)
         self.handling = handling
         var requestID = head.headers.first(name: RequestID.header) ?? ""
         if !RequestID.isAcceptable(requestID) {
@@ -132,9 +145,46 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
             requestID: requestID, client: self.clientAddress,
             userAgent: self.services.accessLog == nil ? nil : head.headers.first(name: "user-agent"),
             referer: self.services.accessLog == nil ? nil : head.headers.first(name: "referer"))
-        self.isUpgradeRequest = head.headers.contains(name: "upgrade")
+        // As llhttp decides it: after such a request it stops parsing, so unless it becomes a
+        // tunnel the connection must close after the response.
+        self.isUpgradeRequest =
+            head.method == .CONNECT
+            || (head.headers.contains(name: "upgrade")
+                && head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" })
 
-        // Cheapest checks first; none of them reads the body.
+        if normalized == nil {
+            self.reject(.error(.badRequest, "invalid request path", extraHeaders: []), closing: true, context: context)
+            return
+        }
+        if head.method == .CONNECT {
+            // A forward-proxy tunnel to anywhere: not what a reverse proxy offers.
+            // llhttp stops parsing after a CONNECT: this connection can serve nothing more.
+            self.reject(
+                .error(.methodNotAllowed, "CONNECT is not supported", extraHeaders: []), closing: true, context: context
+            )
+            return
+        }
+        // RFC 9112 §3.2: exactly one Host in HTTP/1.1 (two could route one way here and be
+        // read another way upstream).
+        let hosts = head.headers[canonicalForm: "host"].count
+        if hosts > 1 || (hosts == 0 && head.version == .http1_1) {
+            self.reject(
+                .error(.badRequest, "a request needs exactly one Host header", extraHeaders: []), closing: true,
+                context: context)
+            return
+        }
+
+        // Cheapest checks first; none of them reads the body. A per-client-IP limit runs
+        // before authentication, so that guessing keys is limited too.
+        if let limit = handling.rateLimit, limit.per == .clientIP, let limiter = self.services.rateLimiter,
+            case .denied(let retryAfter) = limiter.admit(
+                route: handling.name, key: self.clientAddress, rate: limit.rate, burst: limit.burst)
+        {
+            self.reject(
+                .error(.tooManyRequests, "rate limit exceeded", extraHeaders: [("retry-after", String(retryAfter))]),
+                context: context)
+            return
+        }
         var rateKey = self.clientAddress
         if let auth = handling.auth {
             switch auth.check(head.headers) {
@@ -146,18 +196,18 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
                     extra.append(("www-authenticate", "Bearer"))
                 }
                 let message = "missing or invalid API key"
-                self.state = .local(.error(.unauthorized, message, extraHeaders: extra))
+                self.reject(.error(.unauthorized, message, extraHeaders: extra), context: context)
                 return
             }
         }
-        if let limit = handling.rateLimit, let limiter = self.services.rateLimiter {
-            let key = limit.per == .clientIP ? self.clientAddress : rateKey
+        if let limit = handling.rateLimit, limit.per == .apiKey, let limiter = self.services.rateLimiter {
             if case .denied(let retryAfter) = limiter.admit(
-                route: handling.name, key: key, rate: limit.rate, burst: limit.burst)
+                route: handling.name, key: rateKey, rate: limit.rate, burst: limit.burst)
             {
-                self.state = .local(
-                    .error(.tooManyRequests, "rate limit exceeded", extraHeaders: [("retry-after", String(retryAfter))])
-                )
+                self.reject(
+                    .error(
+                        .tooManyRequests, "rate limit exceeded", extraHeaders: [("retry-after", String(retryAfter))]),
+                    context: context)
                 return
             }
         }
@@ -168,7 +218,7 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
             self.bodyTooLarge(context: context)
             return
         }
-        if head.method != .GET, head.method != .HEAD, Self.expectsContinue(head.headers) {
+        if head.version == .http1_1, head.method != .GET, head.method != .HEAD, Self.expectsContinue(head.headers) {
             // We take the body (nginx does the same); the upstream never sees the Expect.
             context.writeAndFlush(Self.wrapOutboundOut(.head(Self.continueHead)), promise: nil)
         }
@@ -178,6 +228,8 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
             self.state = .local(.prepared(response))
         case .admin(let endpoint):
             self.state = .local(self.adminResponse(endpoint))
+        case .notFound:
+            self.state = .local(.error(.notFound, "no route", extraHeaders: []))
         case .proxy(let target):
             guard let pool = self.upstreams.pool(named: target.upstream) else {
                 self.state = .local(
@@ -187,10 +239,28 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
             let upstreamHead = self.upstreamRequestHead(head, target: target, requestID: requestID)
             self.record?.upstreamName = target.upstream
             let exchange = ProxyExchange(
-                pool: pool, client: self, head: upstreamHead, retries: pool.configuration.retries)
+                pool: pool, client: self, head: upstreamHead, retries: pool.configuration.retries,
+                allowsUpgrade: self.isUpgradeRequest)
             self.state = .proxying(exchange)
             exchange.start()
         }
+    }
+
+    /// A request refused before its body is read: with no body the answer waits for the
+    /// request's end (the connection stays open); with one it goes out now and the connection
+    /// closes, so that a client sending `Expect: 100-continue` or a large body learns at once
+    /// and the body is discarded by the polite close rather than read.
+    private func reject(_ response: LocalResponse, closing: Bool = false, context: ChannelHandlerContext) {
+        if closing {
+            self.keepAlive = false
+        }
+        guard self.requestHasBody else {
+            self.state = .local(response)
+            return
+        }
+        self.state = .answered
+        self.keepAlive = false
+        self.writeLocal(response, context: context)
     }
 
     private func adminResponse(_ endpoint: AdminEndpoint) -> LocalResponse {
@@ -213,28 +283,41 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
         -> HTTPRequestHead
     {
         var headers = head.headers
+        // Framing as llhttp read it: the body is sent upstream framed the same way, and only
+        // that way (the encoder adds no framing of its own, so nothing can smuggle a second
+        // request behind a body that goes out unframed).
+        let chunked = head.headers[canonicalForm: "transfer-encoding"].last?.lowercased() == "chunked"
+        let contentLength = chunked ? nil : head.headers.first(name: "content-length")
         let upgrade = ProxyHeaders.removeHopByHop(&headers)
         headers.remove(name: "expect")
-        ProxyHeaders.apply(self.handling.requestHeaders, to: &headers)
-        if let upgrade {
-            headers.add(name: "connection", value: "upgrade")
-            headers.add(name: "upgrade", value: upgrade)
+        if let authority = absoluteFormAuthority(head.uri) {
+            // Routing used the target's authority (RFC 9112 §3.2.2): so must the upstream.
+            headers.replaceOrAdd(name: "host", value: authority)
         }
-        // RFC 7239 predecessors, as nginx and Envoy send them.
-        if let forwarded = headers.first(name: "x-forwarded-for") {
-            headers.replaceOrAdd(name: "x-forwarded-for", value: forwarded + ", " + self.clientAddress)
-        } else {
-            headers.add(name: "x-forwarded-for", value: self.clientAddress)
-        }
+        // RFC 7239 predecessors, as nginx and Envoy send them; set before the route's rules,
+        // which may override them.
+        let forwardedFor = headers[canonicalForm: "x-forwarded-for"].joined(separator: ", ")
+        headers.replaceOrAdd(
+            name: "x-forwarded-for",
+            value: forwardedFor.isEmpty ? self.clientAddress : forwardedFor + ", " + self.clientAddress)
         headers.replaceOrAdd(name: "x-forwarded-proto", value: "http")
         if let host = headers.first(name: "host") {
             headers.replaceOrAdd(name: "x-forwarded-host", value: host)
         }
         let via = head.version == .http1_0 ? "1.0 gatewayd" : "1.1 gatewayd"
-        if let existing = headers.first(name: "via") {
-            headers.replaceOrAdd(name: "via", value: existing + ", " + via)
-        } else {
-            headers.add(name: "via", value: via)
+        let existingVia = headers[canonicalForm: "via"].joined(separator: ", ")
+        headers.replaceOrAdd(name: "via", value: existingVia.isEmpty ? via : existingVia + ", " + via)
+        ProxyHeaders.apply(self.handling.requestHeaders, to: &headers)
+        headers.remove(name: "content-length")
+        headers.remove(name: "transfer-encoding")
+        if chunked {
+            headers.add(name: "transfer-encoding", value: "chunked")
+        } else if let contentLength {
+            headers.add(name: "content-length", value: contentLength)
+        }
+        if let upgrade {
+            headers.add(name: "connection", value: "upgrade")
+            headers.add(name: "upgrade", value: upgrade)
         }
         headers.replaceOrAdd(name: RequestID.header, value: requestID)
         // Always HTTP/1.1 upstream: keep-alive and chunked bodies are ours to use.
@@ -351,6 +434,10 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
         guard let context = self.context else { return }
         self.responseStarted = true
         var headers = upstreamHead.headers
+        if headers.contains(name: "transfer-encoding") {
+            // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length; the body is re-framed.
+            headers.remove(name: "content-length")
+        }
         ProxyHeaders.removeHopByHop(&headers)
         ProxyHeaders.apply(self.handling.responseHeaders, to: &headers)
         if let record = self.record {
@@ -408,8 +495,9 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
 
     func proxyResponseEnd(_ trailers: HTTPHeaders?) {
         guard let context = self.context else { return }
-        let close = self.responseClosing || !self.requestEnded
+        let close = self.responseClosing || !self.requestEnded || self.connection.inputClosed
         self.state = self.requestEnded ? .idle : .answered
+        self.setClientReadsPaused(false)
         self.connection.responseWillComplete(closing: close)
         self.needsFlush = false
         self.finishResponse(close: close, trailers: self.responseChunked ? trailers : nil, context: context)
@@ -431,9 +519,16 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
         if let upstream = self.record?.upstreamName {
             self.services.metrics.upstreamError(upstream: upstream, kind: failure.cause)
         }
-        self.state = self.requestEnded ? .idle : .answered
         self.setClientReadsPaused(false)
-        self.writeLocal(.error(failure.status, failure.reason, extraHeaders: []), context: context)
+        let response = LocalResponse.error(failure.status, failure.reason, extraHeaders: [])
+        if !self.requestEnded, !self.requestHasBody {
+            // Decided before the request's end was read (no endpoint to try): answer at its
+            // end, keeping the connection.
+            self.state = .local(response)
+            return
+        }
+        self.state = self.requestEnded ? .idle : .answered
+        self.writeLocal(response, context: context)
         // Outside of a read burst: nothing else will flush it.
         self.needsFlush = false
         context.flush()
@@ -505,7 +600,11 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
         operations.removeHandler(encoder, promise: nil)
         operations.removeHandler(context: context, promise: nil)
         let decoder = try operations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
-        operations.removeHandler(decoder, promise: nil)
+        // What the client sent right behind its upgrade request reaches the tunnel when the
+        // decoder leaves, outside a read burst: flush it across then.
+        let removed = context.eventLoop.makePromise(of: Void.self)
+        removed.futureResult.assumeIsolated().whenComplete { _ in tunnel.flushPeer() }
+        operations.removeHandler(decoder, promise: removed)
     }
 
     private var currentExchange: ProxyExchange? {

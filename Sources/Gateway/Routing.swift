@@ -70,6 +70,8 @@ final class RouteHandling: Sendable {
         case proxy(ProxyTarget)
         /// On the admin listener.
         case admin(AdminEndpoint)
+        /// No route matched.
+        case notFound
     }
 
     let name: String
@@ -91,8 +93,8 @@ final class RouteHandling: Sendable {
         self.responseHeaders = responseHeaders
     }
 
-    /// No route matched: `404 {"error":"no route"}`.
-    static let notFound = RouteHandling(name: "<no route>", action: .respond(PreparedResponse.notFound))
+    /// No route matched: `404 {"error":"no route","request_id":"…"}`.
+    static let notFound = RouteHandling(name: "<no route>", action: .notFound)
 }
 
 /// What the admin listener serves (`admin: { listener: NAME }`).

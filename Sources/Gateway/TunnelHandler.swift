@@ -51,6 +51,14 @@ final class TunnelHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.peer?.pendingFlush = true
     }
 
+    /// Flushes what this side passed to its peer (bytes delivered outside a read burst).
+    func flushPeer() {
+        if let peer = self.peer, peer.pendingFlush, let peerContext = peer.context {
+            peer.pendingFlush = false
+            peerContext.flush()
+        }
+    }
+
     func channelReadComplete(context: ChannelHandlerContext) {
         if let peer = self.peer, peer.pendingFlush, let peerContext = peer.context {
             peer.pendingFlush = false

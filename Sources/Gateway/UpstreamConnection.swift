@@ -67,15 +67,20 @@ final class UpstreamConnection {
         let operations = channel.pipeline.syncOperations
         // `forwardBytes`: after a `101 Switching Protocols` the decoder is removed and whatever
         // the upstream sent behind the 101 must reach the tunnel, not vanish.
+        // No automatic framing: `RequestHandler` sets exactly the framing the client's request
+        // had (see `upstreamRequestHead`); NIO's encoder would re-derive it from the method
+        // and, for a TRACE, send a body unframed (a second request to the upstream).
+        var encoder = HTTPRequestEncoder.Configuration()
+        encoder.automaticallySetFramingHeaders = false
         try operations.addHTTPClientHandlers(
-            leftOverBytesStrategy: .forwardBytes, enableOutboundHeaderValidation: false)
+            leftOverBytesStrategy: .forwardBytes, enableOutboundHeaderValidation: false, encoderConfiguration: encoder)
         try operations.addHandler(handler)
         return UpstreamConnection(channel: channel, endpointIndex: endpointIndex, handler: handler)
     }
 
     /// Takes the HTTP handlers out so the channel carries raw bytes (after a 101). Bytes the
     /// decoder had buffered are delivered to `tunnel`, which is added first.
-    func convertToTunnel(_ tunnel: any ChannelHandler) throws {
+    func convertToTunnel(_ tunnel: TunnelHandler) throws {
         let operations = self.channel.pipeline.syncOperations
         self.handler.delegate = nil
         try operations.addHandler(tunnel)
@@ -83,7 +88,10 @@ final class UpstreamConnection {
         let encoder = try operations.handler(type: HTTPRequestEncoder.self)
         operations.removeHandler(encoder, promise: nil)
         let decoder = try operations.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self)
-        operations.removeHandler(decoder, promise: nil)
+        // The decoder hands what it held to the tunnel outside a read burst: flush it across.
+        let removed = self.channel.eventLoop.makePromise(of: Void.self)
+        removed.futureResult.assumeIsolated().whenComplete { _ in tunnel.flushPeer() }
+        operations.removeHandler(decoder, promise: removed)
     }
 }
 

@@ -122,10 +122,11 @@ final class UpstreamPool {
     /// connect error if there is one. `reused` says whether the connection served before.
     func connection(
         to index: Int,
+        fresh: Bool = false,
         _ completion: @escaping (Result<(connection: UpstreamConnection, reused: Bool), any Error>) -> Void
     ) {
         let endpoint = self.endpoints[index]
-        while let connection = endpoint.idle.popLast() {
+        while !fresh, let connection = endpoint.idle.popLast() {
             connection.idleTimer?.cancel()
             connection.idleTimer = nil
             if connection.isActive {
@@ -144,6 +145,14 @@ final class UpstreamPool {
                 case .success(let channel):
                     do {
                         let connection = try UpstreamConnection.configure(channel: channel, endpointIndex: index)
+                        // An idle connection the upstream closed leaves the pool at once, so
+                        // it neither takes a place under `max_idle_per_endpoint` nor gets picked.
+                        channel.closeFuture.assumeIsolated().whenComplete { [weak self] _ in
+                            guard let self, connection.idleTimer != nil else { return }
+                            connection.idleTimer?.cancel()
+                            connection.idleTimer = nil
+                            self.endpoints[index].idle.removeAll { $0 === connection }
+                        }
                         completion(.success((connection, false)))
                     } catch {
                         channel.close(promise: nil)

@@ -105,7 +105,8 @@ struct HTTPTests {
             #expect(response.body == "admin")
             response = try fetch(port: port, "/anything")
             #expect(response.status == 404)
-            #expect(response.body == #"{"error":"no route"}"#)
+            #expect(response.body.hasPrefix(#"{"error":"no route","request_id":""#))
+            #expect(response.body.contains(response.header("x-request-id") ?? "missing"))
             #expect(response.header("content-type") == "application/json")
             #expect(response.header("server") == "gatewayd")
             // routes without `listener` apply to every listener, in config order

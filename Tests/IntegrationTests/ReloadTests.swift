@@ -121,7 +121,17 @@ struct ReloadTests {
         let gatewayd = try GatewaydProcess(config: Configs.hello(body: "v1", workers: 1, drainTimeout: "2s"))
         let port = try gatewayd.port()
         _ = try httpGet(port: port)
-        let before = openFileDescriptorCount(gatewayd.pid)
+        // The baseline is a steady state: after one reload has come and gone (the control
+        // connection of `port()` and the first generation's start-up are over by then).
+        #expect(try gatewayd.reload().status == 0)
+        try gatewayd.waitUntilSingleGeneration()
+        var before = -1
+        var previous = -2
+        try waitUntil("the master's fd count to be steady", timeout: .seconds(5)) {
+            previous = before
+            before = openFileDescriptorCount(gatewayd.pid)
+            return before == previous
+        }
         for round in 0..<50 {
             let result = try gatewayd.reload()
             #expect(result.status == 0, "round \(round): \(result.stderr)")
