@@ -14,7 +14,13 @@ final class GatewayMetrics: Sendable {
     static let upstreamErrors = "gatewayd_upstream_errors_total"
     static let openConnections = "gatewayd_open_connections"
 
-    private let requests = Mutex<[String: Counter]>([:])
+    private struct RequestKey: Hashable {
+        var route: ObjectIdentifier?
+        var routeName: String?
+        var status: Int
+    }
+
+    private let requests = Mutex<[RequestKey: Counter]>([:])
     private let latencies = Mutex<[String: Metrics.Timer]>([:])
     private let errors = Mutex<[String: Counter]>([:])
     private let connections: Gauge
@@ -24,7 +30,9 @@ final class GatewayMetrics: Sendable {
     }
 
     func record(_ record: RequestRecord) {
-        let key = record.route + "\u{0}" + String(record.status)
+        // Keyed by the route object when there is one: hashing a pointer, not a string.
+        let key = RequestKey(
+            route: record.routeID, routeName: record.routeID == nil ? record.route : nil, status: record.status)
         let counter = self.requests.withLock { cache in
             if let counter = cache[key] { return counter }
             let counter = Counter(

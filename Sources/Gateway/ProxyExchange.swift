@@ -107,7 +107,8 @@ final class ProxyExchange: UpstreamConnectionDelegate {
     private var lastFailure: ProxyFailure?
     private var endpointIndex: Int?
     private var connectionReused = false
-    private var responseTimer: Scheduled<Void>?
+    /// The connection whose response deadline this exchange armed.
+    private var timedConnection: UpstreamConnection?
     private var responseStarted = false
     private(set) var attempts = 0
     /// When the request head went upstream, for the latency histogram.
@@ -150,7 +151,7 @@ final class ProxyExchange: UpstreamConnectionDelegate {
 
     /// The client went away or broke the request: the upstream connection cannot be reused.
     func cancel() {
-        self.responseTimer?.cancel()
+        self.cancelResponseTimer()
         switch self.state {
         case .sending(let connection), .responding(let connection), .upgrading(let connection):
             self.state = .finished
@@ -280,24 +281,32 @@ final class ProxyExchange: UpstreamConnectionDelegate {
         }
     }
 
+    /// The deadline lives on the connection, whose one lazily moved timer serves every
+    /// request it carries (no timer scheduled and cancelled per request).
     private func armResponseTimer(_ connection: UpstreamConnection) {
-        self.responseTimer?.cancel()
-        let timeout = TimeAmount(self.pool.configuration.responseTimeout)
-        self.responseTimer = connection.channel.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
-            self.responseTimer = nil
-            guard case .sending(let current) = self.state, current === connection else { return }
-            self.state = .finished
-            self.finishEndpoint()
-            if let index = self.endpointIndex { self.pool.recordFailure(index) }
-            connection.delegate = nil
-            connection.channel.close(promise: nil)
-            self.fail(
-                ProxyFailure(
-                    kind: .timeout,
-                    reason:
-                        "no response from upstream \(self.pool.configuration.name) within \(self.pool.configuration.responseTimeout)"
-                ))
-        }
+        self.timedConnection = connection
+        connection.armResponseDeadline(.now() + TimeAmount(self.pool.configuration.responseTimeout))
+    }
+
+    private func cancelResponseTimer() {
+        self.timedConnection?.clearResponseDeadline()
+        self.timedConnection = nil
+    }
+
+    func upstreamResponseTimedOut() {
+        guard case .sending(let connection) = self.state else { return }
+        self.timedConnection = nil
+        self.state = .finished
+        self.finishEndpoint()
+        if let index = self.endpointIndex { self.pool.recordFailure(index) }
+        connection.delegate = nil
+        connection.channel.close(promise: nil)
+        self.fail(
+            ProxyFailure(
+                kind: .timeout,
+                reason:
+                    "no response from upstream \(self.pool.configuration.name) within \(self.pool.configuration.responseTimeout)"
+            ))
     }
 
     private func finishEndpoint() {
@@ -308,8 +317,7 @@ final class ProxyExchange: UpstreamConnectionDelegate {
 
     private func fail(_ failure: ProxyFailure) {
         self.state = .finished
-        self.responseTimer?.cancel()
-        self.responseTimer = nil
+        self.cancelResponseTimer()
         if self.responseStarted {
             self.client?.proxyAborted()
         } else {
@@ -321,8 +329,7 @@ final class ProxyExchange: UpstreamConnectionDelegate {
 
     func upstreamResponseHead(_ head: HTTPResponseHead) {
         guard case .sending(let connection) = self.state else { return }
-        self.responseTimer?.cancel()
-        self.responseTimer = nil
+        self.cancelResponseTimer()
         if head.status == .switchingProtocols, !self.allowsUpgrade {
             self.state = .finished
             self.finishEndpoint()
@@ -397,8 +404,7 @@ final class ProxyExchange: UpstreamConnectionDelegate {
     }
 
     func upstreamFailed(_ error: UpstreamConnectionError) {
-        self.responseTimer?.cancel()
-        self.responseTimer = nil
+        self.cancelResponseTimer()
         switch self.state {
         case .sending(let connection):
             self.finishEndpoint()

@@ -10,6 +10,8 @@ struct RequestRecord {
     var uri: String
     var version: HTTPVersion
     var route: String
+    /// The route's identity, for metric caches (comparing it costs less than the name).
+    var routeID: ObjectIdentifier? = nil
     var requestID: String
     var client: String
     var userAgent: String?

@@ -145,6 +145,7 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
             requestID: requestID, client: self.clientAddress,
             userAgent: self.services.accessLog == nil ? nil : head.headers.first(name: "user-agent"),
             referer: self.services.accessLog == nil ? nil : head.headers.first(name: "referer"))
+        self.record?.routeID = ObjectIdentifier(handling)
         // As llhttp decides it: after such a request it stops parsing, so unless it becomes a
         // tunnel the connection must close after the response.
         self.isUpgradeRequest =

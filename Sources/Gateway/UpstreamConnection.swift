@@ -12,6 +12,8 @@ protocol UpstreamConnectionDelegate: AnyObject {
     func upstreamReadComplete()
     /// The connection failed or closed before the exchange was over.
     func upstreamFailed(_ error: UpstreamConnectionError)
+    /// The response deadline (`armResponseDeadline`) passed without a response head.
+    func upstreamResponseTimedOut()
 }
 
 enum UpstreamConnectionError: Error, CustomStringConvertible {
@@ -56,6 +58,39 @@ final class UpstreamConnection {
 
     var isActive: Bool { self.channel.isActive && !self.handler.closed }
 
+    // MARK: Response deadline
+
+    private var responseDeadline: NIODeadline?
+    private var deadlineTask: (task: Scheduled<Void>, fireAt: NIODeadline)?
+
+    /// `response_timeout` for the request in flight. One scheduled task per connection,
+    /// moved lazily: it fires at its time, and schedules itself again if the deadline moved.
+    func armResponseDeadline(_ deadline: NIODeadline) {
+        self.responseDeadline = deadline
+        if let existing = self.deadlineTask, existing.fireAt <= deadline { return }
+        self.deadlineTask?.task.cancel()
+        self.scheduleDeadlineTask(at: deadline)
+    }
+
+    func clearResponseDeadline() {
+        self.responseDeadline = nil
+    }
+
+    private func scheduleDeadlineTask(at deadline: NIODeadline) {
+        let task = self.channel.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
+            guard let self else { return }
+            self.deadlineTask = nil
+            guard let deadline = self.responseDeadline else { return }
+            if deadline > .now() {
+                self.scheduleDeadlineTask(at: deadline)
+            } else {
+                self.responseDeadline = nil
+                self.handler.delegate?.upstreamResponseTimedOut()
+            }
+        }
+        self.deadlineTask = (task, deadline)
+    }
+
     /// Holding reads back: the client cannot take the response as fast as the upstream sends.
     func setReadsPaused(_ paused: Bool) {
         self.handler.setReadsPaused(paused)
@@ -75,7 +110,14 @@ final class UpstreamConnection {
         try operations.addHTTPClientHandlers(
             leftOverBytesStrategy: .forwardBytes, enableOutboundHeaderValidation: false, encoderConfiguration: encoder)
         try operations.addHandler(handler)
-        return UpstreamConnection(channel: channel, endpointIndex: endpointIndex, handler: handler)
+        let connection = UpstreamConnection(channel: channel, endpointIndex: endpointIndex, handler: handler)
+        // A closed connection's deadline task must not wait in the loop's timer heap for its
+        // `response_timeout` (connections closed by the thousand would pile up there).
+        channel.closeFuture.assumeIsolated().whenComplete { _ in
+            connection.deadlineTask?.task.cancel()
+            connection.deadlineTask = nil
+        }
+        return connection
     }
 
     /// Takes the HTTP handlers out so the channel carries raw bytes (after a 101). Bytes the

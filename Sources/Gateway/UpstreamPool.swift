@@ -30,6 +30,8 @@ final class UpstreamPool {
     let endpoints: [Endpoint]
     private var nextIndex = 0
     private var closed = false
+    /// Endpoints with `ejectedUntil` set (some may be due back).
+    private var ejectedCount = 0
 
     init(configuration: UpstreamConfig, eventLoop: any EventLoop) throws(GatewayServerError) {
         self.configuration = configuration
@@ -55,6 +57,12 @@ final class UpstreamPool {
     /// The endpoint for the next attempt, skipping ejected ones and `excluded` (endpoints this
     /// request already failed on). `nil`: every endpoint is ejected (503).
     func chooseEndpoint(excluding excluded: [Int]) -> Int? {
+        // The usual case, without allocating: round robin, nothing ejected, nothing excluded.
+        if self.configuration.balance == .roundRobin, excluded.isEmpty, self.ejectedCount == 0 {
+            let index = self.nextIndex % self.endpoints.count
+            self.nextIndex = (index + 1) % self.endpoints.count
+            return index
+        }
         let now = NIODeadline.now()
         var candidates: [Int] = []
         candidates.reserveCapacity(self.endpoints.count)
@@ -63,6 +71,7 @@ final class UpstreamPool {
                 if until > now { continue }
                 // Back after its ejection: one more failure ejects it again at once.
                 endpoint.ejectedUntil = nil
+                self.ejectedCount -= 1
                 endpoint.consecutiveFailures = max(0, self.configuration.health.maxFailures - 1)
             }
             candidates.append(index)
@@ -108,6 +117,7 @@ final class UpstreamPool {
         guard endpoint.consecutiveFailures >= self.configuration.health.maxFailures, endpoint.ejectedUntil == nil
         else { return false }
         endpoint.ejectedUntil = .now() + TimeAmount(self.configuration.health.ejectFor)
+        self.ejectedCount += 1
         // Its idle connections would only fail too.
         for connection in endpoint.idle {
             self.closeIdle(connection)
@@ -168,6 +178,7 @@ final class UpstreamPool {
     /// wants it, else it is closed.
     func release(_ connection: UpstreamConnection, reusable: Bool) {
         connection.delegate = nil
+        connection.clearResponseDeadline()
         connection.setReadsPaused(false)
         let endpoint = self.endpoints[connection.endpointIndex]
         guard reusable, !self.closed, connection.isActive, endpoint.ejectedUntil == nil,
