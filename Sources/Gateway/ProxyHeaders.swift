@@ -5,9 +5,10 @@ import NIOHTTP1
 enum ProxyHeaders {
     /// Hop-by-hop fields (RFC 9110 §7.6.1, plus the non-standard `keep-alive` and
     /// `proxy-connection` that clients still send): they describe one connection and are never
-    /// forwarded. Fields named in `Connection` are hop-by-hop too.
+    /// forwarded. Fields named in `Connection` are hop-by-hop too. `Trailer` is not one (RFC
+    /// 9110 §6.6.2): it announces the trailer fields, which are forwarded.
     static let hopByHop: Set<String> = [
-        "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
+        "connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade",
     ]
 
     /// `Connection` may not remove these: framing and the target are the proxy's to decide

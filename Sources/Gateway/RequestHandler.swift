@@ -470,6 +470,10 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
                 self.responseChunked = true
             }
         }
+        if !self.responseChunked {
+            // Trailer fields travel only in a chunked body; announcing them otherwise is false.
+            headers.remove(name: "trailer")
+        }
         if close {
             headers.add(name: "connection", value: "close")
         } else if self.isHTTP10 {

@@ -14,7 +14,7 @@ extension ConfigValidator {
         "proxy-connection": "is hop-by-hop; gatewayd manages it for each connection",
         "upgrade": "is hop-by-hop; gatewayd manages it for each connection",
         "te": "is hop-by-hop; gatewayd manages it for each connection",
-        "trailer": "is hop-by-hop; gatewayd manages it for each connection",
+        "trailer": "announces the trailer fields of a chunked body; gatewayd forwards the sender's",
     ]
 
     mutating func headerRules(_ node: Node, path: String) -> HeaderRules? {

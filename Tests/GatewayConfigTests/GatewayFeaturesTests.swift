@@ -408,7 +408,7 @@ import Testing
                     "gateway.yaml:21:14: routes[0].response_headers.set: 'Content-Length' frames the message; gatewayd writes it from the body, so it cannot be configured",
                     "gateway.yaml:21:35: routes[0].response_headers.set: 'keep-alive' is hop-by-hop; gatewayd manages it for each connection, so it cannot be configured",
                     "gateway.yaml:21:60: routes[0].response_headers.set: 'upgrade' is hop-by-hop; gatewayd manages it for each connection, so it cannot be configured",
-                    "gateway.yaml:21:74: routes[0].response_headers.set: 'trailer' is hop-by-hop; gatewayd manages it for each connection, so it cannot be configured",
+                    "gateway.yaml:21:74: routes[0].response_headers.set: 'trailer' announces the trailer fields of a chunked body; gatewayd forwards the sender's, so it cannot be configured",
                     "gateway.yaml:22:16: routes[0].response_headers.remove[0]: 'Proxy-Connection' is hop-by-hop; gatewayd manages it for each connection, so it cannot be configured",
                     "gateway.yaml:25:33: routes[1].response_headers.remove: expected a list, got a string \"x-a\"",
                     "gateway.yaml:25:43: routes[1].response_headers.set: expected a mapping, got a list",

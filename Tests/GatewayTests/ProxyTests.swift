@@ -90,7 +90,7 @@ struct ProxyTests {
         }
     }
 
-    @Test("keep-alive to the client and to the upstream; chunked responses pass with trailers")
+    @Test("keep-alive to the client and to the upstream; pipelined requests answered in order")
     func keepAliveAndChunked() async throws {
         let upstream = try DemoUpstream(name: "a")
         defer { upstream.stop() }
@@ -118,6 +118,35 @@ struct ProxyTests {
             let stats = try fetch(port: upstream.port, "/stats")
             let json = try #require(JSONSerialization.jsonObject(with: Data(stats.body.utf8)) as? [String: Any])
             #expect(json["connections_accepted"] as? Int == 2)  // ours, and this /stats request
+        }
+    }
+
+    @Test("a chunked response passes re-chunked with its trailer fields; HTTP/1.0 gets it close-delimited")
+    func chunkedWithTrailers() async throws {
+        let upstream = try DemoUpstream(name: "a")
+        defer { upstream.stop() }
+        try await withProxy(
+            upstreams: [UpstreamConfig(name: "api", endpoints: [upstream.endpoint])],
+            routes: [proxyRoute("all", upstream: "api")]
+        ) { port in
+            let (chunked, plain) = try await onThreadThrowing { () throws -> (String, String) in
+                func readAll(_ request: String) throws -> String {
+                    let client = try RawClient(port: port)
+                    defer { client.close() }
+                    try client.send(request)
+                    return try client.readUntilEOF()
+                }
+                return (
+                    try readAll("GET /chunked HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\n\r\n"),
+                    try readAll("GET /chunked HTTP/1.0\r\nHost: x\r\n\r\n")
+                )
+            }
+            #expect(chunked.lowercased().contains("transfer-encoding: chunked\r\n"))
+            #expect(chunked.lowercased().contains("trailer: x-checksum\r\n"))
+            #expect(chunked.contains("\r\n0\r\nx-checksum: "))
+            #expect(!plain.lowercased().contains("transfer-encoding"))
+            #expect(plain.lowercased().contains("connection: close"))
+            #expect(plain.hasSuffix("chunk 0\nchunk 1\nchunk 2\n"))
         }
     }
 

@@ -193,6 +193,13 @@ final class RawClient: @unchecked Sendable {
         return response
     }
 
+    /// Everything until the server closes (a close-delimited or `Connection: close` exchange).
+    func readUntilEOF() throws(ClientError) -> String {
+        while try self.fill() > 0 {}
+        defer { self.buffer.removeAll() }
+        return String(decoding: self.buffer, as: UTF8.self)
+    }
+
     /// After the response that closed the connection: what comes next (EOF expected).
     func readEnd() -> ReadEnd {
         if !self.buffer.isEmpty {
