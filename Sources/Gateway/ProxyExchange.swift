@@ -40,18 +40,6 @@ struct ProxyFailure: Error {
     var kind: Kind
     var reason: String
 
-    /// For the `gatewayd_upstream_errors_total` metric's `kind` label.
-    var cause: String {
-        switch self.kind {
-        case .timeout: return "timeout"
-        case .unavailable: return "unavailable"
-        case .badGateway:
-            if self.reason.hasPrefix("connect") { return "connect" }
-            if self.reason.contains("invalid response") { return "protocol" }
-            return "reset"
-        }
-    }
-
     var status: HTTPResponseStatus {
         switch self.kind {
         case .badGateway: return .badGateway
@@ -119,7 +107,15 @@ final class ProxyExchange: UpstreamConnectionDelegate {
     /// broken upstream (502).
     private let allowsUpgrade: Bool
 
-    init(pool: UpstreamPool, client: any ProxyClient, head: HTTPRequestHead, retries: Int, allowsUpgrade: Bool) {
+    /// Every failed attempt is counted (`gatewayd_upstream_errors_total`), also the ones a
+    /// retry recovered from: a dead endpoint shows in the metrics before clients notice it.
+    private let metrics: GatewayMetrics
+
+    init(
+        pool: UpstreamPool, client: any ProxyClient, head: HTTPRequestHead, retries: Int, allowsUpgrade: Bool,
+        metrics: GatewayMetrics
+    ) {
+        self.metrics = metrics
         self.allowsUpgrade = allowsUpgrade
         self.pool = pool
         self.client = client
@@ -222,6 +218,7 @@ final class ProxyExchange: UpstreamConnectionDelegate {
     private func attempt() {
         guard let index = self.pool.chooseEndpoint(excluding: self.failedEndpoints) else {
             // Retries left but no other endpoint: the client hears what went wrong last.
+            if self.lastFailure == nil { self.count("unavailable") }
             self.fail(
                 self.lastFailure
                     ?? ProxyFailure(
@@ -247,6 +244,7 @@ final class ProxyExchange: UpstreamConnectionDelegate {
             case .failure(let error):
                 self.pool.endpoints[index].inFlight -= 1
                 self.pool.recordFailure(index)
+                self.count("connect")
                 self.failedEndpoints.append(index)
                 let reason = "connect to upstream \(self.pool.configuration.name): \(Self.describe(error))"
                 self.lastFailure = ProxyFailure(kind: .badGateway, reason: reason)
@@ -299,6 +297,7 @@ final class ProxyExchange: UpstreamConnectionDelegate {
         self.state = .finished
         self.finishEndpoint()
         if let index = self.endpointIndex { self.pool.recordFailure(index) }
+        self.count("timeout")
         connection.delegate = nil
         connection.channel.close(promise: nil)
         self.fail(
@@ -335,7 +334,10 @@ final class ProxyExchange: UpstreamConnectionDelegate {
             self.finishEndpoint()
             connection.delegate = nil
             connection.channel.close(promise: nil)
-            self.fail(ProxyFailure(kind: .badGateway, reason: "the upstream switched protocols unasked"))
+            self.count("protocol")
+            self.fail(
+                ProxyFailure(
+                    kind: .badGateway, reason: "upstream \(self.pool.configuration.name) switched protocols unasked"))
             return
         }
         self.firstByteAt = .now()
@@ -411,17 +413,20 @@ final class ProxyExchange: UpstreamConnectionDelegate {
             connection.channel.close(promise: nil)
             if self.connectionReused, self.idempotent, let replay = self.replay {
                 // A stale keep-alive connection: resend on a fresh one (see the type's comment).
+                self.count("stale")
                 self.state = .connecting
                 self.pending = replay
                 self.attemptFresh()
                 return
             }
             if let index = self.endpointIndex { self.pool.recordFailure(index) }
+            self.count(error.metricKind)
             self.fail(ProxyFailure(kind: .badGateway, reason: "upstream \(self.pool.configuration.name): \(error)"))
         case .responding(let connection), .upgrading(let connection):
             self.finishEndpoint()
             connection.channel.close(promise: nil)
             if let index = self.endpointIndex { self.pool.recordFailure(index) }
+            self.count(error.metricKind)
             self.fail(ProxyFailure(kind: .badGateway, reason: "upstream \(self.pool.configuration.name): \(error)"))
         case .connecting, .finished:
             ()
@@ -447,6 +452,7 @@ final class ProxyExchange: UpstreamConnectionDelegate {
             case .failure(let error):
                 self.pool.endpoints[index].inFlight -= 1
                 self.pool.recordFailure(index)
+                self.count("connect")
                 self.failedEndpoints.append(index)
                 if self.retriesLeft > 0 {
                     self.retriesLeft -= 1
@@ -464,6 +470,10 @@ final class ProxyExchange: UpstreamConnectionDelegate {
     // MARK: Helpers
 
     /// RFC 9110 §9.2.2.
+    private func count(_ kind: String) {
+        self.metrics.upstreamError(upstream: self.pool.configuration.name, kind: kind)
+    }
+
     static func isIdempotent(_ method: HTTPMethod) -> Bool {
         switch method {
         case .GET, .HEAD, .OPTIONS, .TRACE, .PUT, .DELETE: return true

@@ -241,7 +241,7 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
             self.record?.upstreamName = target.upstream
             let exchange = ProxyExchange(
                 pool: pool, client: self, head: upstreamHead, retries: pool.configuration.retries,
-                allowsUpgrade: self.isUpgradeRequest)
+                allowsUpgrade: self.isUpgradeRequest, metrics: self.services.metrics)
             self.state = .proxying(exchange)
             exchange.start()
         }
@@ -521,9 +521,6 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
     func proxyFailed(_ failure: ProxyFailure) {
         guard let context = self.context else { return }
         self.record?.upstream = self.currentExchange?.endpointText
-        if let upstream = self.record?.upstreamName {
-            self.services.metrics.upstreamError(upstream: upstream, kind: failure.cause)
-        }
         self.setClientReadsPaused(false)
         let response = LocalResponse.error(failure.status, failure.reason, extraHeaders: [])
         if !self.requestEnded, !self.requestHasBody {
@@ -541,9 +538,6 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
 
     func proxyAborted() {
         guard let context = self.context else { return }
-        if let upstream = self.record?.upstreamName {
-            self.services.metrics.upstreamError(upstream: upstream, kind: "reset")
-        }
         self.abort(context: context)
     }
 

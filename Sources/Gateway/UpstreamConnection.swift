@@ -23,6 +23,14 @@ enum UpstreamConnectionError: Error, CustomStringConvertible {
     case protocolError(String)
     case io(String)
 
+    /// The `kind` label of `gatewayd_upstream_errors_total`.
+    var metricKind: String {
+        switch self {
+        case .closed, .io: return "reset"
+        case .protocolError: return "protocol"
+        }
+    }
+
     var description: String {
         switch self {
         case .closed: return "the upstream closed the connection"

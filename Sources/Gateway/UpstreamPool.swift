@@ -79,19 +79,24 @@ final class UpstreamPool {
         guard !candidates.isEmpty else { return nil }
         switch self.configuration.balance {
         case .roundRobin:
-            return self.nextRoundRobin(among: candidates)
+            return self.nextRoundRobin(among: candidates, advancing: excluded.isEmpty)
         case .leastRequest:
             let fewest = candidates.map { self.endpoints[$0].inFlight }.min()!
-            return self.nextRoundRobin(among: candidates.filter { self.endpoints[$0].inFlight == fewest })
+            return self.nextRoundRobin(
+                among: candidates.filter { self.endpoints[$0].inFlight == fewest }, advancing: excluded.isEmpty)
         }
     }
 
-    private func nextRoundRobin(among candidates: [Int]) -> Int {
+    /// `advancing`: false for a retry, which must not move the rotation (else every request
+    /// after a retry would start again at the endpoint that just failed).
+    private func nextRoundRobin(among candidates: [Int], advancing: Bool) -> Int {
         let count = self.endpoints.count
         for step in 0..<count {
             let index = (self.nextIndex + step) % count
             if candidates.contains(index) {
-                self.nextIndex = (index + 1) % count
+                if advancing {
+                    self.nextIndex = (index + 1) % count
+                }
                 return index
             }
         }

@@ -336,6 +336,36 @@ struct ProxyIntegrationTests {
         #expect(try httpGet(port: admin, path: "/healthz").status == 200)
     }
 
+    @Test("/metrics counts every failed attempt (a connect failure a retry hid too) and upstream latency")
+    func upstreamErrorMetrics() throws {
+        let upstream = try DemoUpstream(name: "live")
+        defer { upstream.stop() }
+        // Nothing listens on a port that was free a moment ago: connect is refused.
+        let dead = try freePort()
+        let config = ProxyConfig.text(
+            upstream: nil, workers: 1, admin: true,
+            settings: """
+                upstreams:
+                  api:
+                    endpoints: ["127.0.0.1:\(dead)", "\(upstream.endpoint)"]
+                    health: { max_failures: 100 }
+                    retries: 1
+
+                """,
+            routes: "  - name: all\n    match: { path_prefix: / }\n    upstream: api\n")
+        let gatewayd = try GatewaydProcess(config: config)
+        let port = try gatewayd.port()
+        let admin = try gatewayd.port(of: "admin")
+        for _ in 0..<6 {
+            #expect(try httpGet(port: port, path: "/").status == 200)
+        }
+        let metrics = try httpGet(port: admin, path: "/metrics").body
+        // Round robin: every other request tried the dead endpoint first (3 of 6).
+        #expect(metrics.contains("gatewayd_upstream_errors_total{kind=\"connect\",upstream=\"api\"} 3"), "\(metrics)")
+        #expect(counter(in: metrics, route: "all", status: "200") == 6, "\(metrics)")
+        #expect(metrics.contains("gatewayd_upstream_latency_seconds_count{upstream=\"api\"} 6"), "\(metrics)")
+    }
+
     @Test("header_timeout cuts 20 slowloris connections at about 1 s while another client is served")
     func headerTimeoutCutsSlowloris() throws {
         let gatewayd = try GatewaydProcess(
