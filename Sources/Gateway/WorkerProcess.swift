@@ -24,7 +24,7 @@ public enum WorkerProcess {
     /// spare (started ahead of a reload) has nothing to drain.
     static let handedOff = Atomic<Bool>(false)
 
-    public static func run(logger baseLogger: Logger) async -> Never {
+    public static func run(logger baseLogger: Logger, masterPID: pid_t? = nil) async -> Never {
         var logger = baseLogger
         // The master owns these: a terminal's Ctrl-C or a HUP to the process group must not
         // reach the workers behind the master's back.
@@ -43,6 +43,9 @@ public enum WorkerProcess {
             lifecycle.signal(.terminate)
         }
         termSource.resume()
+        // The master's death, if its channel cannot tell (WorkerProcess+MasterDeath.swift).
+        let deathWatch = MasterDeathWatch(masterPID: masterPID, lifecycle: lifecycle)
+        deathWatch.arm()
 
         // Started before the handoff: a spare has its event loop running when its turn comes.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -150,13 +153,13 @@ public enum WorkerProcess {
                     try? channel.send(.draining)
                 })
             }
-            if first == .masterGone {
-                // Nobody will send the SIGTERM that ends a drain at drain_timeout: do it ourselves.
-                let timeout = Duration.milliseconds(handoff.hello.drainTimeoutMilliseconds)
-                Task {
-                    try? await Task.sleep(for: timeout)
-                    lifecycle.signal(.terminate)
-                }
+            // The master ends a drain with SIGTERM at drain_timeout; it may be gone (or die
+            // during the drain), so the worker keeps the same deadline itself. When the master
+            // lives, its SIGTERM comes first: its timer started before it sent `drain`.
+            let timeout = Duration.milliseconds(handoff.hello.drainTimeoutMilliseconds)
+            Task {
+                try? await Task.sleep(for: timeout)
+                lifecycle.signal(.terminate)
             }
             // A SIGTERM during the drain cuts it short.
             let outcome = await lifecycle.nextOrCompletion(of: drainTask)

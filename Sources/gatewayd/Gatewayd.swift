@@ -126,8 +126,11 @@ struct Worker: AsyncParsableCommand {
 
     @OptionGroup var log: LogOptions
 
+    @Option(name: .long, help: "The master's pid: the worker drains and exits once its parent is no longer this.")
+    var masterPid: Int32?
+
     func run() async throws {
         GatewayLogHandler.bootstrap(format: log.logFormat, level: log.logLevel)
-        await WorkerProcess.run(logger: Logger(label: "gatewayd-worker"))
+        await WorkerProcess.run(logger: Logger(label: "gatewayd-worker"), masterPID: masterPid)
     }
 }
