@@ -98,6 +98,16 @@ public enum WorkerProcess {
                 exit(1)
             }
         }
+        // After everything that may need root (the access log above: it can live in a
+        // root-only directory, as nginx's master opens its logs as root) and before serving
+        // anything: WorkerProcess+Privileges.swift.
+        if let reason = dropPrivileges(configuration, logger: logger) {
+            logger.error("\(reason)")
+            try? channel.send(.failed(reason: reason))
+            exit(1)
+        }
+        // A change of uid or gid clears the parent-death signal: set it again.
+        deathWatch.arm()
         let server = GatewayServer(
             configuration: configuration, generation: generation, eventLoopGroup: group, logger: logger,
             sharedState: sharedState, accessLog: accessLog, connectionCountDidChange: { _ in })

@@ -10,6 +10,57 @@ import Testing
 /// master dies, and which fds a worker holds. docs/reliability.md lists them.
 @Suite("Faults", .serialized, .timeLimit(.minutes(2)))
 struct FaultTests {
+    // MARK: - Privilege drop
+
+    @Test("with user: nobody, workers run as nobody and the master stays root")
+    func workersRunAsConfiguredUser() throws {
+        try #require(geteuid() == 0, "needs root, as in CI")
+        let nobody = try #require(getpwnam("nobody")?.pointee)
+        // The access log lives in a root-only (0700) directory: workers open it before they
+        // drop root, so it works, as nginx's root-owned log directories do.
+        let logDirectory = try TemporaryDirectory()
+        let accessLog = logDirectory.file("access.log")
+        let gatewayd = try GatewaydProcess(
+            config: "user: nobody\naccess_log: { path: \(accessLog), format: json }\n" + Configs.hello())
+        let port = try gatewayd.port()
+        let workers = try gatewayd.status().generations.flatMap(\.workers).map(\.pid)
+        #expect(workers.count == 2)
+        for pid in workers {
+            // Credentials are per thread: every thread, the main one included.
+            let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+            #expect(threads.count > 1)
+            for thread in threads {
+                let status = processStatus(path: "/proc/\(pid)/task/\(thread)/status")
+                let name = "worker \(pid) thread \(thread) \(status["Name"] ?? [])"
+                #expect(status["Uid"] == Array(repeating: "\(nobody.pw_uid)", count: 4), "\(name)")
+                #expect(status["Gid"] == Array(repeating: "\(nobody.pw_gid)", count: 4), "\(name)")
+                // Supplementary groups are nobody's, none of root's.
+                #expect(status["Groups"] == ["\(nobody.pw_gid)"], "\(name)")
+            }
+        }
+        #expect(processStatus(path: "/proc/\(gatewayd.pid)/status")["Uid"] == ["0", "0", "0", "0"])
+        #expect(try httpGet(port: port).body == "v1")
+        try waitUntil("the access log line") { readWholeFile(accessLog).contains("\"status\":200") }
+    }
+
+    @Test("a reload whose workers cannot become the user fails with the call named; the old generation serves")
+    func reloadWithUnusableUserFails() throws {
+        try #require(geteuid() == 0, "needs root, as in CI")
+        // Root without CAP_SETUID: setgroups and setgid work, setuid is refused.
+        let gatewayd = try GatewaydProcess(
+            config: Configs.hello(body: "v1"), launcher: ["/usr/bin/setpriv", "--bounding-set", "-setuid", "--"])
+        let port = try gatewayd.port()
+        let before = try gatewayd.status().generations.flatMap(\.workers).map(\.pid)
+        try gatewayd.writeConfig("user: nobody\n" + Configs.hello(body: "v2"))
+        let result = try gatewayd.reload()
+        #expect(result.status != 0)
+        let output = result.stdout + result.stderr
+        #expect(output.contains("setuid 65534 (nobody): Operation not permitted"), "\(output)")
+        try gatewayd.waitUntilSingleGeneration()
+        #expect(try gatewayd.status().generations.flatMap(\.workers).map(\.pid) == before)
+        #expect(try httpGet(port: port).body == "v1")
+    }
+
     // MARK: - Master death
 
     @Test("SIGKILL of the master: workers drain and exit within drain_timeout; a new gatewayd serves the port")
@@ -71,4 +122,16 @@ struct FaultTests {
 
 }
 
+// MARK: - /proc helpers
+
+/// /proc/PID/status (or a thread's, /proc/PID/task/TID/status) as key → whitespace-separated fields (`Uid` → real, effective, saved, fs).
+private func processStatus(path: String) -> [String: [String]] {
+    var fields: [String: [String]] = [:]
+    for line in readWholeFile(path).split(separator: "\n") {
+        guard let colon = line.firstIndex(of: ":") else { continue }
+        fields[String(line[..<colon])] = line[line.index(after: colon)...].split(whereSeparator: \.isWhitespace).map(
+            String.init)
+    }
+    return fields
+}
 
