@@ -2,6 +2,7 @@
 #include "gateway_shim.h"
 
 #include <errno.h>
+#include <linux/close_range.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -172,4 +173,8 @@ int gw_memfd_seal_size(int fd) {
 
 int gw_set_parent_death_signal(int signal) {
     return prctl(PR_SET_PDEATHSIG, (unsigned long)signal, 0UL, 0UL, 0UL);
+}
+
+int gw_set_cloexec_from(unsigned int first) {
+    return close_range(first, ~0U, CLOSE_RANGE_CLOEXEC);
 }

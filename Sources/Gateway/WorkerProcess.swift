@@ -1,3 +1,4 @@
+import CGatewayShim
 import Dispatch
 import Foundation
 import GatewayConfig
@@ -50,6 +51,9 @@ public enum WorkerProcess {
         // Started before the handoff: a spare has its event loop running when its turn comes.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         warmUp()
+        // fd 3 lost CLOEXEC in the spawn's dup2, which is how it crossed exec. A worker execs
+        // nothing, but no fd of its own should cross one if it ever does.
+        _ = gw_set_cloexec_from(UInt32(HandoffProtocol.workerDescriptor))
         let channel = HandoffChannel(descriptor: HandoffProtocol.workerDescriptor)
         let handoff: Handoff
         do {
@@ -118,6 +122,9 @@ public enum WorkerProcess {
             try? channel.send(.failed(reason: "\(error)"))
             exit(1)
         }
+        // Every fd of the master's is CLOEXEC, but not every library's: NIO creates its epoll
+        // fd without the flag. A worker execs nothing; if it ever does, nothing of it leaks.
+        _ = gw_set_cloexec_from(3)
         do {
             try channel.send(.ready(pid: getpid()))
         } catch {

@@ -120,6 +120,45 @@ struct FaultTests {
         #expect(isProcessRunning(pids[1]), "the channel's other end was still open")
     }
 
+    // MARK: - fd hygiene
+
+    @Test("a worker holds its listeners, its channel and NIO's own fds, all CLOEXEC, and nothing else of the master's")
+    func workerDescriptors() throws {
+        let gatewayd = try GatewaydProcess(config: Configs.hello(workers: 2, listeners: ["web", "admin"]))
+        let ports = [try gatewayd.port(of: "web"), try gatewayd.port(of: "admin")]
+        let workers = try gatewayd.status().generations.flatMap(\.workers).map(\.pid)
+        #expect(workers.count == 2)
+        let listening = listeningSocketInodes(ports: ports)
+        #expect(listening.count == 2)
+        let controlSocket = try #require(unixSocketInode(path: gatewayd.socketPath))
+        let masterSockets = Set(descriptors(of: gatewayd.pid).values.compactMap(socketInode))
+        let tables = Dictionary(uniqueKeysWithValues: workers.map { ($0, descriptors(of: $0)) })
+        for pid in workers {
+            let table = tables[pid]!
+            let channel = try #require(table[3].flatMap(socketInode), "worker \(pid) fd 3: \(table[3] ?? "none")")
+            let otherChannels = Set(workers.filter { $0 != pid }.compactMap { tables[$0]![3].flatMap(socketInode) })
+            for (fd, target) in table.sorted(by: { $0.key < $1.key }) {
+                if let inode = socketInode(target) {
+                    #expect(inode != controlSocket, "worker \(pid) fd \(fd) is the control socket")
+                    #expect(!otherChannels.contains(inode), "worker \(pid) fd \(fd) is another worker's channel")
+                    #expect(
+                        inode == channel || listening.contains(inode),
+                        "worker \(pid) fd \(fd): \(target) is neither its channel nor a listener")
+                    if inode != channel { #expect(masterSockets.contains(inode)) }
+                } else if fd > 2 {
+                    // NIO's epoll, eventfd, timerfd; never the shared segment's memfd (closed
+                    // once mapped) nor a file of the master's.
+                    #expect(
+                        target.hasPrefix("anon_inode:") || target.hasPrefix("pipe:"),
+                        "worker \(pid) fd \(fd): \(target)")
+                }
+                if fd > 2 {
+                    #expect(isCloseOnExec(pid: pid, fd: fd), "worker \(pid) fd \(fd) (\(target)) is not CLOEXEC")
+                }
+            }
+            #expect(Set(table.values.compactMap(socketInode)).isSuperset(of: listening), "worker \(pid)")
+        }
+    }
 }
 
 // MARK: - /proc helpers
@@ -135,3 +174,49 @@ private func processStatus(path: String) -> [String: [String]] {
     return fields
 }
 
+/// fd → readlink target.
+private func descriptors(of pid: Int32) -> [Int: String] {
+    let directory = "/proc/\(pid)/fd"
+    var table: [Int: String] = [:]
+    for entry in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
+        guard let fd = Int(entry),
+            let target = try? FileManager.default.destinationOfSymbolicLink(atPath: directory + "/" + entry)
+        else { continue }
+        table[fd] = target
+    }
+    return table
+}
+
+/// `socket:[1234]` → `1234`.
+private func socketInode(_ target: String) -> String? {
+    target.hasPrefix("socket:[") ? String(target.dropFirst(8).dropLast()) : nil
+}
+
+/// Inodes of the sockets listening on 127.0.0.1 on these ports (state 0A in /proc/net/tcp).
+private func listeningSocketInodes(ports: [UInt16]) -> Set<String> {
+    let locals = Set(ports.map { String(format: "0100007F:%04X", $0) })
+    var inodes: Set<String> = []
+    for line in readWholeFile("/proc/net/tcp").split(separator: "\n").dropFirst() {
+        let fields = line.split(separator: " ")
+        if fields.count > 9, locals.contains(String(fields[1])), fields[3] == "0A" { inodes.insert(String(fields[9])) }
+    }
+    return inodes
+}
+
+/// The inode of the Unix socket bound to `path` (/proc/net/unix: the inode is field 7, the path 8).
+private func unixSocketInode(path: String) -> String? {
+    for line in readWholeFile("/proc/net/unix").split(separator: "\n").dropFirst() {
+        let fields = line.split(separator: " ")
+        if fields.count > 7, fields[7] == path { return String(fields[6]) }
+    }
+    return nil
+}
+
+/// O_CLOEXEC (02000000 octal) in the `flags:` line of /proc/PID/fdinfo/FD.
+private func isCloseOnExec(pid: Int32, fd: Int) -> Bool {
+    let info = readWholeFile("/proc/\(pid)/fdinfo/\(fd)")
+    guard let line = info.split(separator: "\n").first(where: { $0.hasPrefix("flags:") }),
+        let flags = Int(line.dropFirst(6).trimmingCharacters(in: .whitespaces), radix: 8)
+    else { return false }
+    return flags & 0o2000000 != 0
+}
