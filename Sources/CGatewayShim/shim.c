@@ -2,11 +2,13 @@
 #include "gateway_shim.h"
 
 #include <errno.h>
+#include <linux/close_range.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -167,4 +169,12 @@ int gw_memfd_create(const char *name) {
 
 int gw_memfd_seal_size(int fd) {
     return fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+}
+
+int gw_set_parent_death_signal(int signal) {
+    return prctl(PR_SET_PDEATHSIG, (unsigned long)signal, 0UL, 0UL, 0UL);
+}
+
+int gw_set_cloexec_from(unsigned int first) {
+    return close_range(first, ~0U, CLOSE_RANGE_CLOEXEC);
 }

@@ -1,3 +1,4 @@
+import CGatewayShim
 import Dispatch
 import Foundation
 import GatewayConfig
@@ -24,7 +25,7 @@ public enum WorkerProcess {
     /// spare (started ahead of a reload) has nothing to drain.
     static let handedOff = Atomic<Bool>(false)
 
-    public static func run(logger baseLogger: Logger) async -> Never {
+    public static func run(logger baseLogger: Logger, masterPID: pid_t? = nil) async -> Never {
         var logger = baseLogger
         // The master owns these: a terminal's Ctrl-C or a HUP to the process group must not
         // reach the workers behind the master's back.
@@ -43,10 +44,16 @@ public enum WorkerProcess {
             lifecycle.signal(.terminate)
         }
         termSource.resume()
+        // The master's death, if its channel cannot tell (WorkerProcess+MasterDeath.swift).
+        let deathWatch = MasterDeathWatch(masterPID: masterPID, lifecycle: lifecycle)
+        deathWatch.arm()
 
         // Started before the handoff: a spare has its event loop running when its turn comes.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         warmUp()
+        // fd 3 lost CLOEXEC in the spawn's dup2, which is how it crossed exec. A worker execs
+        // nothing, but no fd of its own should cross one if it ever does.
+        _ = gw_set_cloexec_from(UInt32(HandoffProtocol.workerDescriptor))
         let channel = HandoffChannel(descriptor: HandoffProtocol.workerDescriptor)
         let handoff: Handoff
         do {
@@ -95,6 +102,16 @@ public enum WorkerProcess {
                 exit(1)
             }
         }
+        // After everything that may need root (the access log above: it can live in a
+        // root-only directory, as nginx's master opens its logs as root) and before serving
+        // anything: WorkerProcess+Privileges.swift.
+        if let reason = dropPrivileges(configuration, logger: logger) {
+            logger.error("\(reason)")
+            try? channel.send(.failed(reason: reason))
+            exit(1)
+        }
+        // A change of uid or gid clears the parent-death signal: set it again.
+        deathWatch.arm()
         let server = GatewayServer(
             configuration: configuration, generation: generation, eventLoopGroup: group, logger: logger,
             sharedState: sharedState, accessLog: accessLog, connectionCountDidChange: { _ in })
@@ -105,6 +122,9 @@ public enum WorkerProcess {
             try? channel.send(.failed(reason: "\(error)"))
             exit(1)
         }
+        // Every fd of the master's is CLOEXEC, but not every library's: NIO creates its epoll
+        // fd without the flag. A worker execs nothing; if it ever does, nothing of it leaks.
+        _ = gw_set_cloexec_from(3)
         do {
             try channel.send(.ready(pid: getpid()))
         } catch {
@@ -150,13 +170,13 @@ public enum WorkerProcess {
                     try? channel.send(.draining)
                 })
             }
-            if first == .masterGone {
-                // Nobody will send the SIGTERM that ends a drain at drain_timeout: do it ourselves.
-                let timeout = Duration.milliseconds(handoff.hello.drainTimeoutMilliseconds)
-                Task {
-                    try? await Task.sleep(for: timeout)
-                    lifecycle.signal(.terminate)
-                }
+            // The master ends a drain with SIGTERM at drain_timeout; it may be gone (or die
+            // during the drain), so the worker keeps the same deadline itself. When the master
+            // lives, its SIGTERM comes first: its timer started before it sent `drain`.
+            let timeout = Duration.milliseconds(handoff.hello.drainTimeoutMilliseconds)
+            Task {
+                try? await Task.sleep(for: timeout)
+                lifecycle.signal(.terminate)
             }
             // A SIGTERM during the drain cuts it short.
             let outcome = await lifecycle.nextOrCompletion(of: drainTask)

@@ -1,5 +1,6 @@
 import CGatewayShim
 import Foundation
+import Synchronization
 import SystemPackage
 
 #if canImport(Glibc)
@@ -64,19 +65,64 @@ public struct ProcessSpawner: ProcessSpawning {
     public func spawn(arguments: [String], environment: [String]) throws(SystemCallError) -> SpawnedProcess {
         let (channel, workerEnd) = try HandoffChannel.makePair()
         defer { closeDescriptor(workerEnd) }
-        var pid: pid_t = 0
-        let argv = arguments.map { strdup($0) } + [nil]
-        let envp = environment.map { strdup($0) } + [nil]
-        defer {
-            for p in argv { free(p) }
-            for p in envp { free(p) }
+        let executable = self.executable
+        let (rc, pid) = SpawnThread.shared.run { () -> (CInt, pid_t) in
+            var pid: pid_t = 0
+            let argv = arguments.map { strdup($0) } + [nil]
+            let envp = environment.map { strdup($0) } + [nil]
+            defer {
+                for p in argv { free(p) }
+                for p in envp { free(p) }
+            }
+            let rc = gw_spawn_worker(&pid, executable, argv, envp, workerEnd)
+            return (rc, pid)
         }
-        let rc = gw_spawn_worker(&pid, executable, argv, envp, workerEnd)
         if rc != 0 {
             channel.close()
             throw SystemCallError("posix_spawn", on: executable, errno: Errno(rawValue: rc))
         }
         return SpawnedProcess(pid: pid, channel: channel)
+    }
+}
+
+/// The one thread that starts workers, for the master's whole life.
+///
+/// A worker's parent-death signal (`PR_SET_PDEATHSIG`) fires when the *thread* that spawned it
+/// ends, not when the master does; the concurrency pool's and Dispatch's threads come and go,
+/// so a worker spawned from one of them would be told its master died while it lives.
+final class SpawnThread: Sendable {
+    static let shared = SpawnThread()
+
+    private let jobs = Mutex<[@Sendable () -> Void]>([])
+    private let pending = DispatchSemaphore(value: 0)
+
+    private init() {
+        Thread.detachNewThread { [self] in
+            while true {
+                pending.wait()
+                let job = jobs.withLock { $0.removeFirst() }
+                job()
+            }
+        }
+    }
+
+    /// Runs `body` on the spawn thread and waits for its result.
+    func run<T: Sendable>(_ body: @escaping @Sendable () -> T) -> T {
+        let outcome = Outcome<T>()
+        jobs.withLock {
+            $0.append {
+                outcome.value.withLock { $0 = body() }
+                outcome.done.signal()
+            }
+        }
+        pending.signal()
+        outcome.done.wait()
+        return outcome.value.withLock { $0! }
+    }
+
+    private final class Outcome<T: Sendable>: Sendable {
+        let value = Mutex<T?>(nil)
+        let done = DispatchSemaphore(value: 0)
     }
 }
 

@@ -67,6 +67,7 @@ extension Master {
         let arguments = [
             options.workerExecutable == "/proc/self/exe" ? "gatewayd" : options.workerExecutable,
             "worker", "--log-level", "\(options.logLevel)", "--log-format", options.logFormat.rawValue,
+            "--master-pid", "\(getpid())",
         ]
         let process = try spawner.spawn(arguments: arguments, environment: Self.workerEnvironment())
         let events = AsyncStream<WorkerEvent>.makeStream()

@@ -126,6 +126,11 @@ public actor Master {
             return
         }
         writePidFile()
+        if let user = loaded.configuration.user, geteuid() != 0 {
+            // As nginx does: the setting needs root, and the workers run as they are.
+            logger.warning(
+                "user: \(user) is not applied: gatewayd does not run as root, workers run as uid \(geteuid())")
+        }
 
         let generation = Generation(
             id: generationID, loaded: loaded, settings: settings, listeners: listeners,

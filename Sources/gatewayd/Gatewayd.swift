@@ -10,7 +10,26 @@ import Logging
     import Glibc
 #endif
 
+/// A synchronous entry point whose main thread waits on a semaphore, instead of Swift's async
+/// main. The async main parks the main thread in libdispatch's `dispatch_main`, which calls
+/// `pthread_exit` and sleeps forever in a thread-specific-data destructor: glibc's `setuid`
+/// skips a thread that is exiting, so a worker's main thread would stay root after the
+/// privilege drop (seen in /proc/PID/task/PID/status), and code that gets to run on it (a signal
+/// handler) would be root again. A thread blocked on a semaphore is an ordinary thread: the
+/// drop reaches it. Nothing in gatewayd runs on the main actor or the main queue.
 @main
+enum Entry {
+    static func main() {
+        let finished = DispatchSemaphore(value: 0)
+        // Detached: a task inheriting the main actor would wait for the main thread, which waits.
+        Task.detached {
+            await Gatewayd.main()
+            finished.signal()
+        }
+        finished.wait()
+    }
+}
+
 struct Gatewayd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gatewayd",
@@ -126,8 +145,11 @@ struct Worker: AsyncParsableCommand {
 
     @OptionGroup var log: LogOptions
 
+    @Option(name: .long, help: "The master's pid: the worker drains and exits once its parent is no longer this.")
+    var masterPid: Int32?
+
     func run() async throws {
         GatewayLogHandler.bootstrap(format: log.logFormat, level: log.logLevel)
-        await WorkerProcess.run(logger: Logger(label: "gatewayd-worker"))
+        await WorkerProcess.run(logger: Logger(label: "gatewayd-worker"), masterPID: masterPid)
     }
 }

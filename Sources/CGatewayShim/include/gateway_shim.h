@@ -37,6 +37,15 @@ int gw_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *cons
 /// exit and then blocks every other Process on it). Returns 0 or an errno value.
 int gw_spawn_with_output(pid_t *pid, const char *path, char *const argv[], char *const envp[], const char *output_path);
 
+/// prctl(PR_SET_PDEATHSIG, signal) (prctl is variadic: Swift cannot call it). The signal comes
+/// when the *thread* that spawned this process ends, not its whole process; it is cleared by
+/// fork and by any change of effective uid or gid. Returns 0 or -1 with errno set.
+int gw_set_parent_death_signal(int signal);
+
+/// close_range(first, ~0U, CLOSE_RANGE_CLOEXEC): marks every fd from `first` up close-on-exec,
+/// including those libraries opened without it. Returns 0 or -1 with errno set.
+int gw_set_cloexec_from(unsigned int first);
+
 /// The layout of struct ucred, for callers that read SO_PEERCRED themselves.
 typedef struct gw_ucred {
     pid_t pid;
