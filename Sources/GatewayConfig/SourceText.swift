@@ -56,6 +56,13 @@ struct SourceText {
         return index < lineEnd ? index : nil
     }
 
+    /// `position`, or the end of the last line when it lies past it: libyaml puts the end of a
+    /// text without a final line break on a line of its own, one past the file's last.
+    func clamped(_ position: SourcePosition) -> SourcePosition {
+        guard position.line > lineStarts.count, let last = lineStarts.last else { return position }
+        return SourcePosition(line: lineStarts.count, column: scalars.count - last + 1)
+    }
+
     /// libyaml's line breaks: LF, CR, CRLF (one break), and YAML 1.1's NEL, LS and PS.
     static func isBreak(_ scalar: Unicode.Scalar) -> Bool {
         switch scalar.value {

@@ -58,7 +58,7 @@ struct YAMLComposer {
                     // Turning aliases into plain words never makes valid YAML invalid, so
                     // this is an error in the text too (though an alias error before it, such
                     // as an unquoted `*.example.com`, only shows once this one is fixed).
-                    sink.error(message, at: position)
+                    sink.error(message, at: source.clamped(position))
                     return nil
                 }
             }
@@ -69,7 +69,7 @@ struct YAMLComposer {
                 if rename(name, at: position, round: round, into: &sink) { continue }
                 return nil
             case .failure(let message, let position):
-                sink.error(message, at: position)
+                sink.error(message, at: source.clamped(position))
                 return nil
             }
         }

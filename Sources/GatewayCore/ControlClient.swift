@@ -76,12 +76,23 @@ public struct ControlClient: Sendable {
         let line = request.encodedLine()
         do {
             var offset = 0
+            var sendError: SystemCallError?
             while offset < line.count {
-                offset += try syscall("send", on: socketPath) {
-                    line.withUnsafeBytes {
-                        Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL))
-                    }
+                let n = line.withUnsafeBytes {
+                    Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL))
                 }
+                if n >= 0 {
+                    offset += n
+                    continue
+                }
+                let code = Errno(rawValue: errno)
+                if code == .interrupted { continue }
+                let error = SystemCallError("send", on: socketPath, errno: code)
+                // The master may answer and close before reading the request (a refused peer):
+                // its answer is still there to read.
+                guard code == .brokenPipe || code == .connectionReset else { throw error }
+                sendError = error
+                break
             }
             var response: [UInt8] = []
             var chunk = [UInt8](repeating: 0, count: 64 * 1024)
@@ -92,6 +103,7 @@ public struct ControlClient: Sendable {
                 if n == 0 { break }
                 response.append(contentsOf: chunk.prefix(n))
             }
+            if response.isEmpty, let sendError { throw sendError }
             guard let decoded = try? JSONDecoder().decode(ControlResponse.self, from: Data(response)) else {
                 let text = String(decoding: response.prefix(200), as: UTF8.self)
                 throw Failure.badResponse(text.isEmpty ? "connection closed without an answer" : text)

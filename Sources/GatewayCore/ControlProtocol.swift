@@ -25,7 +25,7 @@ public enum ControlProtocol {
 }
 
 public struct ControlRequest: Codable, Sendable, Equatable {
-    public enum Command: String, Codable, Sendable {
+    public enum Command: String, Codable, Sendable, CaseIterable {
         case status, reload, stop
     }
     public var version: Int
@@ -171,7 +171,70 @@ public struct ControlResponse: Codable, Sendable, Equatable {
     }
 }
 
+/// Why a request line was refused; `description` is the `error` the master answers with.
+public struct ControlRequestError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    init(_ description: String) { self.description = description }
+}
+
 extension ControlRequest {
+    /// Just the fields every version has, read first so that a wrong version or an unknown
+    /// command is reported as such rather than as a decoding failure.
+    private struct Envelope: Decodable {
+        var version: Int
+        var command: String
+    }
+
+    /// Decodes one request line (without its newline): malformed JSON, a missing field, an
+    /// unknown command or another protocol version each get an error saying which.
+    public init(line: [UInt8]) throws(ControlRequestError) {
+        let data = Data(line)
+        let envelope: Envelope
+        do {
+            envelope = try JSONDecoder().decode(Envelope.self, from: data)
+        } catch {
+            throw ControlRequestError("malformed request: \(Self.describe(error, in: data))")
+        }
+        guard envelope.version == ControlProtocol.version else {
+            throw ControlRequestError(
+                "unsupported protocol version \(envelope.version) (this gatewayd speaks \(ControlProtocol.version))")
+        }
+        guard Command(rawValue: envelope.command) != nil else {
+            let known = Command.allCases.map { "'\($0.rawValue)'" }.joined(separator: ", ")
+            throw ControlRequestError("unknown command '\(envelope.command)' (known commands: \(known))")
+        }
+        do {
+            self = try JSONDecoder().decode(ControlRequest.self, from: data)
+        } catch {
+            throw ControlRequestError("malformed request: \(Self.describe(error, in: data))")
+        }
+    }
+
+    private static func describe(_ error: Error, in data: Data) -> String {
+        switch error {
+        case DecodingError.dataCorrupted(let context) where context.codingPath.isEmpty:
+            // JSONDecoder on Linux says only that the data is not valid JSON; JSONSerialization
+            // says what and where ("Invalid value around character 1.").
+            do {
+                _ = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
+            } catch {
+                if let detail = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String {
+                    return "not JSON: \(detail)"
+                }
+            }
+            return "not JSON: \(context.debugDescription)"
+        case DecodingError.dataCorrupted(let context):
+            return "'\(context.codingPath.map(\.stringValue).joined(separator: "."))': \(context.debugDescription)"
+        case DecodingError.keyNotFound(let key, _):
+            return "missing '\(key.stringValue)'"
+        case DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context):
+            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
+            return path.isEmpty ? "expected a JSON object" : "'\(path)': \(context.debugDescription)"
+        default:
+            return "\(error)"
+        }
+    }
+
     public func encodedLine() -> [UInt8] {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]

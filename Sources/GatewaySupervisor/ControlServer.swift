@@ -13,8 +13,10 @@ import NIOPosix
 /// Peers are checked with SO_PEERCRED (same uid as the master, or root) even if someone
 /// loosened the file's mode by hand.
 final class ControlServer: Sendable {
-    /// A client that connects and says nothing is cut after this; a real request arrives in
-    /// microseconds, and a stuck client must not hold a slot for long.
+    /// A client that has not sent a whole request line this long after connecting is answered
+    /// with an error and cut: a real request arrives in microseconds, and a stuck or slowly
+    /// dripping client must not hold a connection for long. Counted from the connect, not
+    /// from the last byte, so a byte every few seconds does not extend it.
     static let requestTimeout: TimeAmount = .seconds(10)
 
     let path: String
@@ -35,9 +37,7 @@ final class ControlServer: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        IdleStateHandler(readTimeout: requestTimeout))
-                    try channel.pipeline.syncOperations.addHandler(
-                        ControlConnectionHandler(master: master, logger: logger))
+                        ControlConnectionHandler(master: master, logger: logger, requestTimeout: requestTimeout))
                 }
             }
         // 0600 from birth: no window in which another user could connect.
@@ -115,6 +115,8 @@ private final class ControlConnectionHandler: ChannelInboundHandler, RemovableCh
     private let logger: Logger
     private var buffer: ByteBuffer?
     private var state: State = .checkingPeer
+    private let requestTimeout: TimeAmount
+    private var deadline: Scheduled<Void>?
 
     private enum State {
         case checkingPeer
@@ -122,12 +124,20 @@ private final class ControlConnectionHandler: ChannelInboundHandler, RemovableCh
         case answering
     }
 
-    init(master: Master, logger: Logger) {
+    init(master: Master, logger: Logger, requestTimeout: TimeAmount) {
         self.master = master
         self.logger = logger
+        self.requestTimeout = requestTimeout
     }
 
     func channelActive(context: ChannelHandlerContext) {
+        let timeoutBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let seconds = requestTimeout.nanoseconds / 1_000_000_000
+        deadline = context.eventLoop.scheduleTask(in: requestTimeout) {
+            let (handler, context) = timeoutBound.value
+            guard handler.state != .answering else { return }
+            handler.respond(context: context, .failure("no whole request line within \(seconds) s of connecting"))
+        }
         guard let provider = context.channel as? SocketOptionProvider else {
             refuse(context: context, reason: "cannot check peer credentials")
             return
@@ -163,12 +173,10 @@ private final class ControlConnectionHandler: ChannelInboundHandler, RemovableCh
         if state == .reading { processBuffer(context: context) }
     }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is IdleStateHandler.IdleStateEvent, state != .answering {
-            respond(context: context, .failure("timed out waiting for a request"))
-            return
-        }
-        context.fireUserInboundEventTriggered(event)
+    func channelInactive(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = nil
+        context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
@@ -177,33 +185,27 @@ private final class ControlConnectionHandler: ChannelInboundHandler, RemovableCh
 
     private func processBuffer(context: ChannelHandlerContext) {
         guard var buffer, state == .reading else { return }
+        let limit = ControlProtocol.maximumRequestLength
+        let tooLong = ControlResponse.failure(
+            "request line too long: more than \(limit) bytes without a newline (the limit is \(limit / 1024) KiB)")
         guard let newline = buffer.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) else {
-            if buffer.readableBytes > ControlProtocol.maximumRequestLength {
-                respond(context: context, .failure("request longer than \(ControlProtocol.maximumRequestLength) bytes"))
-            }
+            // Checked on every read, so at most one read's worth past the limit is ever held.
+            if buffer.readableBytes > limit { respond(context: context, tooLong) }
+            return
+        }
+        guard newline - buffer.readerIndex <= limit else {
+            respond(context: context, tooLong)
             return
         }
         let length = newline - buffer.readerIndex
-        guard length <= ControlProtocol.maximumRequestLength else {
-            respond(context: context, .failure("request longer than \(ControlProtocol.maximumRequestLength) bytes"))
-            return
-        }
         let line = buffer.readBytes(length: length) ?? []
         self.buffer = nil
         state = .answering
         let request: ControlRequest
         do {
-            request = try JSONDecoder().decode(ControlRequest.self, from: Data(line))
+            request = try ControlRequest(line: line)
         } catch {
-            respond(context: context, .failure("malformed request: \(Self.describe(error))"))
-            return
-        }
-        guard request.version == ControlProtocol.version else {
-            respond(
-                context: context,
-                .failure(
-                    "unsupported protocol version \(request.version) (this gatewayd speaks \(ControlProtocol.version))")
-            )
+            respond(context: context, .failure(error.description))
             return
         }
         let master = self.master
@@ -231,16 +233,6 @@ private final class ControlConnectionHandler: ChannelInboundHandler, RemovableCh
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(out)).whenComplete { _ in
             channel.close(promise: nil)
-        }
-    }
-
-    private static func describe(_ error: Error) -> String {
-        switch error {
-        case DecodingError.dataCorrupted(let ctx): return ctx.debugDescription
-        case DecodingError.keyNotFound(let key, _): return "missing '\(key.stringValue)'"
-        case DecodingError.typeMismatch(_, let ctx), DecodingError.valueNotFound(_, let ctx):
-            return "\(ctx.codingPath.map(\.stringValue).joined(separator: ".")): \(ctx.debugDescription)"
-        default: return "\(error)"
         }
     }
 }

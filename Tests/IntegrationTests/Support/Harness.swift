@@ -44,6 +44,8 @@ struct CommandResult {
     var status: Int32
     var stdout: String
     var stderr: String
+    /// Killed by a signal (`status` is then the signal's number).
+    var signaled = false
 }
 
 /// Runs a command with a deadline; kills it if it overruns.
@@ -88,7 +90,7 @@ func runCommand(
     group.wait()
     return CommandResult(
         status: process.terminationStatus, stdout: String(decoding: outData.get(), as: UTF8.self),
-        stderr: String(decoding: errData.get(), as: UTF8.self))
+        stderr: String(decoding: errData.get(), as: UTF8.self), signaled: process.terminationReason == .uncaughtSignal)
 }
 
 final class Mutex2<T>: @unchecked Sendable {
