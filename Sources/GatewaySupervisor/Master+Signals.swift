@@ -6,7 +6,8 @@ import UnixSignals
 #endif
 
 extension Master {
-    /// SIGHUP reloads; SIGTERM or SIGINT stops gracefully, and a second one stops at once.
+    /// SIGHUP reloads; SIGTERM or SIGINT stops gracefully, and a second one stops at once, as
+    /// does one that arrives while a graceful stop (`gatewayctl stop`) is already draining.
     /// Runs until the master has stopped.
     public func handleSignals() async {
         // A worker that died leaves a broken channel; writes to it must fail, not kill us.
@@ -25,7 +26,7 @@ extension Master {
                 // Counted here, synchronously: two signals in a row escalate even if the
                 // first stop has not begun yet.
                 stopSignals += 1
-                let escalate = stopSignals > 1
+                let escalate = stopSignals > 1 || state == .stopping
                 logger.info("received \(received)\(escalate ? " again: stopping now" : "")")
                 Task { await self.stop(now: escalate) }
             default:

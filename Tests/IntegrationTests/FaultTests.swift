@@ -10,6 +10,65 @@ import Testing
 /// master dies, and which fds a worker holds. docs/reliability.md lists them.
 @Suite("Faults", .serialized, .timeLimit(.minutes(2)))
 struct FaultTests {
+    // MARK: - Disk errors and crossed commands
+
+    @Test("the config file deleted or unreadable at reload: reload exits 1 naming the file; serving goes on")
+    func configGoneAtReload() throws {
+        let gatewayd = try GatewaydProcess(config: Configs.hello(body: "v1"))
+        let port = try gatewayd.port()
+        try FileManager.default.removeItem(atPath: gatewayd.configPath)
+        var result = try gatewayd.reload()
+        #expect(result.status == 1)
+        #expect(result.stderr.contains(gatewayd.configPath), "\(result.stderr)")
+        #expect(result.stderr.contains("No such file or directory"), "\(result.stderr)")
+        #expect(try httpGet(port: port).body == "v1")
+
+        // A directory where the file was: read(2) fails with EISDIR.
+        try FileManager.default.createDirectory(atPath: gatewayd.configPath, withIntermediateDirectories: false)
+        result = try gatewayd.reload()
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("Is a directory"), "\(result.stderr)")
+        #expect(try httpGet(port: port).body == "v1")
+        #expect(try gatewayd.status().generations.count == 1)
+    }
+
+    @Test("a reload during a stop is refused clearly; a stop during a reload ends cleanly")
+    func crossedCommands() throws {
+        // Reload during stop: a half-sent request keeps the stop's drain going.
+        let first = try GatewaydProcess(config: Configs.hello(body: "v1", drainTimeout: "30s"))
+        let connection = try TestConnection(port: try first.port())
+        try connection.send("GET / HTTP/1.1\r\n")
+        try waitUntil("the connection to be counted") {
+            try first.status().generations.flatMap(\.workers).reduce(0) { $0 + $1.connections } > 0
+        }
+        #expect(try first.gatewayctl(["stop", "--no-wait"]).status == 0)
+        try waitUntil("the stop to begin") { (try? first.status().state) == "stopping" }
+        let refused = try first.reload()
+        #expect(refused.status != 0)
+        #expect(refused.stderr.lowercased().contains("stop"), "\(refused.stderr)")
+        first.signal(SIGTERM)  // the second one: stop now
+        #expect(try first.waitForExit(timeout: .seconds(10)) == 0)
+
+        // Stop during reload: both commands answer, the master exits 0, nothing is left.
+        let second = try GatewaydProcess(config: Configs.hello(body: "v1"))
+        try second.writeConfig(Configs.hello(body: "v2"))
+        let workers = try second.status().generations.flatMap(\.workers).map(\.pid)
+        let reload = Mutex2<CommandResult?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            reload.set(try? second.reload())
+            done.signal()
+        }
+        let stop = try second.gatewayctl(["stop"])
+        #expect(done.wait(timeout: .now() + 30) == .success)
+        #expect(stop.status == 0, "\(stop.stderr)")
+        let reloadResult = try #require(reload.get())
+        // Either the reload won the race (0) or it was cut by the stop, with a reason.
+        #expect(reloadResult.status == 0 || !reloadResult.stderr.isEmpty, "\(reloadResult)")
+        #expect(try second.waitForExit(timeout: .seconds(20)) == 0)
+        #expect(workers.allSatisfy { !isProcessRunning($0) })
+    }
+
     // MARK: - Privilege drop
 
     @Test("with user: nobody, workers run as nobody and the master stays root")
