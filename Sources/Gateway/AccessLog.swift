@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import GatewayConfig
 import GatewayCore
+import Metrics
 import NIOCore
 import Synchronization
 
@@ -27,7 +28,6 @@ public final class AccessLog: Sendable {
 
     private struct State {
         var buffer: [UInt8] = []
-        var dropped = 0
         var closed = false
     }
 
@@ -72,25 +72,26 @@ public final class AccessLog: Sendable {
         }
     }
 
-    /// Lines dropped because the reader could not keep up.
-    public var droppedLines: Int {
-        self.state.withLock { $0.dropped }
-    }
+    /// Lines dropped because the reader could not keep up: a gateway-wide counter
+    /// (`gatewayd_access_log_dropped_lines_total`), so a stalled log shows in `/metrics`.
+    private let droppedLines = Counter(label: "gatewayd_access_log_dropped_lines_total")
 
     func log(_ record: RequestRecord) {
         var line = self.format == .json ? self.jsonLine(record) : self.combinedLine(record)
         line.append("\n")
-        let flushNow = self.state.withLock { state -> Bool in
-            guard !state.closed else { return false }
+        enum Outcome { case buffered, flushNow, dropped }
+        let outcome = self.state.withLock { state -> Outcome in
+            guard !state.closed else { return .buffered }
             if state.buffer.count + line.utf8.count > Self.bufferLimit {
-                state.dropped += 1
-                return false
+                return .dropped
             }
             state.buffer.append(contentsOf: line.utf8)
-            return state.buffer.count >= Self.flushThreshold
+            return state.buffer.count >= Self.flushThreshold ? .flushNow : .buffered
         }
-        if flushNow {
-            self.wakeUp.signal()
+        switch outcome {
+        case .flushNow: self.wakeUp.signal()
+        case .dropped: self.droppedLines.increment()
+        case .buffered: break
         }
     }
 

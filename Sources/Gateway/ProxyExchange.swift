@@ -98,7 +98,6 @@ final class ProxyExchange: UpstreamConnectionDelegate {
     /// The connection whose response deadline this exchange armed.
     private var timedConnection: UpstreamConnection?
     private var responseStarted = false
-    private(set) var attempts = 0
     /// When the request head went upstream, for the latency histogram.
     private(set) var sentAt: NIODeadline?
     private(set) var firstByteAt: NIODeadline?
@@ -226,10 +225,16 @@ final class ProxyExchange: UpstreamConnectionDelegate {
                         reason: "every endpoint of upstream \(self.pool.configuration.name) is ejected"))
             return
         }
-        self.attempts += 1
         self.endpointIndex = index
+        self.connect(to: index, fresh: false)
+    }
+
+    /// One connection attempt to `index`; `fresh` skips the idle connections (a stale one just
+    /// failed). A connect failure counts against the endpoint and moves on to a retry if one
+    /// is left.
+    private func connect(to index: Int, fresh: Bool) {
         self.pool.endpoints[index].inFlight += 1
-        self.pool.connection(to: index) { [self] result in
+        self.pool.connection(to: index, fresh: fresh) { [self] result in
             guard case .connecting = self.state else {
                 // The client left meanwhile.
                 self.pool.endpoints[index].inFlight -= 1
@@ -246,13 +251,15 @@ final class ProxyExchange: UpstreamConnectionDelegate {
                 self.pool.recordFailure(index)
                 self.count("connect")
                 self.failedEndpoints.append(index)
-                let reason = "connect to upstream \(self.pool.configuration.name): \(Self.describe(error))"
-                self.lastFailure = ProxyFailure(kind: .badGateway, reason: reason)
+                let failure = ProxyFailure(
+                    kind: .badGateway,
+                    reason: "connect to upstream \(self.pool.configuration.name): \(Self.describe(error))")
+                self.lastFailure = failure
                 if self.retriesLeft > 0 {
                     self.retriesLeft -= 1
                     self.attempt()
                 } else {
-                    self.fail(ProxyFailure(kind: .badGateway, reason: reason))
+                    self.fail(failure)
                 }
             }
         }
@@ -260,7 +267,6 @@ final class ProxyExchange: UpstreamConnectionDelegate {
 
     private func connected(_ connection: UpstreamConnection, reused: Bool) {
         self.connectionReused = reused
-        connection.requestCount += 1
         connection.delegate = self
         self.state = .sending(connection)
         let parts = self.pending
@@ -439,41 +445,16 @@ final class ProxyExchange: UpstreamConnectionDelegate {
             self.attempt()
             return
         }
-        self.pool.endpoints[index].inFlight += 1
-        self.pool.connection(to: index, fresh: true) { [self] result in
-            guard case .connecting = self.state else {
-                self.pool.endpoints[index].inFlight -= 1
-                if case .success(let (connection, _)) = result { self.pool.release(connection, reusable: true) }
-                return
-            }
-            switch result {
-            case .success(let (connection, _)):
-                self.connected(connection, reused: false)
-            case .failure(let error):
-                self.pool.endpoints[index].inFlight -= 1
-                self.pool.recordFailure(index)
-                self.count("connect")
-                self.failedEndpoints.append(index)
-                if self.retriesLeft > 0 {
-                    self.retriesLeft -= 1
-                    self.attempt()
-                } else {
-                    self.fail(
-                        ProxyFailure(
-                            kind: .badGateway,
-                            reason: "connect to upstream \(self.pool.configuration.name): \(Self.describe(error))"))
-                }
-            }
-        }
+        self.connect(to: index, fresh: true)
     }
 
     // MARK: Helpers
 
-    /// RFC 9110 §9.2.2.
     private func count(_ kind: String) {
         self.metrics.upstreamError(upstream: self.pool.configuration.name, kind: kind)
     }
 
+    /// RFC 9110 §9.2.2.
     static func isIdempotent(_ method: HTTPMethod) -> Bool {
         switch method {
         case .GET, .HEAD, .OPTIONS, .TRACE, .PUT, .DELETE: return true

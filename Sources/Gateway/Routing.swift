@@ -43,14 +43,6 @@ final class PreparedResponse: Sendable {
         self.body = status.mayHaveResponseBody ? bodyBuffer : ByteBuffer()
         self.routeName = routeName
     }
-
-    /// `404 {"error":"no route"}`.
-    static let notFound = PreparedResponse(
-        routeName: "<no route>",
-        status: 404,
-        headers: [("content-type", "application/json")],
-        body: #"{"error":"no route"}"#
-    )
 }
 
 /// One route, compiled: match keys as bytes, so matching a request allocates nothing.

@@ -46,9 +46,6 @@ enum UpstreamConnectionError: Error, CustomStringConvertible {
 final class UpstreamConnection {
     let channel: any Channel
     let endpointIndex: Int
-    /// Requests sent on this connection; a connection that already served one is a reused one
-    /// (see `ProxyExchange` on stale connections).
-    var requestCount = 0
     /// Set while idle in the pool.
     var idleTimer: Scheduled<Void>?
     fileprivate let handler: UpstreamResponseHandler

@@ -103,11 +103,6 @@ final class UpstreamPool {
         return candidates[0]
     }
 
-    var allEjected: Bool {
-        let now = NIODeadline.now()
-        return self.endpoints.allSatisfy { ($0.ejectedUntil ?? .distantPast) > now }
-    }
-
     // MARK: Health
 
     func recordSuccess(_ index: Int) {
