@@ -15,6 +15,8 @@
 #
 # Usage: benchmarks/proxy-throughput.sh [--duration S] [--connections N] [--with-haproxy] [--smoke]
 set -euo pipefail
+# shellcheck source=benchmarks/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
     cat <<'EOF'
@@ -50,10 +52,6 @@ KEEPALIVE=32         # idle upstream connections per endpoint (nginx: per worker
 READY_TIMEOUT=30     # seconds for a server to answer after it starts
 BODY="hello world!"  # + "\n": the 13-byte body the origin serves
 
-log() { printf '==> %s\n' "$*" >&2; }
-warn() { printf 'WARNING: %s\n' "$*" >&2; }
-die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
-
 while (($#)); do
     case $1 in
         --duration) DURATION=${2:?--duration needs a value}; shift 2 ;;
@@ -78,64 +76,33 @@ SERVERS="origin nginx gatewayd"
 ((WITH_HAPROXY)) && SERVERS+=" haproxy"
 MODES="keepalive close"
 
-REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RESULTS_DIR=${RESULTS_DIR-$REPO_ROOT/benchmarks/results/proxy-throughput-$(date -u +%Y%m%dT%H%M%SZ)}
-KEEP_TMP=${KEEP_TMP:-0}
 
 # ---------------------------------------------------------------------------- state and cleanup
-TMP=""
 WRK_PID=""
 declare -A PID=()            # server -> master pid
-declare -a STARTED_PIDS=()   # every child seen, killed at exit if still there
 
-children_of() { ps --ppid "$1" -o pid= 2>/dev/null | tr -d ' ' | grep -v '^$' || true; }
-alive() { [[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null; }
-remember_children() {
-    local c
-    for c in $(children_of "$1"); do STARTED_PIDS+=("$c"); done
-}
-
-# stop_server SERVER: the server's graceful stop signal, then SIGKILL after 10 s.
+# stop_server SERVER: the server's graceful stop signal, then SIGKILL after 10 s (these idle
+# servers stop in milliseconds; still there after 10 s means stuck).
 stop_server() {
-    local server=$1 pid sig c i
-    pid=${PID[$server]:-}
-    alive "$pid" || return 0
+    local server=$1 sig
     case $server in
         origin | nginx) sig=QUIT ;;
         haproxy) sig=USR1 ;;
         *) sig=TERM ;;
     esac
-    remember_children "$pid"
-    kill "-$sig" "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-        alive "$pid" || break
-        sleep 0.1
-    done
-    if alive "$pid"; then
-        warn "$server (pid $pid) still running 10 s after SIG$sig: SIGKILL"
-        for c in $(children_of "$pid"); do kill -KILL "$c" 2>/dev/null || true; done
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
+    stop_process "${PID[$server]:-}" "$sig" 10
     PID[$server]=""
 }
 
 # shellcheck disable=SC2317  # reached through the trap below
 cleanup() {
-    local rc=$? p s
+    local rc=$? s
     set +e
     trap - EXIT INT TERM
     if alive "$WRK_PID"; then kill -TERM "$WRK_PID" 2>/dev/null; wait "$WRK_PID" 2>/dev/null; fi
     for s in haproxy gatewayd nginx origin; do stop_server "$s"; done
-    for p in "${STARTED_PIDS[@]}"; do
-        alive "$p" && kill -KILL "$p" 2>/dev/null
-    done
-    if [[ -n $TMP && -d $TMP ]]; then
-        if [[ -n $RESULTS_DIR ]]; then
-            mkdir -p "$RESULTS_DIR" && cp -r "$TMP"/. "$RESULTS_DIR"/ 2>/dev/null
-        fi
-        if [[ $KEEP_TMP == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-    fi
+    lib_cleanup_tail
     exit "$rc"
 }
 trap cleanup EXIT
@@ -143,41 +110,15 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---------------------------------------------------------------------------- packages and build
-install_packages() {
-    local missing=() policy_created=0 ok=1
-    command -v curl >/dev/null || missing+=(curl)
-    command -v python3 >/dev/null || missing+=(python3)
-    command -v ps >/dev/null || missing+=(procps)
-    command -v wrk >/dev/null || missing+=(wrk)
-    command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
-    if ((WITH_HAPROXY)) && ! command -v haproxy >/dev/null && [[ ! -x /usr/sbin/haproxy ]]; then missing+=(haproxy); fi
-    ((${#missing[@]})) || return 0
-    [[ $(id -u) == 0 ]] || die "missing packages: ${missing[*]} (run as root, or apt-get install ${missing[*]})"
-    command -v apt-get >/dev/null || die "missing packages: ${missing[*]}, and no apt-get to install them"
-    log "installing: ${missing[*]}"
-    # Keep the packages from starting the system nginx or haproxy on ports 80 and 8080.
-    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && policy_created=1
-    fi
-    apt-get update -qq || ok=0
-    if ((ok)); then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || ok=0
-    fi
-    ((policy_created)) && rm -f /usr/sbin/policy-rc.d
-    ((ok)) || die "apt-get could not install: ${missing[*]}"
-}
-install_packages
+PACKAGES=(curl:curl python3:python3 ps:procps wrk:wrk nginx:nginx)
+((WITH_HAPROXY)) && PACKAGES+=(haproxy:haproxy)
+ensure_packages "${PACKAGES[@]}"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
-PYTHON=$(command -v python3)
 
 if [[ -z ${GATEWAYD_BIN:-} ]]; then
     GATEWAYD_BIN=$REPO_ROOT/.build/release/gatewayd
-    if [[ ! -x $GATEWAYD_BIN ]]; then
-        command -v swift >/dev/null || die "swift is not on the PATH (or set GATEWAYD_BIN)"
-        log "building gatewayd: make release (no $GATEWAYD_BIN yet)"
-        make -C "$REPO_ROOT" release >&2 || die "make release failed (output above)"
-    fi
+    [[ -x $GATEWAYD_BIN ]] || { GATEWAYD_BIN=""; build_gatewayd "$REPO_ROOT/.build"; }
 fi
 [[ -x $GATEWAYD_BIN ]] || die "GATEWAYD_BIN=$GATEWAYD_BIN is not an executable"
 
@@ -185,38 +126,13 @@ TMP=$(mktemp -d /tmp/proxy-throughput.XXXXXX)
 chmod 755 "$TMP"
 
 # ---------------------------------------------------------------------------- ports
-port_free() {
-    "$PYTHON" - "$1" <<'EOF'
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-try:
-    s.bind(("127.0.0.1", int(sys.argv[1])))
-except OSError:
-    sys.exit(1)
-EOF
-}
-TAKEN=" "
-pick_port() { # pick_port PREFERRED: the first free port from PREFERRED not picked before
-    local p
-    for ((p = $1; p < $1 + 200; p++)); do
-        [[ $TAKEN == *" $p "* ]] && continue
-        if port_free "$p"; then
-            TAKEN+="$p "
-            echo "$p"
-            return 0
-        fi
-    done
-    die "no free port on 127.0.0.1 from $1 to $(($1 + 199))"
-}
 declare -A PORT=()
-# Not in $(...): pick_port must update TAKEN in this shell.
+port=""
 for s in origin gatewayd nginx haproxy; do
     case $s in origin) p=18090 ;; gatewayd) p=18080 ;; nginx) p=18081 ;; haproxy) p=18082 ;; esac
-    pick_port "$p" >"$TMP/port"
-    PORT[$s]=$(<"$TMP/port")
+    pick_port port "$p"
+    PORT[$s]=$port
 done
-rm -f "$TMP/port"
 url_of() { echo "http://127.0.0.1:${PORT[$1]}/"; }
 
 # ---------------------------------------------------------------------------- configs
@@ -352,7 +268,7 @@ log_tail() {
 # Returns 1 (with NOTE[SERVER] set) when it does not come up.
 declare -A NOTE=()
 start_server() {
-    local server=$1 start got pid
+    local server=$1 pid rc=0
     case $server in
         origin | nginx)
             "$NGINX" -t -q -p "$TMP/$server" -e "$TMP/$server/error.log" -c "$TMP/$server/nginx.conf" \
@@ -383,23 +299,18 @@ start_server() {
     esac
     pid=$!
     PID[$server]=$pid
-    start=$SECONDS
-    while ((SECONDS - start < READY_TIMEOUT)); do
-        if ! alive "$pid"; then
-            log_tail "$server"
-            NOTE[$server]="exited during startup"
-            PID[$server]=""
-            return 1
-        fi
-        got=$(curl -fsS --max-time 2 "$(url_of "$server")" 2>/dev/null || true)
-        if [[ $got == "$BODY" ]]; then
-            remember_children "$pid"
-            log "$server ready on $(url_of "$server") (pid $pid)"
-            return 0
-        fi
-        sleep 0.05
-    done
+    wait_body "$(url_of "$server")" "$BODY" "$READY_TIMEOUT" "$pid" || rc=$?
+    if ((rc == 0)); then
+        remember_children "$pid"
+        log "$server ready on $(url_of "$server") (pid $pid)"
+        return 0
+    fi
     log_tail "$server"
+    if ((rc == 2)); then
+        NOTE[$server]="exited during startup"
+        PID[$server]=""
+        return 1
+    fi
     NOTE[$server]="no '$BODY' answer within ${READY_TIMEOUT}s"
     stop_server "$server"
     return 1

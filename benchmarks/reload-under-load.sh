@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# The report's printf formats are constants kept in variables (fmt, lfmt, mfmt), never input:
+# shellcheck disable=SC2059
 # reload-under-load.sh: gatewayd and nginx 1.22, side by side, on the same machine, the same way.
 #
 #   1. wrk load (keep-alive, then "Connection: close") while the config is rewritten and the
@@ -10,6 +12,8 @@
 # Everything listens on 127.0.0.1 only; everything started here is stopped on exit.
 # See benchmarks/README.md for the knobs. Usage: benchmarks/reload-under-load.sh
 set -euo pipefail
+# shellcheck source=benchmarks/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # ---------------------------------------------------------------------------- knobs
 DURATION=${DURATION:-20}                 # seconds of wrk per (server, mode)
@@ -28,12 +32,7 @@ MODES=${MODES:-"keepalive close"}        # which wrk modes to run
 GATEWAYD_LOG_LEVEL=${GATEWAYD_LOG_LEVEL:-info}
 KEEP_TMP=${KEEP_TMP:-0}                  # 1: keep the temp dir (configs, logs, wrk output)
 
-REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RESULTS_DIR=${RESULTS_DIR-$REPO_ROOT/benchmarks/results/reload-under-load-$(date -u +%Y%m%dT%H%M%SZ)}
-
-log() { printf '==> %s\n' "$*" >&2; }
-warn() { printf 'WARNING: %s\n' "$*" >&2; }
-die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
 
 is_number() { [[ $1 =~ ^[0-9]+([.][0-9]+)?$ ]]; }
 is_number "$DURATION" || die "DURATION must be a number of seconds, got '$DURATION'"
@@ -49,56 +48,21 @@ for m in $MODES; do [[ $m == keepalive || $m == close ]] || die "MODES: unknown 
 wants() { [[ " $SERVERS " == *" $1 "* ]]; }
 
 # ---------------------------------------------------------------------------- state and cleanup
-TMP=""
 GW_PID=""
 NGINX_PID=""
 WRK_PID=""
-declare -a STARTED_PIDS=()   # every worker pid seen, killed at exit if still there
+stop_master() { stop_process "$@"; }   # stop_master PID SIGNAL SECONDS (lib.sh)
 
-children_of() { ps --ppid "$1" -o pid= 2>/dev/null | tr -d ' ' | grep -v '^$' || true; }
-alive() { [[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null; }
-
-remember_children() {
-    local c
-    for c in $(children_of "$1"); do STARTED_PIDS+=("$c"); done
-}
-
-# stop_master PID SIGNAL SECONDS: send SIGNAL, wait, then SIGKILL the master and its workers.
-stop_master() {
-    local pid=$1 sig=$2 secs=$3 c i
-    alive "$pid" || return 0
-    remember_children "$pid"
-    kill "-$sig" "$pid" 2>/dev/null || true
-    for ((i = 0; i < secs * 10; i++)); do
-        alive "$pid" || break
-        remember_children "$pid"
-        sleep 0.1
-    done
-    if alive "$pid"; then
-        warn "pid $pid still running ${secs}s after SIG$sig: SIGKILL"
-        for c in $(children_of "$pid"); do kill -KILL "$c" 2>/dev/null || true; done
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
+# shellcheck disable=SC2317  # reached through the trap below
 cleanup() {
-    local rc=$? p
+    local rc=$?
     set +e
     trap - EXIT INT TERM
     if alive "$WRK_PID"; then kill -TERM "$WRK_PID" 2>/dev/null; wait "$WRK_PID" 2>/dev/null; fi
     [[ -n $GW_PID ]] && stop_master "$GW_PID" TERM 10
     [[ -n $NGINX_PID ]] && stop_master "$NGINX_PID" TERM 10
     sleep 0.2
-    for p in "${STARTED_PIDS[@]}"; do
-        alive "$p" && kill -KILL "$p" 2>/dev/null
-    done
-    if [[ -n $TMP && -d $TMP ]]; then
-        if [[ -n $RESULTS_DIR ]]; then
-            mkdir -p "$RESULTS_DIR" && cp -r "$TMP"/. "$RESULTS_DIR"/ 2>/dev/null
-        fi
-        if [[ $KEEP_TMP == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-    fi
+    lib_cleanup_tail
     exit "$rc"
 }
 trap cleanup EXIT
@@ -106,53 +70,16 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---------------------------------------------------------------------------- packages and build
-install_packages() {
-    local missing=() policy_created=0
-    command -v curl >/dev/null || missing+=(curl)
-    command -v python3 >/dev/null || missing+=(python3)
-    command -v ps >/dev/null || missing+=(procps)
-    command -v wrk >/dev/null || missing+=(wrk)
-    if wants nginx && ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then missing+=(nginx); fi
-    if wants gatewayd && [[ $BUILD == 1 ]]; then
-        local p
-        for p in libsystemd-dev pkg-config; do
-            dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-        done
-    fi
-    ((${#missing[@]})) || return 0
-    [[ $(id -u) == 0 ]] || die "missing packages: ${missing[*]} (run as root, or install them: apt-get install ${missing[*]})"
-    command -v apt-get >/dev/null || die "missing packages: ${missing[*]}, and no apt-get to install them"
-    log "installing: ${missing[*]}"
-    # Keep the nginx package from starting the system nginx on port 80.
-    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && policy_created=1
-    fi
-    local ok=1
-    apt-get update -qq || ok=0
-    if ((ok)); then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || {
-            # Older Debian: nginx-light was the small flavour.
-            local alt=("${missing[@]/#nginx/nginx-light}")
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${alt[@]}" >/dev/null || ok=0
-        }
-    fi
-    ((policy_created)) && rm -f /usr/sbin/policy-rc.d
-    ((ok)) || die "apt-get could not install: ${missing[*]}"
-}
-
-BUILD=0
-if wants gatewayd && [[ -z ${GATEWAYD_BIN:-} || -z ${GATEWAYCTL_BIN:-} ]]; then BUILD=1; fi
-install_packages
+PACKAGES=(curl:curl python3:python3 ps:procps wrk:wrk)
+if wants nginx; then PACKAGES+=(nginx:nginx); fi
+ensure_packages "${PACKAGES[@]}"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 PYTHON=$(command -v python3)
 
-if [[ $BUILD == 1 ]]; then
-    command -v swift >/dev/null || die "swift is not on the PATH (or set GATEWAYD_BIN and GATEWAYCTL_BIN)"
-    log "building gatewayd (release, --scratch-path .build-bench)"
-    (cd "$REPO_ROOT" && swift build -c release --scratch-path .build-bench >&2) ||
-        die "swift build -c release --scratch-path .build-bench failed (output above)"
-    GATEWAYD_BIN=${GATEWAYD_BIN:-$REPO_ROOT/.build-bench/release/gatewayd}
-    GATEWAYCTL_BIN=${GATEWAYCTL_BIN:-$REPO_ROOT/.build-bench/release/gatewayctl}
+# Built the Makefile's way (static release, its build dependencies installed by make), in a
+# scratch path of its own.
+if wants gatewayd && [[ -z ${GATEWAYD_BIN:-} || -z ${GATEWAYCTL_BIN:-} ]]; then
+    build_gatewayd "$REPO_ROOT/.build-bench"
 fi
 if wants gatewayd; then
     [[ -x $GATEWAYD_BIN ]] || die "GATEWAYD_BIN=$GATEWAYD_BIN is not an executable"
@@ -167,27 +94,9 @@ chmod 755 "$TMP"
 mkdir -p "$TMP/gatewayd" "$TMP/nginx"
 
 # ---------------------------------------------------------------------------- ports
-port_free() {
-    "$PYTHON" - "$1" <<'EOF'
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-try:
-    s.bind(("127.0.0.1", int(sys.argv[1])))
-except OSError:
-    sys.exit(1)
-EOF
-}
-pick_port() { # pick_port PREFERRED [TAKEN]
-    local p
-    for ((p = $1; p < $1 + 200; p++)); do
-        [[ $p == "${2:-}" ]] && continue
-        port_free "$p" && { echo "$p"; return 0; }
-    done
-    die "no free port on 127.0.0.1 from $1 to $(($1 + 199))"
-}
-PORT_GATEWAYD=${PORT_GATEWAYD:-$(pick_port 18080)}
-PORT_NGINX=${PORT_NGINX:-$(pick_port 18081 "$PORT_GATEWAYD")}
+[[ -n ${PORT_GATEWAYD:-} ]] && PORTS_TAKEN+="$PORT_GATEWAYD "
+[[ -n ${PORT_GATEWAYD:-} ]] || pick_port PORT_GATEWAYD 18080
+[[ -n ${PORT_NGINX:-} ]] || pick_port PORT_NGINX 18081
 [[ $PORT_GATEWAYD != "$PORT_NGINX" ]] || die "PORT_GATEWAYD and PORT_NGINX must differ"
 
 # ---------------------------------------------------------------------------- configs
@@ -217,7 +126,8 @@ EOF
 # Temp paths inside the temp dir (the compiled-in ones are under /var/lib/nginx), for every
 # module this nginx has.
 nginx_temp_paths=""
-nginx_build=$(wants nginx && "$NGINX" -V 2>&1 || true)
+nginx_build=""
+if wants nginx; then nginx_build=$("$NGINX" -V 2>&1 || true); fi
 for t in client_body proxy fastcgi uwsgi scgi; do
     [[ $nginx_build == *"--without-http_${t}_module"* ]] && continue
     nginx_temp_paths+="    ${t}_temp_path $TMP/nginx/${t}_temp;"$'\n'
@@ -256,18 +166,9 @@ log_of() { if [[ $1 == gatewayd ]]; then echo "$TMP/gatewayd/gatewayd.log"; else
 
 body_now() { curl -sS --max-time 2 -H 'Connection: close' "$(url_of "$1")" 2>/dev/null || true; }
 
-# wait_body SERVER EXPECTED SECONDS: poll with curl until the answer is EXPECTED (a 200).
-wait_body() {
-    local server=$1 expected=$2 secs=$3 start=$SECONDS got pid
-    pid=$(pid_of "$server")
-    while ((SECONDS - start < secs)); do
-        alive "$pid" || return 2
-        got=$(curl -fsS --max-time 2 -H 'Connection: close' "$(url_of "$server")" 2>/dev/null || true)
-        [[ $got == "$expected" ]] && return 0
-        sleep 0.05
-    done
-    return 1
-}
+# wait_server_body SERVER EXPECTED SECONDS: poll with curl until the answer is EXPECTED (a 200);
+# 2 when the server's master is gone.
+wait_server_body() { wait_body "$(url_of "$1")" "$2" "$3" "$(pid_of "$1")"; }
 
 log_tail() {
     local f
@@ -318,7 +219,7 @@ start_server() {
         "$NGINX" -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$NGINX_CONF" </dev/null >"$TMP/nginx/stdout.log" 2>"$TMP/nginx/stderr.log" &
         NGINX_PID=$!
     fi
-    wait_body "$server" "$BODY_A" "$READY_TIMEOUT" || rc=$?
+    wait_server_body "$server" "$BODY_A" "$READY_TIMEOUT" || rc=$?
     if ((rc == 2)); then
         log_tail "$server"; die "$server exited during startup"
     elif ((rc != 0)); then
@@ -339,7 +240,7 @@ start_server() {
 settle() {
     local server=$1 expected=$2 pid n start=$SECONDS
     pid=$(pid_of "$server")
-    wait_body "$server" "$expected" "$SETTLE_TIMEOUT" || {
+    wait_server_body "$server" "$expected" "$SETTLE_TIMEOUT" || {
         warn "$server: not answering '$expected' ${SETTLE_TIMEOUT}s after the last reload (got '$(body_now "$server" | head -c 60)')"
     }
     while ((SECONDS - start < SETTLE_TIMEOUT)); do
