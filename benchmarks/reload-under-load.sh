@@ -246,11 +246,25 @@ settle() {
     while ((SECONDS - start < SETTLE_TIMEOUT)); do
         alive "$pid" || return 1
         remember_children "$pid"
-        n=$(children_of "$pid" | wc -l)
+        n=$(serving_workers "$server")
         ((n <= WORKERS)) && return 0
         sleep 0.2
     done
-    warn "$server: still $(children_of "$pid" | wc -l) worker processes ${SETTLE_TIMEOUT}s after the last reload (expected $WORKERS)"
+    warn "$server: still $(serving_workers "$server") worker processes ${SETTLE_TIMEOUT}s after the last reload (expected $WORKERS)"
+}
+
+# serving_workers SERVER: worker processes of every generation. gatewayd's pre-started spare
+# workers are its children too but belong to no generation: counted from its status, they
+# would make settle wait its whole timeout after every run.
+serving_workers() {
+    if [[ $1 == gatewayd ]]; then
+        "$GATEWAYCTL_BIN" status --json --socket "$TMP/gatewayd/control.sock" 2>/dev/null |
+            "$PYTHON" -c 'import json,sys
+d = json.load(sys.stdin)
+print(sum(len(g["workers"]) for g in d["generations"]))' 2>/dev/null || echo 999
+    else
+        children_of "$(pid_of "$1")" | wc -l
+    fi
 }
 
 # ---------------------------------------------------------------------------- load runs
