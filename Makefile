@@ -15,7 +15,7 @@ RELEASE_FLAGS := -c release --static-swift-stdlib
 # Where `make release` builds (swift build --scratch-path); the benchmark scripts pass their own.
 SCRATCH ?= $(CURDIR)/.build
 
-.PHONY: all deps build release run test check-config benchmark benchmark-proxy clean format
+.PHONY: all deps build release run test check-config benchmark benchmark-proxy chaos clean format
 
 all: build
 
@@ -64,6 +64,13 @@ benchmark: release
 # Proxy throughput, gatewayd vs nginx (and HAProxy: make benchmark-proxy BENCH_ARGS=--with-haproxy).
 benchmark-proxy: release
 	GATEWAYD_BIN=$(SCRATCH)/release/gatewayd benchmarks/proxy-throughput.sh $(BENCH_ARGS)
+
+# Load plus faults (reload storms, killed workers, upstreams and master, a stopped worker):
+# a few minutes, a table of failed requests and recovery times (docs/reliability.md, "Chaos
+# run"). Not part of `make test`. make chaos BENCH_ARGS=--quick: about 1.5 minutes.
+chaos: release
+	GATEWAYD_BIN=$(SCRATCH)/release/gatewayd GATEWAYCTL_BIN=$(SCRATCH)/release/gatewayctl \
+		benchmarks/chaos.sh $(BENCH_ARGS)
 
 format:
 	$(SWIFT) format --in-place --recursive Sources Tests Package.swift
