@@ -180,7 +180,7 @@ def status(sock_path):
 
 def status_poll(args):
     end = time.time() + args.duration
-    most_draining, most_workers, polls, errors, draining_ids = 0, 0, 0, 0, set()
+    most_draining, most_live, most_workers, polls, errors, draining_ids = 0, 0, 0, 0, 0, set()
     while time.time() < end:
         try:
             st = status(args.socket)
@@ -188,12 +188,17 @@ def status_poll(args):
             draining = [g for g in st["generations"] if g["state"] == "draining"]
             draining_ids.update(g["id"] for g in draining)
             most_draining = max(most_draining, len(draining))
+            # A generation stopped early by max_draining_generations stays listed as draining
+            # until its workers have exited; "live" ones still have a worker that is not
+            # terminating, i.e. one the limit has not stopped yet.
+            live = [g for g in draining if any(w["state"] not in ("terminating", "exited") for w in g["workers"])]
+            most_live = max(most_live, len(live))
             most_workers = max(most_workers, sum(len(g["workers"]) for g in st["generations"]))
         except (OSError, ValueError, KeyError):
             errors += 1
         time.sleep(POLL_S)
     with open(args.out, "w") as f:
-        json.dump({"max_draining": most_draining, "max_workers": most_workers, "polls": polls,
+        json.dump({"max_draining": most_draining, "max_live_draining": most_live, "max_workers": most_workers, "polls": polls,
                    "errors": errors, "generations_seen_draining": len(draining_ids)}, f)
 
 

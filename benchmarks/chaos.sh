@@ -309,8 +309,8 @@ phase_storm() {
     local drain_note
     drain_note=$("$PYTHON" -c 'import json,sys
 d = json.load(open(sys.argv[1]))
-print("most generations draining at once: %d (max_draining_generations 4; %d status polls); most worker processes at once: %d"
-      % (d["max_draining"], d["polls"], d["max_workers"]))' "$TMP/storm-status.json" 2>/dev/null || echo "no status poll result")
+print("most generations draining at once in status: %d, of which not yet stopped by the limit: %d (max_draining_generations 4; %d status polls); most worker processes at once: %d"
+      % (d["max_draining"], d["max_live_draining"], d["polls"], d["max_workers"]))' "$TMP/storm-status.json" 2>/dev/null || echo "no status poll result")
     record "reload storm ($n reloads in ${STORM_S} s, keep-alive)" storm "" "[${durs%,}]" \
         "$n reloads ($(awk -v n="$n" -v s="$STORM_S" 'BEGIN{printf "%.0f", n / s}')/s), $bad failed; $drain_note; $early generations stopped early (SIGTERM) by the limit. recovered = median / max gatewayctl reload time."
     settle
