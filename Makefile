@@ -53,9 +53,13 @@ check-config: build
 # Own scratch path: the test runner cannot link statically, and sharing .build with the
 # static release build would rebuild everything each time one follows the other.
 TEST_BUILD := $(CURDIR)/.build-test
+# Test builds only: compiles in the worker's fault injection (a config comment line
+# `# gatewayd-fault: ...`, see Sources/Gateway/WorkerProcess+FaultInjection.swift). The
+# release build that `make run` and packages use never has it.
+TEST_FLAGS := -Xswiftc -DGATEWAYD_FAULT_INJECTION
 test: deps
 	GATEWAYD_BIN=$(TEST_BUILD)/release/gatewayd GATEWAYCTL_BIN=$(TEST_BUILD)/release/gatewayctl \
-		$(SWIFT) test -c release --no-parallel --scratch-path $(TEST_BUILD)
+		$(SWIFT) test -c release --no-parallel --scratch-path $(TEST_BUILD) $(TEST_FLAGS)
 
 benchmark: release
 	GATEWAYD_BIN=$(SCRATCH)/release/gatewayd GATEWAYCTL_BIN=$(SCRATCH)/release/gatewayctl \

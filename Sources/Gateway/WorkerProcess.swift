@@ -58,7 +58,11 @@ public enum WorkerProcess {
         let handoff: Handoff
         do {
             // Blocking reads: on a thread of their own, not the concurrency pool.
-            handoff = try await onThread { try receiveHandoff(channel) }
+            guard let received = try await onThread({ try receiveHandoff(channel) }) else {
+                logger.debug("the master ended before a handoff (a spare worker); exiting")
+                exit(0)
+            }
+            handoff = received
         } catch {
             logger.error("handoff failed: \(error)")
             try? channel.send(.failed(reason: "handoff failed: \(error)"))
@@ -77,6 +81,10 @@ public enum WorkerProcess {
             try? channel.send(.failed(reason: "config rejected by the worker: \(error)"))
             exit(1)
         }
+        #if GATEWAYD_FAULT_INJECTION
+            let fault = injectedFault(config: handoff.hello.config, worker: handoff.hello.worker)
+            injectFaultBeforeReady(fault)
+        #endif
 
         // The gateway-wide shared segment (rate limits, metrics): WorkerProcess+SharedState.swift.
         let sharedState: SharedState
@@ -130,6 +138,9 @@ public enum WorkerProcess {
         } catch {
             logger.error("cannot report ready, the master is gone: \(error)")
         }
+        #if GATEWAYD_FAULT_INJECTION
+            injectFaultAfterReady(fault)
+        #endif
         logger.debug("ready", metadata: ["listeners": "\(handoff.listeners.count)"])
 
         Thread.detachNewThread {
@@ -221,10 +232,10 @@ public enum WorkerProcess {
         var listeners: [HandedOffListener]
     }
 
-    static func receiveHandoff(_ channel: HandoffChannel) throws -> Handoff {
-        guard let (first, _) = try channel.receive() else {
-            throw HandoffProtocolError("the master closed the channel before the handoff")
-        }
+    /// nil when the master closed the channel before sending anything: a spare whose master
+    /// stopped or died, which has nothing to do but exit.
+    static func receiveHandoff(_ channel: HandoffChannel) throws -> Handoff? {
+        guard let (first, _) = try channel.receive() else { return nil }
         guard case .hello(let hello) = first else {
             throw HandoffProtocolError("expected hello, got \(first.type)")
         }

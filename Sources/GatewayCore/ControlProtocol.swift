@@ -90,13 +90,17 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var state: String
         public var startedAt: Double
         public var workers: [Worker]
-        public init(id: Int, state: String, startedAt: Double, workers: [Worker]) {
+        /// Why a serving generation is below strength (a worker down, restarting or
+        /// crash-looping), or nil when it is not.
+        public var degraded: String?
+        public init(id: Int, state: String, startedAt: Double, workers: [Worker], degraded: String? = nil) {
             self.id = id
             self.state = state
             self.startedAt = startedAt
             self.workers = workers
+            self.degraded = degraded
         }
-        enum CodingKeys: String, CodingKey { case id, state, startedAt = "started_at", workers }
+        enum CodingKeys: String, CodingKey { case id, state, startedAt = "started_at", workers, degraded }
     }
     public struct Listener: Codable, Sendable, Equatable {
         public var name: String

@@ -24,6 +24,8 @@ final class Generation {
     /// Restarts per worker slot, and consecutive quick failures (for backoff).
     var restarts: [Int: Int] = [:]
     var consecutiveCrashes: [Int: Int] = [:]
+    /// When each dead slot's next restart is due (for `status`).
+    var restartDue: [Int: ContinuousClock.Instant] = [:]
     /// Exited workers kept only until the generation ends (for accounting).
     var drainStartedAt: ContinuousClock.Instant?
 
@@ -49,6 +51,30 @@ final class Generation {
     /// Only a generation on its way out can end: a serving generation whose workers all died
     /// is restarting them, not finished.
     var isFinished: Bool { (state == .draining || state == .failed) && liveWorkers.isEmpty }
+
+    /// Why a serving generation is below strength, or nil: a slot without a ready worker, or
+    /// a slot whose worker keeps crashing and has not yet lived `stableAfter` since its last
+    /// restart. Operators read this in `status` and in systemd's STATUS line.
+    func degradation(crashLoopAfter: Int, stableAfter: Duration, now: ContinuousClock.Instant = .now) -> String? {
+        guard state == .serving else { return nil }
+        var reasons: [String] = []
+        for index in 0..<settings.workers {
+            let crashes = consecutiveCrashes[index] ?? 0
+            let inARow = crashes == 0 ? "" : " (\(crashes) crash\(crashes == 1 ? "" : "es") in a row)"
+            guard let worker = workers[index], worker.isAlive else {
+                let due = restartDue[index].map { max(.zero, $0 - now) }
+                let next = due.map { ", restart in \(Int($0.milliseconds)) ms" } ?? ""
+                reasons.append("worker \(index) down\(inARow)\(next)")
+                continue
+            }
+            if worker.state != .ready {
+                reasons.append("worker \(index) restarting\(inARow)")
+            } else if crashes >= crashLoopAfter, now - worker.spawnedAt < stableAfter {
+                reasons.append("worker \(index) crash-looping\(inARow)")
+            }
+        }
+        return reasons.isEmpty ? nil : reasons.joined(separator: "; ")
+    }
 
     func resumeReady(_ result: Result<Void, GenerationStartFailure>) {
         readyContinuation?.resume(returning: result)

@@ -108,6 +108,7 @@ extension Master {
             return failReload("gatewayd began stopping during the reload", details: [])
         }
         if case .failure(let failure) = result {
+            enforceDrainingLimit(makingRoomFor: 1)
             await abandon(generation)
             return failReload("generation \(generationID) failed to start: \(failure)", details: [])
         }
@@ -122,9 +123,10 @@ extension Master {
         loaded = newLoaded
         settings = newSettings
         if let previousID, let previous = generations[previousID] {
+            // Room first, then the drain: never one more draining than the limit, even briefly.
+            enforceDrainingLimit(makingRoomFor: 1)
             await drain(previous, reason: "replaced by generation \(generationID)")
         }
-        enforceDrainingLimit()
         timings.switchMs = lap()
         timings.totalMs = (clock.now - begin).milliseconds
         logger.info(
@@ -148,18 +150,25 @@ extension Master {
         // STOPPING=1 was sent, READY=1 would take the unit back from deactivating.
         if state == .running {
             notifier.ready(status: "reload failed: \(reason); \(statusLine())")
+            // The failed generation may have taken the spares; the next reload needs new ones.
+            replenishSpares()
         }
         return .failed(reason: reason, details: details)
     }
 
     /// Past max_draining_generations the oldest draining generations are stopped early, so a
     /// reload storm cannot pile up old workers (nginx's and HAProxy's known failure).
-    private func enforceDrainingLimit() {
+    private func enforceDrainingLimit(makingRoomFor incoming: Int) {
         // A failed generation whose ready workers drain counts too: failing reloads must not
         // pile up old workers either.
-        let draining = generations.values.filter { $0.state == .draining || $0.state == .failed }
-            .sorted { $0.id < $1.id }
-        let excess = draining.count - settings.maxDrainingGenerations
+        // One already stopped early is on its way out (its workers are terminating, gone within
+        // killGrace) and does not count again.
+        let draining = generations.values.filter { generation in
+            (generation.state == .draining || generation.state == .failed)
+                && generation.liveWorkers.contains { $0.state == .draining || $0.state == .starting }
+        }
+        .sorted { $0.id < $1.id }
+        let excess = draining.count + incoming - settings.maxDrainingGenerations
         guard excess > 0 else { return }
         for generation in draining.prefix(excess) {
             logger.warning(

@@ -224,6 +224,10 @@ extension Master {
             logger.debug("\(worker.name) ready")
             if generation.state == .starting, generation.allReady {
                 generation.resumeReady(.success(()))
+            } else if generation.state == .serving, state == .running {
+                // A restarted worker: its slot is back, and systemd's STATUS should say so.
+                logger.info("\(worker.name) ready after a restart")
+                notifier.status(statusLine())
             }
         case .message(.failed(let reason)):
             worker.failureReason = reason
@@ -298,6 +302,13 @@ extension Master {
         var delay = Self.restartBackoffBase
         for _ in 1..<crashes where delay < Self.restartBackoffCap { delay *= 2 }
         delay = min(delay, Self.restartBackoffCap)
+        generation.restartDue[index] = .now + delay
+        if crashes == Self.crashLoopAfter {
+            logger.error(
+                "worker \(index) of generation \(generation.id) is crash-looping: \(crashes) crashes in a row, each within \(DurationText.format(Self.restartStableAfter)) of its start; restarts back off up to \(DurationText.format(Self.restartBackoffCap)); a reload to a good config replaces the generation"
+            )
+        }
+        notifier.status(statusLine())
         let generationID = generation.id
         Task { [weak self] in
             try? await Task.sleep(for: delay)
@@ -310,6 +321,7 @@ extension Master {
             generation.workers[index]?.isAlive != true
         else { return }
         generation.restarts[index, default: 0] += 1
+        generation.restartDue[index] = nil
         do {
             try spawnWorker(generation: generation, index: index)
             logger.info(
@@ -430,14 +442,20 @@ extension Master {
         spawner.signal(SIGKILL, to: pid)
     }
 
-    /// A generation that failed to start: ready workers may already hold connections, so they
-    /// drain; the others are terminated.
+    /// A generation that failed to start. Its workers drain, the ones not ready yet too: a
+    /// worker starts accepting just before it reports ready, so one the master still counts
+    /// as starting may hold connections, and a SIGTERM (close everything) would reset them.
+    /// A worker that does not even confirm it stopped accepting within `stopAcceptingTimeout`
+    /// is stuck, and is terminated.
     func abandon(_ generation: Generation) async {
         generation.resumeReady(.failure(GenerationStartFailure(description: "abandoned")))
-        for worker in generation.liveWorkers where worker.state != .ready || state == .stoppingNow {
-            terminate(worker)
+        if state == .stoppingNow {
+            for worker in generation.liveWorkers { terminate(worker) }
         }
         await drain(generation, reason: "failed to start")
+        for worker in generation.liveWorkers where !worker.stoppedAccepting && worker.state == .draining {
+            terminate(worker)
+        }
         generation.state = .failed
         if generation.isFinished { generationFinished(generation) }
     }

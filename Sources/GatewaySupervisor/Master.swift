@@ -37,6 +37,9 @@ public actor Master {
     static let restartBackoffBase: Duration = .milliseconds(100)
     static let restartBackoffCap: Duration = .seconds(10)
     static let restartStableAfter: Duration = .seconds(10)
+    /// Three quick crashes in a row is a loop, not bad luck: one SIGKILL or OOM kill is a
+    /// single crash, and two is rare enough (the second one is ≥100 ms after the restart).
+    static let crashLoopAfter = 3
 
     let options: SupervisorOptions
     let logger: Logger
@@ -126,6 +129,10 @@ public actor Master {
             return
         }
         writePidFile()
+        #if GATEWAYD_FAULT_INJECTION
+            logger.warning(
+                "this gatewayd is a test build with fault injection (-DGATEWAYD_FAULT_INJECTION): not for production")
+        #endif
         if let user = loaded.configuration.user, geteuid() != 0 {
             // As nginx does: the setting needs root, and the workers run as they are.
             logger.warning(
@@ -292,7 +299,7 @@ public actor Master {
                     StatusReport.Worker(
                         index: worker.index, pid: worker.pid, state: worker.state.rawValue,
                         connections: worker.connections, restarts: generation.restarts[worker.index] ?? 0)
-                })
+                }, degraded: degradation(of: generation))
         }
         return StatusReport(
             masterPid: getpid(), state: "\(state)", configPath: loaded.path, reloadPhase: reloadPhase.rawValue,
@@ -304,11 +311,16 @@ public actor Master {
             }, spareWorkers: spares.map(\.pid))
     }
 
+    func degradation(of generation: Generation) -> String? {
+        generation.degradation(crashLoopAfter: Self.crashLoopAfter, stableAfter: Self.restartStableAfter)
+    }
+
     /// One line for `systemctl status` and logs.
     func statusLine() -> String {
         guard let servingID, let serving = generations[servingID] else { return "\(state)" }
         let draining = generations.values.filter { $0.state == .draining }
         var line = "generation \(servingID) serving, \(serving.liveWorkers.count) workers"
+        if let degraded = degradation(of: serving) { line += ", degraded: \(degraded)" }
         if !draining.isEmpty {
             let connections = draining.reduce(0) { $0 + $1.connectionCount }
             line +=

@@ -118,6 +118,9 @@ struct Status: ParsableCommand {
         print("master pid \(status.masterPid), \(status.state), config \(status.configPath)")
         print("reloads: \(status.reloads) (\(status.failedReloads) failed), reload phase: \(status.reloadPhase)")
         print("spare workers (started ahead of the next reload): \(status.spareWorkers.count)")
+        for generation in status.generations {
+            if let degraded = generation.degraded { print("generation \(generation.id) DEGRADED: \(degraded)") }
+        }
         print("")
         print(
             pad("GEN", 5) + pad("STATE", 10) + pad("WORKER", 8) + pad("PID", 9) + pad("WSTATE", 13) + pad("CONNS", 7)

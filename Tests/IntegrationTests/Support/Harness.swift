@@ -133,3 +133,10 @@ func childPids(of parent: Int32) -> [Int32] {
         return pid
     }
 }
+
+extension Duration {
+    /// Whole milliseconds, for the numbers tests print.
+    var wholeMilliseconds: Int {
+        Int(components.seconds) * 1000 + Int(components.attoseconds / 1_000_000_000_000_000)
+    }
+}

@@ -4,8 +4,9 @@ import Foundation
     import Glibc
 #endif
 
-/// wrk running in the background for a fixed time. (Not stopped by SIGINT: under the test
-/// runner the signal can arrive blocked, and wrk would run its whole -d.)
+/// wrk running in the background, for at most `seconds`. Started with posix_spawn and an
+/// empty signal mask (ChildProcess), so that SIGINT reaches it: wrk then stops and prints its
+/// summary, which lets a test end the load as soon as its faults are done.
 final class WrkLoad {
     struct Summary: CustomStringConvertible {
         var requests = 0
@@ -22,34 +23,43 @@ final class WrkLoad {
         }
     }
 
-    private let process = Process()
-    private let output = Pipe()
+    private let process: ChildProcess
+    private let outputPath: String
+    private let seconds: Int
 
     init(
         port: UInt16, seconds: Int, connections: Int = 16, threads: Int = 2, closeEachRequest: Bool = false,
         path: String = "/"
     ) throws {
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/wrk")
-        var arguments = ["-t\(threads)", "-c\(connections)", "-d\(seconds)s", "--timeout", "5s"]
+        var arguments = ["/usr/bin/wrk", "-t\(threads)", "-c\(connections)", "-d\(seconds)s", "--timeout", "5s"]
         if closeEachRequest { arguments += ["-H", "Connection: close"] }
         arguments.append("http://127.0.0.1:\(port)\(path)")
-        process.arguments = arguments
-        process.standardOutput = output
-        process.standardError = output
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
+        outputPath = NSTemporaryDirectory() + "gatewayd-wrk-\(UUID().uuidString).txt"
+        self.seconds = seconds
+        process = try ChildProcess(arguments, environment: ProcessInfo.processInfo.environment, output: outputPath)
     }
 
     deinit {
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        if process.isRunning {
+            kill(process.pid, SIGKILL)
+            _ = try? waitUntil("wrk to die", timeout: .seconds(5)) { !process.isRunning }
+        }
+        unlink(outputPath)
     }
 
     var isRunning: Bool { process.isRunning }
 
+    /// Ends the load now (SIGINT: wrk stops its threads and prints what it measured).
+    func stop() throws -> Summary {
+        if process.isRunning { kill(process.pid, SIGINT) }
+        return try finish()
+    }
+
     /// Waits for wrk to end and parses its summary.
     func finish() throws -> Summary {
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
+        // wrk ends by itself after its -d; the slack covers its last --timeout (5 s).
+        try waitUntil("wrk to end", timeout: .seconds(seconds + 15)) { !process.isRunning }
+        let text = readWholeFile(outputPath)
         var summary = Summary(raw: text)
         for line in text.split(separator: "\n") {
             let trimmed = line.trimmingCharacters(in: .whitespaces)
