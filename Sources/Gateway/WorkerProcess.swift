@@ -20,6 +20,13 @@ public enum WorkerProcess {
     /// Connection counts go to the master at most this often: `status` is for people and for
     /// the drain's progress, and a frame per connection would cost more than it tells.
     static let connectionReportInterval: Duration = .milliseconds(200)
+    /// An unchanged count is still sent this often: it is the heartbeat the master's worker
+    /// watchdog waits for (worker_watchdog_timeout is at least two of these).
+    static let heartbeatInterval: Duration = .seconds(1)
+    /// The event loop marks itself this often; a mark older than `loopStallLimit` means the
+    /// loop is stuck, and the heartbeat stops so that the master's watchdog ends this worker.
+    static let loopMarkInterval: TimeAmount = .milliseconds(250)
+    static let loopStallLimit: UInt64 = 2_000_000_000
 
     /// Set once the handoff is complete. Before that, SIGTERM ends the process at once: a
     /// spare (started ahead of a reload) has nothing to drain.
@@ -160,12 +167,19 @@ public enum WorkerProcess {
                 }
             }
         }
+        let loopMark = LoopMark()
+        let marking = group.next().scheduleRepeatedTask(initialDelay: .zero, delay: loopMarkInterval) { _ in
+            loopMark.mark()
+        }
         Thread.detachNewThread {
             var reported = -1
+            var lastSent = ContinuousClock.now
             while !lifecycle.isFinished {
                 let count = server.connectionCount
-                if count != reported {
+                let now = ContinuousClock.now
+                if loopMark.age < loopStallLimit, count != reported || now - lastSent >= heartbeatInterval {
                     reported = count
+                    lastSent = now
                     try? channel.send(.connections(count: count))
                 }
                 Thread.sleep(forTimeInterval: Double(connectionReportInterval.components.attoseconds) / 1e18)
@@ -198,6 +212,7 @@ public enum WorkerProcess {
             await server.shutdownNow()
         }
         lifecycle.finish()
+        marking.cancel()
         accessLog?.close()
         try? channel.send(.connections(count: 0))
         exit(0)
@@ -329,4 +344,14 @@ final class WorkerLifecycle: Sendable {
 
     var isFinished: Bool { state.withLock { $0.finished } }
     func finish() { state.withLock { $0.finished = true } }
+}
+
+/// When the worker's event loop last ran a task of its own (for the heartbeat).
+final class LoopMark: Sendable {
+    private let nanoseconds = Atomic<UInt64>(DispatchTime.now().uptimeNanoseconds)
+
+    func mark() { nanoseconds.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed) }
+
+    /// Nanoseconds since the last mark.
+    var age: UInt64 { DispatchTime.now().uptimeNanoseconds &- nanoseconds.load(ordering: .relaxed) }
 }

@@ -62,6 +62,7 @@ public struct ConfigDiff: Sendable, Equatable, CustomStringConvertible {
         note("drain_timeout", old.drainTimeout, new.drainTimeout, DurationText.format)
         note("ready_timeout", old.readyTimeout, new.readyTimeout, DurationText.format)
         note("max_draining_generations", old.maxDrainingGenerations, new.maxDrainingGenerations) { String($0) }
+        note("worker_watchdog_timeout", old.workerWatchdogTimeout, new.workerWatchdogTimeout, DurationText.format)
         note("control_socket", old.controlSocket, new.controlSocket) { $0 ?? "default" }
         settings += backlogChanges
         if let upstreams = ConfigDiff.namedChanges("upstreams", from: old.upstreams, to: new.upstreams, \.name) {

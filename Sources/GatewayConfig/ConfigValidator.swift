@@ -20,7 +20,8 @@ struct ConfigValidator {
     static let maximumNodes = 1_000_000
 
     static let topLevelKeys = [
-        "workers", "drain_timeout", "ready_timeout", "max_draining_generations", "control_socket",
+        "workers", "drain_timeout", "ready_timeout", "max_draining_generations", "worker_watchdog_timeout",
+        "control_socket",
         "listeners", "routes", "upstreams", "limits", "access_log", "admin", "user", "group",
     ]
     static let maximumWorkers = 1024
@@ -65,6 +66,14 @@ struct ConfigValidator {
             fields.optionalValue("max_draining_generations").map {
                 integer($0, path: "max_draining_generations", in: 1...Int.max)
             } ?? GatewayConfiguration.defaultMaxDrainingGenerations
+        let watchdogTimeout = timeout(
+            fields, "worker_watchdog_timeout", default: GatewayConfiguration.defaultWorkerWatchdogTimeout)
+        if let watchdogTimeout, watchdogTimeout < .seconds(2),
+            let node = fields.optionalValue("worker_watchdog_timeout")
+        {
+            // Workers report once a second: less than two would kill a worker for one late beat.
+            error("worker_watchdog_timeout: must be at least 2s (workers report once a second)", at: node.position)
+        }
         let controlSocket = fields.optionalValue("control_socket").flatMap { socketPath($0, path: "control_socket") }
         let user = fields.optionalValue("user").flatMap { account($0, path: "user", kind: .user) }
         let group = fields.optionalValue("group").flatMap { account($0, path: "group", kind: .group) }
@@ -78,12 +87,15 @@ struct ConfigValidator {
         }
         let accessLog = fields.optionalValue("access_log").flatMap { self.accessLog($0) }
 
-        guard sink.isEmpty, let drainTimeout, let readyTimeout, let maxDraining, let limits else { return nil }
+        guard sink.isEmpty, let drainTimeout, let readyTimeout, let maxDraining, let watchdogTimeout, let limits else {
+            return nil
+        }
         return GatewayConfiguration(
             workers: workers,
             drainTimeout: drainTimeout,
             readyTimeout: readyTimeout,
             maxDrainingGenerations: maxDraining,
+            workerWatchdogTimeout: watchdogTimeout,
             controlSocket: controlSocket,
             listeners: listeners,
             routes: routes,

@@ -11,6 +11,9 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var readyTimeout: Duration
     /// Generations allowed to drain at once; past that the oldest is stopped early.
     public var maxDrainingGenerations: Int
+    /// A ready or draining worker silent this long (stopped, or its event loop stuck) is
+    /// killed; a serving one is then restarted. Workers report at least once a second.
+    public var workerWatchdogTimeout: Duration
     /// Control socket path; `nil` means the default (see `docs/configuration.md`).
     public var controlSocket: String?
     /// In file order. Names are unique.
@@ -35,6 +38,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
         drainTimeout: Duration = .seconds(30),
         readyTimeout: Duration = .seconds(10),
         maxDrainingGenerations: Int = 4,
+        workerWatchdogTimeout: Duration = .seconds(10),
         controlSocket: String? = nil,
         listeners: [ListenerConfig],
         routes: [RouteConfig],
@@ -49,6 +53,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
         self.drainTimeout = drainTimeout
         self.readyTimeout = readyTimeout
         self.maxDrainingGenerations = maxDrainingGenerations
+        self.workerWatchdogTimeout = workerWatchdogTimeout
         self.controlSocket = controlSocket
         self.listeners = listeners
         self.routes = routes
@@ -67,6 +72,10 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public static let defaultDrainTimeout: Duration = .seconds(30)
     public static let defaultReadyTimeout: Duration = .seconds(10)
     public static let defaultMaxDrainingGenerations = 4
+    /// Ten heartbeats (one a second) missed: long enough that a loaded machine or a paused
+    /// VM does not trip it, short enough that a stuck worker does not hold its clients for
+    /// long (Envoy's watchdog kills after a configurable time; nginx and HAProxy never do).
+    public static let defaultWorkerWatchdogTimeout: Duration = .seconds(10)
 }
 
 public struct ListenerConfig: Sendable, Equatable {

@@ -1,4 +1,4 @@
-// The master ⇄ worker handoff protocol, version 2.
+// The master ⇄ worker handoff protocol, version 3.
 //
 // Transport: one private AF_UNIX SOCK_STREAM socketpair per worker, made by the master just
 // before it spawns the worker. The worker's end is its fd 3 (HandoffProtocol.workerDescriptor);
@@ -23,8 +23,9 @@
 // The worker checks `version` (a mismatch: `failed` and exit), parses the config bytes (never
 // the file), maps the shared segment and checks its header (`SharedMemory.map`; a bad one:
 // `failed`), serves on exactly the fds it got, and answers `ready` or `failed{reason}`.
-// After that the worker sends `connections{count}` when its count changes (rate-limited), and
-// the master may send `drain`; the worker answers `draining` once it has stopped accepting
+// After that the worker sends `connections{count}` when its count changes (rate-limited) and at
+// least once a second while its event loop runs: the heartbeat. A worker silent for
+// worker_watchdog_timeout is stopped or stuck, and the master kills it. The master may send `drain`; the worker answers `draining` once it has stopped accepting
 // (its copies of the listening sockets are closed) and exits when its last connection is gone.
 // End of file on either side means the peer is gone: a worker whose master vanished drains
 // and exits; a master that sees a worker's channel close reaps the worker.
@@ -34,8 +35,8 @@
 import Foundation
 
 public enum HandoffProtocol {
-    /// 2: the `shared_memory` frame.
-    public static let version = 2
+    /// 2: the `shared_memory` frame. 3: `connections` is also a heartbeat, at least once a second.
+    public static let version = 3
     /// The worker's end of the channel, where posix_spawn puts it.
     public static let workerDescriptor: CInt = 3
     /// Large enough for a config of ConfigLoader's 1 MiB cap in base64, small enough that a

@@ -217,6 +217,7 @@ extension Master {
             }
             return
         }
+        if case .message = event { worker.lastHeard = .now }
         switch event {
         case .message(.ready):
             guard worker.state == .starting else { return }

@@ -176,6 +176,7 @@ public actor Master {
         notifier.ready(status: statusLine())
         replenishSpares()
         startWatchdog()
+        startWorkerWatchdog()
         await waitUntilFinished()
     }
 

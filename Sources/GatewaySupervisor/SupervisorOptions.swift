@@ -47,6 +47,7 @@ struct EffectiveSettings: Sendable, Equatable {
     var drainTimeout: Duration
     var readyTimeout: Duration
     var maxDrainingGenerations: Int
+    var workerWatchdogTimeout: Duration
     var controlSocket: String
 
     init(_ config: GatewayConfiguration, options: SupervisorOptions, cpuCount: Int) {
@@ -54,6 +55,7 @@ struct EffectiveSettings: Sendable, Equatable {
         drainTimeout = options.drainTimeout ?? config.drainTimeout
         readyTimeout = options.readyTimeout ?? config.readyTimeout
         maxDrainingGenerations = config.maxDrainingGenerations
+        workerWatchdogTimeout = config.workerWatchdogTimeout
         controlSocket = options.controlSocket ?? config.controlSocket ?? ControlProtocol.defaultSocketPath
     }
 }

@@ -30,6 +30,8 @@ final class Worker {
     var stoppedAccepting = false
     /// The last `failed` message, for the reload's error.
     var failureReason: String?
+    /// When the worker last sent anything (for the worker watchdog).
+    var lastHeard: ContinuousClock.Instant
 
     init(generation: Int, index: Int, process: SpawnedProcess) {
         self.generation = generation
@@ -37,6 +39,7 @@ final class Worker {
         self.pid = process.pid
         self.channel = process.channel
         self.spawnedAt = .now
+        self.lastHeard = spawnedAt
         self.outbox = DispatchQueue(label: "gatewayd.worker.\(process.pid).outbox")
     }
 

@@ -69,6 +69,17 @@ import Testing
         #expect(config.routes.isEmpty)
     }
 
+    @Test func workerWatchdogTimeout() throws {
+        #expect(try #require(parse(minimalListeners)).workerWatchdogTimeout == .seconds(10))
+        #expect(
+            try #require(parse("worker_watchdog_timeout: 3s\n" + minimalListeners)).workerWatchdogTimeout == .seconds(3)
+        )
+        #expect(
+            problems("worker_watchdog_timeout: 1500ms\n" + minimalListeners) == [
+                "gateway.yaml:1:26: worker_watchdog_timeout: must be at least 2s (workers report once a second)"
+            ])
+    }
+
     @Test func nullMeansTheDefault() throws {
         let config = try #require(
             parse(

@@ -72,6 +72,41 @@ struct WorkerFaultTests {
                 + "\(recovery.wholeMilliseconds) ms")
     }
 
+    @Test(
+        "a stopped worker (SIGSTOP) falls silent and the worker watchdog kills and replaces it; a healthy one is left alone"
+    )
+    func stoppedWorkerIsKilledByTheWatchdog() throws {
+        let config = "worker_watchdog_timeout: 2s\n" + Configs.hello(body: "v1", workers: 2)
+        let gatewayd = try GatewaydProcess(config: config)
+        let port = try gatewayd.port()
+        let load = try WrkLoad(port: port, seconds: 60, connections: 16)
+        try waitUntil("wrk to connect") {
+            try gatewayd.status().generations.flatMap(\.workers).reduce(0) { $0 + $1.connections } > 0
+        }
+        let workers = try gatewayd.status().generations[0].workers
+        let victim = try #require(workers.first { $0.index == 0 })
+        let healthy = try #require(workers.first { $0.index == 1 })
+        kill(victim.pid, SIGSTOP)
+        let stoppedAt = ContinuousClock.now
+        try waitUntil("a ready replacement for the stopped worker 0", timeout: .seconds(15)) {
+            let worker = try gatewayd.status().generations[0].workers.first { $0.index == 0 }
+            return worker.map { $0.pid != victim.pid && $0.state == "ready" } ?? false
+        }
+        let replacedAfter = ContinuousClock.now - stoppedAt
+        let summary = try load.stop()
+        // worker_watchdog_timeout (2 s), plus at most the watchdog's 1 s period and a restart.
+        #expect(replacedAfter > .seconds(2) && replacedAfter < .seconds(5), "replaced after \(replacedAfter)")
+        #expect(gatewayd.log.contains("killed by the worker watchdog"))
+        // Only the stopped worker's connections fail (they hung until the kill).
+        #expect(summary.failures <= 16, "\(summary)")
+        // The other worker reported all along: same pid, never restarted.
+        let after = try #require(try gatewayd.status().generations[0].workers.first { $0.index == 1 })
+        #expect(after.pid == healthy.pid && after.restarts == 0, "\(after)")
+        print(
+            "SIGSTOP of a worker under load: replaced after \(replacedAfter.wholeMilliseconds) ms "
+                + "(worker_watchdog_timeout 2s); \(summary)")
+    }
+
     @Test("a worker that keeps crashing backs off, status says degraded, and a reload to a good config heals it")
     func crashLoopIsDegradedUntilReload() throws {
         try requireFaultInjection()
