@@ -134,6 +134,30 @@ func absoluteFormAuthority(_ uri: String) -> String? {
     return authority.isEmpty ? nil : String(authority)
 }
 
+/// RFC 3986 §3.2.2-3 for an `http` authority (userinfo removed): a bracketed IP literal, or a
+/// non-empty reg-name or IPv4 address, then perhaps `:` and digits.
+func isValidAuthority(_ authority: String) -> Bool {
+    var rest = Substring(authority)
+    if rest.hasPrefix("[") {
+        guard let close = rest.firstIndex(of: "]") else { return false }
+        let literal = rest.utf8[rest.utf8.index(after: rest.startIndex)..<close]
+        guard !literal.isEmpty, literal.allSatisfy({ ipLiteralBytes.contains($0) }) else { return false }
+        rest = rest[rest.index(after: close)...]
+    } else {
+        let host = rest.prefix { $0 != ":" }
+        guard !host.isEmpty, host.utf8.allSatisfy({ regNameBytes.contains($0) }) else { return false }
+        rest = rest[host.endIndex...]
+    }
+    guard let first = rest.utf8.first else { return true }
+    return first == UInt8(ascii: ":") && rest.utf8.dropFirst().allSatisfy { digitBytes.contains($0) }
+}
+
+private let digitBytes = Set("0123456789".utf8)
+/// IPv6 and IPv4 addresses inside brackets (not IPvFuture, which no upstream resolves).
+private let ipLiteralBytes = Set("0123456789abcdefABCDEF:.".utf8)
+/// unreserved, pct-encoded and sub-delims (RFC 3986 §3.2.2).
+private let regNameBytes = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;=".utf8)
+
 /// The request target with its path normalised as nginx does before matching locations:
 /// `%XX` of unreserved characters decoded, `.` and `..` segments resolved. `nil` (400) for a
 /// path that climbs above the root or encodes `/`, `\` or NUL, which different servers
@@ -142,7 +166,14 @@ func absoluteFormAuthority(_ uri: String) -> String? {
 /// The query is kept as sent. Costs nothing for the usual path (no `%`, no dot segment).
 func normalizedTarget(_ uri: String) -> String? {
     let utf8 = uri.utf8
-    guard utf8.first == UInt8(ascii: "/") else { return uri }  // `*`, absolute-form: as is
+    guard utf8.first == UInt8(ascii: "/") else {
+        // `*` and absolute-form as they are, but an absolute-form authority becomes the
+        // upstream's `Host`: one that cannot be a host (`http://[::1/`) is refused, not passed on.
+        if let authority = absoluteFormAuthority(uri), !isValidAuthority(authority) {
+            return nil
+        }
+        return uri
+    }
     let pathEnd = utf8.firstIndex { $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") } ?? utf8.endIndex
     let path = utf8[..<pathEnd]
     var needsWork = false

@@ -59,6 +59,11 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
     private var responseStarted = false
     private var readsPaused = false
     private var readPending = false
+    /// The client's half-close has reached this handler. Not `ConnectionHandler.inputClosed`,
+    /// which is set when the socket reads end of file: the pipelining handler holds the
+    /// half-close back behind requests the client sent before it, and those are still to be
+    /// answered.
+    private var clientFinishedSending = false
     private lazy var clientAddress: String = self.context?.channel.remoteAddress?.ipAddress ?? "-"
 
     init(connection: ConnectionHandler, router: ListenerRouter, services: GatewayServices, upstreams: LoopUpstreams) {
@@ -350,7 +355,7 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
 
     private func writeLocal(_ response: LocalResponse, context: ChannelHandlerContext) {
         let close =
-            !self.keepAlive || self.connection.draining || self.connection.inputClosed || !self.requestEnded
+            !self.keepAlive || self.connection.draining || self.clientFinishedSending || !self.requestEnded
             || self.isUpgradeRequest
         // State first: writing `.end` may synchronously deliver the next pipelined request.
         self.connection.responseWillComplete(closing: close)
@@ -460,7 +465,7 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
         }
         let bodyless = self.isHeadRequest || !status.mayHaveResponseBody
         var close =
-            !self.keepAlive || self.connection.draining || self.connection.inputClosed || self.isUpgradeRequest
+            !self.keepAlive || self.connection.draining || self.clientFinishedSending || self.isUpgradeRequest
         if !bodyless, !headers.contains(name: "content-length") {
             if self.isHTTP10 {
                 // No chunked coding for HTTP/1.0: the end of the body is the end of the connection.
@@ -500,8 +505,12 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
 
     func proxyResponseEnd(_ trailers: HTTPHeaders?) {
         guard let context = self.context else { return }
-        let close = self.responseClosing || !self.requestEnded || self.connection.inputClosed
+        let close = self.responseClosing || !self.requestEnded || self.clientFinishedSending
         self.state = self.requestEnded ? .idle : .answered
+        // Complete: writing `.end` may deliver a parse error in what the client pipelined
+        // behind this request, and that error must get its 400 after this response, not be
+        // taken for a failure in the middle of it (which closes and loses the response).
+        self.responseStarted = false
         self.setClientReadsPaused(false)
         self.connection.responseWillComplete(closing: close)
         self.needsFlush = false
@@ -653,6 +662,7 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let channelEvent = event as? ChannelEvent, case .inputClosed = channelEvent {
+            self.clientFinishedSending = true
             switch self.state {
             case .idle, .local, .answered:
                 // The client is done sending; everything it sent has been answered. Close.
@@ -683,6 +693,11 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
             return
         }
         if self.record == nil {
+            // Not the request just served but one the parser could not read: nothing of the
+            // last request applies to this answer (a HEAD's empty body under its
+            // Content-Length, the route's header rules).
+            self.isHeadRequest = false
+            self.handling = .notFound
             self.record = RequestRecord(
                 start: .now(), method: .GET, uri: "-", version: .http1_1, route: "<bad request>",
                 requestID: RequestID.make(), client: self.clientAddress)

@@ -438,6 +438,15 @@ struct RequestTargetTests {
         #expect(normalizedTarget("/a%00") == nil)
         #expect(normalizedTarget("/a%zz") == nil)
         #expect(normalizedTarget("*") == "*")
+        // An absolute-form authority becomes the upstream's Host: it must be able to be one.
+        #expect(normalizedTarget("http://h.example:8080/p") == "http://h.example:8080/p")
+        #expect(normalizedTarget("http://[::1]:80/p") == "http://[::1]:80/p")
+        #expect(normalizedTarget("http://user@10.0.0.1/p") == "http://user@10.0.0.1/p")
+        #expect(normalizedTarget("http://[::1/p") == nil)
+        #expect(normalizedTarget("http://[::1]x/p") == nil)
+        #expect(normalizedTarget("http://:80/p") == nil)
+        #expect(normalizedTarget("http://h.example:8o/p") == nil)
+        #expect(normalizedTarget("http://h\"x/p") == nil)
     }
 
     @Test func rewriting() {

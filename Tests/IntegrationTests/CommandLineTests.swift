@@ -26,10 +26,7 @@ struct CommandLineTests {
 
     @Test("gatewayd check on 50 mutated examples: exit 0 or 1, never a signal, errors as FILE:LINE:COL")
     func checkMutatedExamples() throws {
-        let seed =
-            ProcessInfo.processInfo.environment["GATEWAYD_FUZZ_SEED"].flatMap { UInt64($0) }
-            ?? UInt64(Date().timeIntervalSince1970 * 1000)
-        print("CommandLineTests.checkMutatedExamples: seed \(seed) (replay with GATEWAYD_FUZZ_SEED=\(seed))")
+        let seed = fuzzSeed(for: "CommandLineTests.checkMutatedExamples")
         var random = SeededRandom(seed: seed)
         let examples = Binaries.packageRoot.appendingPathComponent("examples")
         let directory = try TemporaryDirectory()

@@ -106,6 +106,16 @@ func openFileDescriptorCount(_ pid: Int32) -> Int {
     (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
 }
 
+/// The seed of a randomised test: GATEWAYD_FUZZ_SEED replays a run, else the clock's
+/// milliseconds. Printed with the test's name, so that a failure names its replay.
+func fuzzSeed(for test: String) -> UInt64 {
+    let seed =
+        ProcessInfo.processInfo.environment["GATEWAYD_FUZZ_SEED"].flatMap { UInt64($0) }
+        ?? UInt64(Date().timeIntervalSince1970 * 1000)
+    print("\(test): seed \(seed) (replay with GATEWAYD_FUZZ_SEED=\(seed))")
+    return seed
+}
+
 /// Polls `condition` every few milliseconds until it holds or `timeout` passes.
 /// For conditions that have no event to wait on (a process disappearing, a state reported by
 /// status): the poll interval is small, and the timeout only bounds a failing test.

@@ -65,3 +65,9 @@ final class PythonClient: @unchecked Sendable {
 func runClient(_ arguments: [String], timeout: Double = 30) throws -> PythonClient.Result {
     try PythonClient(arguments, timeout: timeout).wait()
 }
+
+/// A connection of `clients.py slowloris` that the server ended: with a 408, or by closing it.
+func slowlorisConnectionWasCut(_ connection: [String: Any]) -> Bool {
+    let outcome = connection["outcome"] as? String
+    return (outcome == "response" && connection["status"] as? Int == 408) || outcome == "closed" || outcome == "reset"
+}

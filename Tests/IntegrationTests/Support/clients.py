@@ -36,7 +36,22 @@ Commands:
       N connections each send a request line, then one header byte every S seconds, never
       finishing the head. Reports how and when each ended: "response" (with its status, e.g.
       408), "closed", "reset", or "open" when still open after --duration (default: --timeout
-      minus 1 s). Exit 0 if the server ended every connection.
+      minus 1 s), when each connection was made ("connected_s") and how long it lived
+      ("lifetime_s"). Exit 0 if the server ended every connection.
+  fuzz --port P --seed S [--random N] [--mutations M] [--case-timeout T] [--parallel K]
+       [--direct-path /direct] [--proxy-path /echo] [--only NAME]
+      Malformed and smuggling-shaped requests (a fixed corpus of named cases), N random byte
+      blobs and M random mutations of valid requests (both from --seed), K connections at a
+      time. Each case: connect, send, perhaps half-close, read until the server closes or
+      --case-timeout passes ("open": a hang). Per case: name, kind, the statuses received and
+      who sent each ("gateway", or "upstream" when it carries x-upstream), how the connection
+      ended, the time, and "ok"/"why" against the case's expectation (a regular expression over
+      the status classes, e.g. "24?" is a 2xx then perhaps a 4xx); never a 5xx, never open.
+      Exit 0 if every case is ok.
+  steady --port P --path /a [--path /b] --stop-file F [--interval-ms MS]
+      Good requests, each on a new connection, the paths in turn, until F exists (or the
+      timeout); each must be a 200. Reports the count, failures and latencies (max, p50, p99).
+      Exit 0 if every request succeeded.
 """
 
 import argparse
@@ -44,12 +59,15 @@ import base64
 import hashlib
 import json
 import os
+import random
 import re
+import resource
 import selectors
 import signal
 import socket
 import struct
 import sys
+import threading
 import time
 
 BLOCK = bytes(range(256)) * 256  # 64 KiB of the pattern
@@ -456,8 +474,10 @@ def cmd_download(args):
 
 
 # ------------------------------------------------------------------------------ raw
-def parse_responses(data):
-    """Responses in `data`, in order, framed by their headers; the rest is `tail`."""
+def parse_responses(data, head_below=0):
+    """Responses in `data`, in order, framed by their headers; the rest is `tail`. A response to
+    HEAD has a Content-Length but no body: a status below `head_below` followed by nothing or
+    by the next status line is taken for one."""
     out = []
     r = Reader(None, data)
     r.fill = lambda: False  # parse only what was received
@@ -465,7 +485,8 @@ def parse_responses(data):
         start = len(data) - len(r.buf)
         try:
             status, reason, headers, interim = r.head()
-            body = r.read_body(headers, status)
+            head = status < head_below and (not r.buf or bytes(r.buf[:7]) == b"HTTP/1.")
+            body = r.read_body(headers, status, "HEAD" if head else "GET")
         except Failure:
             return out, data[start:]
         for code in interim:
@@ -536,9 +557,11 @@ def cmd_slowloris(args):
     head = request_head(args, "GET", args.path, [])
     head = head[:-2]  # request line and headers, without the empty line that would end the head
     for i in range(args.connections):
-        c = {"index": i, "outcome": None, "bytes_sent": 0, "after_s": None, "status": None}
+        c = {"index": i, "outcome": None, "bytes_sent": 0, "after_s": None, "status": None,
+             "connected_s": None, "lifetime_s": None}
         try:
             s = socket.create_connection(("127.0.0.1", args.port), timeout=remaining())
+            c["connected_s"] = round(time.monotonic() - t0, 3)
             s.sendall(head)
             c["bytes_sent"] = len(head)
             s.setblocking(False)
@@ -602,6 +625,8 @@ def cmd_slowloris(args):
             c["outcome"] = "response" if c["status"] is not None else "open"
             c["after_s"] = round(time.monotonic() - t0, 3) if c["status"] is not None else None
             c["sock"].close()
+        if c["after_s"] is not None and c["connected_s"] is not None:
+            c["lifetime_s"] = round(c["after_s"] - c["connected_s"], 3)
         c.pop("sock", None)
         c.pop("received", None)
         c.pop("drip", None)
@@ -611,10 +636,472 @@ def cmd_slowloris(args):
         k = str(c["status"]) if c["outcome"] == "response" else c["outcome"]
         summary[k] = summary.get(k, 0) + 1
     ended = [c["after_s"] for c in conns if c["after_s"] is not None]
+    lifetimes = [c["lifetime_s"] for c in conns if c["lifetime_s"] is not None]
+    connected = [c["connected_s"] for c in conns if c["connected_s"] is not None]
     ok = all(c["outcome"] in ("response", "closed", "reset") for c in conns)
     result = {"command": "slowloris", "connections": args.connections, "interval": args.interval,
               "duration": duration, "summary": summary, "results": conns, "ok": ok,
-              "first_end_s": min(ended) if ended else None, "last_end_s": max(ended) if ended else None}
+              "first_end_s": min(ended) if ended else None, "last_end_s": max(ended) if ended else None,
+              "last_connected_s": max(connected) if connected else None,
+              "min_lifetime_s": min(lifetimes) if lifetimes else None,
+              "max_lifetime_s": max(lifetimes) if lifetimes else None}
+    return result, 0 if ok else 1
+
+
+# ------------------------------------------------------------------------------ fuzz
+REJECT = "4?"  # at most one response, a 4xx, and nothing else
+ANY_BUT_5XX = "[1234]*"
+
+
+def fuzz_corpus(direct, proxy):
+    """(name, bytes, expectation, half_close) for each malformed or smuggling-shaped request.
+
+    The expectation is a regular expression over the classes of the statuses received, in order:
+    "4?" is at most one 4xx, "24?" a 2xx then perhaps a 4xx, "[24]" either (for input RFC 9110/9112
+    lets a server accept or refuse). A case is half-closed only when the gateway may rightly wait
+    for more: a whole head whose body is short (nothing bounds the wait for a body, see
+    docs/gateway.md, "Limits and timeouts") or a request it may serve with keep-alive. The others
+    stay open, so that only the gateway's own decision (or header_timeout) can end them."""
+    host = b"Host: fuzz.test\r\n"
+    d, p = direct.encode(), proxy.encode()
+
+    def post(headers, body=b"", target=p, method=b"POST", version=b"HTTP/1.1"):
+        return method + b" " + target + b" " + version + b"\r\n" + host + headers + b"\r\n" + body
+
+    def get(target=d, headers=b"", version=b"HTTP/1.1", method=b"GET"):
+        return method + b" " + target + b" " + version + b"\r\n" + host + headers + b"\r\n"
+
+    def line(target=d, version=b"HTTP/1.1", method=b"GET"):
+        return method + b" " + target + b" " + version + b"\r\n"
+
+    chunked = b"Transfer-Encoding: chunked\r\n"
+    good = get()
+    cases = [
+        # Framing: Content-Length and Transfer-Encoding.
+        ("cl-and-te", post(b"Content-Length: 5\r\n" + chunked, b"0\r\n\r\n"), REJECT, False),
+        ("te-and-cl", post(chunked + b"Content-Length: 5\r\n", b"0\r\n\r\n"), REJECT, False),
+        ("cl-and-te-http10", post(b"Content-Length: 5\r\n" + chunked, b"0\r\n\r\n", version=b"HTTP/1.0"),
+         REJECT, False),
+        ("double-cl-different", post(b"Content-Length: 5\r\nContent-Length: 6\r\n", b"hello!"), REJECT, False),
+        ("double-cl-same", post(b"Content-Length: 5\r\nContent-Length: 5\r\n", b"hello"), "[24]", True),
+        ("cl-list-different", post(b"Content-Length: 5, 6\r\n", b"hello!"), REJECT, False),
+        ("cl-list-same", post(b"Content-Length: 5, 5\r\n", b"hello"), "[24]", True),
+        ("cl-negative", post(b"Content-Length: -1\r\n"), REJECT, False),
+        ("cl-plus-sign", post(b"Content-Length: +5\r\n", b"hello"), REJECT, False),
+        ("cl-hex", post(b"Content-Length: 0x5\r\n", b"hello"), REJECT, False),
+        ("cl-inner-space", post(b"Content-Length: 5 5\r\n", b"hello"), REJECT, False),
+        ("cl-empty", post(b"Content-Length: \r\n"), REJECT, False),
+        ("cl-letters", post(b"Content-Length: five\r\n", b"hello"), REJECT, False),
+        ("cl-decimal-point", post(b"Content-Length: 5.0\r\n", b"hello"), REJECT, False),
+        ("cl-int64-max", post(b"Content-Length: 9223372036854775807\r\n", b"hello"), REJECT, True),
+        ("cl-uint64-max", post(b"Content-Length: 18446744073709551615\r\n", b"hello"), REJECT, True),
+        ("cl-overflow-uint64", post(b"Content-Length: 18446744073709551616\r\n", b"hello"), REJECT, False),
+        ("cl-huge", post(b"Content-Length: " + b"9" * 400 + b"\r\n", b"hello"), REJECT, False),
+        ("cl-short-body", post(b"Content-Length: 10\r\n", b"hello"), REJECT, True),
+        ("te-chunked-identity", post(b"Transfer-Encoding: chunked, identity\r\n", b"5\r\nhello\r\n0\r\n\r\n"),
+         REJECT, False),
+        ("te-identity", post(b"Transfer-Encoding: identity\r\n", b"hello"), REJECT, False),
+        ("te-xchunked", post(b"Transfer-Encoding: xchunked\r\n", b"5\r\nhello\r\n0\r\n\r\n"), REJECT, False),
+        ("te-chunkedx", post(b"Transfer-Encoding: chunkedx\r\n", b"5\r\nhello\r\n0\r\n\r\n"), REJECT, False),
+        ("te-gzip", post(b"Transfer-Encoding: gzip\r\n", b"hello"), REJECT, False),
+        ("te-chunked-twice", post(chunked + chunked, b"5\r\nhello\r\n0\r\n\r\n"), "[24]", True),
+        ("te-space-before-colon", post(b"Transfer-Encoding : chunked\r\n", b"0\r\n\r\n"), REJECT, False),
+        ("te-vertical-tab", post(b"Transfer-Encoding: \x0bchunked\r\n", b"0\r\n\r\n"), REJECT, False),
+        ("te-obs-fold", post(b"Transfer-Encoding:\r\n chunked\r\n", b"0\r\n\r\n"), REJECT, False),
+        ("te-nul", post(b"Transfer-Encoding: chunked\x00\r\n", b"0\r\n\r\n"), REJECT, False),
+        ("te-upper-case", post(b"TRANSFER-ENCODING: CHUNKED\r\n", b"5\r\nhello\r\n0\r\n\r\n"), "2", True),
+        # Chunk sizes and chunk framing.
+        ("chunk-size-not-hex", post(chunked, b"zz\r\nhello\r\n0\r\n\r\n"), REJECT, False),
+        ("chunk-size-negative", post(chunked, b"-5\r\nhello\r\n0\r\n\r\n"), REJECT, False),
+        ("chunk-size-0x", post(chunked, b"0x5\r\nhello\r\n0\r\n\r\n"), REJECT, False),
+        ("chunk-size-overflow", post(chunked, b"F" * 17 + b"\r\nhello\r\n0\r\n\r\n"), REJECT, False),
+        ("chunk-size-overflow-long", post(chunked, b"1" * 300 + b"\r\nhello\r\n"), REJECT, False),
+        ("chunk-size-int64-max", post(chunked, b"7FFFFFFFFFFFFFFF\r\nhello"), REJECT, True),
+        ("chunk-size-empty", post(chunked, b"\r\nhello\r\n0\r\n\r\n"), REJECT, False),
+        ("chunk-size-trailing-space", post(chunked, b"5 \r\nhello\r\n0\r\n\r\n"), "[24]", True),
+        ("chunk-data-too-long", post(chunked, b"3\r\nhello\r\n0\r\n\r\n"), REJECT, False),
+        ("chunk-data-no-crlf", post(chunked, b"5\r\nhelloXX0\r\n\r\n"), REJECT, False),
+        ("chunk-bare-lf", post(chunked, b"5\nhello\n0\n\n"), REJECT, False),
+        ("chunk-no-last-chunk", post(chunked, b"5\r\nhello\r\n"), REJECT, True),
+        ("chunk-extension-huge", post(chunked, b"5;" + b"a" * 100000 + b"\r\nhello\r\n0\r\n\r\n"), "[24]", True),
+        ("chunk-trailer-obs-fold", post(chunked, b"0\r\nx-t: a\r\n b\r\n\r\n"), REJECT, False),
+        ("chunk-trailer-nul", post(chunked, b"0\r\nx-t: a\x00b\r\n\r\n"), REJECT, False),
+        # Line endings, whitespace and bytes in header fields.
+        ("obs-fold", get(headers=b"X-A: a\r\n b\r\n"), REJECT, False),
+        ("obs-fold-tab", get(headers=b"X-A: a\r\n\tb\r\n"), REJECT, False),
+        ("first-header-folded", line() + b" Host: fuzz.test\r\n\r\n", REJECT, False),
+        ("bare-lf-everywhere", good.replace(b"\r\n", b"\n"), "[24]", True),
+        ("bare-lf-in-header", get(headers=b"X-A: a\nX-B: b\r\n"), "[24]", True),
+        ("bare-cr-in-header", get(headers=b"X-A: a\rX-B: b\r\n"), REJECT, False),
+        ("bare-cr-request-line", b"GET " + d + b" HTTP/1.1\r" + host + b"\r\n", REJECT, False),
+        ("space-before-colon", get(headers=b"X-A : b\r\n"), REJECT, False),
+        ("tab-before-colon", get(headers=b"X-A\t: b\r\n"), REJECT, False),
+        ("host-space-before-colon", line() + b"Host : fuzz.test\r\n\r\n", REJECT, False),
+        ("nul-in-name", get(headers=b"X-\x00A: b\r\n"), REJECT, False),
+        ("nul-in-value", get(headers=b"X-A: a\x00b\r\n"), REJECT, False),
+        ("ctl-in-name", get(headers=b"X-\x01A: b\r\n"), REJECT, False),
+        ("ctl-in-value", get(headers=b"X-A: a\x01b\r\n"), REJECT, False),
+        ("del-in-value", get(headers=b"X-A: a\x7fb\r\n"), REJECT, False),
+        ("utf8-in-name", get(headers="X-Ä: b\r\n".encode()), REJECT, False),
+        ("obs-text-in-value", get(headers=b"X-A: caf\xe9\r\n"), "[24]", True),
+        ("no-colon", get(headers=b"NoColonHere\r\n"), REJECT, False),
+        ("empty-name", get(headers=b": value\r\n"), REJECT, False),
+        ("only-crlfs", b"\r\n" * 3, REJECT, False),
+        ("leading-crlf", b"\r\n" + good, "[24]", True),
+        # Host.
+        ("missing-host", line() + b"\r\n", REJECT, False),
+        ("missing-host-proxy", line(p) + b"X-A: b\r\n\r\n", REJECT, False),
+        ("duplicate-host", get(headers=b"Host: other.test\r\n"), REJECT, False),
+        ("duplicate-host-same", get(headers=host), REJECT, False),
+        ("empty-host", line() + b"Host:\r\n\r\n", "[24]", True),
+        ("host-with-space", line() + b"Host: a b\r\n\r\n", "[24]", True),
+        ("http10-no-host", line(version=b"HTTP/1.0") + b"\r\n", "[24]", True),
+        # Request targets.
+        ("absolute-form", get(b"http://other.test" + p), "[24]", True),
+        ("absolute-form-userinfo", get(b"http://user:pw@other.test" + p), "[24]", True),
+        ("absolute-form-no-path", get(b"http://other.test"), "[24]", True),
+        ("absolute-form-bad-port", get(b"http://other.test:99999" + p), "[24]", True),
+        ("absolute-form-https", get(b"https://other.test" + p), "[24]", True),
+        ("absolute-form-broken-ipv6", get(b"http://[::1" + p), REJECT, False),
+        ("absolute-form-no-authority", get(b"http://" + p), "[24]", True),
+        ("absolute-form-double-host", get(b"http://a.test" + p, headers=b"Host: b.test\r\n"), REJECT, False),
+        ("asterisk-options", get(b"*", method=b"OPTIONS"), "[24]", True),
+        ("asterisk-get", get(b"*"), "[24]", True),
+        ("authority-form-get", get(b"fuzz.test:80"), "[24]", True),
+        ("empty-target", b"GET  HTTP/1.1\r\n" + host + b"\r\n", REJECT, False),
+        ("space-in-target", get(b"/a b"), REJECT, False),
+        ("ctl-in-target", get(b"/a\x01b"), REJECT, False),
+        ("nul-in-target", get(b"/a\x00b"), REJECT, False),
+        ("fragment-in-target", get(d + b"#frag"), "[24]", True),
+        ("dot-segments-above-root", get(b"/../../etc/passwd"), REJECT, False),
+        ("encoded-slash", get(b"/a%2Fb"), REJECT, False),
+        ("encoded-nul", get(b"/a%00b"), REJECT, False),
+        ("broken-escape", get(b"/a%zz"), REJECT, False),
+        ("double-spaces", b"GET  " + d + b"  HTTP/1.1\r\n" + host + b"\r\n", "[24]", True),
+        # Sizes past the limits.
+        ("overlong-request-line", get(b"/" + b"a" * 100000), REJECT, False),
+        ("overlong-header-value", get(headers=b"X-A: " + b"a" * 70000 + b"\r\n"), REJECT, False),
+        ("overlong-header-name", get(headers=b"X-" + b"a" * 70000 + b": b\r\n"), REJECT, False),
+        ("many-headers", get(headers=b"".join(b"X-%d: v\r\n" % i for i in range(8000))), REJECT, False),
+        ("overlong-method", line(method=b"A" * 70000), REJECT, False),
+        # Methods, versions and other protocols.
+        ("invalid-method-chars", line(method=b"G@T") + host + b"\r\n", REJECT, False),
+        ("lower-case-method", line(method=b"get") + host + b"\r\n", REJECT, False),
+        ("unknown-method", line(method=b"FROB") + host + b"\r\n", REJECT, False),
+        ("http09", b"GET " + d + b"\r\n", REJECT, False),
+        ("http09-half-closed", b"GET " + d + b"\r\n", REJECT, True),
+        ("version-1.2", get(version=b"HTTP/1.2"), "[24]", True),
+        ("version-2.0", get(version=b"HTTP/2.0"), REJECT, False),
+        ("version-3.0", get(version=b"HTTP/3.0"), REJECT, False),
+        ("version-lower-case", get(version=b"http/1.1"), REJECT, False),
+        ("version-garbage", get(version=b"HTTP/1.1x"), REJECT, False),
+        ("version-missing-minor", get(version=b"HTTP/1"), REJECT, False),
+        ("http2-preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", REJECT, False),
+        ("http2-preface-and-frame", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+         REJECT, False),
+        ("h2c-upgrade", get(headers=b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+                            b"HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"), "[24]", True),
+        ("tls-client-hello", b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(range(32)), REJECT, False),
+        ("connect", b"CONNECT fuzz.test:443 HTTP/1.1\r\n" + host + b"\r\n", REJECT, False),
+        ("connect-with-tunnel-bytes", b"CONNECT fuzz.test:443 HTTP/1.1\r\n" + host + b"\r\n" + good, REJECT, False),
+        ("upgrade-websocket-on-direct", get(headers=b"Connection: Upgrade\r\nUpgrade: websocket\r\n"), "[24]", True),
+        # Pipelined smuggling.
+        ("pipelined-good-then-garbage", good + b"\x00\x01garbage\r\n\r\n", "24?", False),
+        ("pipelined-head-then-garbage", get(method=b"HEAD") + b"\x00\x01garbage\r\n\r\n", "24?", False),
+        ("pipelined-proxied-then-garbage", get(p) + b"\x00\x01garbage\r\n\r\n", "24?", False),
+        ("pipelined-proxied-then-bad-version", get(p) + get(version=b"HTTP/1.0X"), "24?", False),
+        ("pipelined-then-half-closed", get(p) + good + get(p), "222", True),
+        ("pipelined-good-then-cl-te", good + post(b"Content-Length: 4\r\n" + chunked, b"0\r\n\r\n"), "24?", False),
+        ("pipelined-good-then-double-cl", good + post(b"Content-Length: 1\r\nContent-Length: 2\r\n", b"ab"),
+         "24?", False),
+        ("body-longer-than-cl-then-request", post(b"Content-Length: 5\r\n", b"hello" + good), "22", True),
+        ("body-longer-than-cl-then-garbage", post(b"Content-Length: 5\r\n", b"hello" + b"XPOST / HTTP/1.1\r\n\r\n"),
+         "24?", False),
+        ("cl-zero-then-request", post(b"Content-Length: 0\r\n", good), "22", True),
+        ("chunked-then-smuggled-te", post(chunked, b"0\r\n\r\n" + post(chunked + b"Content-Length: 3\r\n", b"0\r\n\r\n")),
+         "24?", False),
+        ("chunked-body-holding-a-request", post(chunked, b"%x\r\n%s\r\n0\r\n\r\n" % (len(good), good)), "2", True),
+        ("get-with-cl-body-then-request", get(headers=b"Content-Length: 5\r\n") + b"hello" + good, "22", True),
+        ("te-http10-then-request", post(chunked, b"0\r\n\r\n", version=b"HTTP/1.0") + good, "[24]4?", True),
+        # Nothing, or too little, within header_timeout.
+        ("nothing", b"", "", False),
+        ("nothing-half-closed", b"", "", True),
+        ("partial-request-line", b"GET /dir", REJECT, False),
+        ("partial-head", line() + host, REJECT, False),
+        ("partial-head-half-closed", line() + host, REJECT, True),
+    ]
+    return cases
+
+
+def fuzz_valid_requests(direct, proxy):
+    host = b"Host: fuzz.test\r\n"
+    d, p = direct.encode(), proxy.encode()
+    return [
+        ("get-direct", b"GET " + d + b" HTTP/1.1\r\n" + host + b"User-Agent: fuzz\r\nAccept: */*\r\n\r\n"),
+        ("get-proxy", b"GET " + p + b"?a=1&b=2 HTTP/1.1\r\n" + host + b"Accept: */*\r\nX-Request-Id: abc\r\n\r\n"),
+        ("head-direct", b"HEAD " + d + b" HTTP/1.1\r\n" + host + b"\r\n"),
+        ("get-http10", b"GET " + p + b" HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"),
+        ("post-cl", b"POST " + p + b" HTTP/1.1\r\n" + host + b"Content-Type: text/plain\r\nContent-Length: 11\r\n\r\n"
+         b"hello world"),
+        ("post-chunked", b"POST " + p + b" HTTP/1.1\r\n" + host + b"Transfer-Encoding: chunked\r\n\r\n"
+         b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"),
+        ("post-expect", b"PUT " + d + b" HTTP/1.1\r\n" + host + b"Expect: 100-continue\r\nContent-Length: 4\r\n\r\nbody"),
+        ("pipelined", b"GET " + d + b" HTTP/1.1\r\n" + host + b"\r\nGET " + p + b" HTTP/1.1\r\n" + host + b"\r\n"),
+    ]
+
+
+INTERESTING_LINES = [
+    b"Transfer-Encoding: chunked", b"Transfer-Encoding: chunked, identity", b"Transfer-Encoding: xchunked",
+    b"Content-Length: 0", b"Content-Length: 5", b"Content-Length: -1", b"Content-Length: 99999999999999999999",
+    b"Content-Length: 18446744073709551615", b"Host: other.test", b"Connection: close", b"Connection: upgrade",
+    b"Upgrade: websocket", b"Expect: 100-continue", b"X-A: \x00", b" folded", b"X-A : b", b"", b"GET / HTTP/1.1",
+    b"\x00", b"Connection: keep-alive, Upgrade",
+]
+INTERESTING_BYTES = b"\x00\r\n \t:;,\x7f\xff\x01\x0b%/?#"
+INTERESTING_NUMBERS = [b"0", b"-1", b"1", b"65536", b"4294967296", b"9223372036854775808",
+                       b"18446744073709551616", b"99999999999999999999999", b"0x10", b"00000000001", b"FFFFFFFF"]
+
+
+def mutate(data, rng):
+    """One to three mutations of `data`; returns (bytes, names of the mutations)."""
+    names = []
+    for _ in range(rng.randint(1, 3)):
+        data = bytearray(data)
+        op = rng.choice(["flip", "insert", "delete", "line-delete", "line-duplicate", "line-swap", "crlf",
+                         "header", "number", "truncate", "repeat"])
+        lines = bytes(data).split(b"\r\n")
+        if op == "flip" and data:
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        elif op == "insert":
+            data.insert(rng.randint(0, len(data)), rng.choice(INTERESTING_BYTES))
+        elif op == "delete" and data:
+            del data[rng.randrange(len(data))]
+        elif op == "line-delete" and len(lines) > 1:
+            del lines[rng.randrange(len(lines))]
+            data = b"\r\n".join(lines)
+        elif op == "line-duplicate":
+            i = rng.randrange(len(lines))
+            lines.insert(i, lines[i])
+            data = b"\r\n".join(lines)
+        elif op == "line-swap" and len(lines) > 1:
+            i, j = rng.randrange(len(lines)), rng.randrange(len(lines))
+            lines[i], lines[j] = lines[j], lines[i]
+            data = b"\r\n".join(lines)
+        elif op == "crlf" and b"\r\n" in data:
+            starts = [m.start() for m in re.finditer(b"\r\n", bytes(data))]
+            i = rng.choice(starts)
+            data[i:i + 2] = rng.choice([b"\n", b"\r", b"\r\r\n", b"\n\r", b"\r\n\r\n", b""])
+        elif op == "header":
+            lines.insert(rng.randint(1, max(1, len(lines) - 1)), rng.choice(INTERESTING_LINES))
+            data = b"\r\n".join(lines)
+        elif op == "number":
+            runs = [m.span() for m in re.finditer(rb"[0-9]+", bytes(data))]
+            if runs:
+                a, b = rng.choice(runs)
+                data[a:b] = rng.choice(INTERESTING_NUMBERS)
+        elif op == "truncate" and data:
+            data = data[:rng.randrange(len(data))]
+        elif op == "repeat" and data:
+            a = rng.randrange(len(data))
+            b = min(len(data), a + rng.randint(1, 64))
+            data[b:b] = data[a:b] * rng.randint(1, 50)
+        names.append(op)
+        data = bytes(data)
+    return bytes(data), names
+
+
+def random_blob(rng):
+    """A random input: raw bytes, printable text with line breaks, or HTTP words in random order."""
+    kind = rng.choice(["bytes", "text", "words"])
+    size = int(2 ** rng.uniform(0, 12))
+    if kind == "bytes":
+        return kind, bytes(rng.randrange(256) for _ in range(size))
+    if kind == "text":
+        alphabet = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 :/-.\t\r\n"
+        return kind, bytes(rng.choice(alphabet) for _ in range(size))
+    words = [b"GET", b"POST", b"HEAD", b"PUT", b"CONNECT", b"PRI", b" ", b"/", b"/echo", b"*", b"HTTP/1.1",
+             b"HTTP/1.0", b"HTTP/2.0", b"\r\n", b"\n", b"\r\n\r\n", b"Host:", b"Content-Length:",
+             b"Transfer-Encoding:", b"chunked", b"identity", b"0", b"5", b"ffffffffffffffff", b":", b";",
+             b",", b"hello", b"\x00", b"\t", b"Connection:", b"close", b"upgrade", b"Upgrade:", b"Expect:",
+             b"100-continue"]
+    return kind, b"".join(rng.choice(words) for _ in range(rng.randint(1, 60)))
+
+
+def status_class(status):
+    return str(status // 100)
+
+
+def fuzz_exchange(port, data, half_close, case_timeout):
+    """Sends `data` on a new connection and reads until the server closes or `case_timeout`."""
+    t0 = time.monotonic()
+    deadline = min(t0 + case_timeout, DEADLINE - 0.5)
+    out = {"peer": "open", "send_error": None}
+    received = bytearray()
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=max(0.1, deadline - time.monotonic()))
+    except OSError as e:
+        out.update(peer="connect_error", error=type(e).__name__, ms=0, received=b"")
+        return out
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        s.settimeout(max(0.1, deadline - time.monotonic()))
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError, socket.timeout) as e:
+            out["send_error"] = type(e).__name__
+        if half_close:
+            try:
+                s.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            s.settimeout(left)
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                break
+            except ConnectionResetError:
+                out["peer"] = "reset"
+                break
+            if not chunk:
+                out["peer"] = "closed"
+                break
+            received += chunk
+    finally:
+        s.close()
+    out["ms"] = round((time.monotonic() - t0) * 1000, 1)
+    out["received"] = bytes(received)
+    return out
+
+
+def fuzz_case(args, name, kind, data, expect, half_close):
+    ex = fuzz_exchange(args.port, data, half_close, args.case_timeout)
+    # Enough to frame the responses: whether each request (by its line's first word) was a HEAD.
+    # Which request a response answers is known in the corpus: there, only a success can be
+    # to a HEAD (an error answers what follows it, which the gateway could not read, and has its
+    # body). A mutated HEAD can be refused itself: then its error has no body either.
+    head_below = 0 if b"HEAD" not in data else 400 if kind == "malformed" else 600
+    responses, tail = parse_responses(ex["received"], head_below)
+    statuses = [r["status"] for r in responses]
+    sources = ["upstream" if header_of(r.get("headers", []), "x-upstream") is not None else "gateway"
+               for r in responses]
+    classes = "".join(status_class(x) for x in statuses)
+    why = None
+    if ex["peer"] == "connect_error":
+        why = "could not connect: %s" % ex.get("error")
+    elif any(x >= 500 for x in statuses):
+        why = "a 5xx"
+    elif ex["peer"] == "open":
+        why = "still open after %.1f s (a hang)" % args.case_timeout
+    elif tail:
+        why = "bytes that are not a response"
+    elif re.fullmatch(expect, classes) is None:
+        why = "statuses %s do not match %r" % (statuses, expect)
+    case = {"name": name, "kind": kind, "statuses": statuses, "from": sources, "peer": ex["peer"],
+            "ms": ex["ms"], "expect": expect, "half_close": half_close, "ok": why is None}
+    if ex["send_error"]:
+        case["send_error"] = ex["send_error"]
+    if why is not None:
+        case["why"] = why
+        case["sent_length"] = len(data)
+        case["sent"] = data[:300].decode("latin-1")
+        case["response_bodies"] = [r.get("body", "")[:200] for r in responses]
+        case["unparsed"] = tail[:200].decode("latin-1")
+    return case
+
+
+def cmd_fuzz(args):
+    rng = random.Random(args.seed)
+    cases = [(name, "malformed", data, expect, half)
+             for name, data, expect, half in fuzz_corpus(args.direct_path, args.proxy_path)]
+    for i in range(args.random):
+        kind, blob = random_blob(rng)
+        # Words can make a request the gateway serves with keep-alive: half-close those.
+        half = kind == "words" or rng.random() < 0.5
+        cases.append(("random-%d-%s" % (i, kind), "random", blob, REJECT if kind != "words" else ANY_BUT_5XX, half))
+    valid = fuzz_valid_requests(args.direct_path, args.proxy_path)
+    for i in range(args.mutations):
+        base, data = rng.choice(valid)
+        mutated, ops = mutate(data, rng)
+        # A mutated length can leave the gateway waiting for a body: the end of input ends it.
+        cases.append(("mutated-%d-%s-%s" % (i, base, "+".join(ops)), "mutated", mutated, ANY_BUT_5XX, True))
+    if args.only:
+        cases = [c for c in cases if c[0] in args.only]
+    results = [None] * len(cases)
+    lock = threading.Lock()
+    todo = iter(range(len(cases)))
+
+    def worker():
+        while True:
+            with lock:
+                i = next(todo, None)
+            if i is None:
+                return
+            name, kind, data, expect, half = cases[i]
+            results[i] = fuzz_case(args, name, kind, data, expect, half)
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(args.parallel)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max(0.0, DEADLINE - 0.3 - time.monotonic()))
+    results = [r if r is not None else {"name": cases[i][0], "kind": cases[i][1], "ok": False,
+                                        "why": "not run before the command's timeout"}
+               for i, r in enumerate(results)]
+    summary = {}
+    for r in results:
+        outcome = " ".join(str(x) for x in r.get("statuses", [])) or "none"
+        outcome += " " + r.get("peer", "?")
+        per_kind = summary.setdefault(r["kind"], {})
+        per_kind[outcome] = per_kind.get(outcome, 0) + 1
+    failures = [r for r in results if not r["ok"]]
+    result = {"command": "fuzz", "seed": args.seed, "cases": results, "count": len(results),
+              "failures": len(failures), "summary": summary, "ok": not failures,
+              "seconds": round(time.monotonic() - t0, 2),
+              "slowest_ms": max((r.get("ms", 0) for r in results), default=0)}
+    return result, 0 if not failures else 1
+
+
+# ------------------------------------------------------------------------------ steady
+def cmd_steady(args):
+    """Good requests on new connections, until the stop file appears."""
+    paths = args.path or ["/"]
+    latencies = []
+    failures = []
+    stopped_by = "timeout"
+    i = 0
+    t0 = time.monotonic()
+    while time.monotonic() < DEADLINE - args.request_timeout - 0.5:
+        if os.path.exists(args.stop_file):
+            stopped_by = "stop-file"
+            break
+        path = paths[i % len(paths)]
+        i += 1
+        started = time.monotonic()
+        head = request_head(args, "GET", path, ["Connection: close"])
+        ex = fuzz_exchange(args.port, head, False, args.request_timeout)
+        elapsed = (time.monotonic() - started) * 1000
+        responses, _ = parse_responses(ex["received"])
+        if ex["peer"] == "closed" and len(responses) == 1 and responses[0]["status"] == 200:
+            latencies.append(elapsed)
+        else:
+            failures.append({"path": path, "at_s": round(started - t0, 3), "peer": ex["peer"],
+                             "statuses": [r["status"] for r in responses], "ms": round(elapsed, 1)})
+        time.sleep(args.interval_ms / 1000.0)
+    latencies.sort()
+
+    def pct(q):
+        return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 1) if latencies else None
+
+    ok = not failures and stopped_by == "stop-file" and bool(latencies)
+    result = {"command": "steady", "requests": len(latencies) + len(failures), "succeeded": len(latencies),
+              "failures": failures[:20], "failed": len(failures), "stopped_by": stopped_by,
+              "max_ms": round(latencies[-1], 1) if latencies else None, "p50_ms": pct(0.5), "p99_ms": pct(0.99),
+              "seconds": round(time.monotonic() - t0, 2), "ok": ok}
     return result, 0 if ok else 1
 
 
@@ -659,10 +1146,30 @@ def main():
     p.add_argument("--connections", type=int, default=10)
     p.add_argument("--interval", type=float, default=1.0)
     p.add_argument("--duration", type=float, default=None)
+    p = sub.add_parser("fuzz")
+    common(p)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--random", type=int, default=300, help="random byte blobs (default 300)")
+    p.add_argument("--mutations", type=int, default=300, help="mutated valid requests (default 300)")
+    p.add_argument("--case-timeout", type=float, default=4.0, help="seconds one case may take (default 4)")
+    p.add_argument("--parallel", type=int, default=16, help="cases at a time (default 16)")
+    p.add_argument("--direct-path", default="/direct")
+    p.add_argument("--proxy-path", default="/echo")
+    p.add_argument("--only", action="append", default=[], help="run only this case (repeatable)")
+    p = sub.add_parser("steady")
+    common(p)
+    p.add_argument("--path", action="append", default=[])
+    p.add_argument("--stop-file", required=True)
+    p.add_argument("--interval-ms", type=float, default=10.0, help="pause between requests (default 10)")
+    p.add_argument("--request-timeout", type=float, default=5.0, help="seconds one request may take (default 5)")
     args = ap.parse_args()
     args.header = [h.replace(":", ": ", 1) if ": " not in h and ":" in h else h for h in args.header]
 
     DEADLINE = time.monotonic() + args.timeout
+    # slowloris and fuzz hold a socket per connection: allow as many as the hard limit does.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     def on_alarm(*_):
         emit({"command": args.command, "ok": False, "error": "timeout after %.1f s" % args.timeout}, 2)
@@ -671,7 +1178,7 @@ def main():
     signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, args.timeout + 0.5)
     handler = {"ws-echo": cmd_ws_echo, "upload": cmd_upload, "download": cmd_download,
-               "raw": cmd_raw, "slowloris": cmd_slowloris}[args.command]
+               "raw": cmd_raw, "slowloris": cmd_slowloris, "fuzz": cmd_fuzz, "steady": cmd_steady}[args.command]
     try:
         result, code = handler(args)
     except (Failure, OSError) as e:
