@@ -3,7 +3,8 @@
 # and a table: fault | requests | failed | recovered (ms) | note.
 #
 #   gatewayd: 2 workers, proxying GET / to two demo upstreams (examples/demo-upstream.py,
-#             round robin, passive health, 1 retry), drain_timeout 10 s, max_draining 4.
+#             round robin, passive health, 1 retry), drain_timeout 10 s, max_draining 4,
+#             worker_watchdog_timeout 2 s.
 #   load:     benchmarks/chaos-load.py, closed loop, CONNS connections, keep-alive or a new
 #             connection per request ("close"); every failed request is kept with its time.
 #   phases:   baseline; gatewayctl reload every second; a reload storm with long requests
@@ -49,6 +50,7 @@ HOLD_MS=2000         # each holder's request: /slow?ms=2000, longer than a reloa
 KILL_EVERY=3         # "SIGKILL a worker every few seconds": 3 s, under the 10 s after which a
                      # worker counts as stable, so the restart backoff is seen growing
 STOP_S=4             # SIGSTOP length: above the client's 3 s timeout, so a stuck request shows
+WATCHDOG_S=2         # worker_watchdog_timeout: the smallest allowed, so the kill comes before STOP_S
 DRAIN_TIMEOUT_S=10   # gatewayd drain_timeout here: bounds every drain (the holders' 2 s fit)
 READY_TIMEOUT=30     # seconds for gatewayd or an upstream to answer after start (a cold start
                      # on this shared 2-core machine takes well under 5 s)
@@ -131,6 +133,7 @@ workers: 2
 drain_timeout: ${DRAIN_TIMEOUT_S}s
 ready_timeout: 10s
 max_draining_generations: 4
+worker_watchdog_timeout: ${WATCHDOG_S}s
 listeners:
   - { name: web, address: 127.0.0.1:$PORT, backlog: 4096 }
 upstreams:
@@ -442,11 +445,13 @@ phase_sigstop() {
     sleep "$((STOP_S / 2))"
     during=$(status_py "[(w['index'], w['state']) for g in serving for w in g['workers']]")
     sleep "$((STOP_S - STOP_S / 2))"
-    kill -CONT "$pid"
+    # The worker watchdog has killed it by now (WATCHDOG_S < STOP_S); continue it if not.
+    local fate="killed by the worker watchdog"
+    if alive "$pid"; then fate="still alive at the SIGCONT"; kill -CONT "$pid" 2>/dev/null || true; fi
     STOPPED_PID=""
     wait_load sigstop
     record "SIGSTOP of a serving worker for ${STOP_S} s (keep-alive)" sigstop "$t0" '"client"' \
-        "the stopped worker had $conns connections; status during the stop: $during; recovered = SIGSTOP -> the client's last failed request"
+        "the stopped worker had $conns connections and was $fate (worker_watchdog_timeout ${WATCHDOG_S}s); status $((STOP_S / 2)) s into the stop: $during; recovered = SIGSTOP -> the client's last failed request"
 }
 
 for phase in $ALL_PHASES; do

@@ -21,8 +21,9 @@ public enum WorkerProcess {
     /// the drain's progress, and a frame per connection would cost more than it tells.
     static let connectionReportInterval: Duration = .milliseconds(200)
     /// An unchanged count is still sent this often: it is the heartbeat the master's worker
-    /// watchdog waits for (worker_watchdog_timeout is at least two of these).
-    static let heartbeatInterval: Duration = .seconds(1)
+    /// watchdog waits for. With the 200 ms report tick, beats are at most 0.6 s apart, a
+    /// third of the smallest worker_watchdog_timeout (2 s): one late beat never kills.
+    static let heartbeatInterval: Duration = .milliseconds(500)
     /// The event loop marks itself this often; a mark older than `loopStallLimit` means the
     /// loop is stuck, and the heartbeat stops so that the master's watchdog ends this worker.
     static let loopMarkInterval: TimeAmount = .milliseconds(250)

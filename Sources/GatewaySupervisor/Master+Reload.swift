@@ -108,7 +108,8 @@ extension Master {
             return failReload("gatewayd began stopping during the reload", details: [])
         }
         if case .failure(let failure) = result {
-            enforceDrainingLimit(makingRoomFor: 1)
+            // Its live workers drain (abandon): room for them first, none if none is left.
+            enforceDrainingLimit(makingRoomFor: generation.liveWorkers.isEmpty ? 0 : 1)
             await abandon(generation)
             return failReload("generation \(generationID) failed to start: \(failure)", details: [])
         }
@@ -124,7 +125,7 @@ extension Master {
         settings = newSettings
         if let previousID, let previous = generations[previousID] {
             // Room first, then the drain: never one more draining than the limit, even briefly.
-            enforceDrainingLimit(makingRoomFor: 1)
+            enforceDrainingLimit(makingRoomFor: previous.liveWorkers.isEmpty ? 0 : 1)
             await drain(previous, reason: "replaced by generation \(generationID)")
         }
         timings.switchMs = lap()
@@ -137,7 +138,11 @@ extension Master {
                 "ready_ms": "\(Self.format(timings.readyMs))", "switch_ms": "\(Self.format(timings.switchMs))",
                 "total_ms": "\(Self.format(timings.totalMs))",
             ])
-        notifier.ready(status: statusLine())
+        // A stop may have begun while the old generation's drain started: READY=1 after
+        // STOPPING=1 would take the unit back from deactivating.
+        if state == .running {
+            notifier.ready(status: statusLine())
+        }
         // After the timings: starting spares is not part of this reload's latency.
         replenishSpares()
         return .succeeded(generation: generationID, timings: timings)

@@ -5,7 +5,7 @@ import GatewayCore
     import Glibc
 #endif
 
-/// The worker watchdog: a worker that has said ready reports to the master at least once a
+/// The worker watchdog: a worker that has said ready reports to the master at least twice a
 /// second, from a thread that only speaks while the worker's event loop keeps running. A
 /// stopped (SIGSTOP, a debugger) or stuck worker falls silent, keeps the connections it
 /// holds hanging, and would never be noticed otherwise: the listening socket is shared, so
@@ -13,26 +13,39 @@ import GatewayCore
 /// `worker_watchdog_timeout` of silence it is killed; a serving one is restarted like any
 /// crashed worker.
 extension Master {
-    /// How often the master looks: a tenth of the smallest timeout allowed (2 s) is more
-    /// precise than needed; once a second costs nothing and kills within 1 s of the timeout.
-    static let workerWatchdogPeriod: Duration = .seconds(1)
+    /// How often the master looks: a quarter of the smallest timeout allowed (2 s), so a
+    /// silent worker is killed within 0.5 s of its timeout.
+    static let workerWatchdogPeriod: Duration = .milliseconds(500)
 
     func startWorkerWatchdog() {
         Task { [weak self] in
-            while let self, await self.checkSilentWorkers() {
+            var lastTick = ContinuousClock.now
+            while let self {
+                let now = ContinuousClock.now
+                // A tick this late means the master itself was not running (the whole unit
+                // frozen, a VM paused, the machine suspended): the workers' silence is the
+                // master's own, so every worker gets a fresh start instead of a SIGKILL.
+                let paused = now - lastTick > Self.workerWatchdogPeriod * 3
+                lastTick = now
+                guard await self.checkSilentWorkers(afterPause: paused) else { return }
                 try? await Task.sleep(for: Self.workerWatchdogPeriod)
             }
         }
     }
 
-    /// Kills every ready or draining worker silent for longer than its generation's
-    /// worker_watchdog_timeout. False once the master has stopped (the watchdog ends).
-    private func checkSilentWorkers() -> Bool {
+    /// Kills every worker that reported ready and has been silent for longer than its
+    /// generation's worker_watchdog_timeout. False once the master has stopped.
+    private func checkSilentWorkers(afterPause paused: Bool) -> Bool {
         guard state != .stopped else { return false }
         let now = ContinuousClock.now
         for generation in generations.values {
             let limit = generation.settings.workerWatchdogTimeout
-            for worker in generation.liveWorkers where worker.state == .ready || worker.state == .draining {
+            for worker in generation.liveWorkers
+            where worker.reportedReady && (worker.state == .ready || worker.state == .draining) {
+                if paused {
+                    worker.lastHeard = now
+                    continue
+                }
                 let silence = now - worker.lastHeard
                 guard silence > limit else { continue }
                 let reason =
@@ -42,6 +55,13 @@ extension Master {
                 logger.error("\(worker.name) \(reason)")
                 spawner.signal(SIGKILL, to: worker.pid)
             }
+        }
+        // The degraded text changes with time alone (a crash loop ends after 10 s of life, a
+        // restart comes due): systemd's STATUS follows it here, not only on events.
+        let line = statusLine()
+        if line != lastNotifiedStatus {
+            lastNotifiedStatus = line
+            notifier.status(line)
         }
         return true
     }

@@ -220,6 +220,7 @@ extension Master {
         if case .message = event { worker.lastHeard = .now }
         switch event {
         case .message(.ready):
+            worker.reportedReady = true
             guard worker.state == .starting else { return }
             worker.state = .ready
             logger.debug("\(worker.name) ready")

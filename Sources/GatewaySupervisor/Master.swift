@@ -67,6 +67,8 @@ public actor Master {
     /// fd stored under a name and FDSTOREREMOVE drops them all, so one name maps to one fd.
     var storedListeners: [String: CInt] = [:]
     var failedReloadCount = 0
+    /// The last STATUS line the worker watchdog sent systemd (it re-sends on change only).
+    var lastNotifiedStatus = ""
     /// The gateway-wide shared segment (rate limits, metrics): created by `run` before the
     /// first generation and handed to every worker of every generation, spares included. Kept
     /// (fd and mapping) for the master's whole life, so that what workers keep in it outlives

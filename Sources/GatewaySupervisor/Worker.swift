@@ -30,8 +30,11 @@ final class Worker {
     var stoppedAccepting = false
     /// The last `failed` message, for the reload's error.
     var failureReason: String?
-    /// When the worker last sent anything (for the worker watchdog).
+    /// When the worker last sent anything, and whether it ever said ready: the worker
+    /// watchdog judges only workers that did (before that, ready_timeout is the limit, and
+    /// a worker heartbeats only once it serves).
     var lastHeard: ContinuousClock.Instant
+    var reportedReady = false
 
     init(generation: Int, index: Int, process: SpawnedProcess) {
         self.generation = generation

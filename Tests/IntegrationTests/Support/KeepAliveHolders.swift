@@ -7,6 +7,8 @@ import Foundation
 /// Idle keep-alive connections, as browsers and connection pools hold them: one request when
 /// opened, then silence. When the server closes one (a drain ending it politely, or a
 /// generation stopped early), it is opened again with a new request, which must succeed.
+/// Connection i opens i × `stagger` after its previous one closed, so that the connections
+/// spread over several generations instead of moving from one to the next together.
 final class KeepAliveHolders: @unchecked Sendable {
     struct Outcome {
         /// Connections the server closed while they were idle.
@@ -19,9 +21,11 @@ final class KeepAliveHolders: @unchecked Sendable {
     private let outcome = Mutex2(Outcome())
     private let done = DispatchSemaphore(value: 0)
 
-    init(port: UInt16, count: Int) {
+    init(port: UInt16, count: Int, stagger: Duration = .milliseconds(100)) {
         let thread = Thread { [self] in
             var connections: [TestConnection?] = Array(repeating: nil, count: count)
+            let start = ContinuousClock.now
+            var openAt = (0..<count).map { start + stagger * $0 }
             while running.get() {
                 for index in connections.indices {
                     if let connection = connections[index] {
@@ -30,8 +34,10 @@ final class KeepAliveHolders: @unchecked Sendable {
                         var poller = pollfd(fd: connection.fd, events: Int16(POLLIN), revents: 0)
                         guard poll(&poller, 1, 0) > 0 else { continue }
                         connections[index] = nil
+                        openAt[index] = .now + stagger * index
                         outcome.update { $0.closedByServer += 1 }
                     }
+                    guard ContinuousClock.now >= openAt[index] else { continue }
                     do {
                         let connection = try TestConnection(port: port, timeout: .seconds(5))
                         let response = try connection.request()
