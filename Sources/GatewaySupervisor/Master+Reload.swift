@@ -109,6 +109,9 @@ extension Master {
         }
         if case .failure(let failure) = result {
             await abandon(generation)
+            // The spares it took are gone with it: the next reload should not wait for processes
+            // to start.
+            replenishSpares()
             return failReload("generation \(generationID) failed to start: \(failure)", details: [])
         }
 
