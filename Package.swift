@@ -65,6 +65,8 @@ let package = Package(
                 "CSystemd",
                 "CGatewayShim",
                 "GatewayCore",
+                // AcceptPauseHandler only: the control socket pauses accepting as the workers do.
+                "Gateway",
                 "GatewayConfig",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

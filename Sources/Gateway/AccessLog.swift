@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import GatewayConfig
 import GatewayCore
+import Logging
 import Metrics
 import NIOCore
 import Synchronization
@@ -15,7 +16,8 @@ import Synchronization
 /// Lines are formatted on the event loop into a buffer and written by a flusher thread every
 /// `flushInterval` (or woken early when the buffer passes `flushThreshold`). The event loop
 /// never writes to the fd: a slow log reader (a full pipe) stalls the flusher only, and once
-/// the buffer is full lines are dropped and counted rather than blocking requests.
+/// the buffer is full lines are dropped and counted rather than blocking requests. Lines a
+/// write fails to write (a full disk, a closed pipe) are counted the same way.
 ///
 /// Each generation opens the file anew (O_APPEND, at its start): after logrotate renames the
 /// file, a reload makes the new generation write to a new file, so `copytruncate` is not needed.
@@ -41,11 +43,15 @@ public final class AccessLog: Sendable {
     private let writeLock = Mutex(())
     /// Wakes the flusher before its interval when the buffer fills up.
     private let wakeUp = DispatchSemaphore(value: 0)
+    /// A failing write fails again at the next flush, 100 ms later: said at most every 10 s.
+    private let writeErrors = Mutex(LogThrottle())
+    private let logger: Logger
     public let path: String
 
     /// Opens the log. Throws a `SystemCallError` naming the file when it cannot be opened.
-    public init(configuration: AccessLogConfig, generation: Int) throws(SystemCallError) {
+    public init(configuration: AccessLogConfig, generation: Int, logger: Logger) throws(SystemCallError) {
         self.path = configuration.path
+        self.logger = logger
         self.format = configuration.format
         self.generation = generation
         self.pid = getpid()
@@ -72,8 +78,9 @@ public final class AccessLog: Sendable {
         }
     }
 
-    /// Lines dropped because the reader could not keep up: a gateway-wide counter
-    /// (`gatewayd_access_log_dropped_lines_total`), so a stalled log shows in `/metrics`.
+    /// Lines dropped because the reader could not keep up or a write failed: a gateway-wide
+    /// counter (`gatewayd_access_log_dropped_lines_total`), so a stalled or full log shows in
+    /// `/metrics`.
     private let droppedLines = Counter(label: "gatewayd_access_log_dropped_lines_total")
 
     func log(_ record: RequestRecord) {
@@ -110,12 +117,25 @@ public final class AccessLog: Sendable {
                 }
                 if written < 0 {
                     if errno == EINTR { continue }
-                    break  // EPIPE, ENOSPC…: these lines are lost; serving goes on.
+                    // ENOSPC, EPIPE, EIO…: these lines are lost; serving goes on.
+                    self.writeFailed(errno: errno, unwritten: bytes[offset...])
+                    break
                 }
                 offset += written
             }
             return open
         }
+    }
+
+    private func writeFailed(errno code: CInt, unwritten: ArraySlice<UInt8>) {
+        // A line cut by a partial write is lost too: its newline is in what is left.
+        let lines = unwritten.reduce(0) { $1 == UInt8(ascii: "\n") ? $0 + 1 : $0 }
+        self.droppedLines.increment(by: lines)
+        guard let quiet = self.writeErrors.withLock({ $0.shouldReport() }) else { return }
+        let since = quiet > 0 ? " (and \(quiet) failed writes since the last message)" : ""
+        self.logger.error(
+            "access log \(self.path): write: \(String(cString: strerror(code))); \(lines) lines lost\(since), counted in gatewayd_access_log_dropped_lines_total"
+        )
     }
 
     /// Flushes and closes the file. Later lines are dropped.

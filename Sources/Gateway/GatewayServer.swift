@@ -95,6 +95,11 @@ public final class GatewayServer: Sendable {
         self.state.withLock { $0.connections.count }
     }
 
+    /// Whether listeners may accept: not once a drain or a stop has begun.
+    private var isAccepting: Bool {
+        self.state.withLock { $0.lifecycle == .starting || $0.lifecycle == .serving }
+    }
+
     /// Whether `drain` has stopped accepting (its step 1 is over). For tests.
     var listenersClosedByDrain: Bool {
         self.state.withLock { $0.listenersClosedByDrain }
@@ -204,6 +209,11 @@ public final class GatewayServer: Sendable {
                     // shrinking the queue every generation shares: set it back at once, not
                     // after registration, so a burst during a reload finds the full backlog.
                     try? ListeningSocket.restoreBacklog(fd: listener.fd, backlog: listener.backlog)
+                    // Out of fds, accept(2) would be retried at once, forever.
+                    try channel.pipeline.syncOperations.addHandler(
+                        AcceptPauseHandler("accept on listener \(listener.name) failed", logger: logger) {
+                            [weak self] in self?.isAccepting ?? false
+                        })
                     try channel.pipeline.syncOperations.addHandler(AcceptErrorLogger(logger: logger))
                 }
             }
@@ -462,7 +472,7 @@ public final class GatewayServer: Sendable {
     }
 }
 
-/// Logs what goes wrong on a listener (EMFILE, ...). NIO keeps accepting after such errors.
+/// Logs what goes wrong on a listener, but for want of fds (`AcceptPauseHandler` has those).
 private final class AcceptErrorLogger: ChannelInboundHandler {
     typealias InboundIn = Any
     typealias InboundOut = Any

@@ -111,7 +111,7 @@ public enum WorkerProcess {
         var accessLog: AccessLog?
         if let logConfiguration = configuration.accessLog {
             do {
-                accessLog = try AccessLog(configuration: logConfiguration, generation: generation)
+                accessLog = try AccessLog(configuration: logConfiguration, generation: generation, logger: logger)
             } catch {
                 logger.error("cannot open the access log: \(error)")
                 try? channel.send(.failed(reason: "access log \(logConfiguration.path): \(error)"))

@@ -1,5 +1,6 @@
 import CGatewayShim
 import Foundation
+import Gateway
 import GatewayCore
 import Logging
 import NIOCore
@@ -34,6 +35,14 @@ final class ControlServer: Sendable {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 128)
+            // Out of fds, the master would retry accept(2) at once, forever, and never say why
+            // gatewayctl gets no answer.
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        AcceptPauseHandler("control socket: accept failed", logger: logger))
+                }
+            }
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(

@@ -163,6 +163,9 @@ public actor Master {
             logger.error("generation \(generationID) failed to start: \(failure)")
             // Nothing was ever announced as serving: no drain, and no worker may outlive us.
             state = .stopping
+            // Not `.starting` any more: checkStopComplete waits for starting generations, and
+            // would have waited for this one forever (a hang at start, measured).
+            generation.state = .failed
             for worker in generation.liveWorkers { terminate(worker) }
             checkStopComplete()
             await waitUntilFinished()
