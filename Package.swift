@@ -50,12 +50,24 @@ let package = Package(
                 "CGatewayShim",
                 "GatewayCore",
                 "GatewayConfig",
+                "GatewayNIO",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+        // SwiftNIO pieces that master and workers share (accepting under fd exhaustion): the
+        // master's control socket and the workers' listeners, without the master linking the
+        // worker's gateway.
+        .target(
+            name: "GatewayNIO",
+            dependencies: [
+                "GatewayCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // The master: generations, reloads, the control server, signals, sd_notify.
@@ -65,8 +77,7 @@ let package = Package(
                 "CSystemd",
                 "CGatewayShim",
                 "GatewayCore",
-                // AcceptPauseHandler only: the control socket pauses accepting as the workers do.
-                "Gateway",
+                "GatewayNIO",
                 "GatewayConfig",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -1,5 +1,6 @@
 import GatewayConfig
 import GatewayCore
+import GatewayNIO
 import Logging
 import NIOCore
 import NIOHTTP1

@@ -114,7 +114,7 @@ public enum WorkerProcess {
                 accessLog = try AccessLog(configuration: logConfiguration, generation: generation, logger: logger)
             } catch {
                 logger.error("cannot open the access log: \(error)")
-                try? channel.send(.failed(reason: "access log \(logConfiguration.path): \(error)"))
+                try? channel.send(.failed(reason: "access log: \(error)"))
                 exit(1)
             }
         }

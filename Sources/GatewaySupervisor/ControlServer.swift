@@ -1,7 +1,7 @@
 import CGatewayShim
 import Foundation
-import Gateway
 import GatewayCore
+import GatewayNIO
 import Logging
 import NIOCore
 import NIOPosix
