@@ -33,7 +33,8 @@ struct ProxyFailure: Error {
         case badGateway
         /// 503: every endpoint is ejected.
         case unavailable
-        /// 504: `response_timeout` passed without a response.
+        /// 504: `response_timeout` passed without a response (or, after the response started,
+        /// `read_timeout` between two reads of its body: then the client connection closes).
         case timeout
     }
 
@@ -95,8 +96,12 @@ final class ProxyExchange: UpstreamConnectionDelegate {
     private var lastFailure: ProxyFailure?
     private var endpointIndex: Int?
     private var connectionReused = false
-    /// The connection whose response deadline this exchange armed.
+    /// The connection whose deadline (`response_timeout`, then `read_timeout`) this exchange
+    /// armed.
     private var timedConnection: UpstreamConnection?
+    /// Reading the response body is held back: the client is not taking it. The read timeout
+    /// stops meanwhile (a slow client is not a stalled upstream).
+    private var upstreamReadsPaused = false
     private var responseStarted = false
     /// When the request head went upstream, for the latency histogram.
     private(set) var sentAt: NIODeadline?
@@ -146,7 +151,7 @@ final class ProxyExchange: UpstreamConnectionDelegate {
 
     /// The client went away or broke the request: the upstream connection cannot be reused.
     func cancel() {
-        self.cancelResponseTimer()
+        self.cancelTimer()
         switch self.state {
         case .sending(let connection), .responding(let connection), .upgrading(let connection):
             self.state = .finished
@@ -163,7 +168,17 @@ final class ProxyExchange: UpstreamConnectionDelegate {
     /// The client can take response bytes again (or not).
     func clientWritabilityChanged(isWritable: Bool) {
         if case .responding(let connection) = self.state {
-            connection.setReadsPaused(!isWritable)
+            self.setUpstreamReadsPaused(!isWritable, connection)
+        }
+    }
+
+    private func setUpstreamReadsPaused(_ paused: Bool, _ connection: UpstreamConnection) {
+        self.upstreamReadsPaused = paused
+        connection.setReadsPaused(paused)
+        if paused {
+            self.cancelTimer()
+        } else {
+            self.armReadTimer(connection)
         }
     }
 
@@ -289,15 +304,25 @@ final class ProxyExchange: UpstreamConnectionDelegate {
     /// request it carries (no timer scheduled and cancelled per request).
     private func armResponseTimer(_ connection: UpstreamConnection) {
         self.timedConnection = connection
-        connection.armResponseDeadline(.now() + TimeAmount(self.pool.configuration.responseTimeout))
+        connection.armDeadline(.now() + TimeAmount(self.pool.configuration.responseTimeout))
     }
 
-    private func cancelResponseTimer() {
-        self.timedConnection?.clearResponseDeadline()
+    /// `read_timeout` from now: called at the head and after every read burst of the body.
+    private func armReadTimer(_ connection: UpstreamConnection) {
+        self.timedConnection = connection
+        connection.armDeadline(.now() + TimeAmount(self.pool.configuration.readTimeout))
+    }
+
+    private func cancelTimer() {
+        self.timedConnection?.clearDeadline()
         self.timedConnection = nil
     }
 
-    func upstreamResponseTimedOut() {
+    func upstreamTimedOut() {
+        if case .responding(let connection) = self.state {
+            self.readTimedOut(connection)
+            return
+        }
         guard case .sending(let connection) = self.state else { return }
         self.timedConnection = nil
         self.state = .finished
@@ -314,6 +339,25 @@ final class ProxyExchange: UpstreamConnectionDelegate {
             ))
     }
 
+    /// `read_timeout` passed in the middle of the body: the response started, so the client
+    /// connection is closed (`fail` → `proxyAborted`); the upstream connection is not reused.
+    /// A stall counts against the endpoint's health like a reset in the middle of a body.
+    private func readTimedOut(_ connection: UpstreamConnection) {
+        self.timedConnection = nil
+        self.state = .finished
+        self.finishEndpoint()
+        if let index = self.endpointIndex { self.pool.recordFailure(index) }
+        self.count("read_timeout")
+        connection.delegate = nil
+        connection.channel.close(promise: nil)
+        self.fail(
+            ProxyFailure(
+                kind: .timeout,
+                reason:
+                    "upstream \(self.pool.configuration.name) sent nothing of the response body for \(self.pool.configuration.readTimeout)"
+            ))
+    }
+
     private func finishEndpoint() {
         if let index = self.endpointIndex {
             self.pool.endpoints[index].inFlight -= 1
@@ -322,7 +366,7 @@ final class ProxyExchange: UpstreamConnectionDelegate {
 
     private func fail(_ failure: ProxyFailure) {
         self.state = .finished
-        self.cancelResponseTimer()
+        self.cancelTimer()
         if self.responseStarted {
             self.client?.proxyAborted()
         } else {
@@ -334,7 +378,7 @@ final class ProxyExchange: UpstreamConnectionDelegate {
 
     func upstreamResponseHead(_ head: HTTPResponseHead) {
         guard case .sending(let connection) = self.state else { return }
-        self.cancelResponseTimer()
+        self.cancelTimer()
         if head.status == .switchingProtocols, !self.allowsUpgrade {
             self.state = .finished
             self.finishEndpoint()
@@ -358,15 +402,17 @@ final class ProxyExchange: UpstreamConnectionDelegate {
         }
         self.state = .responding(connection)
         if let client = self.client, !client.clientIsWritable {
-            connection.setReadsPaused(true)
+            self.setUpstreamReadsPaused(true, connection)
+        } else {
+            self.armReadTimer(connection)
         }
     }
 
     func upstreamResponseBody(_ body: ByteBuffer) {
         guard case .responding(let connection) = self.state else { return }
         self.client?.proxyResponseBody(body)
-        if let client = self.client, !client.clientIsWritable {
-            connection.setReadsPaused(true)
+        if !self.upstreamReadsPaused, let client = self.client, !client.clientIsWritable {
+            self.setUpstreamReadsPaused(true, connection)
         }
     }
 
@@ -389,6 +435,8 @@ final class ProxyExchange: UpstreamConnectionDelegate {
         guard case .responding(let connection) = self.state else { return }
         self.state = .finished
         self.finishEndpoint()
+        // The pool clears the deadline; the connection may serve another exchange next.
+        self.timedConnection = nil
         // A connection is reusable only if both messages ended cleanly and the upstream did
         // not ask to close.
         let reusable = self.requestEnded && !self.closeRequested
@@ -400,6 +448,10 @@ final class ProxyExchange: UpstreamConnectionDelegate {
     private var closeRequested = false
 
     func upstreamReadComplete() {
+        if case .responding(let connection) = self.state, !self.upstreamReadsPaused {
+            // Once per read burst, not per body part: one clock read moves the deadline.
+            self.armReadTimer(connection)
+        }
         self.client?.proxyFlush()
     }
 
@@ -412,7 +464,7 @@ final class ProxyExchange: UpstreamConnectionDelegate {
     }
 
     func upstreamFailed(_ error: UpstreamConnectionError) {
-        self.cancelResponseTimer()
+        self.cancelTimer()
         switch self.state {
         case .sending(let connection):
             self.finishEndpoint()

@@ -104,6 +104,7 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
             }
         case .end(let trailers):
             self.requestEnded = true
+            self.connection.requestBodyEnded()
             switch self.state {
             case .local(let response):
                 self.state = .idle
@@ -125,7 +126,6 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
         if let normalized, normalized != head.uri {
             head.uri = normalized
         }
-        self.connection.requestStarted()
         self.keepAlive = head.isKeepAlive
         self.isHTTP10 = head.version == .http1_0
         self.isHeadRequest = head.method == .HEAD
@@ -139,6 +139,7 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
         self.requestHasBody =
             head.headers.contains(name: "transfer-encoding")
             || (head.headers.first(name: "content-length").flatMap(Int64.init) ?? 0) > 0
+        self.connection.requestStarted(readingBody: self.requestHasBody)
         let handling = normalized == nil ? RouteHandling.notFound : self.router.route(head)
         self.handling = handling
         var requestID = head.headers.first(name: RequestID.header) ?? ""
@@ -349,6 +350,35 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
                 .payloadTooLarge, "request body larger than \(self.services.limits.maxBodyBytes) bytes",
                 extraHeaders: []),
             context: context)
+    }
+
+    /// `limits.body_timeout` passed between two reads of the request body: 408 if nothing of
+    /// the response went out yet, else all that is left is closing the connection.
+    private func bodyTimedOut(context: ChannelHandlerContext) {
+        guard !self.requestEnded else { return }
+        switch self.state {
+        case .local, .proxying:
+            ()
+        case .idle, .answered, .tunnel:
+            return
+        }
+        if case .proxying(let exchange) = self.state {
+            // Half a request went upstream: that connection cannot carry another one.
+            exchange.cancel()
+        }
+        if self.responseStarted {
+            self.abort(context: context)
+            return
+        }
+        self.state = .answered
+        self.keepAlive = false
+        let timeout = DurationText.format(self.services.limits.bodyTimeout)
+        self.writeLocal(
+            .error(.requestTimeout, "request body timeout: no byte of the body for \(timeout)", extraHeaders: []),
+            context: context)
+        // Outside of a read burst: nothing else will flush it.
+        self.needsFlush = false
+        context.flush()
     }
 
     // MARK: Local responses
@@ -566,6 +596,7 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
 
     func setClientReadsPaused(_ paused: Bool) {
         self.readsPaused = paused
+        self.connection.setBodyReadsPaused(paused)
         if !paused, self.readPending, let context = self.context {
             self.readPending = false
             context.read()
@@ -587,7 +618,8 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
             self.services.completed(record)
         }
         self.connection.tunnelStarted()
-        let (clientSide, upstreamSide) = TunnelHandler.pair()
+        let (clientSide, upstreamSide) = TunnelHandler.pair(
+            idleTimeout: TimeAmount(self.services.limits.tunnelIdleTimeout))
         do {
             try upstream.convertToTunnel(upstreamSide)
             try self.convertToTunnel(clientSide, context: context)
@@ -661,6 +693,10 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is RequestBodyTimeoutEvent {
+            self.bodyTimedOut(context: context)
+            return
+        }
         if let channelEvent = event as? ChannelEvent, case .inputClosed = channelEvent {
             self.clientFinishedSending = true
             switch self.state {

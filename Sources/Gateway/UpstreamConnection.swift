@@ -12,8 +12,9 @@ protocol UpstreamConnectionDelegate: AnyObject {
     func upstreamReadComplete()
     /// The connection failed or closed before the exchange was over.
     func upstreamFailed(_ error: UpstreamConnectionError)
-    /// The response deadline (`armResponseDeadline`) passed without a response head.
-    func upstreamResponseTimedOut()
+    /// The deadline (`armDeadline`) passed: `response_timeout` without a response head, or
+    /// `read_timeout` without a byte of the body.
+    func upstreamTimedOut()
 }
 
 enum UpstreamConnectionError: Error, CustomStringConvertible {
@@ -63,34 +64,37 @@ final class UpstreamConnection {
 
     var isActive: Bool { self.channel.isActive && !self.handler.closed }
 
-    // MARK: Response deadline
+    // MARK: Deadline
 
-    private var responseDeadline: NIODeadline?
+    private var deadline: NIODeadline?
     private var deadlineTask: (task: Scheduled<Void>, fireAt: NIODeadline)?
 
-    /// `response_timeout` for the request in flight. One scheduled task per connection,
-    /// moved lazily: it fires at its time, and schedules itself again if the deadline moved.
-    func armResponseDeadline(_ deadline: NIODeadline) {
-        self.responseDeadline = deadline
+    /// The deadline for the exchange using the connection: `response_timeout` until the
+    /// response head, then `read_timeout`, moved at every read of the body. One scheduled task
+    /// per connection, moved lazily: it fires at its time, and schedules itself again if the
+    /// deadline moved (later). A body read in a thousand pieces moves a number, it does not
+    /// schedule and cancel a thousand timers.
+    func armDeadline(_ deadline: NIODeadline) {
+        self.deadline = deadline
         if let existing = self.deadlineTask, existing.fireAt <= deadline { return }
         self.deadlineTask?.task.cancel()
         self.scheduleDeadlineTask(at: deadline)
     }
 
-    func clearResponseDeadline() {
-        self.responseDeadline = nil
+    func clearDeadline() {
+        self.deadline = nil
     }
 
     private func scheduleDeadlineTask(at deadline: NIODeadline) {
         let task = self.channel.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
             guard let self else { return }
             self.deadlineTask = nil
-            guard let deadline = self.responseDeadline else { return }
+            guard let deadline = self.deadline else { return }
             if deadline > .now() {
                 self.scheduleDeadlineTask(at: deadline)
             } else {
-                self.responseDeadline = nil
-                self.handler.delegate?.upstreamResponseTimedOut()
+                self.deadline = nil
+                self.handler.delegate?.upstreamTimedOut()
             }
         }
         self.deadlineTask = (task, deadline)
@@ -117,7 +121,8 @@ final class UpstreamConnection {
         try operations.addHandler(handler)
         let connection = UpstreamConnection(channel: channel, endpointIndex: endpointIndex, handler: handler)
         // A closed connection's deadline task must not wait in the loop's timer heap for its
-        // `response_timeout` (connections closed by the thousand would pile up there).
+        // `response_timeout` or `read_timeout` (connections closed by the thousand would pile
+        // up there).
         channel.closeFuture.assumeIsolated().whenComplete { _ in
             connection.deadlineTask?.task.cancel()
             connection.deadlineTask = nil

@@ -366,6 +366,37 @@ struct ProxyIntegrationTests {
         #expect(metrics.contains("gatewayd_upstream_latency_seconds_count{upstream=\"api\"} 6"), "\(metrics)")
     }
 
+    @Test("read_timeout: an upstream stalled in the body closes the client connection and counts kind=read_timeout")
+    func readTimeoutMetric() throws {
+        let upstream = try DemoUpstream(name: "live")
+        defer { upstream.stop() }
+        let config = ProxyConfig.text(
+            upstream: nil, workers: 1, admin: true,
+            settings: """
+                upstreams:
+                  api:
+                    endpoints: ["\(upstream.endpoint)"]
+                    read_timeout: 500ms
+
+                """,
+            routes: "  - name: all\n    match: { path_prefix: / }\n    upstream: api\n")
+        let gatewayd = try GatewaydProcess(config: config)
+        let port = try gatewayd.port()
+        let admin = try gatewayd.port(of: "admin")
+        let connection = try TestConnection(port: port)
+        try connection.send("GET /stall?after=100 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        let head = try connection.readHead()
+        #expect(head.status == 200)
+        let start = ContinuousClock.now
+        #expect(connection.waitForClose() != .timedOut)
+        let elapsed = ContinuousClock.now - start
+        #expect(elapsed >= .milliseconds(400) && elapsed < .seconds(2), "closed after \(elapsed)")
+        let metrics = try httpGet(port: admin, path: "/metrics").body
+        #expect(
+            metrics.contains("gatewayd_upstream_errors_total{kind=\"read_timeout\",upstream=\"api\"} 1"), "\(metrics)")
+        #expect(try httpGet(port: port, path: "/").status == 200)
+    }
+
     @Test("header_timeout cuts 20 slowloris connections at about 1 s while another client is served")
     func headerTimeoutCutsSlowloris() throws {
         let gatewayd = try GatewaydProcess(
