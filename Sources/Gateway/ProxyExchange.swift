@@ -54,12 +54,13 @@ struct ProxyFailure: Error {
 /// both ways with backpressure, and giving the connection back. Lives on the client
 /// connection's event loop; its upstream connections live there too.
 ///
-/// Retries (`UpstreamConfig.retries`) happen only for idempotent methods and only when no byte
-/// of the request reached the failed endpoint (a connect failure). One more case is retried
-/// without counting: a *reused* keep-alive connection that fails before any response byte, for
-/// an idempotent request whose body is still all in memory. That is the upstream closing an idle
-/// connection just as we picked it (the race every HTTP client pool has; Go's net/http and
-/// Envoy retry it the same way), not a failure of the endpoint.
+/// Retries (`UpstreamConfig.retries`) happen only for idempotent methods, on another endpoint:
+/// after a connect failure, and after a reset, close or `response_timeout` before any byte of
+/// the response when the whole request is still held (`retryElsewhere`). One more case is
+/// retried without counting: a *reused* keep-alive connection that fails before any response
+/// byte, for an idempotent request whose body is still all in memory. That is the upstream
+/// closing an idle connection just as we picked it (the race every HTTP client pool has; Go's
+/// net/http and Envoy retry it the same way), not a failure of the endpoint.
 final class ProxyExchange: UpstreamConnectionDelegate {
     private enum State {
         /// Waiting for a connection; request parts wait in `pending`.
@@ -283,6 +284,7 @@ final class ProxyExchange: UpstreamConnectionDelegate {
     private func connected(_ connection: UpstreamConnection, reused: Bool) {
         self.connectionReused = reused
         connection.delegate = self
+        connection.responseBytesReceived = false
         self.state = .sending(connection)
         let parts = self.pending
         self.pending = []
@@ -324,38 +326,40 @@ final class ProxyExchange: UpstreamConnectionDelegate {
             return
         }
         guard case .sending(let connection) = self.state else { return }
-        self.timedConnection = nil
-        self.state = .finished
-        self.finishEndpoint()
-        if let index = self.endpointIndex { self.pool.recordFailure(index) }
-        self.count("timeout")
-        connection.delegate = nil
-        connection.channel.close(promise: nil)
-        self.fail(
-            ProxyFailure(
-                kind: .timeout,
-                reason:
-                    "no response from upstream \(self.pool.configuration.name) within \(self.pool.configuration.responseTimeout)"
-            ))
+        self.dropTimedOut(connection, kind: "timeout")
+        let failure = ProxyFailure(
+            kind: .timeout,
+            reason:
+                "no response from upstream \(self.pool.configuration.name) within \(self.pool.configuration.responseTimeout)"
+        )
+        if !connection.responseBytesReceived, self.retryElsewhere(after: failure) {
+            return
+        }
+        self.fail(failure)
     }
 
     /// `read_timeout` passed in the middle of the body: the response started, so the client
     /// connection is closed (`fail` → `proxyAborted`); the upstream connection is not reused.
     /// A stall counts against the endpoint's health like a reset in the middle of a body.
     private func readTimedOut(_ connection: UpstreamConnection) {
-        self.timedConnection = nil
-        self.state = .finished
-        self.finishEndpoint()
-        if let index = self.endpointIndex { self.pool.recordFailure(index) }
-        self.count("read_timeout")
-        connection.delegate = nil
-        connection.channel.close(promise: nil)
+        self.dropTimedOut(connection, kind: "read_timeout")
         self.fail(
             ProxyFailure(
                 kind: .timeout,
                 reason:
                     "upstream \(self.pool.configuration.name) sent nothing of the response body for \(self.pool.configuration.readTimeout)"
             ))
+    }
+
+    /// A timeout is the endpoint's failure (metric and health); its connection is closed.
+    private func dropTimedOut(_ connection: UpstreamConnection, kind: String) {
+        self.timedConnection = nil
+        self.state = .finished
+        self.finishEndpoint()
+        if let index = self.endpointIndex { self.pool.recordFailure(index) }
+        self.count(kind)
+        connection.delegate = nil
+        connection.channel.close(promise: nil)
     }
 
     private func finishEndpoint() {
@@ -469,7 +473,8 @@ final class ProxyExchange: UpstreamConnectionDelegate {
         case .sending(let connection):
             self.finishEndpoint()
             connection.channel.close(promise: nil)
-            if self.connectionReused, self.idempotent, let replay = self.replay {
+            let answered = connection.responseBytesReceived
+            if !answered, self.connectionReused, self.idempotent, let replay = self.replay {
                 // A stale keep-alive connection: resend on a fresh one (see the type's comment).
                 self.count("stale")
                 self.state = .connecting
@@ -479,7 +484,11 @@ final class ProxyExchange: UpstreamConnectionDelegate {
             }
             if let index = self.endpointIndex { self.pool.recordFailure(index) }
             self.count(error.metricKind)
-            self.fail(ProxyFailure(kind: .badGateway, reason: "upstream \(self.pool.configuration.name): \(error)"))
+            let failure = ProxyFailure(kind: .badGateway, reason: "upstream \(self.pool.configuration.name): \(error)")
+            if !answered, self.retryElsewhere(after: failure) {
+                return
+            }
+            self.fail(failure)
         case .responding(let connection), .upgrading(let connection):
             self.finishEndpoint()
             connection.channel.close(promise: nil)
@@ -489,6 +498,25 @@ final class ProxyExchange: UpstreamConnectionDelegate {
         case .connecting, .finished:
             ()
         }
+    }
+
+    /// The endpoint had the request and failed (reset, closed, `response_timeout`) before any
+    /// byte of a response: retry on another endpoint, as nginx's default
+    /// `proxy_next_upstream error timeout` does, if the method is idempotent (running it
+    /// twice is harmless, RFC 9110 §9.2.2), the whole request is still held (`replay`: no body
+    /// or one of at most `replayLimit`, read to its end; a body streamed past that is gone),
+    /// and `retries` remain. The failed attempt was already counted (metric and health).
+    private func retryElsewhere(after failure: ProxyFailure) -> Bool {
+        guard self.idempotent, self.requestEnded, let replay = self.replay, self.retriesLeft > 0,
+            let index = self.endpointIndex
+        else { return false }
+        self.retriesLeft -= 1
+        self.failedEndpoints.append(index)
+        self.lastFailure = failure
+        self.state = .connecting
+        self.pending = replay
+        self.attempt()
+        return true
     }
 
     /// A retry of a stale connection: same endpoint, a new connection (never an idle one).

@@ -334,6 +334,15 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
     }
 
     private func bodyTooLarge(context: ChannelHandlerContext) {
+        self.answerBeforeBodyEnd(
+            .payloadTooLarge, "request body larger than \(self.services.limits.maxBodyBytes) bytes", context: context)
+    }
+
+    /// An error decided while the body arrives (413, 408): answered now, not after reading a
+    /// body we refuse; the polite close discards what the client still sends. A proxied
+    /// request's exchange is cancelled (half a request went upstream: that connection cannot
+    /// carry another); if its response had started, closing is all that is left.
+    private func answerBeforeBodyEnd(_ status: HTTPResponseStatus, _ message: String, context: ChannelHandlerContext) {
         if case .proxying(let exchange) = self.state {
             exchange.cancel()
         }
@@ -341,15 +350,9 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
             self.abort(context: context)
             return
         }
-        // Answered now, not after reading a body we refuse; the polite close discards what
-        // the client still sends.
         self.state = .answered
         self.keepAlive = false
-        self.writeLocal(
-            .error(
-                .payloadTooLarge, "request body larger than \(self.services.limits.maxBodyBytes) bytes",
-                extraHeaders: []),
-            context: context)
+        self.writeLocal(.error(status, message, extraHeaders: []), context: context)
     }
 
     /// `limits.body_timeout` passed between two reads of the request body: 408 if nothing of
@@ -362,20 +365,9 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
         case .idle, .answered, .tunnel:
             return
         }
-        if case .proxying(let exchange) = self.state {
-            // Half a request went upstream: that connection cannot carry another one.
-            exchange.cancel()
-        }
-        if self.responseStarted {
-            self.abort(context: context)
-            return
-        }
-        self.state = .answered
-        self.keepAlive = false
         let timeout = DurationText.format(self.services.limits.bodyTimeout)
-        self.writeLocal(
-            .error(.requestTimeout, "request body timeout: no byte of the body for \(timeout)", extraHeaders: []),
-            context: context)
+        self.answerBeforeBodyEnd(
+            .requestTimeout, "request body timeout: no byte of the body for \(timeout)", context: context)
         // Outside of a read burst: nothing else will flush it.
         self.needsFlush = false
         context.flush()

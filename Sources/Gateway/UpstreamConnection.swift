@@ -50,11 +50,23 @@ final class UpstreamConnection {
     /// Set while idle in the pool.
     var idleTimer: Scheduled<Void>?
     fileprivate let handler: UpstreamResponseHandler
+    fileprivate let watcher: ResponseByteWatcher
 
-    fileprivate init(channel: any Channel, endpointIndex: Int, handler: UpstreamResponseHandler) {
+    fileprivate init(
+        channel: any Channel, endpointIndex: Int, handler: UpstreamResponseHandler, watcher: ResponseByteWatcher
+    ) {
         self.channel = channel
         self.endpointIndex = endpointIndex
         self.handler = handler
+        self.watcher = watcher
+    }
+
+    /// Whether any byte arrived since `responseBytesReceived` was last set to false (when a
+    /// request is sent): a request the upstream began to answer is never retried, even when
+    /// the bytes were too few for the decoder to make a response head of them.
+    var responseBytesReceived: Bool {
+        get { self.watcher.received }
+        set { self.watcher.received = newValue }
     }
 
     var delegate: (any UpstreamConnectionDelegate)? {
@@ -108,7 +120,9 @@ final class UpstreamConnection {
     /// Builds the pipeline on a freshly connected channel. On the channel's event loop.
     static func configure(channel: any Channel, endpointIndex: Int) throws -> UpstreamConnection {
         let handler = UpstreamResponseHandler()
+        let watcher = ResponseByteWatcher()
         let operations = channel.pipeline.syncOperations
+        try operations.addHandler(watcher)
         // `forwardBytes`: after a `101 Switching Protocols` the decoder is removed and whatever
         // the upstream sent behind the 101 must reach the tunnel, not vanish.
         // No automatic framing: `RequestHandler` sets exactly the framing the client's request
@@ -119,7 +133,8 @@ final class UpstreamConnection {
         try operations.addHTTPClientHandlers(
             leftOverBytesStrategy: .forwardBytes, enableOutboundHeaderValidation: false, encoderConfiguration: encoder)
         try operations.addHandler(handler)
-        let connection = UpstreamConnection(channel: channel, endpointIndex: endpointIndex, handler: handler)
+        let connection = UpstreamConnection(
+            channel: channel, endpointIndex: endpointIndex, handler: handler, watcher: watcher)
         // A closed connection's deadline task must not wait in the loop's timer heap for its
         // `response_timeout` or `read_timeout` (connections closed by the thousand would pile
         // up there).
@@ -144,6 +159,20 @@ final class UpstreamConnection {
         let removed = self.channel.eventLoop.makePromise(of: Void.self)
         removed.futureResult.assumeIsolated().whenComplete { _ in tunnel.flushPeer() }
         operations.removeHandler(decoder, promise: removed)
+    }
+}
+
+/// The first handler of an upstream connection, before the decoder: notes that bytes arrived.
+/// One flag write per read.
+private final class ResponseByteWatcher: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    var received = false
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        self.received = true
+        context.fireChannelRead(data)
     }
 }
 

@@ -77,8 +77,9 @@ public struct UpstreamConfig: Sendable, Equatable {
     public var readTimeout: Duration
     public var keepalive: UpstreamKeepalive
     public var health: PassiveHealth
-    /// Extra attempts on another endpoint, only for idempotent methods and only when no byte
-    /// of the request reached the failed endpoint.
+    /// Extra attempts on another endpoint, only for idempotent methods, and only before any
+    /// byte of the response arrived: after a failed connect, or after a reset, close or
+    /// `response_timeout` when the whole request is still held.
     public var retries: Int
 
     public init(

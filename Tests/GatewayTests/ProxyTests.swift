@@ -238,6 +238,66 @@ struct ProxyTests {
         }
     }
 
+    @Test(
+        "retries after the request was sent: a GET the endpoint closed or reset goes to the next one; a POST, or a GET already answered in part, does not"
+    )
+    func retriesAfterSending() async throws {
+        let a = try DemoUpstream(name: "a")
+        let b = try DemoUpstream(name: "b")
+        defer {
+            a.stop()
+            b.stop()
+        }
+        try await withProxy(
+            upstreams: [
+                UpstreamConfig(
+                    name: "api", endpoints: [a.endpoint, b.endpoint], responseTimeout: .milliseconds(500),
+                    health: PassiveHealth(maxFailures: 100), retries: 1)
+            ],
+            routes: [proxyRoute("all", upstream: "api")]
+        ) { port in
+            // Round robin: every other request goes to `a` first, which drops it (FIN or RST)
+            // after reading it, before any response byte.
+            for target in ["/drop?on=a", "/drop?on=a&reset=1"] {
+                for method in ["GET", "HEAD", "PUT", "DELETE"] {
+                    var statuses: [Int] = []
+                    for _ in 0..<4 {
+                        statuses.append(try fetch(port: port, method, target).status)
+                    }
+                    #expect(statuses == [200, 200, 200, 200], "\(method) \(target)")
+                }
+                // A GET with a small body, read whole before the failure: retried too.
+                var withBody: [Int] = []
+                for _ in 0..<4 {
+                    withBody.append(try fetch(port: port, "GET", target, body: "0123456789").status)
+                }
+                #expect(withBody == [200, 200, 200, 200], "GET with a body \(target)")
+                var posts: [Int] = []
+                for _ in 0..<4 {
+                    posts.append(try fetch(port: port, "POST", target, body: "x").status)
+                }
+                #expect(posts.sorted() == [200, 200, 502, 502], "POST \(target)")
+            }
+            // Part of a status line came back: the request may have run; not retried.
+            var partial: [Int] = []
+            for _ in 0..<4 {
+                partial.append(try fetch(port: port, "/drop?on=a&partial=1").status)
+            }
+            #expect(partial.sorted() == [200, 200, 502, 502])
+            // response_timeout is retried too: `/hang` hangs on both, so each GET tries both
+            // endpoints and gets 504 after two timeouts.
+            let start = ContinuousClock.now
+            #expect(try fetch(port: port, "/hang").status == 504)
+            #expect(ContinuousClock.now - start >= .milliseconds(1000))
+            // Every attempt reached an endpoint once: `a` saw every request that was sent to it
+            // first (half of them), `b` the rest plus every retry.
+            let seenByA = try await onThreadThrowing { try a.requestCount() }
+            let seenByB = try await onThreadThrowing { try b.requestCount() }
+            // 2 × (16 + 4 + 4) + 4 + 1 = 53 requests; 2 × (8 + 2) + 1 = 21 of them retried.
+            #expect(seenByA + seenByB == 53 + 21, "a: \(seenByA), b: \(seenByB)")
+        }
+    }
+
     @Test("auth: 401 without or with a wrong key, never echoing it; rate limit: 429 with Retry-After")
     func authAndRateLimit() async throws {
         let upstream = try DemoUpstream(name: "a")
