@@ -32,6 +32,12 @@ parameters in the query string):
   /hang              reads the request, never answers; closes when the client does
   /close             reads the request, closes (FIN) without a response
   /reset             reads the request, closes with RST (SO_LINGER 0)
+  /drop?on=NAME      reads the request; on the upstream named NAME (every one if `on` is
+                     absent) closes (FIN) without a response, elsewhere answers like any
+                     other path (200 "ok NAME\n"); &partial=1: sends "HTTP/1.1 200" (part
+                     of a status line) before closing; &reset=1: closes with RST
+  /stall?after=N     a 200 head announcing 1 MiB (Content-Length), N body bytes (default 0),
+                     then nothing more until the client closes
   /chunked           chunked response "chunk 0\\nchunk 1\\nchunk 2\\n" with the trailer
                      x-checksum: sha256 hex of that body (announced with `trailer: x-checksum`)
   /headers?n=K&size=S  K response headers x-h-0 ... x-h-(K-1), each value S bytes long
@@ -296,7 +302,8 @@ class Server:
             return self.stats
         if path.startswith("/headers"):
             return self.many_headers
-        if path.startswith(("/bytes", "/upload", "/slow", "/hang", "/close", "/reset", "/chunked", "/ws")):
+        if path.startswith(("/bytes", "/upload", "/slow", "/hang", "/close", "/reset", "/chunked", "/ws", "/drop",
+                            "/stall")):
             return None
         return self.ok
 
@@ -532,6 +539,27 @@ class Connection(asyncio.Protocol):
         if path.startswith("/reset"):
             await self.discard_body(req)
             self.reset()
+            return False
+        if path.startswith("/drop"):
+            await self.discard_body(req)
+            p = req.params()
+            if p.get("on", self.srv.name) != self.srv.name:
+                self.t.write(self.srv.ok_response(req, req.keep))
+                return req.keep
+            if p.get("partial") in ("1", "true", "yes"):
+                self.t.write(b"HTTP/1.1 200")
+            if p.get("reset") in ("1", "true", "yes"):
+                self.reset()
+            else:
+                self.linger_close()
+            return False
+        if path.startswith("/stall"):
+            await self.discard_body(req)
+            after = int_param(req.params(), "after", 0, 0, 1 << 20)
+            self.t.write(self.srv.head(req, 200, [(b"content-type", b"application/octet-stream")], 1 << 20))
+            if req.method != "HEAD":
+                self.t.write(BLOCK[:after] if after <= len(BLOCK) else (BLOCK * 16)[:after])
+            await self.until_closed()
             return False
         if path.startswith("/chunked"):
             await self.discard_body(req)

@@ -3,6 +3,10 @@ import NIOCore
 /// Sent down a connection's pipeline when the server starts draining.
 struct DrainRequestedEvent: Sendable {}
 
+/// Sent down a connection's pipeline by `ConnectionHandler` when `limits.body_timeout` passed
+/// without a byte of the request body; the `RequestHandler` answers (408) or closes.
+struct RequestBodyTimeoutEvent: Sendable {}
+
 /// The first handler of every connection, before the HTTP decoder: it sees raw bytes, so it
 /// knows whether anything arrived since the last response (what "idle" means for a drain), and
 /// it owns how a connection ends: the lame-duck grace for idle connections and the polite
@@ -66,7 +70,15 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private let headerTimeout: TimeAmount
     /// `limits.idle_timeout`: a keep-alive connection with no byte of a next request.
     private let idleTimeout: TimeAmount
-    private enum WaitTimer { case header, idle }
+    /// `limits.body_timeout`: between two reads of a request body (nginx's
+    /// `client_body_timeout`).
+    private let bodyTimeout: TimeAmount
+    /// A request's body is still to be read (its head is in, its end is not).
+    private var readingBody = false
+    /// The request handler holds reads back (the upstream is not taking the body): the wait
+    /// is ours then, not the client's, so the body clock stops.
+    private var bodyReadsPaused = false
+    private enum WaitTimer { case header, idle, body }
     /// The wait in force: what it is and when it ends. `nil`: a request is in flight.
     private var wait: (kind: WaitTimer, deadline: NIODeadline)?
     /// At most one scheduled task per connection, lazily moved: a keep-alive connection
@@ -75,10 +87,14 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// sees the wait was moved or ended, and schedules itself again only if needed.
     private var waitTask: (task: Scheduled<Void>, fireAt: NIODeadline)?
 
-    init(draining: Bool, headerTimeout: TimeAmount = .seconds(10), idleTimeout: TimeAmount = .seconds(60)) {
+    init(
+        draining: Bool, headerTimeout: TimeAmount = .seconds(10), idleTimeout: TimeAmount = .seconds(60),
+        bodyTimeout: TimeAmount = .seconds(60)
+    ) {
         self.draining = draining
         self.headerTimeout = headerTimeout
         self.idleTimeout = idleTimeout
+        self.bodyTimeout = bodyTimeout
     }
 
     /// Whether a newly parsed request should be served.
@@ -88,16 +104,50 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: Calls from the RequestHandler
 
-    func requestStarted() {
+    /// A request head arrived. `readingBody`: a body follows, and `bodyTimeout` bounds each
+    /// wait for its next bytes until `requestBodyEnded`.
+    func requestStarted(readingBody: Bool) {
         self.requestInFlight = true
         self.cancelGraceTimer()
-        self.cancelWaitTimer()
+        self.readingBody = readingBody
+        self.bodyReadsPaused = false
+        if readingBody {
+            self.armWaitTimer(.body)
+        } else {
+            self.cancelWaitTimer()
+        }
     }
 
-    /// A 101 went out: the connection is a tunnel until either side closes. No timer of ours
-    /// applies; a drain leaves it alone until the drain timeout.
+    /// The request's end was read.
+    func requestBodyEnded() {
+        self.stopBodyWait()
+    }
+
+    /// The request handler stopped (or resumed) reading the client: while it holds reads
+    /// back, the client is not the one keeping us waiting.
+    func setBodyReadsPaused(_ paused: Bool) {
+        guard self.readingBody, paused != self.bodyReadsPaused else { return }
+        self.bodyReadsPaused = paused
+        if paused {
+            self.cancelWaitTimer()
+        } else {
+            self.armWaitTimer(.body)
+        }
+    }
+
+    private func stopBodyWait() {
+        guard self.readingBody else { return }
+        self.readingBody = false
+        if self.wait?.kind == .body {
+            self.cancelWaitTimer()
+        }
+    }
+
+    /// A 101 went out: the connection is a tunnel until either side closes. The tunnel has
+    /// its own idle timer (`TunnelHandler`); a drain leaves it alone until the drain timeout.
     func tunnelStarted() {
         self.requestInFlight = true
+        self.readingBody = false
         self.cancelGraceTimer()
         self.cancelWaitTimer()
     }
@@ -107,6 +157,9 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func responseWillComplete(closing: Bool) {
         self.requestInFlight = false
         self.bytesSinceLastResponse = false
+        // Answered before its end (a 413, an early upstream answer): the rest of the body is
+        // discarded by the close, not waited for.
+        self.stopBodyWait()
         if closing, self.phase == .open {
             self.phase = .finishing
         }
@@ -122,7 +175,13 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func armWaitTimer(_ kind: WaitTimer) {
         guard let context = self.context, self.phase == .open else { return }
-        let deadline = NIODeadline.now() + (kind == .header ? self.headerTimeout : self.idleTimeout)
+        let timeout: TimeAmount
+        switch kind {
+        case .header: timeout = self.headerTimeout
+        case .idle: timeout = self.idleTimeout
+        case .body: timeout = self.bodyTimeout
+        }
+        let deadline = NIODeadline.now() + timeout
         self.wait = (kind, deadline)
         if let existing = self.waitTask, existing.fireAt <= deadline {
             return  // It fires first and moves itself to the new deadline.
@@ -157,6 +216,14 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func waitTimerFired(_ kind: WaitTimer) {
+        if kind == .body {
+            guard self.phase == .open, self.readingBody, let context = self.context else { return }
+            self.readingBody = false
+            // The request handler knows whether a response has started (then it can only
+            // close) and owns the request's record: it answers.
+            context.fireUserInboundEventTriggered(RequestBodyTimeoutEvent())
+            return
+        }
         guard self.phase == .open, !self.requestInFlight, let context = self.context else { return }
         if kind == .header, self.bytesSinceLastResponse {
             // Part of a request arrived, too slowly: tell the client (408), then close.
@@ -314,9 +381,15 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         // Set before the decoder runs: if these bytes complete a request, its response
         // clears the flag again (synchronously, inside this call).
         self.bytesSinceLastResponse = true
-        if !self.requestInFlight, let wait = self.wait, wait.kind == .idle {
-            // The first byte of the next request: from now on it has `headerTimeout`.
-            self.armWaitTimer(.header)
+        if let wait = self.wait {
+            if wait.kind == .body {
+                // More of the body: the next bytes have `bodyTimeout` from now. Moving the
+                // deadline later reschedules nothing (see `waitTask`).
+                self.armWaitTimer(.body)
+            } else if !self.requestInFlight, wait.kind == .idle {
+                // The first byte of the next request: from now on it has `headerTimeout`.
+                self.armWaitTimer(.header)
+            }
         }
         context.fireChannelRead(data)
     }

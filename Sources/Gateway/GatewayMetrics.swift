@@ -52,7 +52,7 @@ final class GatewayMetrics: Sendable {
         }
     }
 
-    /// `kind`: connect, timeout, reset, protocol, unavailable.
+    /// `kind`: connect, timeout, read_timeout, reset, stale, protocol, unavailable.
     func upstreamError(upstream: String, kind: String) {
         let key = upstream + "\u{0}" + kind
         let counter = self.errors.withLock { cache in

@@ -249,7 +249,7 @@ public final class GatewayServer: Sendable {
             let pipeline = channel.pipeline.syncOperations
             let connection = ConnectionHandler(
                 draining: mode == .lameDuck, headerTimeout: TimeAmount(limits.headerTimeout),
-                idleTimeout: TimeAmount(limits.idleTimeout))
+                idleTimeout: TimeAmount(limits.idleTimeout), bodyTimeout: TimeAmount(limits.bodyTimeout))
             try pipeline.addHandler(connection)
             // Built by hand rather than with `configureHTTPServerPipeline`:
             // - the decoder forwards the bytes it holds when it is removed, for a WebSocket

@@ -33,7 +33,8 @@ struct ProxyFailure: Error {
         case badGateway
         /// 503: every endpoint is ejected.
         case unavailable
-        /// 504: `response_timeout` passed without a response.
+        /// 504: `response_timeout` passed without a response (or, after the response started,
+        /// `read_timeout` between two reads of its body: then the client connection closes).
         case timeout
     }
 
@@ -53,12 +54,13 @@ struct ProxyFailure: Error {
 /// both ways with backpressure, and giving the connection back. Lives on the client
 /// connection's event loop; its upstream connections live there too.
 ///
-/// Retries (`UpstreamConfig.retries`) happen only for idempotent methods and only when no byte
-/// of the request reached the failed endpoint (a connect failure). One more case is retried
-/// without counting: a *reused* keep-alive connection that fails before any response byte, for
-/// an idempotent request whose body is still all in memory. That is the upstream closing an idle
-/// connection just as we picked it (the race every HTTP client pool has; Go's net/http and
-/// Envoy retry it the same way), not a failure of the endpoint.
+/// Retries (`UpstreamConfig.retries`) happen only for idempotent methods, on another endpoint:
+/// after a connect failure, and after a reset, close or `response_timeout` before any byte of
+/// the response when the whole request is still held (`retryElsewhere`). One more case is
+/// retried without counting: a *reused* keep-alive connection that fails before any response
+/// byte, for an idempotent request whose body is still all in memory. That is the upstream
+/// closing an idle connection just as we picked it (the race every HTTP client pool has; Go's
+/// net/http and Envoy retry it the same way), not a failure of the endpoint.
 final class ProxyExchange: UpstreamConnectionDelegate {
     private enum State {
         /// Waiting for a connection; request parts wait in `pending`.
@@ -95,8 +97,12 @@ final class ProxyExchange: UpstreamConnectionDelegate {
     private var lastFailure: ProxyFailure?
     private var endpointIndex: Int?
     private var connectionReused = false
-    /// The connection whose response deadline this exchange armed.
+    /// The connection whose deadline (`response_timeout`, then `read_timeout`) this exchange
+    /// armed.
     private var timedConnection: UpstreamConnection?
+    /// Reading the response body is held back: the client is not taking it. The read timeout
+    /// stops meanwhile (a slow client is not a stalled upstream).
+    private var upstreamReadsPaused = false
     private var responseStarted = false
     /// When the request head went upstream, for the latency histogram.
     private(set) var sentAt: NIODeadline?
@@ -146,7 +152,7 @@ final class ProxyExchange: UpstreamConnectionDelegate {
 
     /// The client went away or broke the request: the upstream connection cannot be reused.
     func cancel() {
-        self.cancelResponseTimer()
+        self.cancelTimer()
         switch self.state {
         case .sending(let connection), .responding(let connection), .upgrading(let connection):
             self.state = .finished
@@ -163,7 +169,17 @@ final class ProxyExchange: UpstreamConnectionDelegate {
     /// The client can take response bytes again (or not).
     func clientWritabilityChanged(isWritable: Bool) {
         if case .responding(let connection) = self.state {
-            connection.setReadsPaused(!isWritable)
+            self.setUpstreamReadsPaused(!isWritable, connection)
+        }
+    }
+
+    private func setUpstreamReadsPaused(_ paused: Bool, _ connection: UpstreamConnection) {
+        self.upstreamReadsPaused = paused
+        connection.setReadsPaused(paused)
+        if paused {
+            self.cancelTimer()
+        } else {
+            self.armReadTimer(connection)
         }
     }
 
@@ -268,6 +284,7 @@ final class ProxyExchange: UpstreamConnectionDelegate {
     private func connected(_ connection: UpstreamConnection, reused: Bool) {
         self.connectionReused = reused
         connection.delegate = self
+        connection.responseBytesReceived = false
         self.state = .sending(connection)
         let parts = self.pending
         self.pending = []
@@ -289,29 +306,60 @@ final class ProxyExchange: UpstreamConnectionDelegate {
     /// request it carries (no timer scheduled and cancelled per request).
     private func armResponseTimer(_ connection: UpstreamConnection) {
         self.timedConnection = connection
-        connection.armResponseDeadline(.now() + TimeAmount(self.pool.configuration.responseTimeout))
+        connection.armDeadline(.now() + TimeAmount(self.pool.configuration.responseTimeout))
     }
 
-    private func cancelResponseTimer() {
-        self.timedConnection?.clearResponseDeadline()
+    /// `read_timeout` from now: called at the head and after every read burst of the body.
+    private func armReadTimer(_ connection: UpstreamConnection) {
+        self.timedConnection = connection
+        connection.armDeadline(.now() + TimeAmount(self.pool.configuration.readTimeout))
+    }
+
+    private func cancelTimer() {
+        self.timedConnection?.clearDeadline()
         self.timedConnection = nil
     }
 
-    func upstreamResponseTimedOut() {
+    func upstreamTimedOut() {
+        if case .responding(let connection) = self.state {
+            self.readTimedOut(connection)
+            return
+        }
         guard case .sending(let connection) = self.state else { return }
-        self.timedConnection = nil
-        self.state = .finished
-        self.finishEndpoint()
-        if let index = self.endpointIndex { self.pool.recordFailure(index) }
-        self.count("timeout")
-        connection.delegate = nil
-        connection.channel.close(promise: nil)
+        self.dropTimedOut(connection, kind: "timeout")
+        let failure = ProxyFailure(
+            kind: .timeout,
+            reason:
+                "no response from upstream \(self.pool.configuration.name) within \(self.pool.configuration.responseTimeout)"
+        )
+        if !connection.responseBytesReceived, self.retryElsewhere(after: failure) {
+            return
+        }
+        self.fail(failure)
+    }
+
+    /// `read_timeout` passed in the middle of the body: the response started, so the client
+    /// connection is closed (`fail` → `proxyAborted`); the upstream connection is not reused.
+    /// A stall counts against the endpoint's health like a reset in the middle of a body.
+    private func readTimedOut(_ connection: UpstreamConnection) {
+        self.dropTimedOut(connection, kind: "read_timeout")
         self.fail(
             ProxyFailure(
                 kind: .timeout,
                 reason:
-                    "no response from upstream \(self.pool.configuration.name) within \(self.pool.configuration.responseTimeout)"
+                    "upstream \(self.pool.configuration.name) sent nothing of the response body for \(self.pool.configuration.readTimeout)"
             ))
+    }
+
+    /// A timeout is the endpoint's failure (metric and health); its connection is closed.
+    private func dropTimedOut(_ connection: UpstreamConnection, kind: String) {
+        self.timedConnection = nil
+        self.state = .finished
+        self.finishEndpoint()
+        if let index = self.endpointIndex { self.pool.recordFailure(index) }
+        self.count(kind)
+        connection.delegate = nil
+        connection.channel.close(promise: nil)
     }
 
     private func finishEndpoint() {
@@ -322,7 +370,7 @@ final class ProxyExchange: UpstreamConnectionDelegate {
 
     private func fail(_ failure: ProxyFailure) {
         self.state = .finished
-        self.cancelResponseTimer()
+        self.cancelTimer()
         if self.responseStarted {
             self.client?.proxyAborted()
         } else {
@@ -334,7 +382,7 @@ final class ProxyExchange: UpstreamConnectionDelegate {
 
     func upstreamResponseHead(_ head: HTTPResponseHead) {
         guard case .sending(let connection) = self.state else { return }
-        self.cancelResponseTimer()
+        self.cancelTimer()
         if head.status == .switchingProtocols, !self.allowsUpgrade {
             self.state = .finished
             self.finishEndpoint()
@@ -358,15 +406,17 @@ final class ProxyExchange: UpstreamConnectionDelegate {
         }
         self.state = .responding(connection)
         if let client = self.client, !client.clientIsWritable {
-            connection.setReadsPaused(true)
+            self.setUpstreamReadsPaused(true, connection)
+        } else {
+            self.armReadTimer(connection)
         }
     }
 
     func upstreamResponseBody(_ body: ByteBuffer) {
         guard case .responding(let connection) = self.state else { return }
         self.client?.proxyResponseBody(body)
-        if let client = self.client, !client.clientIsWritable {
-            connection.setReadsPaused(true)
+        if !self.upstreamReadsPaused, let client = self.client, !client.clientIsWritable {
+            self.setUpstreamReadsPaused(true, connection)
         }
     }
 
@@ -389,6 +439,8 @@ final class ProxyExchange: UpstreamConnectionDelegate {
         guard case .responding(let connection) = self.state else { return }
         self.state = .finished
         self.finishEndpoint()
+        // The pool clears the deadline; the connection may serve another exchange next.
+        self.timedConnection = nil
         // A connection is reusable only if both messages ended cleanly and the upstream did
         // not ask to close.
         let reusable = self.requestEnded && !self.closeRequested
@@ -400,6 +452,10 @@ final class ProxyExchange: UpstreamConnectionDelegate {
     private var closeRequested = false
 
     func upstreamReadComplete() {
+        if case .responding(let connection) = self.state, !self.upstreamReadsPaused {
+            // Once per read burst, not per body part: one clock read moves the deadline.
+            self.armReadTimer(connection)
+        }
         self.client?.proxyFlush()
     }
 
@@ -412,12 +468,13 @@ final class ProxyExchange: UpstreamConnectionDelegate {
     }
 
     func upstreamFailed(_ error: UpstreamConnectionError) {
-        self.cancelResponseTimer()
+        self.cancelTimer()
         switch self.state {
         case .sending(let connection):
             self.finishEndpoint()
             connection.channel.close(promise: nil)
-            if self.connectionReused, self.idempotent, let replay = self.replay {
+            let answered = connection.responseBytesReceived
+            if !answered, self.connectionReused, self.idempotent, let replay = self.replay {
                 // A stale keep-alive connection: resend on a fresh one (see the type's comment).
                 self.count("stale")
                 self.state = .connecting
@@ -427,7 +484,11 @@ final class ProxyExchange: UpstreamConnectionDelegate {
             }
             if let index = self.endpointIndex { self.pool.recordFailure(index) }
             self.count(error.metricKind)
-            self.fail(ProxyFailure(kind: .badGateway, reason: "upstream \(self.pool.configuration.name): \(error)"))
+            let failure = ProxyFailure(kind: .badGateway, reason: "upstream \(self.pool.configuration.name): \(error)")
+            if !answered, self.retryElsewhere(after: failure) {
+                return
+            }
+            self.fail(failure)
         case .responding(let connection), .upgrading(let connection):
             self.finishEndpoint()
             connection.channel.close(promise: nil)
@@ -437,6 +498,25 @@ final class ProxyExchange: UpstreamConnectionDelegate {
         case .connecting, .finished:
             ()
         }
+    }
+
+    /// The endpoint had the request and failed (reset, closed, `response_timeout`) before any
+    /// byte of a response: retry on another endpoint, as nginx's default
+    /// `proxy_next_upstream error timeout` does, if the method is idempotent (running it
+    /// twice is harmless, RFC 9110 §9.2.2), the whole request is still held (`replay`: no body
+    /// or one of at most `replayLimit`, read to its end; a body streamed past that is gone),
+    /// and `retries` remain. The failed attempt was already counted (metric and health).
+    private func retryElsewhere(after failure: ProxyFailure) -> Bool {
+        guard self.idempotent, self.requestEnded, let replay = self.replay, self.retriesLeft > 0,
+            let index = self.endpointIndex
+        else { return false }
+        self.retriesLeft -= 1
+        self.failedEndpoints.append(index)
+        self.lastFailure = failure
+        self.state = .connecting
+        self.pending = replay
+        self.attempt()
+        return true
     }
 
     /// A retry of a stale connection: same endpoint, a new connection (never an idle one).

@@ -104,6 +104,7 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
             }
         case .end(let trailers):
             self.requestEnded = true
+            self.connection.requestBodyEnded()
             switch self.state {
             case .local(let response):
                 self.state = .idle
@@ -125,7 +126,6 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
         if let normalized, normalized != head.uri {
             head.uri = normalized
         }
-        self.connection.requestStarted()
         self.keepAlive = head.isKeepAlive
         self.isHTTP10 = head.version == .http1_0
         self.isHeadRequest = head.method == .HEAD
@@ -139,6 +139,7 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
         self.requestHasBody =
             head.headers.contains(name: "transfer-encoding")
             || (head.headers.first(name: "content-length").flatMap(Int64.init) ?? 0) > 0
+        self.connection.requestStarted(readingBody: self.requestHasBody)
         let handling = normalized == nil ? RouteHandling.notFound : self.router.route(head)
         self.handling = handling
         var requestID = head.headers.first(name: RequestID.header) ?? ""
@@ -333,6 +334,15 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
     }
 
     private func bodyTooLarge(context: ChannelHandlerContext) {
+        self.answerBeforeBodyEnd(
+            .payloadTooLarge, "request body larger than \(self.services.limits.maxBodyBytes) bytes", context: context)
+    }
+
+    /// An error decided while the body arrives (413, 408): answered now, not after reading a
+    /// body we refuse; the polite close discards what the client still sends. A proxied
+    /// request's exchange is cancelled (half a request went upstream: that connection cannot
+    /// carry another); if its response had started, closing is all that is left.
+    private func answerBeforeBodyEnd(_ status: HTTPResponseStatus, _ message: String, context: ChannelHandlerContext) {
         if case .proxying(let exchange) = self.state {
             exchange.cancel()
         }
@@ -340,15 +350,27 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
             self.abort(context: context)
             return
         }
-        // Answered now, not after reading a body we refuse; the polite close discards what
-        // the client still sends.
         self.state = .answered
         self.keepAlive = false
-        self.writeLocal(
-            .error(
-                .payloadTooLarge, "request body larger than \(self.services.limits.maxBodyBytes) bytes",
-                extraHeaders: []),
-            context: context)
+        self.writeLocal(.error(status, message, extraHeaders: []), context: context)
+    }
+
+    /// `limits.body_timeout` passed between two reads of the request body: 408 if nothing of
+    /// the response went out yet, else all that is left is closing the connection.
+    private func bodyTimedOut(context: ChannelHandlerContext) {
+        guard !self.requestEnded else { return }
+        switch self.state {
+        case .local, .proxying:
+            ()
+        case .idle, .answered, .tunnel:
+            return
+        }
+        let timeout = DurationText.format(self.services.limits.bodyTimeout)
+        self.answerBeforeBodyEnd(
+            .requestTimeout, "request body timeout: no byte of the body for \(timeout)", context: context)
+        // Outside of a read burst: nothing else will flush it.
+        self.needsFlush = false
+        context.flush()
     }
 
     // MARK: Local responses
@@ -566,6 +588,7 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
 
     func setClientReadsPaused(_ paused: Bool) {
         self.readsPaused = paused
+        self.connection.setBodyReadsPaused(paused)
         if !paused, self.readPending, let context = self.context {
             self.readPending = false
             context.read()
@@ -587,7 +610,8 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
             self.services.completed(record)
         }
         self.connection.tunnelStarted()
-        let (clientSide, upstreamSide) = TunnelHandler.pair()
+        let (clientSide, upstreamSide) = TunnelHandler.pair(
+            idleTimeout: TimeAmount(self.services.limits.tunnelIdleTimeout))
         do {
             try upstream.convertToTunnel(upstreamSide)
             try self.convertToTunnel(clientSide, context: context)
@@ -661,6 +685,10 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is RequestBodyTimeoutEvent {
+            self.bodyTimedOut(context: context)
+            return
+        }
         if let channelEvent = event as? ChannelEvent, case .inputClosed = channelEvent {
             self.clientFinishedSending = true
             switch self.state {

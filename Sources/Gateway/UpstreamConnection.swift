@@ -12,8 +12,9 @@ protocol UpstreamConnectionDelegate: AnyObject {
     func upstreamReadComplete()
     /// The connection failed or closed before the exchange was over.
     func upstreamFailed(_ error: UpstreamConnectionError)
-    /// The response deadline (`armResponseDeadline`) passed without a response head.
-    func upstreamResponseTimedOut()
+    /// The deadline (`armDeadline`) passed: `response_timeout` without a response head, or
+    /// `read_timeout` without a byte of the body.
+    func upstreamTimedOut()
 }
 
 enum UpstreamConnectionError: Error, CustomStringConvertible {
@@ -49,11 +50,23 @@ final class UpstreamConnection {
     /// Set while idle in the pool.
     var idleTimer: Scheduled<Void>?
     fileprivate let handler: UpstreamResponseHandler
+    fileprivate let watcher: ResponseByteWatcher
 
-    fileprivate init(channel: any Channel, endpointIndex: Int, handler: UpstreamResponseHandler) {
+    fileprivate init(
+        channel: any Channel, endpointIndex: Int, handler: UpstreamResponseHandler, watcher: ResponseByteWatcher
+    ) {
         self.channel = channel
         self.endpointIndex = endpointIndex
         self.handler = handler
+        self.watcher = watcher
+    }
+
+    /// Whether any byte arrived since `responseBytesReceived` was last set to false (when a
+    /// request is sent): a request the upstream began to answer is never retried, even when
+    /// the bytes were too few for the decoder to make a response head of them.
+    var responseBytesReceived: Bool {
+        get { self.watcher.received }
+        set { self.watcher.received = newValue }
     }
 
     var delegate: (any UpstreamConnectionDelegate)? {
@@ -63,34 +76,37 @@ final class UpstreamConnection {
 
     var isActive: Bool { self.channel.isActive && !self.handler.closed }
 
-    // MARK: Response deadline
+    // MARK: Deadline
 
-    private var responseDeadline: NIODeadline?
+    private var deadline: NIODeadline?
     private var deadlineTask: (task: Scheduled<Void>, fireAt: NIODeadline)?
 
-    /// `response_timeout` for the request in flight. One scheduled task per connection,
-    /// moved lazily: it fires at its time, and schedules itself again if the deadline moved.
-    func armResponseDeadline(_ deadline: NIODeadline) {
-        self.responseDeadline = deadline
+    /// The deadline for the exchange using the connection: `response_timeout` until the
+    /// response head, then `read_timeout`, moved at every read of the body. One scheduled task
+    /// per connection, moved lazily: it fires at its time, and schedules itself again if the
+    /// deadline moved (later). A body read in a thousand pieces moves a number, it does not
+    /// schedule and cancel a thousand timers.
+    func armDeadline(_ deadline: NIODeadline) {
+        self.deadline = deadline
         if let existing = self.deadlineTask, existing.fireAt <= deadline { return }
         self.deadlineTask?.task.cancel()
         self.scheduleDeadlineTask(at: deadline)
     }
 
-    func clearResponseDeadline() {
-        self.responseDeadline = nil
+    func clearDeadline() {
+        self.deadline = nil
     }
 
     private func scheduleDeadlineTask(at deadline: NIODeadline) {
         let task = self.channel.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
             guard let self else { return }
             self.deadlineTask = nil
-            guard let deadline = self.responseDeadline else { return }
+            guard let deadline = self.deadline else { return }
             if deadline > .now() {
                 self.scheduleDeadlineTask(at: deadline)
             } else {
-                self.responseDeadline = nil
-                self.handler.delegate?.upstreamResponseTimedOut()
+                self.deadline = nil
+                self.handler.delegate?.upstreamTimedOut()
             }
         }
         self.deadlineTask = (task, deadline)
@@ -104,7 +120,9 @@ final class UpstreamConnection {
     /// Builds the pipeline on a freshly connected channel. On the channel's event loop.
     static func configure(channel: any Channel, endpointIndex: Int) throws -> UpstreamConnection {
         let handler = UpstreamResponseHandler()
+        let watcher = ResponseByteWatcher()
         let operations = channel.pipeline.syncOperations
+        try operations.addHandler(watcher)
         // `forwardBytes`: after a `101 Switching Protocols` the decoder is removed and whatever
         // the upstream sent behind the 101 must reach the tunnel, not vanish.
         // No automatic framing: `RequestHandler` sets exactly the framing the client's request
@@ -115,9 +133,11 @@ final class UpstreamConnection {
         try operations.addHTTPClientHandlers(
             leftOverBytesStrategy: .forwardBytes, enableOutboundHeaderValidation: false, encoderConfiguration: encoder)
         try operations.addHandler(handler)
-        let connection = UpstreamConnection(channel: channel, endpointIndex: endpointIndex, handler: handler)
+        let connection = UpstreamConnection(
+            channel: channel, endpointIndex: endpointIndex, handler: handler, watcher: watcher)
         // A closed connection's deadline task must not wait in the loop's timer heap for its
-        // `response_timeout` (connections closed by the thousand would pile up there).
+        // `response_timeout` or `read_timeout` (connections closed by the thousand would pile
+        // up there).
         channel.closeFuture.assumeIsolated().whenComplete { _ in
             connection.deadlineTask?.task.cancel()
             connection.deadlineTask = nil
@@ -139,6 +159,20 @@ final class UpstreamConnection {
         let removed = self.channel.eventLoop.makePromise(of: Void.self)
         removed.futureResult.assumeIsolated().whenComplete { _ in tunnel.flushPeer() }
         operations.removeHandler(decoder, promise: removed)
+    }
+}
+
+/// The first handler of an upstream connection, before the decoder: notes that bytes arrived.
+/// One flag write per read.
+private final class ResponseByteWatcher: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    var received = false
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        self.received = true
+        context.fireChannelRead(data)
     }
 }
 

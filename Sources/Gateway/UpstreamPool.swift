@@ -178,7 +178,7 @@ final class UpstreamPool {
     /// wants it, else it is closed.
     func release(_ connection: UpstreamConnection, reusable: Bool) {
         connection.delegate = nil
-        connection.clearResponseDeadline()
+        connection.clearDeadline()
         connection.setReadsPaused(false)
         let endpoint = self.endpoints[connection.endpointIndex]
         guard reusable, !self.closed, connection.isActive, endpoint.ejectedUntil == nil,

@@ -79,6 +79,10 @@ public struct ConfigDiff: Sendable, Equatable, CustomStringConvertible {
         }
         note("limits.header_timeout", old.limits.headerTimeout, new.limits.headerTimeout, DurationText.format)
         note("limits.idle_timeout", old.limits.idleTimeout, new.limits.idleTimeout, DurationText.format)
+        note("limits.body_timeout", old.limits.bodyTimeout, new.limits.bodyTimeout, DurationText.format)
+        note(
+            "limits.tunnel_idle_timeout", old.limits.tunnelIdleTimeout, new.limits.tunnelIdleTimeout,
+            DurationText.format)
         note("access_log", old.accessLog, new.accessLog) { $0.map { "\($0.path) (\($0.format.rawValue))" } ?? "off" }
         note("admin.listener", old.admin?.listener, new.admin?.listener) { $0 ?? "none" }
         note("user", old.user, new.user) { $0 ?? "none" }

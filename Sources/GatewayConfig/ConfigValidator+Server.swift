@@ -2,7 +2,9 @@ import Yams
 
 /// The sections that apply to the whole server: `limits`, `access_log`, `admin`, `user`, `group`.
 extension ConfigValidator {
-    static let limitsKeys = ["max_header_bytes", "max_body_bytes", "header_timeout", "idle_timeout"]
+    static let limitsKeys = [
+        "max_header_bytes", "max_body_bytes", "header_timeout", "idle_timeout", "body_timeout", "tunnel_idle_timeout",
+    ]
     static let accessLogKeys = ["path", "format"]
     static let adminKeys = ["listener"]
     /// 1 KiB holds a request line and a few headers, less than any real client sends; past
@@ -19,10 +21,13 @@ extension ConfigValidator {
         let bodyBytes = byteSize(fields, "max_body_bytes", default: defaults.maxBodyBytes, in: 0...Int64.max)
         let headerTimeout = timeout(fields, "header_timeout", default: defaults.headerTimeout)
         let idleTimeout = timeout(fields, "idle_timeout", default: defaults.idleTimeout)
-        guard let headerBytes, let bodyBytes, let headerTimeout, let idleTimeout else { return nil }
+        let bodyTimeout = timeout(fields, "body_timeout", default: defaults.bodyTimeout)
+        let tunnelIdleTimeout = timeout(fields, "tunnel_idle_timeout", default: defaults.tunnelIdleTimeout)
+        guard let headerBytes, let bodyBytes, let headerTimeout, let idleTimeout, let bodyTimeout, let tunnelIdleTimeout
+        else { return nil }
         return LimitsConfig(
             maxHeaderBytes: Int(headerBytes), maxBodyBytes: bodyBytes, headerTimeout: headerTimeout,
-            idleTimeout: idleTimeout)
+            idleTimeout: idleTimeout, bodyTimeout: bodyTimeout, tunnelIdleTimeout: tunnelIdleTimeout)
     }
 
     /// A size in bytes (see `ByteSizeText`); absent or null means `defaultValue`.

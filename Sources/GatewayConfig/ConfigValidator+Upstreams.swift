@@ -3,7 +3,8 @@ import Yams
 
 extension ConfigValidator {
     static let upstreamKeys = [
-        "endpoints", "balance", "connect_timeout", "response_timeout", "keepalive", "health", "retries",
+        "endpoints", "balance", "connect_timeout", "response_timeout", "read_timeout", "keepalive", "health",
+        "retries",
     ]
     static let keepaliveKeys = ["max_idle_per_endpoint", "idle_timeout"]
     static let healthKeys = ["max_failures", "eject_for"]
@@ -52,6 +53,7 @@ extension ConfigValidator {
         }
         let connectTimeout = timeout(fields, "connect_timeout", default: UpstreamConfig.defaultConnectTimeout)
         let responseTimeout = timeout(fields, "response_timeout", default: UpstreamConfig.defaultResponseTimeout)
+        let readTimeout = timeout(fields, "read_timeout", default: UpstreamConfig.defaultReadTimeout)
 
         var keepalive: UpstreamKeepalive? = UpstreamKeepalive()
         if let node = fields.optionalValue("keepalive") {
@@ -65,12 +67,13 @@ extension ConfigValidator {
         if let node = fields.optionalValue("retries") {
             retries = integer(node, path: fields.path(of: "retries"), in: 0...ConfigValidator.maximumRetries)
         }
-        guard let endpoints, let balance, let connectTimeout, let responseTimeout, let keepalive, let health,
-            let retries
+        guard let endpoints, let balance, let connectTimeout, let responseTimeout, let readTimeout, let keepalive,
+            let health, let retries
         else { return nil }
         return UpstreamConfig(
             name: name, endpoints: endpoints, balance: balance, connectTimeout: connectTimeout,
-            responseTimeout: responseTimeout, keepalive: keepalive, health: health, retries: retries)
+            responseTimeout: responseTimeout, readTimeout: readTimeout, keepalive: keepalive, health: health,
+            retries: retries)
     }
 
     private mutating func keepalive(_ node: Node, path: String) -> UpstreamKeepalive? {

@@ -70,12 +70,16 @@ public struct UpstreamConfig: Sendable, Equatable {
     public var balance: BalancePolicy
     /// Giving up on connect(2) to one endpoint.
     public var connectTimeout: Duration
-    /// From the end of the request head being sent to the first byte of the response head.
+    /// From the end of the request being sent to the response head.
     public var responseTimeout: Duration
+    /// Between two reads of the response body, once the head has arrived (nginx's
+    /// `proxy_read_timeout`). Past it the client connection is closed.
+    public var readTimeout: Duration
     public var keepalive: UpstreamKeepalive
     public var health: PassiveHealth
-    /// Extra attempts on another endpoint, only for idempotent methods and only when no byte
-    /// of the request reached the failed endpoint.
+    /// Extra attempts on another endpoint, only for idempotent methods, and only before any
+    /// byte of the response arrived: after a failed connect, or after a reset, close or
+    /// `response_timeout` when the whole request is still held.
     public var retries: Int
 
     public init(
@@ -84,6 +88,7 @@ public struct UpstreamConfig: Sendable, Equatable {
         balance: BalancePolicy = .roundRobin,
         connectTimeout: Duration = UpstreamConfig.defaultConnectTimeout,
         responseTimeout: Duration = UpstreamConfig.defaultResponseTimeout,
+        readTimeout: Duration = UpstreamConfig.defaultReadTimeout,
         keepalive: UpstreamKeepalive = UpstreamKeepalive(),
         health: PassiveHealth = PassiveHealth(),
         retries: Int = 1
@@ -93,6 +98,7 @@ public struct UpstreamConfig: Sendable, Equatable {
         self.balance = balance
         self.connectTimeout = connectTimeout
         self.responseTimeout = responseTimeout
+        self.readTimeout = readTimeout
         self.keepalive = keepalive
         self.health = health
         self.retries = retries
@@ -104,6 +110,10 @@ public struct UpstreamConfig: Sendable, Equatable {
     public static let defaultConnectTimeout: Duration = .seconds(2)
     /// Envoy's route timeout is 15 s, nginx's `proxy_read_timeout` 60 s: 30 s sits between.
     public static let defaultResponseTimeout: Duration = .seconds(30)
+    /// nginx's `proxy_read_timeout` default, 60 s: an upstream that sends nothing for a minute
+    /// in the middle of a body is stuck, while one that streams slowly (a report, a log tail)
+    /// still gets a minute per piece.
+    public static let defaultReadTimeout: Duration = .seconds(60)
 }
 
 public struct UpstreamKeepalive: Sendable, Equatable {
@@ -193,18 +203,39 @@ public struct LimitsConfig: Sendable, Equatable {
     public var headerTimeout: Duration
     /// A keep-alive connection with no request for this long is closed.
     public var idleTimeout: Duration
+    /// Between two reads of a request body (nginx's `client_body_timeout`). Past it: 408 if
+    /// no response has started, and the connection is closed.
+    public var bodyTimeout: Duration
+    /// A WebSocket (or other upgraded) tunnel with no byte in either direction for this long
+    /// is closed on both sides.
+    public var tunnelIdleTimeout: Duration
 
     public init(
         maxHeaderBytes: Int = 32 * 1024,
         maxBodyBytes: Int64 = 10 * 1024 * 1024,
         headerTimeout: Duration = .seconds(10),
-        idleTimeout: Duration = .seconds(60)
+        idleTimeout: Duration = .seconds(60),
+        bodyTimeout: Duration = LimitsConfig.defaultBodyTimeout,
+        tunnelIdleTimeout: Duration = LimitsConfig.defaultTunnelIdleTimeout
     ) {
         self.maxHeaderBytes = maxHeaderBytes
         self.maxBodyBytes = maxBodyBytes
         self.headerTimeout = headerTimeout
         self.idleTimeout = idleTimeout
+        self.bodyTimeout = bodyTimeout
+        self.tunnelIdleTimeout = tunnelIdleTimeout
     }
+
+    /// nginx's `client_body_timeout` default, 60 s. It bounds the wait between two reads, not
+    /// the whole upload, so a large body on a slow link is not cut; a client silent for a
+    /// minute in the middle of its body is stalled or a slow-POST attack.
+    public static let defaultBodyTimeout: Duration = .seconds(60)
+    /// One hour, HAProxy's documented `timeout tunnel 1h` for WebSockets, and Envoy's
+    /// connection `idle_timeout`. nginx's 60 s (`proxy_read_timeout`, which applies to its
+    /// tunnels) is the most common complaint about proxied WebSockets: an application that
+    /// pings less than once a minute is cut. An hour still frees, within the hour, what a
+    /// vanished peer holds (two descriptors and a few KiB).
+    public static let defaultTunnelIdleTimeout: Duration = .seconds(3600)
 }
 
 public struct AccessLogConfig: Sendable, Equatable {

@@ -143,7 +143,8 @@ import Testing
         let old = GatewayConfiguration(listeners: Self.web, routes: [])
         var new = old
         new.limits = LimitsConfig(
-            maxHeaderBytes: 64 * 1024, maxBodyBytes: 0, headerTimeout: .seconds(5), idleTimeout: .milliseconds(1500))
+            maxHeaderBytes: 64 * 1024, maxBodyBytes: 0, headerTimeout: .seconds(5), idleTimeout: .milliseconds(1500),
+            bodyTimeout: .seconds(20), tunnelIdleTimeout: .seconds(300))
         new.accessLog = AccessLogConfig(path: "stdout", format: .json)
         new.admin = AdminConfig(listener: "web")
         new.user = "www-data"
@@ -155,6 +156,8 @@ import Testing
                 "limits.max_body_bytes 10MiB -> unlimited",
                 "limits.header_timeout 10s -> 5s",
                 "limits.idle_timeout 1m -> 1500ms",
+                "limits.body_timeout 1m -> 20s",
+                "limits.tunnel_idle_timeout 1h -> 5m",
                 "access_log off -> stdout (json)",
                 "admin.listener none -> web",
                 "user none -> www-data",

@@ -92,6 +92,7 @@ import Testing
                         balance: least_request
                         connect_timeout: 250ms
                         response_timeout: 1m30s
+                        read_timeout: 2m
                         keepalive: { max_idle_per_endpoint: 0, idle_timeout: 5s }
                         health: { max_failures: 1, eject_for: 1m }
                         retries: 0
@@ -105,7 +106,9 @@ import Testing
                       - name: b
                         redirect: { status: 308, location: /elsewhere }
                         response_headers: { remove: [Server, X-Powered-By, server] }
-                    limits: { max_header_bytes: 1024, max_body_bytes: 0, header_timeout: 1s, idle_timeout: 2h }
+                    limits:
+                      { max_header_bytes: 1024, max_body_bytes: 0, header_timeout: 1s, idle_timeout: 2h, body_timeout: 5s,
+                        tunnel_idle_timeout: 10m }
                     access_log: { path: /var/log/gatewayd/access.log, format: combined }
 
                     """))
@@ -123,6 +126,7 @@ import Testing
                             text: "backend.internal:80", address: try ListenerAddress(parsing: "[fd00::7]:80")),
                     ],
                     balance: .leastRequest, connectTimeout: .milliseconds(250), responseTimeout: .seconds(90),
+                    readTimeout: .seconds(120),
                     keepalive: UpstreamKeepalive(maxIdlePerEndpoint: 0, idleTimeout: .seconds(5)),
                     health: PassiveHealth(maxFailures: 1, ejectFor: .seconds(60)), retries: 0),
                 UpstreamConfig(name: "pool.2", endpoints: [Self.endpoint("10.0.0.1:1")]),
@@ -141,7 +145,8 @@ import Testing
         #expect(
             config.limits
                 == LimitsConfig(
-                    maxHeaderBytes: 1024, maxBodyBytes: 0, headerTimeout: .seconds(1), idleTimeout: .seconds(7200)))
+                    maxHeaderBytes: 1024, maxBodyBytes: 0, headerTimeout: .seconds(1), idleTimeout: .seconds(7200),
+                    bodyTimeout: .seconds(5), tunnelIdleTimeout: .seconds(600)))
         #expect(config.accessLog == AccessLogConfig(path: "/var/log/gatewayd/access.log", format: .combined))
         #expect(config.admin == nil)
     }
@@ -231,6 +236,7 @@ import Testing
                         balance: roundrobin
                         connect_timeout: 0s
                         response_timeout: 30
+                        read_timeout: -1s
                         keepalive: { max_idle_per_endpoint: 10001, idle_timeout: 0ms, max_idle: 1 }
                         health: { max_failures: 0, eject_for: 25h }
                         retries: 11
@@ -239,12 +245,13 @@ import Testing
                     "gateway.yaml:7:14: upstreams.api.balance: must be round_robin or least_request, got \"roundrobin\" (did you mean 'round_robin'?)",
                     "gateway.yaml:8:22: upstreams.api.connect_timeout: must be greater than 0s",
                     "gateway.yaml:9:23: upstreams.api.response_timeout: invalid duration \"30\" (expected e.g. 250ms, 30s, 2m); a unit is required",
-                    "gateway.yaml:10:41: upstreams.api.keepalive.max_idle_per_endpoint: must be from 0 to 10000, got 10001",
-                    "gateway.yaml:10:62: upstreams.api.keepalive.idle_timeout: must be greater than 0s",
-                    "gateway.yaml:10:67: unknown key 'max_idle' in upstreams.api.keepalive",
-                    "gateway.yaml:11:29: upstreams.api.health.max_failures: must be at least 1, got 0",
-                    "gateway.yaml:11:43: upstreams.api.health.eject_for: must be at most 24h",
-                    "gateway.yaml:12:14: upstreams.api.retries: must be from 0 to 10, got 11",
+                    "gateway.yaml:10:19: upstreams.api.read_timeout: invalid duration \"-1s\" (expected e.g. 250ms, 30s, 2m)",
+                    "gateway.yaml:11:41: upstreams.api.keepalive.max_idle_per_endpoint: must be from 0 to 10000, got 10001",
+                    "gateway.yaml:11:62: upstreams.api.keepalive.idle_timeout: must be greater than 0s",
+                    "gateway.yaml:11:67: unknown key 'max_idle' in upstreams.api.keepalive",
+                    "gateway.yaml:12:29: upstreams.api.health.max_failures: must be at least 1, got 0",
+                    "gateway.yaml:12:43: upstreams.api.health.eject_for: must be at most 24h",
+                    "gateway.yaml:13:14: upstreams.api.retries: must be from 0 to 10, got 11",
                 ])
     }
 
@@ -562,6 +569,8 @@ import Testing
                       header_timeout: 0s
                       idle_timeout: forever
                       max_headers: 100
+                      body_timeout: 60
+                      tunnel_idle_timeout: 25h
 
                     """) == [
                     "gateway.yaml:5:21: limits.max_header_bytes: must be from 1KiB to 1MiB, got 512",
@@ -569,6 +578,8 @@ import Testing
                     "gateway.yaml:7:19: limits.header_timeout: must be greater than 0s",
                     "gateway.yaml:8:17: limits.idle_timeout: invalid duration \"forever\" (expected e.g. 250ms, 30s, 2m)",
                     "gateway.yaml:9:3: unknown key 'max_headers' in limits",
+                    "gateway.yaml:10:17: limits.body_timeout: invalid duration \"60\" (expected e.g. 250ms, 30s, 2m); a unit is required",
+                    "gateway.yaml:11:24: limits.tunnel_idle_timeout: must be at most 24h",
                 ])
         #expect(
             FakeSystem().problems(

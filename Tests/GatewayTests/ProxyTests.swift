@@ -238,6 +238,66 @@ struct ProxyTests {
         }
     }
 
+    @Test(
+        "retries after the request was sent: a GET the endpoint closed or reset goes to the next one; a POST, or a GET already answered in part, does not"
+    )
+    func retriesAfterSending() async throws {
+        let a = try DemoUpstream(name: "a")
+        let b = try DemoUpstream(name: "b")
+        defer {
+            a.stop()
+            b.stop()
+        }
+        try await withProxy(
+            upstreams: [
+                UpstreamConfig(
+                    name: "api", endpoints: [a.endpoint, b.endpoint], responseTimeout: .milliseconds(500),
+                    health: PassiveHealth(maxFailures: 100), retries: 1)
+            ],
+            routes: [proxyRoute("all", upstream: "api")]
+        ) { port in
+            // Round robin: every other request goes to `a` first, which drops it (FIN or RST)
+            // after reading it, before any response byte.
+            for target in ["/drop?on=a", "/drop?on=a&reset=1"] {
+                for method in ["GET", "HEAD", "PUT", "DELETE"] {
+                    var statuses: [Int] = []
+                    for _ in 0..<4 {
+                        statuses.append(try fetch(port: port, method, target).status)
+                    }
+                    #expect(statuses == [200, 200, 200, 200], "\(method) \(target)")
+                }
+                // A GET with a small body, read whole before the failure: retried too.
+                var withBody: [Int] = []
+                for _ in 0..<4 {
+                    withBody.append(try fetch(port: port, "GET", target, body: "0123456789").status)
+                }
+                #expect(withBody == [200, 200, 200, 200], "GET with a body \(target)")
+                var posts: [Int] = []
+                for _ in 0..<4 {
+                    posts.append(try fetch(port: port, "POST", target, body: "x").status)
+                }
+                #expect(posts.sorted() == [200, 200, 502, 502], "POST \(target)")
+            }
+            // Part of a status line came back: the request may have run; not retried.
+            var partial: [Int] = []
+            for _ in 0..<4 {
+                partial.append(try fetch(port: port, "/drop?on=a&partial=1").status)
+            }
+            #expect(partial.sorted() == [200, 200, 502, 502])
+            // response_timeout is retried too: `/hang` hangs on both, so each GET tries both
+            // endpoints and gets 504 after two timeouts.
+            let start = ContinuousClock.now
+            #expect(try fetch(port: port, "/hang").status == 504)
+            #expect(ContinuousClock.now - start >= .milliseconds(1000))
+            // Every attempt reached an endpoint once: `a` saw every request that was sent to it
+            // first (half of them), `b` the rest plus every retry.
+            let seenByA = try await onThreadThrowing { try a.requestCount() }
+            let seenByB = try await onThreadThrowing { try b.requestCount() }
+            // 2 × (16 + 4 + 4) + 4 + 1 = 53 requests; 2 × (8 + 2) + 1 = 21 of them retried.
+            #expect(seenByA + seenByB == 53 + 21, "a: \(seenByA), b: \(seenByB)")
+        }
+    }
+
     @Test("auth: 401 without or with a wrong key, never echoing it; rate limit: 429 with Retry-After")
     func authAndRateLimit() async throws {
         let upstream = try DemoUpstream(name: "a")
@@ -456,5 +516,207 @@ struct RequestTargetTests {
         #expect(upstreamTarget("http://h.example/p?q", stripPrefix: nil) == "/p?q")
         #expect(absoluteFormAuthority("http://user@h.example:8080/p") == "h.example:8080")
         #expect(absoluteFormAuthority("/p") == nil)
+    }
+}
+
+/// Elapsed time of `work`, with its result.
+private func timed<T>(_ work: () throws -> T) rethrows -> (T, Duration) {
+    let start = ContinuousClock.now
+    let result = try work()
+    return (result, ContinuousClock.now - start)
+}
+
+/// A WebSocket text frame from a client: masked, as RFC 6455 requires, with the all-zero key
+/// (the payload goes out as is).
+private func webSocketFrame(_ text: String) -> [UInt8] {
+    let payload = Array(text.utf8)
+    precondition(payload.count < 126)
+    return [0x81, 0x80 | UInt8(payload.count), 0, 0, 0, 0] + payload
+}
+
+private let webSocketUpgrade =
+    "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+    + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+
+/// `connections_open` of a demo upstream, not counting the connection that asks.
+private func openUpstreamConnections(_ upstream: DemoUpstream) throws -> Int {
+    let stats = try fetch(port: upstream.port, "/stats")
+    let json = try JSONSerialization.jsonObject(with: Data(stats.body.utf8)) as? [String: Any]
+    return (json?["connections_open"] as? Int ?? -1) - 1
+}
+
+/// Timeouts between reads: `limits.body_timeout`, `read_timeout`, `limits.tunnel_idle_timeout`.
+/// Each is set to 600 ms; "about the timeout" is from 550 ms (the lazy timers may fire a little
+/// early relative to the client's clock start, never before the deadline) to 1.5 s.
+@Suite("Timeouts between reads", .serialized, .timeLimit(.minutes(2)))
+struct ReadTimeoutTests {
+    static let timeout: Duration = .milliseconds(600)
+    static let earliest: Duration = .milliseconds(550)
+    static let latest: Duration = .milliseconds(1500)
+
+    @Test(
+        "body_timeout: a stalled body gets 408 at about the timeout (proxied and direct) while another client is served"
+    )
+    func stalledBody() async throws {
+        let upstream = try DemoUpstream(name: "a")
+        defer { upstream.stop() }
+        try await withProxy(
+            upstreams: [UpstreamConfig(name: "api", endpoints: [upstream.endpoint])],
+            routes: [
+                directRoute("direct", RouteMatch(pathPrefix: "/direct"), body: "hi"),
+                proxyRoute("all", upstream: "api"),
+            ],
+            limits: LimitsConfig(bodyTimeout: Self.timeout)
+        ) { port in
+            for target in ["/echo", "/direct"] {
+                let client = try RawClient(port: port)
+                defer { client.close() }
+                // 2 of the 10 bytes announced, then nothing.
+                try client.send("POST \(target) HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+                async let stalled = onThreadThrowing { () throws -> (TestResponse, Duration, ReadEnd) in
+                    let (response, elapsed) = try timed { try client.readResponse() }
+                    return (response, elapsed, client.readEnd())
+                }
+                // Another client, served while the stalled one waits.
+                var neighbours: [Int] = []
+                for _ in 0..<5 {
+                    neighbours.append(try await onThreadThrowing { try fetch(port: port, "/direct") }.status)
+                }
+                let (response, elapsed, end) = try await stalled
+                #expect(neighbours == [200, 200, 200, 200, 200])
+                #expect(response.status == 408, "\(target)")
+                #expect(response.body.contains("request body timeout"), "\(response.body)")
+                #expect(response.header("x-request-id") != nil)
+                #expect(response.closesConnection)
+                #expect(end == .eof)
+                #expect(elapsed >= Self.earliest && elapsed < Self.latest, "\(target): 408 after \(elapsed)")
+                print("body_timeout 600ms, \(target): 408 after \(elapsed)")
+            }
+            // The proxied one reached the upstream as a head and 2 bytes, and that connection
+            // was closed, not pooled.
+            #expect(try await eventually { (try? openUpstreamConnections(upstream)) == 0 })
+        }
+    }
+
+    @Test("body_timeout: a body trickled a byte every 200 ms, 2 s in all, is not cut")
+    func trickledBody() async throws {
+        let upstream = try DemoUpstream(name: "a")
+        defer { upstream.stop() }
+        try await withProxy(
+            upstreams: [UpstreamConfig(name: "api", endpoints: [upstream.endpoint])],
+            routes: [proxyRoute("all", upstream: "api")],
+            limits: LimitsConfig(bodyTimeout: Self.timeout)
+        ) { port in
+            let (response, elapsed) = try await onThreadThrowing { () throws -> (TestResponse, Duration) in
+                let client = try RawClient(port: port)
+                defer { client.close() }
+                return try timed {
+                    try client.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+                    for byte in "0123456789" {
+                        // The trickle under test, not a wait for an event.
+                        Thread.sleep(forTimeInterval: 0.2)
+                        try client.send(String(byte))
+                    }
+                    return try client.readResponse()
+                }
+            }
+            #expect(response.status == 200)
+            #expect(try echoJSON(response)["body_length"] as? Int == 10)
+            #expect(elapsed >= .seconds(2))
+        }
+    }
+
+    @Test("read_timeout: an upstream that stalls in the body gets the client connection closed at about the timeout")
+    func stalledUpstream() async throws {
+        let upstream = try DemoUpstream(name: "a")
+        defer { upstream.stop() }
+        try await withProxy(
+            upstreams: [UpstreamConfig(name: "api", endpoints: [upstream.endpoint], readTimeout: Self.timeout)],
+            routes: [proxyRoute("all", upstream: "api")]
+        ) { port in
+            let (received, elapsed) = try await onThreadThrowing { () throws -> (String, Duration) in
+                let client = try RawClient(port: port)
+                defer { client.close() }
+                try client.send("GET /stall?after=1000 HTTP/1.1\r\nHost: x\r\n\r\n")
+                return try timed { try client.readUntilEOF() }
+            }
+            // The head and the 1000 bytes, then the close: never a second status line.
+            #expect(received.hasPrefix("HTTP/1.1 200 "))
+            #expect(received.contains("content-length: 1048576"))
+            #expect(received.components(separatedBy: "HTTP/1.1 ").count == 2)
+            #expect(elapsed >= Self.earliest && elapsed < Self.latest, "closed after \(elapsed)")
+            print("read_timeout 600ms: client connection closed after \(elapsed)")
+            // Not pooled: the upstream sees its connection closed.
+            #expect(try await eventually { (try? openUpstreamConnections(upstream)) == 0 })
+            // The next request is served.
+            #expect(try fetch(port: port, "/").status == 200)
+        }
+    }
+
+    @Test("read_timeout: a client that does not read for longer than the timeout still gets the whole body")
+    func slowClientIsNotAStalledUpstream() async throws {
+        let upstream = try DemoUpstream(name: "a")
+        defer { upstream.stop() }
+        try await withProxy(
+            upstreams: [UpstreamConfig(name: "api", endpoints: [upstream.endpoint], readTimeout: Self.timeout)],
+            routes: [proxyRoute("all", upstream: "api")]
+        ) { port in
+            // More than the socket buffers on both sides hold, so gatewayd stops reading the
+            // upstream while the client does not read.
+            let size = 48 * 1024 * 1024
+            let received = try await onThreadThrowing { () throws -> Int in
+                let client = try RawClient(port: port)
+                defer { client.close() }
+                try client.send("GET /bytes?n=\(size) HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                // The stall under test: three read timeouts without reading.
+                Thread.sleep(forTimeInterval: 1.8)
+                return try client.countUntilEOF()
+            }
+            #expect(received > size && received < size + 1024, "\(received) bytes")
+        }
+    }
+
+    @Test(
+        "tunnel_idle_timeout: an idle WebSocket tunnel is closed on both sides at about the timeout; an active one is not"
+    )
+    func idleTunnel() async throws {
+        let upstream = try DemoUpstream(name: "a")
+        defer { upstream.stop() }
+        try await withProxy(
+            upstreams: [UpstreamConfig(name: "api", endpoints: [upstream.endpoint])],
+            routes: [proxyRoute("all", upstream: "api")],
+            limits: LimitsConfig(tunnelIdleTimeout: Self.timeout)
+        ) { port in
+            // Active: a message every 200 ms for 2 s, each echoed.
+            let echoed = try await onThreadThrowing { () throws -> Int in
+                let client = try RawClient(port: port)
+                defer { client.close() }
+                try client.send(webSocketUpgrade)
+                guard try client.readResponse().status == 101 else { return -1 }
+                var echoed = 0
+                for index in 0..<10 {
+                    Thread.sleep(forTimeInterval: 0.2)
+                    let text = "message \(index)"
+                    try client.send(bytes: webSocketFrame(text))
+                    // The echo: unmasked, FIN + text, the length, the payload.
+                    let frame = try client.read(count: 2 + text.utf8.count)
+                    if frame == [0x81, UInt8(text.utf8.count)] + Array(text.utf8) { echoed += 1 }
+                }
+                return echoed
+            }
+            #expect(echoed == 10)
+            // Idle: closed at about the timeout, on both sides.
+            let (end, elapsed) = try await onThreadThrowing { () throws -> (ReadEnd, Duration) in
+                let client = try RawClient(port: port)
+                defer { client.close() }
+                try client.send(webSocketUpgrade)
+                guard try client.readResponse().status == 101 else { return (.data(-1), .zero) }
+                return timed { client.readEnd() }
+            }
+            #expect(end == .eof)
+            #expect(elapsed >= Self.earliest && elapsed < Self.latest, "closed after \(elapsed)")
+            print("tunnel_idle_timeout 600ms: idle tunnel closed after \(elapsed)")
+            #expect(try await eventually { (try? openUpstreamConnections(upstream)) == 0 })
+        }
     }
 }

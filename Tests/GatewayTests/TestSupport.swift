@@ -101,7 +101,11 @@ final class RawClient: @unchecked Sendable {
     }
 
     func send(_ text: String) throws(ClientError) {
-        var bytes = Array(text.utf8)
+        try self.send(bytes: Array(text.utf8))
+    }
+
+    func send(bytes: [UInt8]) throws(ClientError) {
+        var bytes = bytes
         var offset = 0
         while offset < bytes.count {
             let n = bytes.withUnsafeMutableBytes { raw in
@@ -198,6 +202,28 @@ final class RawClient: @unchecked Sendable {
         while try self.fill() > 0 {}
         defer { self.buffer.removeAll() }
         return String(decoding: self.buffer, as: UTF8.self)
+    }
+
+    /// Exactly `count` bytes (after what a `readResponse` left buffered).
+    func read(count: Int) throws(ClientError) -> [UInt8] {
+        while self.buffer.count < count {
+            if try self.fill() == 0 {
+                throw .eof(bytesBuffered: self.buffer.count)
+            }
+        }
+        defer { self.buffer.removeFirst(count) }
+        return Array(self.buffer[0..<count])
+    }
+
+    /// How many bytes arrive until the server closes (bodies too large to keep as text).
+    func countUntilEOF() throws(ClientError) -> Int {
+        var total = self.buffer.count
+        self.buffer.removeAll()
+        while case let n = try self.fill(), n > 0 {
+            total += n
+            self.buffer.removeAll(keepingCapacity: true)
+        }
+        return total
     }
 
     /// After the response that closed the connection: what comes next (EOF expected).

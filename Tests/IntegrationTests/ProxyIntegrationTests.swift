@@ -342,18 +342,8 @@ struct ProxyIntegrationTests {
         defer { upstream.stop() }
         // Nothing listens on a port that was free a moment ago: connect is refused.
         let dead = try freePort()
-        let config = ProxyConfig.text(
-            upstream: nil, workers: 1, admin: true,
-            settings: """
-                upstreams:
-                  api:
-                    endpoints: ["127.0.0.1:\(dead)", "\(upstream.endpoint)"]
-                    health: { max_failures: 100 }
-                    retries: 1
-
-                """,
-            routes: "  - name: all\n    match: { path_prefix: / }\n    upstream: api\n")
-        let gatewayd = try GatewaydProcess(config: config)
+        let gatewayd = try GatewaydProcess(
+            config: ProxyConfig.api(["127.0.0.1:\(dead)", "\(upstream.endpoint)"], "health: { max_failures: 100 }"))
         let port = try gatewayd.port()
         let admin = try gatewayd.port(of: "admin")
         for _ in 0..<6 {
@@ -364,6 +354,48 @@ struct ProxyIntegrationTests {
         #expect(metrics.contains("gatewayd_upstream_errors_total{kind=\"connect\",upstream=\"api\"} 3"), "\(metrics)")
         #expect(counter(in: metrics, route: "all", status: "200") == 6, "\(metrics)")
         #expect(metrics.contains("gatewayd_upstream_latency_seconds_count{upstream=\"api\"} 6"), "\(metrics)")
+    }
+
+    @Test("a GET an endpoint dropped after reading it is retried on the other; the failed attempts are counted")
+    func retriedAfterSendingIsCounted() throws {
+        let a = try DemoUpstream(name: "a")
+        let b = try DemoUpstream(name: "b")
+        defer {
+            a.stop()
+            b.stop()
+        }
+        let gatewayd = try GatewaydProcess(
+            config: ProxyConfig.api(["\(a.endpoint)", "\(b.endpoint)"], "health: { max_failures: 100 }"))
+        let port = try gatewayd.port()
+        let admin = try gatewayd.port(of: "admin")
+        for _ in 0..<4 {
+            #expect(try httpGet(port: port, path: "/drop?on=a").status == 200)
+        }
+        let metrics = try httpGet(port: admin, path: "/metrics").body
+        // Round robin: 2 of the 4 went to `a` first, which closed the connection.
+        #expect(metrics.contains("gatewayd_upstream_errors_total{kind=\"reset\",upstream=\"api\"} 2"), "\(metrics)")
+        #expect(counter(in: metrics, route: "all", status: "200") == 4, "\(metrics)")
+    }
+
+    @Test("read_timeout: an upstream stalled in the body closes the client connection and counts kind=read_timeout")
+    func readTimeoutMetric() throws {
+        let upstream = try DemoUpstream(name: "live")
+        defer { upstream.stop() }
+        let gatewayd = try GatewaydProcess(config: ProxyConfig.api(["\(upstream.endpoint)"], "read_timeout: 500ms"))
+        let port = try gatewayd.port()
+        let admin = try gatewayd.port(of: "admin")
+        let connection = try TestConnection(port: port)
+        try connection.send("GET /stall?after=100 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        let head = try connection.readHead()
+        #expect(head.status == 200)
+        let start = ContinuousClock.now
+        #expect(connection.waitForClose() != .timedOut)
+        let elapsed = ContinuousClock.now - start
+        #expect(elapsed >= .milliseconds(400) && elapsed < .seconds(2), "closed after \(elapsed)")
+        let metrics = try httpGet(port: admin, path: "/metrics").body
+        #expect(
+            metrics.contains("gatewayd_upstream_errors_total{kind=\"read_timeout\",upstream=\"api\"} 1"), "\(metrics)")
+        #expect(try httpGet(port: port, path: "/").status == 200)
     }
 
     @Test("header_timeout cuts 20 slowloris connections at about 1 s while another client is served")
@@ -459,6 +491,16 @@ struct ProxyIntegrationTests {
 
 /// Configurations for these tests: a `web` listener (and `admin`), the upstream `origin`.
 private enum ProxyConfig {
+    /// One worker, an admin listener, the upstream `api` (`retries: 1` and `setting`) and a
+    /// route `all` to it.
+    static func api(_ endpoints: [String], _ setting: String) -> String {
+        let list = endpoints.map { "\"\($0)\"" }.joined(separator: ", ")
+        return self.text(
+            upstream: nil, workers: 1, admin: true,
+            settings: "upstreams:\n  api:\n    endpoints: [\(list)]\n    retries: 1\n    \(setting)\n",
+            routes: "  - name: all\n    match: { path_prefix: / }\n    upstream: api\n")
+    }
+
     static func text(
         upstream: DemoUpstream?, workers: Int = 2, drainTimeout: String = "10s", admin: Bool = false,
         settings: String = "", routes: String
