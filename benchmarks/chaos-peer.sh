@@ -312,7 +312,7 @@ peer_phase_worker_kill() {
 k = [x for x in json.load(open(sys.argv[1]))["kills"] if "t" in x]
 print(",".join(str(x["t"]) for x in k) or "-", json.dumps([x["ms"] for x in k]).replace(" ", ""),
       "%d kills; the master forked a replacement each time" % len(k))' "$TMP/$PEER-wkill-$mode.json")
-            note+="; recovered = kill -> the master has a new worker process, median / max"
+            note+="; recovered = kill -> the master has a new worker process, median / max."
         else
             faults="" rec="" note=""
             local end=$((SECONDS + PHASE_S - 1)) kills=0 gone=0 starts=0 w
@@ -339,7 +339,7 @@ print(",".join(str(x["t"]) for x in k) or "-", json.dumps([x["ms"] for x in k]).
             done
             faults=${faults%,}
             rec="[${rec%,}]"
-            note="$kills kills of its one worker process (nbthread 2); the master exited each time ($gone of $kills: exit-on-failure kills everything), and a new haproxy was started at once ($starts starts, as Restart=always would); recovered = kill -> first 200 from the new haproxy"
+            note="$kills kills of its one worker process (nbthread 2); the master exited each time ($gone of $kills: exit-on-failure kills everything), and a new haproxy was started at once ($starts starts, as Restart=always would); recovered = kill -> first 200 from the new haproxy."
         fi
         [[ $faults == - ]] && faults=""
         wait_load "$PEER-wkill-$mode"
@@ -396,7 +396,7 @@ peer_phase_master_kill() {
                 fi
                 sleep 0.1
             done
-            note="the old worker exited with its master; $tries master start(s); recovered = kill -> first 200 from the new master"
+            note="the old worker exited with its master; $tries master start(s); recovered = kill -> first 200 from the new master."
         fi
         wait_load "$PEER-mkill-$mode"
         record "SIGKILL of the master, new master started at once ($mode)" "$PEER-mkill-$mode" "$t0" "$rec" "$note"
