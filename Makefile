@@ -71,7 +71,8 @@ benchmark-proxy: release
 
 # Load plus faults (reload storms, killed workers, upstreams and master, a stopped worker):
 # a few minutes, a table of failed requests and recovery times (docs/reliability.md, "Chaos
-# run"). Not part of `make test`. make chaos BENCH_ARGS=--quick: about 1.5 minutes.
+# run"). Not part of `make test`. make chaos BENCH_ARGS=--quick: about 1.5 minutes;
+# BENCH_ARGS="--peer nginx --peer haproxy": the same phases against nginx and HAProxy after.
 chaos: release
 	GATEWAYD_BIN=$(SCRATCH)/release/gatewayd GATEWAYCTL_BIN=$(SCRATCH)/release/gatewayctl \
 		benchmarks/chaos.sh $(BENCH_ARGS)

@@ -19,6 +19,20 @@
         Every --every seconds, SIGKILLs one worker of the serving generation (indexes in turn)
         and measures the time until the status shows a replacement for that index `ready`.
 
+    chaos-load.py proc-sample --pid MASTER --duration S --out FILE [--old-match TEXT]
+        (--peer runs) Every SAMPLE_S seconds, the process MASTER and all its descendants: the
+        most processes at once, the most whose command line contains TEXT (nginx's old workers:
+        "shutting down"), and the largest sum of their VmRSS.
+
+    chaos-load.py kill-children --pid MASTER --every S --duration S --out FILE [--match TEXT]
+        (--peer runs) Every --every seconds, SIGKILLs one child of MASTER whose command line
+        contains TEXT (a serving worker; in turn), and measures the time until MASTER has as
+        many such children again (a respawned worker); stops when MASTER is gone.
+
+    chaos-load.py compare NAME=PHASES.jsonl ...
+        (--peer runs) Failed requests per fault, one column per server; rows are matched by
+        the load's name (the peer's loads are named PEER-<gatewayd's name>).
+
     chaos-load.py report PHASES.jsonl
         The table: fault | requests | failed | recovered (ms) | note.
 """
@@ -43,6 +57,9 @@ POLL_S = 0.01
 # At most this many failure events are kept per run (the counts stay exact); enough for
 # every fault's timeline without letting a run that fails everything grow without bound.
 MAX_EVENTS = 20000
+# proc-sample period (--peer runs): old nginx workers live for seconds, a reload takes tens of
+# milliseconds; 50 ms sees every generation while scanning /proc costs little.
+SAMPLE_S = 0.05
 
 
 # ---------------------------------------------------------------------------- load
@@ -251,19 +268,126 @@ def kill_workers(args):
         json.dump({"kills": kills}, f)
 
 
+# ---------------------------------------------------------------------------- processes (--peer)
+def proc_table():
+    """{pid: (ppid, cmdline)} of every process now."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                stat = f.read()
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        out[int(d)] = (int(stat.rsplit(")", 1)[1].split()[1]), cmd)
+    return out
+
+
+def descendants(table, root):
+    found, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, (pp, _) in table.items() if pp == p]
+        found += kids
+        todo += kids
+    return found
+
+
+def rss_kb(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def proc_sample(args):
+    end = time.time() + args.duration
+    most_procs = most_match = most_rss = samples = 0
+    while time.time() < end:
+        table = proc_table()
+        if args.pid not in table:
+            break
+        pids = [args.pid] + descendants(table, args.pid)
+        samples += 1
+        most_procs = max(most_procs, len(pids))
+        if args.old_match:
+            most_match = max(most_match, sum(args.old_match in table[p][1] for p in pids if p in table))
+        most_rss = max(most_rss, sum(rss_kb(p) for p in pids))
+        time.sleep(SAMPLE_S)
+    with open(args.out, "w") as f:
+        json.dump({"max_procs": most_procs, "max_old": most_match, "max_rss_kb": most_rss,
+                   "samples": samples, "old_match": args.old_match}, f)
+
+
+def kill_children(args):
+    """SIGKILL a matching child of --pid every --every s; time until the master has respawned it."""
+
+    def workers():
+        table = proc_table()
+        if args.pid not in table:
+            return None
+        return sorted(c for c, (pp, cmd) in table.items() if pp == args.pid and args.match in cmd
+                      and not (args.skip and args.skip in cmd))
+
+    end = time.time() + args.duration
+    kills, index = [], 0
+    next_kill = time.time() + args.every
+    while next_kill < end:
+        time.sleep(max(0.0, next_kill - time.time()))
+        next_kill += args.every
+        before = workers()
+        if not before:
+            kills.append({"error": "master gone" if before is None else "no worker"})
+            break
+        victim = before[index % len(before)]
+        index += 1
+        t0 = time.time()
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+        rec = {"t": t0, "pid": victim, "ms": None}
+        limit = t0 + max(args.every, 12.0)
+        while time.time() < limit:
+            now = workers()
+            if now is None:
+                rec["master_gone"] = True
+                break
+            new = [p for p in now if p not in before]
+            if new and len(now) >= len(before):
+                rec["ms"] = (time.time() - t0) * 1000
+                rec["new_pid"] = new[0]
+                break
+            time.sleep(POLL_S)
+        kills.append(rec)
+        if rec.get("master_gone"):
+            break
+    with open(args.out, "w") as f:
+        json.dump({"kills": kills}, f)
+
+
 # ---------------------------------------------------------------------------- report
 def fmt_ms(v):
     return "-" if v is None else ("%.0f" % v)
 
 
-def report(args):
-    rows = [json.loads(line) for line in open(args.phases) if line.strip()]
+def table_rows(phases):
+    """[(load name, (fault, requests, failed, recovered, note))] of a phases file."""
+    rows = [json.loads(line) for line in open(phases) if line.strip()]
     table = []
     for r in rows:
+        name = os.path.basename(r["load"])[len("load-"):-len(".json")]
         try:
             load = json.load(open(r["load"]))
         except (OSError, ValueError) as e:
-            table.append((r["fault"], "-", "-", "-", "no load result: %s" % e))
+            table.append((name, (r["fault"], "-", "-", "-", "no load result: %s" % e)))
             continue
         failed = sum(load["kinds"].values())
         total = load["ok"] + failed
@@ -303,13 +427,49 @@ def report(args):
                 (" (" + ", ".join("%s %d" % kv for kv in sorted(h["kinds"].items())) + ")") if hf else "")
         if last_fail and rec != "client" and any(last_fail):
             note += " Last failure %s ms after its fault (max)." % fmt_ms(max(last_fail))
-        table.append((r["fault"], str(total), str(failed), rec_txt, note.strip()))
+        table.append((name, (r["fault"], str(total), str(failed), rec_txt, note.strip())))
+    return table
+
+
+def report(args):
+    table = [row for _, row in table_rows(args.phases)]
     w = [max(len(row[i]) for row in table + [("fault", "requests", "failed", "recovered (ms)", "")]) for i in range(4)]
     line = "%-*s | %*s | %*s | %*s | %s"
     print(line % (w[0], "fault", w[1], "requests", w[2], "failed", w[3], "recovered (ms)", "note"))
     print("-" * (sum(w) + 13) + "-+-" + "-" * 20)
     for row in table:
         print(line % (w[0], row[0], w[1], row[1], w[2], row[2], w[3], row[3], row[4]))
+
+
+def compare(args):
+    """Failed requests (of requests) and recovered per fault, one column per server."""
+    servers = [spec.split("=", 1) for spec in args.servers]
+    first = servers[0][0]
+    by_server = {}
+    for label, path in servers:
+        rows = table_rows(path)
+        prefix = "" if label == first else label + "-"
+        by_server[label] = {n[len(prefix):]: row for n, row in rows if n.startswith(prefix)}
+    order = [n for n, _ in table_rows(servers[0][1])]
+    for label, _ in servers[1:]:
+        order += [n for n in by_server[label] if n not in order]
+    head = ["phase (load)"] + ["%s failed / requests" % label for label, _ in servers] + \
+           ["%s recovered (ms)" % label for label, _ in servers]
+    table = []
+    for n in order:
+        cells = [n]
+        for label, _ in servers:
+            row = by_server[label].get(n)
+            cells.append("%s / %s" % (row[2], row[1]) if row else "not run")
+        for label, _ in servers:
+            row = by_server[label].get(n)
+            cells.append(row[3] if row else "")
+        table.append(cells)
+    w = [max(len(c[i]) for c in table + [head]) for i in range(len(head))]
+    print(" | ".join("%-*s" % (w[i], head[i]) for i in range(len(head))).rstrip())
+    print("-+-".join("-" * x for x in w))
+    for cells in table:
+        print(" | ".join(("%-*s" if i == 0 else "%*s") % (w[i], cells[i]) for i in range(len(cells))).rstrip())
 
 
 def main():
@@ -337,6 +497,20 @@ def main():
     p.add_argument("--out", required=True)
     p = sub.add_parser("report")
     p.add_argument("phases")
+    p = sub.add_parser("proc-sample")
+    p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--duration", type=float, required=True)
+    p.add_argument("--old-match", default="")
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("kill-children")
+    p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--duration", type=float, required=True)
+    p.add_argument("--every", type=float, default=3.0)
+    p.add_argument("--match", default="")
+    p.add_argument("--skip", default="")
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("compare")
+    p.add_argument("servers", nargs="+", help="NAME=PHASES.jsonl; the first is the reference")
     args = ap.parse_args()
     # SIGTERM from chaos.sh's cleanup: exit at once, without a traceback.
     signal.signal(signal.SIGTERM, lambda *_: os._exit(143))
@@ -346,6 +520,12 @@ def main():
         status_poll(args)
     elif args.cmd == "kill-workers":
         kill_workers(args)
+    elif args.cmd == "proc-sample":
+        proc_sample(args)
+    elif args.cmd == "kill-children":
+        kill_children(args)
+    elif args.cmd == "compare":
+        compare(args)
     else:
         report(args)
 

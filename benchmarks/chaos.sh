@@ -17,7 +17,11 @@
 # (the table's legend prints it); "-" where the service never stopped serving normally.
 # Everything listens on 127.0.0.1 only; everything started here is stopped on exit.
 #
-# Usage: benchmarks/chaos.sh [--quick] [--phase-seconds S] [--only NAMES]
+# With --peer nginx (or haproxy, or both), the same phases, where they have an equivalent,
+# then run against nginx 1.22 / HAProxy 2.6 configured the same way (chaos-peer.sh), and their
+# tables and a comparison are printed after gatewayd's, which does not change.
+#
+# Usage: benchmarks/chaos.sh [--quick] [--phase-seconds S] [--only NAMES] [--peer nginx|haproxy]
 set -euo pipefail
 # shellcheck source=benchmarks/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -32,6 +36,9 @@ Usage: benchmarks/chaos.sh [options]
   --conns N           load connections (default 16)
   --only "A B"        run only these phases: baseline reload storm invalid worker-kill
                       upstream-kill master-kill sigstop (baseline always runs first)
+  --peer NAME         then run the same phases against nginx or haproxy (repeatable:
+                      --peer nginx --peer haproxy), print its table and a comparison of
+                      failed requests per fault; installs the package when missing
   -h, --help          this help
 
 Environment: GATEWAYD_BIN and GATEWAYCTL_BIN (default: built with `make release
@@ -56,6 +63,7 @@ READY_TIMEOUT=30     # seconds for gatewayd or an upstream to answer after start
                      # on this shared 2-core machine takes well under 5 s)
 SETTLE_S=$((DRAIN_TIMEOUT_S + 5))   # old generations gone: drain_timeout, SIGKILL 2 s after it
 ONLY=""
+PEERS=""
 ALL_PHASES="baseline reload storm invalid worker-kill upstream-kill master-kill sigstop"
 
 while (($#)); do
@@ -65,6 +73,10 @@ while (($#)); do
         --storm-seconds) STORM_S=${2:?--storm-seconds needs a value}; shift 2 ;;
         --conns) CONNS=${2:?--conns needs a value}; shift 2 ;;
         --only) ONLY=${2:?--only needs a value}; shift 2 ;;
+        --peer)
+            [[ ${2:-} == nginx || ${2:-} == haproxy ]] || die "--peer: nginx or haproxy, got '${2:-}'"
+            [[ " $PEERS " == *" $2 "* ]] || PEERS+="${PEERS:+ }$2"
+            shift 2 ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; die "unknown option '$1'" ;;
     esac
@@ -84,6 +96,7 @@ STOPPED_PID=""                 # a worker under SIGSTOP, continued at exit
 declare -a UPSTREAM_PIDS=()   # every upstream started
 declare -A UPSTREAM_PID=()    # name -> the one running now
 declare -a BG_PIDS=()          # load clients, pollers, reload loops
+PEER_PID=""                    # --peer: the nginx or haproxy master running now (chaos-peer.sh)
 
 # shellcheck disable=SC2317  # reached through the trap below
 cleanup() {
@@ -95,6 +108,8 @@ cleanup() {
     for p in "${BG_PIDS[@]}"; do wait "$p" 2>/dev/null; done
     # Graceful stop first (its log shows what gatewayd thought of it), SIGKILL after 10 s.
     [[ -n $GW_PID ]] && stop_process "$GW_PID" TERM 10
+    # nginx: SIGTERM is its fast stop; haproxy's master stops its workers on SIGTERM too.
+    [[ -n $PEER_PID ]] && stop_process "$PEER_PID" TERM 10
     # A demo upstream exits at once on SIGTERM (os._exit); 5 s is only slack for a busy machine.
     for p in "${UPSTREAM_PIDS[@]}"; do stop_process "$p" TERM 5; done
     lib_cleanup_tail
@@ -104,7 +119,12 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-ensure_packages curl:curl python3:python3 ps:procps
+PACKAGES=(curl:curl python3:python3 ps:procps)
+[[ -n $PEERS ]] && PACKAGES+=(ss:iproute2)
+for p in $PEERS; do PACKAGES+=("$p:$p"); done
+ensure_packages "${PACKAGES[@]}"
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 PYTHON=$(command -v python3)
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "python3 >= 3.11 needed (asyncio.timeout)"
 if [[ -z ${GATEWAYD_BIN:-} || -z ${GATEWAYCTL_BIN:-} ]]; then build_gatewayd "$REPO_ROOT/.build"; fi
@@ -120,6 +140,10 @@ PORT="" PORT_API1="" PORT_API2=""   # set by pick_port (lib.sh)
 pick_port PORT 18180
 pick_port PORT_API1 18191
 pick_port PORT_API2 18192
+LOAD_PORT=$PORT                    # where start_load sends its load (a --peer run changes it)
+PORT_NGINX="" PORT_HAPROXY=""
+[[ " $PEERS " == *" nginx "* ]] && pick_port PORT_NGINX 18183
+[[ " $PEERS " == *" haproxy "* ]] && pick_port PORT_HAPROXY 18184
 
 # ---------------------------------------------------------------------------- config
 # write_config TAG [EXTRA]: the config, atomically replaced (a reload reads a whole file);
@@ -212,7 +236,7 @@ LOAD_PID=""
 start_load() {
     local name=$1 mode=$2
     shift 2
-    "$PYTHON" "$HELPER" load --port "$PORT" --duration "$PHASE_S" --conns "$CONNS" --mode "$mode" \
+    "$PYTHON" "$HELPER" load --port "$LOAD_PORT" --duration "$PHASE_S" --conns "$CONNS" --mode "$mode" \
         --out "$TMP/load-$name.json" "$@" 2>>"$TMP/load-$name.err" &
     LOAD_PID=$!
     BG_PIDS+=("$LOAD_PID")
@@ -297,6 +321,13 @@ phase_storm() {
     "$PYTHON" "$HELPER" status-poll --socket "$SOCK" --duration "$STORM_S" --out "$TMP/storm-status.json" &
     poll_pid=$!
     BG_PIDS+=("$poll_pid")
+    # --peer runs: the processes and their RSS sum, to compare with the peer's storm.
+    local sample_pid=""
+    if [[ -n $PEERS ]]; then
+        "$PYTHON" "$HELPER" proc-sample --pid "$GW_PID" --duration "$STORM_S" --out "$TMP/procs-gatewayd-storm.json" &
+        sample_pid=$!
+        BG_PIDS+=("$sample_pid")
+    fi
     early=$(grep -c 'early: more than max_draining_generations' "$TMP/gatewayd.log" || true)
     end=$((SECONDS + STORM_S))
     while ((SECONDS < end)); do
@@ -307,6 +338,7 @@ phase_storm() {
         ((n % 20)) || remember_workers
     done
     wait "$poll_pid" || true
+    [[ -n $sample_pid ]] && { wait "$sample_pid" || true; }
     wait_load storm
     early=$(($(grep -c 'early: more than max_draining_generations' "$TMP/gatewayd.log" || true) - early))
     local drain_note
@@ -482,3 +514,44 @@ else
 fi
 [[ -n $RESULTS_DIR ]] && printf '\nraw output (load results, status polls, gatewayd log): %s\n' "$RESULTS_DIR"
 alive "$GW_PID" || die "gatewayd died during the run (log: ${RESULTS_DIR:-$TMP}/gatewayd.log)"
+
+# ---------------------------------------------------------------------------- --peer
+[[ -n $PEERS ]] || exit 0
+# gatewayd is stopped first, so that the peer has the machine to itself as gatewayd had.
+stop_process "$GW_PID" TERM 10
+GW_PID=""
+GW_PHASES=$PHASES
+# shellcheck source=benchmarks/chaos-peer.sh
+. "$REPO_ROOT/benchmarks/chaos-peer.sh"
+# peer_log_lines: the peer's warning and error lines, up to the end of its phases (the stop
+# that follows logs too).
+peer_log_lines() {
+    head -n "$PEER_LOG_LINES" "$(peer_log)" | grep -E '\[(warn|error|crit|alert|emerg)\]|\[(WARNING|ALERT)\]' || true
+}
+compare_args=("gatewayd=$GW_PHASES")
+for peer in $PEERS; do
+    run_peer "$peer"
+    if [[ $peer == nginx ]]; then version=$("$NGINX" -v 2>&1); else version=$("$HAPROXY" -v 2>/dev/null | head -n 1); fi
+    printf '\nchaos, peer %s: %s, same phases, load and upstreams; %s\n' "$peer" "$(date -u +%Y-%m-%dT%H:%MZ)" "$version"
+    printf 'load average before %s, after %s; %s s of phases; config: %s\n\n' "$PEER_LOAD_BEFORE" "$PEER_LOAD_AFTER" \
+        "$PEER_SECONDS" "${RESULTS_DIR:-$TMP}/$peer/${PEER_CONF##*/}"
+    "$PYTHON" "$HELPER" report "$TMP/phases-$peer.jsonl"
+    nwarn=$(peer_log_lines | wc -l)
+    printf '\n%s log: %s warn/error/crit/alert/emerg lines' "$peer" "$nwarn"
+    if ((nwarn > 0)); then
+        printf ', by message (first 12 kinds):\n'
+        peer_log_lines | sed -E 's/^[0-9\/]+ [0-9:]+ //; s/[0-9]+/N/g' | sort | uniq -c | sort -rn | head -n 12
+    else
+        printf '\n'
+    fi
+    compare_args+=("$peer=$TMP/phases-$peer.jsonl")
+done
+printf '\nfailed requests per fault (failed / requests), gatewayd and %s:\n\n' "${PEERS// / and }"
+"$PYTHON" "$HELPER" compare "${compare_args[@]}"
+if wants storm; then
+    printf '\nreload storm, processes and memory (sampled every 50 ms):\n  gatewayd %s\n' \
+        "$(procs_py "$TMP/procs-gatewayd-storm.json" '"peak RSS sum %.1f MiB, most processes %d (master, workers of every generation, spares)" % (d["max_rss_kb"] / 1024, d["max_procs"])')"
+    for peer in $PEERS; do
+        printf '  %s %s\n' "$peer" "$(procs_py "$TMP/procs-$peer-storm.json" '"peak RSS sum %.1f MiB, most processes %d" % (d["max_rss_kb"] / 1024, d["max_procs"]) + (", most old workers (shutting down) %d" % d["max_old"] if d["old_match"] else " (master, workers of every generation)")')"
+    done
+fi
