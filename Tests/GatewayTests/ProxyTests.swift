@@ -24,6 +24,22 @@ private func withProxy<T>(
     }
 }
 
+/// The usual setup: the demo upstream "a" as the only endpoint of upstream "api", and one route
+/// that sends everything there. The upstream is stopped when `body` returns.
+private func withDemoProxy<T>(
+    readTimeout: Duration = UpstreamConfig.defaultReadTimeout, limits: LimitsConfig = LimitsConfig(),
+    accessLog: AccessLog? = nil, _ body: (UInt16, DemoUpstream) async throws -> T
+) async throws -> T {
+    let upstream = try DemoUpstream(name: "a")
+    defer { upstream.stop() }
+    return try await withProxy(
+        upstreams: [UpstreamConfig(name: "api", endpoints: [upstream.endpoint], readTimeout: readTimeout)],
+        routes: [proxyRoute("all", upstream: "api")], limits: limits, accessLog: accessLog
+    ) { port in
+        try await body(port, upstream)
+    }
+}
+
 private func proxyRoute(
     _ name: String, _ match: RouteMatch = RouteMatch(pathPrefix: "/"), upstream: String, stripPrefix: String? = nil,
     requestHeaders: HeaderRules = HeaderRules(), responseHeaders: HeaderRules = HeaderRules(),
@@ -92,12 +108,7 @@ struct ProxyTests {
 
     @Test("keep-alive to the client and to the upstream; pipelined requests answered in order")
     func keepAliveAndChunked() async throws {
-        let upstream = try DemoUpstream(name: "a")
-        defer { upstream.stop() }
-        try await withProxy(
-            upstreams: [UpstreamConfig(name: "api", endpoints: [upstream.endpoint])],
-            routes: [proxyRoute("all", upstream: "api")]
-        ) { port in
+        try await withDemoProxy { port, upstream in
             try await onThreadThrowing {
                 let client = try RawClient(port: port)
                 defer { client.close() }
@@ -123,12 +134,7 @@ struct ProxyTests {
 
     @Test("a chunked response passes re-chunked with its trailer fields; HTTP/1.0 gets it close-delimited")
     func chunkedWithTrailers() async throws {
-        let upstream = try DemoUpstream(name: "a")
-        defer { upstream.stop() }
-        try await withProxy(
-            upstreams: [UpstreamConfig(name: "api", endpoints: [upstream.endpoint])],
-            routes: [proxyRoute("all", upstream: "api")]
-        ) { port in
+        try await withDemoProxy { port, upstream in
             let (chunked, plain) = try await onThreadThrowing { () throws -> (String, String) in
                 func readAll(_ request: String) throws -> String {
                     let client = try RawClient(port: port)
@@ -329,13 +335,9 @@ struct ProxyTests {
 
     @Test("limits: 413 body, 431 headers, 400 for smuggling-shaped requests, connection closed")
     func limitsAndSmuggling() async throws {
-        let upstream = try DemoUpstream(name: "a")
-        defer { upstream.stop() }
-        try await withProxy(
-            upstreams: [UpstreamConfig(name: "api", endpoints: [upstream.endpoint])],
-            routes: [proxyRoute("all", upstream: "api")],
+        try await withDemoProxy(
             limits: LimitsConfig(maxHeaderBytes: 4096, maxBodyBytes: 1000)
-        ) { port in
+        ) { port, upstream in
             #expect(try fetch(port: port, "POST", "/echo", body: String(repeating: "x", count: 1001)).status == 413)
             #expect(try fetch(port: port, "POST", "/echo", body: String(repeating: "x", count: 1000)).status == 200)
             let big = try fetch(port: port, "/", headers: ["x-big: " + String(repeating: "y", count: 5000)])
@@ -413,13 +415,9 @@ struct ProxyTests {
 
     @Test("a 20 MiB upload and download stream through with matching checksums")
     func streaming() async throws {
-        let upstream = try DemoUpstream(name: "a")
-        defer { upstream.stop() }
-        try await withProxy(
-            upstreams: [UpstreamConfig(name: "api", endpoints: [upstream.endpoint])],
-            routes: [proxyRoute("all", upstream: "api")],
+        try await withDemoProxy(
             limits: LimitsConfig(maxBodyBytes: 0)
-        ) { port in
+        ) { port, upstream in
             let size = 20 * 1024 * 1024
             let upload = try await onThreadThrowing {
                 try runClient(["upload", "--port", String(port), "--bytes", String(size), "--chunked"])
@@ -434,12 +432,7 @@ struct ProxyTests {
 
     @Test("a WebSocket is tunnelled both ways after the 101")
     func websocket() async throws {
-        let upstream = try DemoUpstream(name: "a")
-        defer { upstream.stop() }
-        try await withProxy(
-            upstreams: [UpstreamConfig(name: "api", endpoints: [upstream.endpoint])],
-            routes: [proxyRoute("all", upstream: "api")]
-        ) { port in
+        try await withDemoProxy { port, upstream in
             let result = try await onThreadThrowing {
                 try runClient(["ws-echo", "--port", String(port), "--messages", "50", "--size", "3000"])
             }
@@ -600,13 +593,9 @@ struct ReadTimeoutTests {
 
     @Test("body_timeout: a body trickled a byte every 200 ms, 2 s in all, is not cut")
     func trickledBody() async throws {
-        let upstream = try DemoUpstream(name: "a")
-        defer { upstream.stop() }
-        try await withProxy(
-            upstreams: [UpstreamConfig(name: "api", endpoints: [upstream.endpoint])],
-            routes: [proxyRoute("all", upstream: "api")],
+        try await withDemoProxy(
             limits: LimitsConfig(bodyTimeout: Self.timeout)
-        ) { port in
+        ) { port, upstream in
             let (response, elapsed) = try await onThreadThrowing { () throws -> (TestResponse, Duration) in
                 let client = try RawClient(port: port)
                 defer { client.close() }
@@ -628,12 +617,9 @@ struct ReadTimeoutTests {
 
     @Test("read_timeout: an upstream that stalls in the body gets the client connection closed at about the timeout")
     func stalledUpstream() async throws {
-        let upstream = try DemoUpstream(name: "a")
-        defer { upstream.stop() }
-        try await withProxy(
-            upstreams: [UpstreamConfig(name: "api", endpoints: [upstream.endpoint], readTimeout: Self.timeout)],
-            routes: [proxyRoute("all", upstream: "api")]
-        ) { port in
+        try await withDemoProxy(
+            readTimeout: Self.timeout
+        ) { port, upstream in
             let (received, elapsed) = try await onThreadThrowing { () throws -> (String, Duration) in
                 let client = try RawClient(port: port)
                 defer { client.close() }
@@ -655,12 +641,9 @@ struct ReadTimeoutTests {
 
     @Test("read_timeout: a client that does not read for longer than the timeout still gets the whole body")
     func slowClientIsNotAStalledUpstream() async throws {
-        let upstream = try DemoUpstream(name: "a")
-        defer { upstream.stop() }
-        try await withProxy(
-            upstreams: [UpstreamConfig(name: "api", endpoints: [upstream.endpoint], readTimeout: Self.timeout)],
-            routes: [proxyRoute("all", upstream: "api")]
-        ) { port in
+        try await withDemoProxy(
+            readTimeout: Self.timeout
+        ) { port, upstream in
             // More than the socket buffers on both sides hold, so gatewayd stops reading the
             // upstream while the client does not read.
             let size = 48 * 1024 * 1024
@@ -680,13 +663,9 @@ struct ReadTimeoutTests {
         "tunnel_idle_timeout: an idle WebSocket tunnel is closed on both sides at about the timeout; an active one is not"
     )
     func idleTunnel() async throws {
-        let upstream = try DemoUpstream(name: "a")
-        defer { upstream.stop() }
-        try await withProxy(
-            upstreams: [UpstreamConfig(name: "api", endpoints: [upstream.endpoint])],
-            routes: [proxyRoute("all", upstream: "api")],
+        try await withDemoProxy(
             limits: LimitsConfig(tunnelIdleTimeout: Self.timeout)
-        ) { port in
+        ) { port, upstream in
             // Active: a message every 200 ms for 2 s, each echoed.
             let echoed = try await onThreadThrowing { () throws -> Int in
                 let client = try RawClient(port: port)
