@@ -85,8 +85,7 @@ public enum ConfigLoader {
             }
             return .success((configuration, validator.environment.filesRead))
         }
-        let (configuration, files) = try result.get()
-        return (configuration, files)
+        return try result.get()
     }
 
     /// At most `maximumSize + 1` bytes, so a huge file (or /dev/zero) costs no more than that

@@ -144,13 +144,14 @@ extension ConfigValidator {
         if let rate = RateText.parse(text) { return rate }
         var message = "\(path): invalid rate \(quoted(text)) (expected e.g. 100/s, 6000/m, 0.5/s)"
         let parts = text.split(separator: "/", omittingEmptySubsequences: false)
-        let seconds: [Substring: Double] = ["s": 1, "m": 60, "h": 3600]
         if parts.count == 1, Double(text) != nil {
             message += "; a unit is required"
-        } else if parts.count == 2, let unit = seconds[parts[1]], let number = Double(parts[0]), number.isFinite {
+        } else if parts.count == 2, let unit = RateText.units.first(where: { $0.suffix == parts[1] }),
+            let number = Double(parts[0]), number.isFinite
+        {
             if number <= 0 {
                 message = "\(path): must be more than 0, got \(quoted(text))"
-            } else if number / unit > RateText.maximumPerSecond {
+            } else if number / unit.seconds > RateText.maximumPerSecond {
                 message = "\(path): must be at most \(Int(RateText.maximumPerSecond))/s, got \(quoted(text))"
             }
         }

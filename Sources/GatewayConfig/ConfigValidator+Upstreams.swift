@@ -25,9 +25,7 @@ extension ConfigValidator {
             upstreamNames.insert(entry.name)
             var nameOK = true
             if !ConfigValidator.isValidName(entry.name) {
-                error(
-                    "upstreams: invalid name \(quoted(entry.name)): use 1 to \(ConfigValidator.maximumNameLength) "
-                        + "letters, digits, '_', '.' or '-'", at: entry.keyPosition)
+                error(invalidName(entry.name, path: "upstreams"), at: entry.keyPosition)
                 nameOK = false
             }
             let path = entries.path(of: entry.name)

@@ -263,12 +263,14 @@ struct ConfigValidator {
         }
         let position = node.position ?? fields.position
         guard ConfigValidator.isValidName(text) else {
-            error(
-                "\(fields.path(of: "name")): invalid name \(quoted(text)): use 1 to \(ConfigValidator.maximumNameLength) "
-                    + "letters, digits, '_', '.' or '-'", at: position)
+            error(invalidName(text, path: fields.path(of: "name")), at: position)
             return nil
         }
         return (text, position)
+    }
+
+    func invalidName(_ text: String, path: String) -> String {
+        "\(path): invalid name \(quoted(text)): use 1 to \(ConfigValidator.maximumNameLength) letters, digits, '_', '.' or '-'"
     }
 
     // MARK: - Lists

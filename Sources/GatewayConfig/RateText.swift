@@ -5,7 +5,7 @@ public enum RateText {
     /// (`1000000000000/s`) from turning into a limit that cannot be represented exactly.
     public static let maximumPerSecond: Double = 1_000_000_000
 
-    private static let units: [(suffix: String, seconds: Double)] = [("s", 1), ("m", 60), ("h", 3600)]
+    static let units: [(suffix: String, seconds: Double)] = [("s", 1), ("m", 60), ("h", 3600)]
 
     /// Nil for anything not in the grammar (`100`, `100 /s`, `1e3/s`, `.5/s`, `-1/s`, `100/min`),
     /// for zero, and for more than `maximumPerSecond`.

@@ -162,10 +162,5 @@ public func waitForExit(pid: pid_t) throws(SystemCallError) -> ExitStatus {
 /// Whether a process runs. An exited process that its parent has not reaped yet (a zombie)
 /// still answers kill(pid, 0); /proc tells them apart.
 public func isProcessRunning(_ pid: pid_t) -> Bool {
-    guard kill(pid, 0) == 0 || errno == EPERM else { return false }
-    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-        let close = stat.lastIndex(of: ")"), stat.index(close, offsetBy: 2) < stat.endIndex
-    else { return false }
-    let state = stat[stat.index(close, offsetBy: 2)]
-    return state != "Z" && state != "X"
+    ProcessIdentity.running(pid: pid) != nil
 }

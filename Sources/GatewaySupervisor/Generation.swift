@@ -55,14 +55,18 @@ final class Generation {
     /// Why a serving generation is below strength, or nil: a slot without a ready worker, or
     /// a slot whose worker keeps crashing and has not yet lived `stableAfter` since its last
     /// restart. Operators read this in `status` and in systemd's STATUS line.
-    func degradation(crashLoopAfter: Int, stableAfter: Duration, now: ContinuousClock.Instant = .now) -> String? {
+    /// `countdown` adds when a down slot's restart is due: for `status`, not for the STATUS line
+    /// (which would change every tick).
+    func degradation(
+        crashLoopAfter: Int, stableAfter: Duration, countdown: Bool = true, now: ContinuousClock.Instant = .now
+    ) -> String? {
         guard state == .serving else { return nil }
         var reasons: [String] = []
         for index in 0..<settings.workers {
             let crashes = consecutiveCrashes[index] ?? 0
             let inARow = crashes == 0 ? "" : " (\(crashes) crash\(crashes == 1 ? "" : "es") in a row)"
             guard let worker = workers[index], worker.isAlive else {
-                let due = restartDue[index].map { max(.zero, $0 - now) }
+                let due = countdown ? restartDue[index].map { max(.zero, $0 - now) } : nil
                 let next = due.map { ", restart in \(Int($0.milliseconds)) ms" } ?? ""
                 reasons.append("worker \(index) down\(inARow)\(next)")
                 continue

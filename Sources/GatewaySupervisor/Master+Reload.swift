@@ -108,8 +108,8 @@ extension Master {
             return failReload("gatewayd began stopping during the reload", details: [])
         }
         if case .failure(let failure) = result {
-            // Its live workers drain (abandon): room for them first, none if none is left.
-            enforceDrainingLimit(makingRoomFor: generation.liveWorkers.isEmpty ? 0 : 1)
+            // Its live workers drain (abandon): room for them first.
+            enforceDrainingLimit(makingRoomFor: generation)
             await abandon(generation)
             return failReload("generation \(generationID) failed to start: \(failure)", details: [])
         }
@@ -125,7 +125,7 @@ extension Master {
         settings = newSettings
         if let previousID, let previous = generations[previousID] {
             // Room first, then the drain: never one more draining than the limit, even briefly.
-            enforceDrainingLimit(makingRoomFor: previous.liveWorkers.isEmpty ? 0 : 1)
+            enforceDrainingLimit(makingRoomFor: previous)
             await drain(previous, reason: "replaced by generation \(generationID)")
         }
         timings.switchMs = lap()
@@ -163,7 +163,8 @@ extension Master {
 
     /// Past max_draining_generations the oldest draining generations are stopped early, so a
     /// reload storm cannot pile up old workers (nginx's and HAProxy's known failure).
-    private func enforceDrainingLimit(makingRoomFor incoming: Int) {
+    /// `incoming` is about to drain; it needs room only if it still has workers.
+    private func enforceDrainingLimit(makingRoomFor incoming: Generation) {
         // A failed generation whose ready workers drain counts too: failing reloads must not
         // pile up old workers either.
         // One already stopped early is on its way out (its workers are terminating, gone within
@@ -173,7 +174,7 @@ extension Master {
                 && generation.liveWorkers.contains { $0.state == .draining || $0.state == .starting }
         }
         .sorted { $0.id < $1.id }
-        let excess = draining.count + incoming - settings.maxDrainingGenerations
+        let excess = draining.count + (incoming.liveWorkers.isEmpty ? 0 : 1) - settings.maxDrainingGenerations
         guard excess > 0 else { return }
         for generation in draining.prefix(excess) {
             logger.warning(

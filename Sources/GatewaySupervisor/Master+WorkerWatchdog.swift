@@ -58,11 +58,7 @@ extension Master {
         }
         // The degraded text changes with time alone (a crash loop ends after 10 s of life, a
         // restart comes due): systemd's STATUS follows it here, not only on events.
-        let line = statusLine()
-        if line != lastNotifiedStatus {
-            lastNotifiedStatus = line
-            notifier.status(line)
-        }
+        notifyStatusIfChanged()
         return true
     }
 }

@@ -229,7 +229,7 @@ extension Master {
             } else if generation.state == .serving, state == .running {
                 // A restarted worker: its slot is back, and systemd's STATUS should say so.
                 logger.info("\(worker.name) ready after a restart")
-                notifier.status(statusLine())
+                notifyStatusIfChanged()
             }
         case .message(.failed(let reason)):
             worker.failureReason = reason
@@ -310,7 +310,7 @@ extension Master {
                 "worker \(index) of generation \(generation.id) is crash-looping: \(crashes) crashes in a row, each within \(DurationText.format(Self.restartStableAfter)) of its start; restarts back off up to \(DurationText.format(Self.restartBackoffCap)); a reload to a good config replaces the generation"
             )
         }
-        notifier.status(statusLine())
+        notifyStatusIfChanged()
         let generationID = generation.id
         Task { [weak self] in
             try? await Task.sleep(for: delay)
@@ -469,6 +469,6 @@ extension Master {
         let took =
             generation.drainStartedAt.map { " after \(Int((ContinuousClock.now - $0).milliseconds)) ms of drain" } ?? ""
         logger.info("generation \(generation.id) ended\(took)")
-        if state == .running { notifier.status(statusLine()) }
+        if state == .running { notifyStatusIfChanged() }
     }
 }

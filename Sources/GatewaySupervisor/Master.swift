@@ -67,7 +67,7 @@ public actor Master {
     /// fd stored under a name and FDSTOREREMOVE drops them all, so one name maps to one fd.
     var storedListeners: [String: CInt] = [:]
     var failedReloadCount = 0
-    /// The last STATUS line the worker watchdog sent systemd (it re-sends on change only).
+    /// The last STATUS line sent by `notifyStatusIfChanged`.
     var lastNotifiedStatus = ""
     /// The gateway-wide shared segment (rate limits, metrics): created by `run` before the
     /// first generation and handed to every worker of every generation, spares included. Kept
@@ -317,8 +317,17 @@ public actor Master {
             }, spareWorkers: spares.map(\.pid))
     }
 
-    func degradation(of generation: Generation) -> String? {
-        generation.degradation(crashLoopAfter: Self.crashLoopAfter, stableAfter: Self.restartStableAfter)
+    func degradation(of generation: Generation, countdown: Bool = true) -> String? {
+        generation.degradation(
+            crashLoopAfter: Self.crashLoopAfter, stableAfter: Self.restartStableAfter, countdown: countdown)
+    }
+
+    /// Sends systemd the STATUS line when it differs from the last one sent.
+    func notifyStatusIfChanged() {
+        let line = statusLine()
+        guard line != lastNotifiedStatus else { return }
+        lastNotifiedStatus = line
+        notifier.status(line)
     }
 
     /// One line for `systemctl status` and logs.
@@ -326,7 +335,7 @@ public actor Master {
         guard let servingID, let serving = generations[servingID] else { return "\(state)" }
         let draining = generations.values.filter { $0.state == .draining }
         var line = "generation \(servingID) serving, \(serving.liveWorkers.count) workers"
-        if let degraded = degradation(of: serving) { line += ", degraded: \(degraded)" }
+        if let degraded = degradation(of: serving, countdown: false) { line += ", degraded: \(degraded)" }
         if !draining.isEmpty {
             let connections = draining.reduce(0) { $0 + $1.connectionCount }
             line +=

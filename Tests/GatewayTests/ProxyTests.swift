@@ -24,17 +24,18 @@ private func withProxy<T>(
     }
 }
 
-/// The usual setup: the demo upstream "a" as the only endpoint of upstream "api", and one route
-/// that sends everything there. The upstream is stopped when `body` returns.
+/// The usual setup: the demo upstream "a" as the only endpoint of upstream "api", and routes
+/// to it (by default one that sends everything there). The upstream is stopped when `body` returns.
 private func withDemoProxy<T>(
-    readTimeout: Duration = UpstreamConfig.defaultReadTimeout, limits: LimitsConfig = LimitsConfig(),
+    readTimeout: Duration = UpstreamConfig.defaultReadTimeout,
+    routes: [RouteConfig] = [proxyRoute("all", upstream: "api")], limits: LimitsConfig = LimitsConfig(),
     accessLog: AccessLog? = nil, _ body: (UInt16, DemoUpstream) async throws -> T
 ) async throws -> T {
     let upstream = try DemoUpstream(name: "a")
     defer { upstream.stop() }
     return try await withProxy(
         upstreams: [UpstreamConfig(name: "api", endpoints: [upstream.endpoint], readTimeout: readTimeout)],
-        routes: [proxyRoute("all", upstream: "api")], limits: limits, accessLog: accessLog
+        routes: routes, limits: limits, accessLog: accessLog
     ) { port in
         try await body(port, upstream)
     }
@@ -62,17 +63,14 @@ private func echoedHeaders(_ json: [String: Any]) -> [(String, String)] {
 struct ProxyTests {
     @Test("forwards method, path and body; rewrites hop-by-hop and forwarding headers")
     func forwarding() async throws {
-        let upstream = try DemoUpstream(name: "a")
-        defer { upstream.stop() }
-        try await withProxy(
-            upstreams: [UpstreamConfig(name: "api", endpoints: [upstream.endpoint])],
+        try await withDemoProxy(
             routes: [
                 proxyRoute(
                     "api", RouteMatch(pathPrefix: "/v1/"), upstream: "api", stripPrefix: "/v1",
                     requestHeaders: HeaderRules(set: [HeaderField(name: "x-env", value: "test")], remove: ["x-debug"]),
                     responseHeaders: HeaderRules(set: [HeaderField(name: "x-served-by", value: "gatewayd")]))
             ]
-        ) { port in
+        ) { port, upstream in
             let response = try await onThreadThrowing {
                 try fetch(
                     port: port, "POST", "/v1/echo/x?q=1",
@@ -306,17 +304,14 @@ struct ProxyTests {
 
     @Test("auth: 401 without or with a wrong key, never echoing it; rate limit: 429 with Retry-After")
     func authAndRateLimit() async throws {
-        let upstream = try DemoUpstream(name: "a")
-        defer { upstream.stop() }
-        try await withProxy(
-            upstreams: [UpstreamConfig(name: "api", endpoints: [upstream.endpoint])],
+        try await withDemoProxy(
             routes: [
                 proxyRoute(
                     "api", upstream: "api",
                     auth: AuthConfig(scheme: .apiKey(header: "x-api-key"), keysFile: "/keys", keys: ["k1", "k2"]),
                     rateLimit: RateLimitConfig(per: .apiKey, rate: 1, burst: 3))
             ]
-        ) { port in
+        ) { port, upstream in
             let missing = try fetch(port: port, "/")
             #expect(missing.status == 401)
             let wrong = try fetch(port: port, "/", headers: ["x-api-key: sekrit-wrong"])
@@ -551,16 +546,13 @@ struct ReadTimeoutTests {
         "body_timeout: a stalled body gets 408 at about the timeout (proxied and direct) while another client is served"
     )
     func stalledBody() async throws {
-        let upstream = try DemoUpstream(name: "a")
-        defer { upstream.stop() }
-        try await withProxy(
-            upstreams: [UpstreamConfig(name: "api", endpoints: [upstream.endpoint])],
+        try await withDemoProxy(
             routes: [
                 directRoute("direct", RouteMatch(pathPrefix: "/direct"), body: "hi"),
                 proxyRoute("all", upstream: "api"),
             ],
             limits: LimitsConfig(bodyTimeout: Self.timeout)
-        ) { port in
+        ) { port, upstream in
             for target in ["/echo", "/direct"] {
                 let client = try RawClient(port: port)
                 defer { client.close() }

@@ -125,13 +125,7 @@ struct ReloadTests {
         // connection of `port()` and the first generation's start-up are over by then).
         #expect(try gatewayd.reload().status == 0)
         try gatewayd.waitUntilSingleGeneration()
-        var before = -1
-        var previous = -2
-        try waitUntil("the master's fd count to be steady", timeout: .seconds(5)) {
-            previous = before
-            before = openFileDescriptorCount(gatewayd.pid)
-            return before == previous
-        }
+        let before = try gatewayd.steadyResources().fds
         for round in 0..<50 {
             let result = try gatewayd.reload()
             #expect(result.status == 0, "round \(round): \(result.stderr)")

@@ -162,7 +162,7 @@ struct WorkerFaultTests {
         // The baseline: one reload come and gone, spares started, the fd count steady.
         #expect(try gatewayd.reload().status == 0)
         try gatewayd.waitUntilSingleGeneration()
-        let (fdsBefore, childrenBefore) = try steadyResources(of: gatewayd)
+        let (fdsBefore, childrenBefore) = try gatewayd.steadyResources()
 
         // Up to 4.5 s for the hang case (ready_timeout 2 s, then 2 s for a drain confirmation
         // that never comes): the load runs until the reload has answered, then stops.
@@ -210,7 +210,7 @@ struct WorkerFaultTests {
             #expect(try gatewayd.reload().status == 0, "warm-up \(round)")
         }
         try gatewayd.waitUntilSingleGeneration()
-        let (fdsBefore, childrenBefore) = try steadyResources(of: gatewayd)
+        let (fdsBefore, childrenBefore) = try gatewayd.steadyResources()
         let rssBefore = try #require(residentBytes(gatewayd.pid))
 
         // 200 reloads take 18 s on 2 busy cores (about 90 ms each), 47 s when other builds
@@ -276,18 +276,5 @@ struct WorkerFaultTests {
         print(
             "reload storm: \(storm); keep-alive \(keepAliveSummary); per request \(perRequestSummary); "
                 + "idle keep-alive connections closed by the server \(held.closedByServer); \(resources)")
-    }
-
-    /// The master's fd count and number of children once neither changes for 50 ms (the
-    /// spares of the last reload started, the last control connection closed).
-    private func steadyResources(of gatewayd: GatewaydProcess) throws -> (fds: Int, children: Int) {
-        var sample = (fds: -1, children: -1)
-        try waitUntil("the master's fds and children to be steady", timeout: .seconds(10)) {
-            let previous = sample
-            usleep(50_000)
-            sample = (openFileDescriptorCount(gatewayd.pid), childPids(of: gatewayd.pid).count)
-            return sample == previous
-        }
-        return sample
     }
 }

@@ -163,3 +163,18 @@ final class GatewaydProcess: @unchecked Sendable {
         }
     }
 }
+
+extension GatewaydProcess {
+    /// The master's fd count and number of children once neither changes for 50 ms (the
+    /// spares of the last reload started, the last control connection closed).
+    func steadyResources() throws -> (fds: Int, children: Int) {
+        var sample = (fds: -1, children: -1)
+        try waitUntil("the master's fds and children to be steady", timeout: .seconds(10)) {
+            let previous = sample
+            usleep(50_000)
+            sample = (openFileDescriptorCount(pid), childPids(of: pid).count)
+            return sample == previous
+        }
+        return sample
+    }
+}

@@ -66,20 +66,7 @@ final class TestConnection {
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     }
 
-    func send(_ text: String) throws {
-        let bytes = Array(text.utf8)
-        var offset = 0
-        while offset < bytes.count {
-            let n = bytes.withUnsafeBytes {
-                Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL))
-            }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw HarnessError("send: \(String(cString: strerror(errno)))")
-            }
-            offset += n
-        }
-    }
+    func send(_ text: String) throws { try send(bytes: Array(text.utf8)) }
 
     /// One read: what the peer did next.
     func readSome() -> ReadOutcome {
@@ -124,17 +111,8 @@ final class TestConnection {
     }
 
     func send(bytes: [UInt8]) throws {
-        var offset = 0
-        while offset < bytes.count {
-            let n = bytes.withUnsafeBytes {
-                Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL))
-            }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw HarnessError("send: \(String(cString: strerror(errno)))")
-            }
-            offset += n
-        }
+        let sent = try sendAll(fd, bytes)
+        if sent < bytes.count { throw HarnessError("send: the peer closed after \(sent) of \(bytes.count) bytes") }
     }
 
     /// Reads one response head only (status and headers; `body` is empty), leaving what follows
@@ -148,15 +126,7 @@ final class TestConnection {
         let end = buffer.firstRange(of: separator)!
         let head = String(decoding: buffer[..<end.lowerBound], as: UTF8.self)
         buffer.removeFirst(end.upperBound)
-        var lines = head.components(separatedBy: "\r\n")
-        let statusLine = lines.removeFirst().split(separator: " ")
-        guard statusLine.count >= 2, let status = Int(statusLine[1]) else {
-            throw HarnessError("bad status line in \(head)")
-        }
-        let headers = lines.compactMap { line -> (String, String)? in
-            guard let colon = line.firstIndex(of: ":") else { return nil }
-            return (String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces))
-        }
+        let (status, headers) = try Self.parseHead(head)
         return HTTPResponse(status: status, headers: headers, body: "")
     }
 
@@ -179,10 +149,8 @@ final class TestConnection {
         }
     }
 
-    private func parse(atEOF: Bool = false) throws -> HTTPResponse? {
-        let separator: [UInt8] = [13, 10, 13, 10]
-        guard let headEnd = buffer.firstRange(of: separator) else { return nil }
-        let head = String(decoding: buffer[..<headEnd.lowerBound], as: UTF8.self)
+    /// Status and headers of a response head (without its empty line).
+    private static func parseHead(_ head: String) throws -> (status: Int, headers: [(String, String)]) {
         var lines = head.components(separatedBy: "\r\n")
         let statusLine = lines.removeFirst().split(separator: " ")
         guard statusLine.count >= 2, let status = Int(statusLine[1]) else {
@@ -192,6 +160,14 @@ final class TestConnection {
             guard let colon = line.firstIndex(of: ":") else { return nil }
             return (String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces))
         }
+        return (status, headers)
+    }
+
+    private func parse(atEOF: Bool = false) throws -> HTTPResponse? {
+        let separator: [UInt8] = [13, 10, 13, 10]
+        guard let headEnd = buffer.firstRange(of: separator) else { return nil }
+        let head = String(decoding: buffer[..<headEnd.lowerBound], as: UTF8.self)
+        let (status, headers) = try Self.parseHead(head)
         let bodyStart = headEnd.upperBound
         if let lengthText = headers.first(where: { $0.0.lowercased() == "content-length" })?.1,
             let length = Int(lengthText)
@@ -212,4 +188,22 @@ final class TestConnection {
 func httpGet(port: UInt16, path: String = "/", host: String = "localhost") throws -> HTTPResponse {
     let connection = try TestConnection(port: port)
     return try connection.request(path, host: host, headers: ["Connection": "close"])
+}
+
+/// Writes all of `bytes` to a socket (EINTR retried, no SIGPIPE). Returns how many went out:
+/// fewer than all when the peer closed part-way (EPIPE, ECONNRESET).
+func sendAll(_ fd: CInt, _ bytes: [UInt8]) throws -> Int {
+    var offset = 0
+    while offset < bytes.count {
+        let n = bytes.withUnsafeBytes {
+            Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL))
+        }
+        if n < 0 {
+            if errno == EINTR { continue }
+            if errno == EPIPE || errno == ECONNRESET { return offset }
+            throw HarnessError("send: \(String(cString: strerror(errno)))")
+        }
+        offset += n
+    }
+    return offset
 }

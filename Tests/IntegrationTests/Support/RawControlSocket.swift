@@ -47,21 +47,7 @@ final class RawControlSocket {
     /// Sends as much of `bytes` as the master takes; returns how many bytes went out. A master
     /// that closes part-way (EPIPE, ECONNRESET) ends the send early rather than throwing.
     @discardableResult
-    func send(_ bytes: [UInt8]) throws -> Int {
-        var offset = 0
-        while offset < bytes.count {
-            let n = bytes.withUnsafeBytes {
-                Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL))
-            }
-            if n < 0 {
-                if errno == EINTR { continue }
-                if errno == EPIPE || errno == ECONNRESET { return offset }
-                throw HarnessError("send: \(String(cString: strerror(errno)))")
-            }
-            offset += n
-        }
-        return offset
-    }
+    func send(_ bytes: [UInt8]) throws -> Int { try sendAll(fd, bytes) }
 
     func send(_ text: String) throws { try send(Array(text.utf8)) }
 
