@@ -69,7 +69,7 @@ public final class AccessLog: Sendable {
             }
             self.ownsDescriptor = true
         }
-        let interval = Int(Self.flushInterval.components.attoseconds / 1_000_000_000_000_000)
+        let interval = Int(TimeAmount(Self.flushInterval).nanoseconds / 1_000_000)
         let wakeUp = self.wakeUp
         Thread.detachNewThread { [weak self] in
             while let log = self, log.flushOnce() {

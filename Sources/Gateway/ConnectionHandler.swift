@@ -88,8 +88,7 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var waitTask: (task: Scheduled<Void>, fireAt: NIODeadline)?
 
     init(
-        draining: Bool, headerTimeout: TimeAmount = .seconds(10), idleTimeout: TimeAmount = .seconds(60),
-        bodyTimeout: TimeAmount = .seconds(60)
+        draining: Bool, headerTimeout: TimeAmount, idleTimeout: TimeAmount, bodyTimeout: TimeAmount
     ) {
         self.draining = draining
         self.headerTimeout = headerTimeout

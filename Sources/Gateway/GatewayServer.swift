@@ -50,9 +50,6 @@ public final class GatewayServer: Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let logger: Logger
     private let connectionCountDidChange: @Sendable (Int) -> Void
-    /// Gateway-wide rate limits and metrics (the master's shared segment); nil in tests that
-    /// need neither.
-    let sharedState: SharedState?
     /// Routes compiled (responses precomputed) at init; an invalid route fails `start`.
     private let routing: Result<RoutingTable, GatewayServerError>
     private let services: GatewayServices
@@ -69,7 +66,6 @@ public final class GatewayServer: Sendable {
         accessLog: AccessLog? = nil,
         connectionCountDidChange: @escaping @Sendable (Int) -> Void
     ) {
-        self.sharedState = sharedState
         self.configuration = configuration
         var exposition: (@Sendable () -> String)?
         if let metrics = sharedState?.metrics {

@@ -546,7 +546,7 @@ final class ProxyExchange: UpstreamConnectionDelegate {
         if let error = error as? IOError {
             return String(cString: strerror(error.errnoCode)).lowercased()
         }
-        if error is ChannelError, "\(error)".contains("connectTimeout") {
+        if case ChannelError.connectTimeout = error {
             return "connect timed out"
         }
         return "\(error)"

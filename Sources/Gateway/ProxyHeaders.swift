@@ -87,8 +87,6 @@ struct CompiledHeaderRules: Sendable {
 
     static let none = CompiledHeaderRules(set: [], remove: [])
 
-    var isEmpty: Bool { self.set.isEmpty && self.remove.isEmpty }
-
     init(set: [(String, String)], remove: [String]) {
         self.set = set
         self.remove = remove

@@ -7,9 +7,9 @@ public struct SharedState: Sendable {
     /// The swift-metrics backend on the segment; `render()` for `/metrics`.
     public let metrics: SharedMetricsFactory
 
-    public init(memory: SharedMemory, metrics: SharedMetricsFactory? = nil) {
+    public init(memory: SharedMemory) {
         self.memory = memory
-        self.metrics = metrics ?? SharedMetricsFactory(memory: memory)
+        self.metrics = SharedMetricsFactory(memory: memory)
     }
 
     /// `admit(route:key:rate:burst:now:)` decides a request against a gateway-wide limit.

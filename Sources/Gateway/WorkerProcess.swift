@@ -183,7 +183,7 @@ public enum WorkerProcess {
                     lastSent = now
                     try? channel.send(.connections(count: count))
                 }
-                Thread.sleep(forTimeInterval: Double(connectionReportInterval.components.attoseconds) / 1e18)
+                Thread.sleep(forTimeInterval: Double(TimeAmount(connectionReportInterval).nanoseconds) / 1e9)
             }
         }
 
