@@ -44,9 +44,10 @@ struct ResourceTests {
         let port = try gatewayd.port()
         let workers = Set(try gatewayd.status().generations.flatMap(\.workers).map(\.pid))
         for (path, reason, checked) in paths.cases {
-            let before = Set(workerProcesses(ofMaster: gatewayd.pid))
             // Pre-started spares are what a new generation is made of.
-            let spares = before.subtracting(workers)
+            let spares = try gatewayd.fullSpares()
+            let before = Set(workerProcesses(ofMaster: gatewayd.pid))
+            #expect(before == workers.union(spares))
             try gatewayd.writeConfig("access_log: { path: \(path) }\n" + Configs.hello(body: "v2"))
             let result = try gatewayd.reload()
             #expect(result.status == 1, "\(result)")
