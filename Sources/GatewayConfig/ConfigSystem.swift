@@ -51,28 +51,8 @@ struct ConfigSystem: Sendable {
             }
             return .success(info.st_mode & S_IFMT == S_IFDIR ? .directory : .other)
         },
-        userExists: { text in
-            lookUp(text) { name, id, buffer, size in
-                var entry = passwd()
-                var result: UnsafeMutablePointer<passwd>?
-                let code =
-                    if let id { getpwuid_r(id, &entry, buffer, size, &result) } else {
-                        getpwnam_r(name, &entry, buffer, size, &result)
-                    }
-                return (code, result != nil)
-            }
-        },
-        groupExists: { text in
-            lookUp(text) { name, id, buffer, size in
-                var entry = group()
-                var result: UnsafeMutablePointer<group>?
-                let code =
-                    if let id { getgrgid_r(id, &entry, buffer, size, &result) } else {
-                        getgrnam_r(name, &entry, buffer, size, &result)
-                    }
-                return (code, result != nil)
-            }
-        },
+        userExists: { text in exists { () throws(SystemCallError) in try NameService.user(text) } },
+        groupExists: { text in exists { () throws(SystemCallError) in try NameService.group(text) } },
         resolveHost: resolve,
         currentDirectory: {
             var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
@@ -80,32 +60,11 @@ struct ConfigSystem: Sendable {
             return string(buffer)
         })
 
-    /// `getpwnam_r` and friends: thread-safe (parses run on threads of their own), with the
-    /// buffer grown on ERANGE. A decimal `text` is an id (as systemd's `User=` reads it).
-    private static func lookUp(
-        _ text: String,
-        _ call: (_ name: String, _ id: UInt32?, _ buffer: UnsafeMutablePointer<CChar>, _ size: Int) -> (CInt, Bool)
-    ) -> Result<Bool, Failure> {
-        let isNumeric = !text.isEmpty && text.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 }
-        let id = isNumeric ? UInt32(text) : nil
-        // A decimal past UInt32 (or the reserved -1) names nobody.
-        if isNumeric && (id == nil || id == UInt32.max) { return .success(false) }
-        var size = 16 * 1024
-        while true {
-            let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: size)
-            defer { buffer.deallocate() }
-            let (code, found) = call(text, id, buffer, size)
-            switch code {
-            case 0:
-                return .success(found)
-            case ERANGE where size < 1 << 20:
-                size *= 2
-            case ENOENT, ESRCH, EBADF, EPERM:
-                // getpwnam_r(3): what some NSS modules return for "not found".
-                return .success(false)
-            default:
-                return .failure(Failure(reason: String(cString: strerror(code))))
-            }
+    private static func exists<Value>(_ lookUp: () throws(SystemCallError) -> Value?) -> Result<Bool, Failure> {
+        do throws(SystemCallError) {
+            return .success(try lookUp() != nil)
+        } catch {
+            return .failure(Failure(reason: error.errno.description))
         }
     }
 

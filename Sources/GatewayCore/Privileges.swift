@@ -26,23 +26,26 @@ public struct WorkerAccount: Sendable, Equatable, CustomStringConvertible {
     /// for the user's primary group) through NSS, with the reentrant calls: the worker has
     /// threads running already.
     public static func resolve(user: String, group: String?) throws(PrivilegeError) -> WorkerAccount {
-        let entry: PasswdEntry?
-        if let uid = UInt32(user) {
-            entry = try lookUpUser { getpwuid_r(uid_t(uid), &$0, $1, $2, &$3) }
-            if entry == nil && group == nil {
-                throw PrivilegeError("user \(user): no such uid, and no group: to run in")
-            }
+        let entry: NameService.User?
+        do { entry = try NameService.user(user) } catch { throw PrivilegeError(error.description) }
+        let uid: uid_t
+        if let entry {
+            uid = entry.uid
+        } else if case .id(let number) = NameService.DecimalID(user) {
+            // A uid with no passwd entry (a container's), as systemd's User= allows.
+            guard group != nil else { throw PrivilegeError("user \(user): no such uid, and no group: to run in") }
+            uid = number
         } else {
-            entry = try lookUpUser { getpwnam_r(user, &$0, $1, $2, &$3) }
-            guard entry != nil else { throw PrivilegeError("user \(user): no such user") }
+            throw PrivilegeError("user \(user): no such user")
         }
-        let uid = entry?.uid ?? uid_t(UInt32(user)!)
         var gid = entry?.gid ?? 0
         if let group {
-            if let number = UInt32(group) {
-                gid = gid_t(number)
+            if case .id(let number) = NameService.DecimalID(group) {
+                gid = number
             } else {
-                guard let found = try lookUpGroup(group) else { throw PrivilegeError("group \(group): no such group") }
+                let found: gid_t?
+                do { found = try NameService.group(group) } catch { throw PrivilegeError(error.description) }
+                guard let found else { throw PrivilegeError("group \(group): no such group") }
                 gid = found
             }
         }
@@ -50,7 +53,7 @@ public struct WorkerAccount: Sendable, Equatable, CustomStringConvertible {
         if let entry {
             groups = supplementaryGroups(of: entry.name, primary: gid)
         }
-        let name = entry.map { UInt32(user) == nil ? user : $0.name } ?? user
+        let name = entry.map { NameService.DecimalID(user) == .name ? user : $0.name } ?? user
         return WorkerAccount(uid: uid, gid: gid, groups: groups, userName: name)
     }
 
@@ -76,49 +79,6 @@ public struct WorkerAccount: Sendable, Equatable, CustomStringConvertible {
         }
         if uid != 0 && setuid(0) == 0 {
             throw PrivilegeError("setuid \(description): setuid(0) succeeded afterwards; root can be regained")
-        }
-    }
-
-    struct PasswdEntry {
-        var uid: uid_t
-        var gid: gid_t
-        var name: String
-    }
-
-    private static func lookUpUser(
-        _ call: (inout passwd, UnsafeMutablePointer<CChar>, Int, inout UnsafeMutablePointer<passwd>?) -> CInt
-    ) throws(PrivilegeError) -> PasswdEntry? {
-        var size = 16 * 1024
-        while true {
-            var record = passwd()
-            var result: UnsafeMutablePointer<passwd>?
-            let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: size)
-            defer { buffer.deallocate() }
-            let rc = call(&record, buffer, size, &result)
-            if rc == ERANGE && size < 1 << 20 {
-                size *= 2
-                continue
-            }
-            if rc != 0 { throw PrivilegeError("getpwnam_r: \(Errno(rawValue: rc))") }
-            guard let found = result?.pointee else { return nil }
-            return PasswdEntry(uid: found.pw_uid, gid: found.pw_gid, name: String(cString: found.pw_name))
-        }
-    }
-
-    private static func lookUpGroup(_ name: String) throws(PrivilegeError) -> gid_t? {
-        var size = 16 * 1024
-        while true {
-            var record = group()
-            var result: UnsafeMutablePointer<group>?
-            let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: size)
-            defer { buffer.deallocate() }
-            let rc = getgrnam_r(name, &record, buffer, size, &result)
-            if rc == ERANGE && size < 1 << 20 {
-                size *= 2
-                continue
-            }
-            if rc != 0 { throw PrivilegeError("getgrnam_r \(name): \(Errno(rawValue: rc))") }
-            return result?.pointee.gr_gid
         }
     }
 
