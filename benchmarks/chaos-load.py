@@ -296,20 +296,21 @@ def descendants(table, root):
     return found
 
 
-def rss_kb(pid):
+def rss_pss_kb(pid):
+    """VmRSS and Pss of one process, in KiB. A sum of RSS counts pages shared between the
+    processes (the binary's text, most of all) once per process; the sum of Pss charges each
+    shared page once in all, so it is what the processes cost the machine together."""
     try:
-        with open("/proc/%d/status" % pid) as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            fields = dict(line.split(":", 1) for line in f if line[:4] in ("Rss:", "Pss:"))
+        return int(fields["Rss"].split()[0]), int(fields["Pss"].split()[0])
+    except (OSError, KeyError, ValueError):
+        return 0, 0
 
 
 def proc_sample(args):
     end = time.time() + args.duration
-    most_procs = most_match = most_rss = samples = 0
+    most_procs = most_match = most_rss = most_pss = samples = 0
     while time.time() < end:
         table = proc_table()
         if args.pid not in table:
@@ -319,10 +320,12 @@ def proc_sample(args):
         most_procs = max(most_procs, len(pids))
         if args.old_match:
             most_match = max(most_match, sum(args.old_match in table[p][1] for p in pids if p in table))
-        most_rss = max(most_rss, sum(rss_kb(p) for p in pids))
+        sizes = [rss_pss_kb(p) for p in pids]
+        most_rss = max(most_rss, sum(rss for rss, _ in sizes))
+        most_pss = max(most_pss, sum(pss for _, pss in sizes))
         time.sleep(SAMPLE_S)
     with open(args.out, "w") as f:
-        json.dump({"max_procs": most_procs, "max_old": most_match, "max_rss_kb": most_rss,
+        json.dump({"max_procs": most_procs, "max_old": most_match, "max_rss_kb": most_rss, "max_pss_kb": most_pss,
                    "samples": samples, "old_match": args.old_match}, f)
 
 

@@ -251,7 +251,7 @@ peer_phase_storm() {
         old="most old worker processes alive at once: $(procs_py "$f" 'd["max_procs"] - 2') (processes minus master and the current worker)"
     fi
     record "reload storm ($n reloads in ${STORM_S} s, keep-alive)" "$PEER-storm" "" "[${durs%,}]" \
-        "$n reloads ($(awk -v n="$n" -v s="$STORM_S" 'BEGIN{printf "%.0f", n / s}')/s), $bad not serving the new config within 10 s; $old; most processes at once: $(procs_py "$f" 'd["max_procs"]'); peak RSS sum of its processes: $(procs_py "$f" '"%.1f MiB" % (d["max_rss_kb"] / 1024)') (gatewayd's storm: $(procs_py "$TMP/procs-gatewayd-storm.json" '"%.1f MiB, %d processes" % (d["max_rss_kb"] / 1024, d["max_procs"])')). recovered = median / max reload -> new config answers."
+        "$n reloads ($(awk -v n="$n" -v s="$STORM_S" 'BEGIN{printf "%.0f", n / s}')/s), $bad not serving the new config within 10 s; $old; most processes at once: $(procs_py "$f" 'd["max_procs"]'); peak PSS sum of its processes: $(procs_py "$f" '"%.1f MiB (RSS sum %.1f)" % (d["max_pss_kb"] / 1024, d["max_rss_kb"] / 1024)') (gatewayd's storm: $(procs_py "$TMP/procs-gatewayd-storm.json" '"%.1f MiB (RSS sum %.1f), %d processes" % (d["max_pss_kb"] / 1024, d["max_rss_kb"] / 1024, d["max_procs"])')). recovered = median / max reload -> new config answers."
     peer_settle
 }
 

@@ -550,8 +550,8 @@ printf '\nfailed requests per fault (failed / requests), gatewayd and %s:\n\n' "
 "$PYTHON" "$HELPER" compare "${compare_args[@]}"
 if wants storm; then
     printf '\nreload storm, processes and memory (sampled every 50 ms):\n  gatewayd %s\n' \
-        "$(procs_py "$TMP/procs-gatewayd-storm.json" '"peak RSS sum %.1f MiB, most processes %d (master, workers of every generation, spares)" % (d["max_rss_kb"] / 1024, d["max_procs"])')"
+        "$(procs_py "$TMP/procs-gatewayd-storm.json" '"peak memory: PSS sum %.1f MiB (RSS sum %.1f MiB), most processes %d (master, workers of every generation, spares)" % (d["max_pss_kb"] / 1024, d["max_rss_kb"] / 1024, d["max_procs"])')"
     for peer in $PEERS; do
-        printf '  %s %s\n' "$peer" "$(procs_py "$TMP/procs-$peer-storm.json" '"peak RSS sum %.1f MiB, most processes %d" % (d["max_rss_kb"] / 1024, d["max_procs"]) + (", most old workers (shutting down) %d" % d["max_old"] if d["old_match"] else " (master, workers of every generation)")')"
+        printf '  %s %s\n' "$peer" "$(procs_py "$TMP/procs-$peer-storm.json" '"peak memory: PSS sum %.1f MiB (RSS sum %.1f MiB), most processes %d" % (d["max_pss_kb"] / 1024, d["max_rss_kb"] / 1024, d["max_procs"]) + (", most old workers (shutting down) %d" % d["max_old"] if d["old_match"] else " (master, workers of every generation)")')"
     done
 fi

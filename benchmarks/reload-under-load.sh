@@ -269,7 +269,7 @@ print(sum(len(g["workers"]) for g in d["generations"]))' 2>/dev/null || echo 999
 
 # ---------------------------------------------------------------------------- load runs
 declare -A R_SENT R_APPLIED R_REQS R_RPS R_NON2XX R_CONNECT R_READ R_WRITE R_TIMEOUT R_FAILED R_P99 R_PEAKPROCS R_NOTE
-declare -A M_MASTER M_WORKERS M_TOTAL M_NWORKERS
+declare -A M_MASTER M_WORKERS M_TOTAL M_NWORKERS M_PSS
 declare -A L_MEDIAN L_P90 L_MAX L_MIN L_ERRORS L_POLLS L_NOTE L_TAIL
 declare -A S_STALE S_WMEDIAN S_WMAX S_NOTE   # switch window (same idle reloads as L_*)
 declare -A DIED
@@ -343,24 +343,30 @@ run_load() {
 
 # ---------------------------------------------------------------------------- memory
 rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# Pss charges a page shared by n processes 1/n to each: the sum over a server's processes is
+# what they cost together, where the RSS sum counts shared text (the binary) once per process.
+pss_kb() { awk '/^Pss:/{print $2}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
 mb() { awk -v k="$1" 'BEGIN{printf "%.1f", k/1024}'; }
 
 measure_memory() {
-    local server=$1 pid w kb total workers_txt="" nw=0
+    local server=$1 pid w kb total pss workers_txt="" nw=0
     pid=$(pid_of "$server")
     alive "$pid" || return 0
     kb=$(rss_kb "$pid")
     total=$kb
+    pss=$(pss_kb "$pid")
     M_MASTER[$server]=$(mb "$kb")
     for w in $(children_of "$pid"); do
         kb=$(rss_kb "$w")
         total=$((total + kb))
+        pss=$((pss + $(pss_kb "$w")))
         workers_txt+="$(mb "$kb") "
         nw=$((nw + 1))
     done
     M_WORKERS[$server]=${workers_txt% }
     M_NWORKERS[$server]=$nw
     M_TOTAL[$server]=$(mb "$total")
+    M_PSS[$server]=$(mb "$pss")
 }
 
 # ---------------------------------------------------------------------------- reload latency
@@ -610,11 +616,11 @@ printf ' switch win: first new-body answer -> last old-body answer, per reload, 
 if wants gatewayd; then printf '\n gatewayd gets SIGHUP, which is asynchronous: a few stale answers are possible, see benchmarks/README.md.'; fi
 printf ')\n'
 
-printf '\n== Memory after the load runs (VmRSS, MB)\n'
-mfmt='%-9s %8s %-26s %10s\n'
-printf "$mfmt" server master "workers" total
+printf '\n== Memory after the load runs (VmRSS per process and in all; PSS in all, MB)\n'
+mfmt='%-9s %8s %-26s %10s %10s\n'
+printf "$mfmt" server master "workers" total "PSS total"
 for server in $SERVERS; do
-    printf "$mfmt" "$server" "${M_MASTER[$server]:--}" "${M_NWORKERS[$server]:-0}: ${M_WORKERS[$server]:--}" "${M_TOTAL[$server]:--}"
+    printf "$mfmt" "$server" "${M_MASTER[$server]:--}" "${M_NWORKERS[$server]:-0}: ${M_WORKERS[$server]:--}" "${M_TOTAL[$server]:--}" "${M_PSS[$server]:--}"
 done
 
 ratio() { # ratio A B -> "A/B" as "N.NNx", or a word when B is 0 or unknown
@@ -639,6 +645,8 @@ if wants gatewayd && wants nginx; then
         "$(ratio "${M_MASTER[gatewayd]:-?}" "${M_MASTER[nginx]:-?}")"
     printf 'RSS total (MB):              %8s vs %-8s -> %s\n' "${M_TOTAL[gatewayd]:-?}" "${M_TOTAL[nginx]:-?}" \
         "$(ratio "${M_TOTAL[gatewayd]:-?}" "${M_TOTAL[nginx]:-?}")"
+    printf 'PSS total (MB):              %8s vs %-8s -> %s\n' "${M_PSS[gatewayd]:-?}" "${M_PSS[nginx]:-?}" \
+        "$(ratio "${M_PSS[gatewayd]:-?}" "${M_PSS[nginx]:-?}")"
 fi
 
 if wants gatewayd; then
