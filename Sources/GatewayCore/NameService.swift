@@ -105,7 +105,9 @@ public enum NameService {
             let code = body(&record, buffer, size, &result)
             switch code {
             case 0:
-                return result.map { read($0.pointee) }
+                // `result` points at `record` (or is nil); `record` itself is the one to read,
+                // while `buffer`, which its strings point into, is still allocated.
+                return result == nil ? nil : read(record)
             case ERANGE where size < 1 << 20:
                 size *= 2
             case ENOENT, ESRCH, EBADF, EPERM:

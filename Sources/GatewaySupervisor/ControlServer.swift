@@ -33,18 +33,21 @@ final class ControlServer: Sendable {
     static func start(path: String, master: Master, logger: Logger) async throws -> ControlServer {
         try prepareSocketPath(path)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let reserve = ReservedDescriptor()
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 128)
             // Out of fds, the master would retry accept(2) at once, forever, and never say why
-            // gatewayctl gets no answer.
+            // gatewayctl gets no answer. With the reserve, one client at a time is answered.
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        AcceptPauseHandler("control socket: accept failed", logger: logger))
+                        AcceptPauseHandler("control socket: accept failed", logger: logger, reserve: reserve))
                 }
             }
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                // Its fd may be the reserve's: taken back as soon as it is free again.
+                channel.closeFuture.whenComplete { _ in reserve.acquire() }
+                return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
                         ControlConnectionHandler(master: master, logger: logger, requestTimeout: requestTimeout))
                 }

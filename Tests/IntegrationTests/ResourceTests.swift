@@ -44,7 +44,9 @@ struct ResourceTests {
         let port = try gatewayd.port()
         let workers = Set(try gatewayd.status().generations.flatMap(\.workers).map(\.pid))
         for (path, reason, checked) in paths.cases {
-            // Pre-started spares are what a new generation is made of.
+            // Pre-started spares are what a new generation is made of. They are started with
+            // the generation's switch to serving (and after a failed reload), before any
+            // status answer: this only checks that nothing replaced one meanwhile.
             let spares = try gatewayd.fullSpares()
             let before = Set(workerProcesses(ofMaster: gatewayd.pid))
             #expect(before == workers.union(spares))
@@ -56,9 +58,17 @@ struct ResourceTests {
             #expect(try httpGet(port: port).body == "v1")
             // Nothing left behind: a config check starts nothing; the workers that failed to
             // open the log have exited and new spares took their place.
-            try waitUntil("the failed generation's workers to exit and spares to be replaced") {
-                let now = Set(workerProcesses(ofMaster: gatewayd.pid))
-                return checked ? now == before : spares.isDisjoint(with: now) && now.count == before.count
+            var now: Set<Int32> = []
+            do {
+                try waitUntil("the failed generation's workers to exit and spares to be replaced") {
+                    now = Set(workerProcesses(ofMaster: gatewayd.pid))
+                    return checked ? now == before : spares.isDisjoint(with: now) && now.count == before.count
+                }
+            } catch {
+                let status = try? gatewayd.status()
+                throw HarnessError(
+                    "\(error)\nworkers \(workers.sorted()), spares \(spares.sorted()), before \(before.sorted()), now \(now.sorted()); status: \(String(describing: status))\n--- gatewayd log ---\n\(gatewayd.log)"
+                )
             }
             let status = try gatewayd.status()
             #expect(status.generations.count == 1)
@@ -186,7 +196,7 @@ struct ResourceTests {
     }
 
     @Test(
-        "a master out of fds: the reload fails naming socketpair; control accept does not spin; raised again, a reload works"
+        "a master out of fds: the reload fails naming socketpair; status answers on the reserved fd; accept does not spin; raised again, a reload works"
     )
     func masterFileDescriptorLimit() throws {
         // Without spares, a reload needs a socketpair per new worker, and the master's fds are
@@ -206,21 +216,47 @@ struct ResourceTests {
         #expect(try httpGet(port: port).body == "v1")
         #expect(try gatewayd.status().generations.count == 1)
 
-        // No room at all: the control connection waits in the socket's queue.
+        // No fd free at all: the fd the master keeps in reserve lets one client in at a time.
         try waitForControlConnectionsClosed(gatewayd)
-        try setDescriptorLimit(pid: master, to: descriptorLimit(pid: master, leaving: 0))
+        let limit = descriptorLimit(pid: master, leaving: 0)
+        try setDescriptorLimit(pid: master, to: limit)
+        let answered = try gatewayd.gatewayctl(["status"], timeout: .seconds(10))
+        #expect(answered.status == 0, "\(answered.stderr)")
+        #expect(answered.stdout.contains("running"), "\(answered.stdout)")
+        let message = "control socket: accept failed: Too many open files; fd limit \(limit); "
+        #expect(
+            gatewayd.log.contains(message + "one connection is let in on the fd kept in reserve"), "\(gatewayd.log)")
+        // A reload gets in the same way, and fails naming what had no fd.
+        try waitForControlConnectionsClosed(gatewayd)
+        let refused = try gatewayd.reload()
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("Too many open files"), "\(refused.stderr)")
+        print("reload with no fd free: \(refused.stderr)")
+
+        // A silent client holds the reserve's fd: the next one waits in the socket's queue.
+        try waitForControlConnectionsClosed(gatewayd)
+        var holder: RawControlSocket? = try RawControlSocket(path: gatewayd.socketPath)
+        try waitUntil("the silent client to be accepted") { controlSocketCount(gatewayd) == 2 }
         let output = try TemporaryDirectory()
         let waiting = try ChildProcess(
             [Binaries.gatewayctl, "status", "--socket", gatewayd.socketPath, "--timeout", "30"],
             environment: ProcessInfo.processInfo.environment, output: output.file("out"))
         defer { if waiting.isRunning { kill(waiting.pid, SIGKILL) } }
-        try expectAcceptPaused(gatewayd, pid: master, message: "control socket: accept failed: Too many open files")
+        try waitUntil("gatewayctl's connection to wait in the queue") {
+            let sockets = controlSockets(gatewayd)
+            return sockets.named.count > sockets.held.count
+        }
+        try expectAcceptPaused(gatewayd, pid: master, message: message)
         #expect(waiting.isRunning)
         #expect(try httpGet(port: port).body == "v1")
-
-        try setDescriptorLimit(pid: master, to: original)
+        // The silent client gone, its fd is the reserve again, and the waiting one gets in on it
+        // with the limit unchanged.
+        holder = nil
         try waitUntil("the waiting gatewayctl status to be answered", timeout: .seconds(5)) { !waiting.isRunning }
         #expect(waiting.terminationStatus == 0, "\(readWholeFile(output.file("out")))")
+        _ = holder
+
+        try setDescriptorLimit(pid: master, to: original)
         let result = try gatewayd.reload()
         #expect(result.status == 0, "\(result.stderr)")
         #expect(try httpGet(port: port).body == "v2")
@@ -255,20 +291,36 @@ private func workerProcesses(ofMaster master: Int32) -> [Int32] {
 /// Waits until the master holds no control connection but its listening socket: a client stops
 /// reading at the answer's newline and the master closes its end a moment later, which would
 /// leave one more free fd than a limit was computed for.
+///
+/// Then waits for the master's fd count to settle: a closed connection's fd may have been the
+/// reserve's, which the master opens again just after the close.
 private func waitForControlConnectionsClosed(_ gatewayd: GatewaydProcess) throws {
-    try waitUntil("the master to close its control connections") {
-        // /proc/net/unix: inode is field 7, the path 8; accepted connections carry the path too.
-        let named = Set(
-            readWholeFile("/proc/net/unix").split(separator: "\n").compactMap { line -> String? in
-                let fields = line.split(separator: " ")
-                return fields.count > 7 && fields[7] == gatewayd.socketPath ? String(fields[6]) : nil
-            })
-        let directory = "/proc/\(gatewayd.pid)/fd"
-        let held = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).compactMap {
-            try? FileManager.default.destinationOfSymbolicLink(atPath: directory + "/" + $0)
-        }
-        return held.filter { named.contains(String($0.dropFirst(8).dropLast())) }.count == 1
+    try waitUntil("the master to close its control connections") { controlSocketCount(gatewayd) == 1 }
+    _ = try gatewayd.steadyResources()
+}
+
+/// The control sockets the master holds: its listening socket and each accepted connection.
+private func controlSocketCount(_ gatewayd: GatewaydProcess) -> Int {
+    controlSockets(gatewayd).held.count
+}
+
+/// The sockets bound to the control socket's path (the listener, accepted connections and
+/// connections still in its queue), and those of them the master holds an fd for.
+private func controlSockets(_ gatewayd: GatewaydProcess) -> (named: Set<String>, held: Set<String>) {
+    // /proc/net/unix: inode is field 7, the path 8; connections carry the listener's path
+    // from the moment they are queued.
+    let named = Set(
+        readWholeFile("/proc/net/unix").split(separator: "\n").compactMap { line -> String? in
+            let fields = line.split(separator: " ")
+            return fields.count > 7 && fields[7] == gatewayd.socketPath ? String(fields[6]) : nil
+        })
+    let directory = "/proc/\(gatewayd.pid)/fd"
+    let held = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).compactMap {
+        try? FileManager.default.destinationOfSymbolicLink(atPath: directory + "/" + $0)
     }
+    // An fd's link to a socket reads `socket:[INODE]`.
+    let inodes = Set(held.filter { $0.hasPrefix("socket:[") }.map { String($0.dropFirst(8).dropLast()) })
+    return (named, named.intersection(inodes))
 }
 
 /// The RLIMIT_NOFILE that leaves exactly `free` fd numbers unused in the process now.
