@@ -64,9 +64,30 @@ public final class AccessLog: Sendable {
             self.ownsDescriptor = false
         default:
             let path = configuration.path
-            self.fd = try syscall("open", on: path) {
-                open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0o640)
+            // O_NONBLOCK for the open only: a FIFO with no reader would block it (and the
+            // worker's start) until ready_timeout; non-blocking, it fails at once with ENXIO.
+            // Writes stay blocking, on the flush thread.
+            let fd: CInt
+            do throws(SystemCallError) {
+                fd = try syscall("open", on: path) {
+                    open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0o640)
+                }
+            } catch {
+                // ENXIO also means a Unix socket or a device with nothing behind it.
+                var info = stat()
+                guard error.errno.rawValue == ENXIO, stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFIFO else {
+                    throw error
+                }
+                throw SystemCallError("open", on: "\(path) (a FIFO with no reader)", errno: error.errno)
             }
+            do throws(SystemCallError) {
+                let flags = try syscall("fcntl F_GETFL", on: path) { fcntl(fd, F_GETFL) }
+                _ = try syscall("fcntl F_SETFL", on: path) { fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) }
+            } catch {
+                closeDescriptor(fd)
+                throw error
+            }
+            self.fd = fd
             self.ownsDescriptor = true
         }
         let interval = Int(TimeAmount(Self.flushInterval).nanoseconds / 1_000_000)

@@ -86,6 +86,52 @@ struct ResourceTests {
         try waitUntil("the access log line") { readWholeFile(good).contains("\"status\":200") }
     }
 
+    @Test("an access log on a FIFO: with no reader the reload fails at once naming it; with one, lines arrive")
+    func accessLogOnFIFO() throws {
+        let directory = try TemporaryDirectory()
+        let fifo = directory.file("access.fifo")
+        guard mkfifo(fifo, 0o600) == 0 else { throw HarnessError("mkfifo \(fifo) failed") }
+        let gatewayd = try GatewaydProcess(config: Configs.hello(body: "v1", readyTimeout: "10s"))
+        let port = try gatewayd.port()
+        try gatewayd.writeConfig("access_log: { path: \(fifo) }\n" + Configs.hello(body: "v2", readyTimeout: "10s"))
+        // Before: the workers' open(2) blocked until ready_timeout (10 s here).
+        let began = ContinuousClock.now
+        let failed = try gatewayd.reload()
+        let took = ContinuousClock.now - began
+        #expect(failed.status == 1)
+        #expect(
+            failed.stderr.contains("open \(fifo) (a FIFO with no reader): No such device or address"),
+            "\(failed.stderr)")
+        #expect(took < .seconds(5), "the failed reload took \(took)")
+        #expect(try httpGet(port: port).body == "v1")
+
+        // A reader (a log shipper): the reload works and the lines come through the FIFO. It
+        // opens without blocking and says so; end of file only means no writer yet.
+        let script = """
+            import os, sys, time
+            fd = os.open(sys.argv[1], os.O_RDONLY | os.O_NONBLOCK)
+            print("reading", flush=True)
+            os.set_blocking(fd, True)
+            while True:
+                data = os.read(fd, 65536)
+                if data:
+                    sys.stdout.buffer.write(data)
+                    sys.stdout.flush()
+                else:
+                    time.sleep(0.02)
+            """
+        let shipped = directory.file("shipped")
+        let reader = try ChildProcess(["/usr/bin/python3", "-c", script, fifo], environment: [:], output: shipped)
+        defer { if reader.isRunning { kill(reader.pid, SIGKILL) } }
+        try waitUntil("the reader to open the FIFO") { readWholeFile(shipped).contains("reading") }
+        let result = try gatewayd.reload()
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(try httpGet(port: port).body == "v2")
+        try waitUntil("the access log line through the FIFO") {
+            readWholeFile(shipped).contains("\"status\":200")
+        }
+    }
+
     @Test("an access log that cannot be created at start: gatewayd exits 1 naming path and reason")
     func accessLogUnusableAtStart() throws {
         try #require(geteuid() == 0, "needs root, as in CI")
