@@ -83,7 +83,7 @@ public enum WorkerProcess {
         let configuration: GatewayConfiguration
         do {
             configuration = try ConfigLoader.parse(
-                handoff.hello.config, path: handoff.hello.configPath, files: handoff.hello.files)
+                handoff.hello.config, path: handoff.hello.configPath, files: handoff.files)
         } catch {
             // The master validated these bytes; failing here means master and worker disagree.
             try? channel.send(.failed(reason: "config rejected by the worker: \(error)"))
@@ -243,6 +243,8 @@ public enum WorkerProcess {
 
     struct Handoff: Sendable {
         var hello: HandoffMessage.Hello
+        /// The files the config names (`file` frames), absolute path → bytes.
+        var files: [String: [UInt8]]
         /// The shared segment's memfd and size (the `shared_memory` frame).
         var sharedMemory: (fd: CInt, size: Int)
         var listeners: [HandedOffListener]
@@ -261,6 +263,7 @@ public enum WorkerProcess {
         }
         var sharedMemory: (fd: CInt, size: Int)?
         var listeners: [HandedOffListener] = []
+        var files: [String: [UInt8]] = [:]
         while true {
             guard let (message, fds) = try channel.receive() else {
                 throw HandoffProtocolError("the master closed the channel during the handoff")
@@ -276,14 +279,21 @@ public enum WorkerProcess {
                 for (i, fd) in fds.enumerated() {
                     listeners.append(HandedOffListener(name: batch.names[i], fd: fd, backlog: batch.backlogs[i]))
                 }
-            case .start(let count):
+            case .file(let path, let bytes):
+                guard sharedMemory == nil, files.updateValue(bytes, forKey: path) == nil else {
+                    throw HandoffProtocolError("file \(path) sent twice, or after shared_memory")
+                }
+            case .start(let count, let fileCount):
                 guard count == listeners.count else {
                     throw HandoffProtocolError("start says \(count) listeners, \(listeners.count) arrived")
+                }
+                guard fileCount == files.count else {
+                    throw HandoffProtocolError("start says \(fileCount) files, \(files.count) arrived")
                 }
                 guard let sharedMemory else {
                     throw HandoffProtocolError("no shared_memory frame before start")
                 }
-                return Handoff(hello: hello, sharedMemory: sharedMemory, listeners: listeners)
+                return Handoff(hello: hello, files: files, sharedMemory: sharedMemory, listeners: listeners)
             default:
                 throw HandoffProtocolError("unexpected \(message.type) during the handoff")
             }

@@ -177,13 +177,20 @@ public enum HandoffChannelError: Error, Sendable, CustomStringConvertible {
 }
 
 extension HandoffChannel {
-    /// The master's side of the handoff: hello, the shared segment's fd, the listener fds in
-    /// batches of at most 253, start.
+    /// The master's side of the handoff: hello, a frame per file, the shared segment's fd, the
+    /// listener fds in batches of at most 253, start.
+    ///
+    /// `files`: every file the config names that the master read while validating it (API
+    /// keys), absolute path → bytes. The worker parses with these, never the disk, so it serves
+    /// exactly what was validated (and needs no permission to read them).
     public func sendHandoff(
-        hello: HandoffMessage.Hello, sharedMemory: (fd: CInt, size: Int),
+        hello: HandoffMessage.Hello, files: [String: [UInt8]] = [:], sharedMemory: (fd: CInt, size: Int),
         listeners: [(name: String, fd: CInt, backlog: Int32)]
     ) throws(SystemCallError) {
         try send(.hello(hello))
+        for (path, bytes) in files.sorted(by: { $0.key < $1.key }) {
+            try send(.file(path: path, bytes: bytes))
+        }
         try send(.sharedMemory(size: sharedMemory.size), descriptors: [sharedMemory.fd])
         var index = 0
         while index < listeners.count {
@@ -193,6 +200,6 @@ extension HandoffChannel {
                 descriptors: batch.map(\.fd))
             index += batch.count
         }
-        try send(.start(listenerCount: listeners.count))
+        try send(.start(listenerCount: listeners.count, fileCount: files.count))
     }
 }

@@ -1,4 +1,4 @@
-// The master ⇄ worker handoff protocol, version 3.
+// The master ⇄ worker handoff protocol, version 4.
 //
 // Transport: one private AF_UNIX SOCK_STREAM socketpair per worker, made by the master just
 // before it spawns the worker. The worker's end is its fd 3 (HandoffProtocol.workerDescriptor);
@@ -16,15 +16,17 @@
 // Received fds are CLOEXEC (MSG_CMSG_CLOEXEC).
 //
 // Who speaks first: the master. It writes, without waiting for anything:
-//   hello{version, generation, worker, config_path, config, drain_timeout_ms, files}   then
+//   hello{version, generation, worker, config_path, config, drain_timeout_ms}   then
+//   file{path, bytes}   (one per file the config names, API keys files: each in a frame of its
+//                        own, so no number of them makes one frame too long)   then
 //   shared_memory{size} + 1 fd   (the same segment to every worker of every generation)   then
 //   listeners{names, backlogs} + fds   (as many frames as 253-fd batches need)   then
-//   start{listener_count}
+//   start{listener_count, file_count}
 // The worker checks `version` (a mismatch: `failed` and exit), parses the config bytes (never
 // the file), maps the shared segment and checks its header (`SharedMemory.map`; a bad one:
 // `failed`), serves on exactly the fds it got, and answers `ready` or `failed{reason}`.
 // After that the worker sends `connections{count}` when its count changes (rate-limited) and at
-// least once a second while its event loop runs: the heartbeat. A worker silent for
+// least every 500 ms while its event loop runs: the heartbeat. A worker silent for
 // worker_watchdog_timeout is stopped or stuck, and the master kills it. The master may send `drain`; the worker answers `draining` once it has stopped accepting
 // (its copies of the listening sockets are closed) and exits when its last connection is gone.
 // End of file on either side means the peer is gone: a worker whose master vanished drains
@@ -35,12 +37,15 @@
 import Foundation
 
 public enum HandoffProtocol {
-    /// 2: the `shared_memory` frame. 3: `connections` is also a heartbeat, at least once a second.
-    public static let version = 3
+    /// 2: the `shared_memory` frame. 3: `connections` is also a heartbeat.
+    /// 4: files in `file` frames of their own, not in `hello` (four 1 MB keys files made a
+    /// hello longer than a frame may be).
+    public static let version = 4
     /// The worker's end of the channel, where posix_spawn puts it.
     public static let workerDescriptor: CInt = 3
-    /// Large enough for a config of ConfigLoader's 1 MiB cap in base64, small enough that a
-    /// corrupt length cannot make the reader allocate gigabytes.
+    /// Large enough for a config of ConfigLoader's 1 MiB cap, or a keys file of the validator's
+    /// 1 MiB cap, in base64; small enough that a corrupt length cannot make the reader allocate
+    /// gigabytes.
     public static let maximumFrameLength = 4 * 1024 * 1024
     /// Linux refuses a 254th fd in one SCM_RIGHTS message (EINVAL, measured).
     public static let maximumDescriptorsPerFrame = 253
@@ -49,10 +54,12 @@ public enum HandoffProtocol {
 public enum HandoffMessage: Sendable, Equatable {
     // master → worker
     case hello(Hello)
+    /// A file the config names, as the master read it while validating (absolute path).
+    case file(path: String, bytes: [UInt8])
     /// The shared segment's memfd travels with it; `size` is its length in bytes.
     case sharedMemory(size: Int)
     case listeners(ListenerBatch)
-    case start(listenerCount: Int)
+    case start(listenerCount: Int, fileCount: Int)
     case drain
     // worker → master
     case ready(pid: Int32)
@@ -70,14 +77,10 @@ public enum HandoffMessage: Sendable, Equatable {
         /// The master's drain_timeout (command line included). A worker whose master died
         /// enforces it on itself, since no one else will send it SIGTERM.
         public var drainTimeoutMilliseconds: Int
-        /// Every file the config names that the master read while validating it (API keys),
-        /// absolute path → bytes: the worker parses with these, never the disk, so it serves
-        /// exactly what was validated (and needs no permission to read them).
-        public var files: [String: [UInt8]]
 
         public init(
             version: Int = HandoffProtocol.version, generation: Int, worker: Int, configPath: String, config: [UInt8],
-            drainTimeoutMilliseconds: Int = 30_000, files: [String: [UInt8]] = [:]
+            drainTimeoutMilliseconds: Int = 30_000
         ) {
             self.version = version
             self.generation = generation
@@ -85,7 +88,6 @@ public enum HandoffMessage: Sendable, Equatable {
             self.configPath = configPath
             self.config = config
             self.drainTimeoutMilliseconds = drainTimeoutMilliseconds
-            self.files = files
         }
     }
 
@@ -101,6 +103,7 @@ public enum HandoffMessage: Sendable, Equatable {
     public var type: String {
         switch self {
         case .hello: return "hello"
+        case .file: return "file"
         case .sharedMemory: return "shared_memory"
         case .listeners: return "listeners"
         case .start: return "start"
@@ -138,7 +141,9 @@ extension HandoffMessage {
         var config_path: String?
         var config: String?
         var drain_timeout_ms: Int?
-        var files: [String: String]?
+        var path: String?
+        var bytes: String?
+        var file_count: Int?
         var names: [String]?
         var backlogs: [Int32]?
         var listener_count: Int?
@@ -159,14 +164,17 @@ extension HandoffMessage {
             wire.config_path = hello.configPath
             wire.config = Data(hello.config).base64EncodedString()
             wire.drain_timeout_ms = hello.drainTimeoutMilliseconds
-            wire.files = hello.files.mapValues { Data($0).base64EncodedString() }
+        case .file(let path, let bytes):
+            wire.path = path
+            wire.bytes = Data(bytes).base64EncodedString()
         case .sharedMemory(let size):
             wire.size = size
         case .listeners(let batch):
             wire.names = batch.names
             wire.backlogs = batch.backlogs
-        case .start(let count):
-            wire.listener_count = count
+        case .start(let listenerCount, let fileCount):
+            wire.listener_count = listenerCount
+            wire.file_count = fileCount
         case .ready(let pid):
             wire.pid = pid
         case .failed(let reason):
@@ -203,13 +211,6 @@ extension HandoffMessage {
             guard let config = Data(base64Encoded: try require(wire.config, "config")) else {
                 throw HandoffProtocolError("hello frame: config is not base64")
             }
-            var files: [String: [UInt8]] = [:]
-            for (path, text) in wire.files ?? [:] {
-                guard let bytes = Data(base64Encoded: text) else {
-                    throw HandoffProtocolError("hello frame: file \(path) is not base64")
-                }
-                files[path] = [UInt8](bytes)
-            }
             return .hello(
                 Hello(
                     version: try require(wire.version, "version"),
@@ -217,9 +218,14 @@ extension HandoffMessage {
                     worker: try require(wire.worker, "worker"),
                     configPath: try require(wire.config_path, "config_path"),
                     config: [UInt8](config),
-                    drainTimeoutMilliseconds: try require(wire.drain_timeout_ms, "drain_timeout_ms"),
-                    files: files
+                    drainTimeoutMilliseconds: try require(wire.drain_timeout_ms, "drain_timeout_ms")
                 ))
+        case "file":
+            let path = try require(wire.path, "path")
+            guard let bytes = Data(base64Encoded: try require(wire.bytes, "bytes")) else {
+                throw HandoffProtocolError("file frame: \(path) is not base64")
+            }
+            return .file(path: path, bytes: [UInt8](bytes))
         case "shared_memory":
             let size = try require(wire.size, "size")
             guard size > 0 else { throw HandoffProtocolError("shared_memory frame: size \(size)") }
@@ -233,7 +239,10 @@ extension HandoffMessage {
                 throw HandoffProtocolError("listeners frame: \(names.count) names, \(backlogs.count) backlogs")
             }
             return .listeners(ListenerBatch(names: names, backlogs: backlogs))
-        case "start": return .start(listenerCount: try require(wire.listener_count, "listener_count"))
+        case "start":
+            return .start(
+                listenerCount: try require(wire.listener_count, "listener_count"),
+                fileCount: try require(wire.file_count, "file_count"))
         case "drain": return .drain
         case "ready": return .ready(pid: try require(wire.pid, "pid"))
         case "failed": return .failed(reason: try require(wire.reason, "reason"))

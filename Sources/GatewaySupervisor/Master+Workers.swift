@@ -128,8 +128,8 @@ extension Master {
         let hello = HandoffMessage.Hello(
             generation: generation.id, worker: index, configPath: generation.loaded.path,
             config: generation.loaded.bytes,
-            drainTimeoutMilliseconds: Int(generation.settings.drainTimeout.milliseconds),
-            files: generation.loaded.files)
+            drainTimeoutMilliseconds: Int(generation.settings.drainTimeout.milliseconds))
+        let files = generation.loaded.files
         let channel = process.channel
         let pid = process.pid
         let spawner = self.spawner
@@ -142,7 +142,8 @@ extension Master {
                 // copied: SCM_RIGHTS gives the worker a copy of its own.
                 try withExtendedLifetime(segment) { () throws(SystemCallError) in
                     try channel.sendHandoff(
-                        hello: hello, sharedMemory: (fd: segmentFD, size: segment.size), listeners: handoff)
+                        hello: hello, files: files, sharedMemory: (fd: segmentFD, size: segment.size),
+                        listeners: handoff)
                 }
             } catch {
                 logger.error("handoff to pid \(pid) failed: \(error)")

@@ -23,7 +23,8 @@ struct HandoffChannelTests {
                 .init(
                     generation: 7, worker: 1, configPath: "/etc/g.yaml",
                     config: Array("a: \u{0}\u{ff}".utf8) + [0xff, 0])),
-            .start(listenerCount: 0), .drain, .ready(pid: 42), .failed(reason: "no"), .connections(count: 3), .draining,
+            .file(path: "/etc/keys.txt", bytes: [0, 0xff, 10]), .start(listenerCount: 0, fileCount: 1), .drain,
+            .ready(pid: 42), .failed(reason: "no"), .connections(count: 3), .draining,
         ]
         for message in messages {
             try a.send(message)
@@ -74,8 +75,9 @@ struct HandoffChannelTests {
             if case .listeners(let batch) = message {
                 batches.append(fds.count)
                 for (i, fd) in fds.enumerated() { received.append((batch.names[i], fd, batch.backlogs[i])) }
-            } else if case .start(let count) = message {
+            } else if case .start(let count, let fileCount) = message {
                 #expect(count == 300)
+                #expect(fileCount == 0)
                 break
             }
         }

@@ -213,6 +213,45 @@ struct ProxyIntegrationTests {
         #expect(old == first, "the rotated file changed after the reload: \(old)")
     }
 
+    @Test("four keys files of 1 MB each (96,000 keys) reach every worker, at start and at a reload")
+    func largeKeysFiles() throws {
+        let directory = try TemporaryDirectory()
+        var routes = ""
+        var lastKeys: [String] = []
+        for file in 0..<4 {
+            // 24,000 keys of 41 bytes: the validator's 1 MiB cap per file, nearly. In one hello
+            // frame (protocol version 3) four such files made more than 5.3 MB, over the 4 MiB
+            // frame limit, and no worker started.
+            lastKeys = (0..<24_000).map { String(format: "itest-%d-%033d", file, $0) }
+            try (lastKeys.joined(separator: "\n") + "\n").write(
+                toFile: directory.file("keys\(file).txt"), atomically: false, encoding: .utf8)
+            routes += """
+                  - name: r\(file)
+                    match: { path_prefix: /r\(file)/ }
+                    direct_response: { status: 200, body: "r\(file)" }
+                    auth: { api_keys: { header: x-api-key, keys_file: \(directory.file("keys\(file).txt")) } }
+
+                """
+        }
+        let config = "workers: 2\nlisteners:\n  - { name: web, address: \"127.0.0.1:0\" }\nroutes:\n" + routes
+        let gatewayd = try GatewaydProcess(config: config)
+        let port = try gatewayd.port()
+        func status(_ path: String, key: String) throws -> Int {
+            let connection = try TestConnection(port: port)
+            return try connection.request(path, headers: ["Connection": "close", "x-api-key": key]).status
+        }
+        // Both workers said ready, which needs every file; then a key of the last file, the
+        // first file's keys not valid on another route, over several new connections.
+        for _ in 0..<6 {
+            #expect(try status("/r3/", key: lastKeys.last!) == 200)
+            #expect(try status("/r3/", key: lastKeys[0]) == 200)
+            #expect(try status("/r0/", key: lastKeys.last!) == 401)
+        }
+        let reload = try gatewayd.reload()
+        #expect(reload.status == 0, "\(reload.stderr)")
+        #expect(try status("/r3/", key: lastKeys[12_345]) == 200)
+    }
+
     @Test("a keys file is read again at a reload: an added key works, a removed one gets 401; keys are never shown")
     func keysFileReloaded() throws {
         let upstream = try DemoUpstream()
