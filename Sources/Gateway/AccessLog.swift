@@ -39,12 +39,10 @@ public final class AccessLog: Sendable {
     private let generation: Int
     private let pid: Int32
     private let state = Mutex(State())
-    /// Serialises writes to the fd (the flusher thread and `close`).
-    private let writeLock = Mutex(())
+    /// The writer's side: serialises writes to the fd (the flusher thread and `close`).
+    private let writer = Mutex(Writer())
     /// Wakes the flusher before its interval when the buffer fills up.
     private let wakeUp = DispatchSemaphore(value: 0)
-    /// A failing write fails again at the next flush, 100 ms later: said at most every 10 s.
-    private let writeErrors = Mutex(LogThrottle())
     private let logger: Logger
     public let path: String
 
@@ -123,13 +121,25 @@ public final class AccessLog: Sendable {
         }
     }
 
+    private struct Writer {
+        /// The buffer the request path fills next: swapped with the full one under the state
+        /// lock, so taking the lines costs no copy and no allocation while requests wait.
+        var spare: [UInt8] = []
+        /// A failing write fails again at the next flush, 100 ms later: said at most every 10 s.
+        var errors = LogThrottle()
+        /// Lines lost since writes began to fail; nil while they succeed.
+        var lostSinceFailing: Int?
+    }
+
     /// Writes what is buffered. Returns false once the log is closed.
     @discardableResult
     func flushOnce() -> Bool {
-        self.writeLock.withLock { _ in
-            let (bytes, open) = self.state.withLock { state -> ([UInt8], Bool) in
-                defer { state.buffer.removeAll(keepingCapacity: true) }
-                return (state.buffer, !state.closed)
+        self.writer.withLock { writer in
+            var bytes = writer.spare
+            writer.spare = []
+            let open = self.state.withLock { state -> Bool in
+                swap(&state.buffer, &bytes)
+                return !state.closed
             }
             var offset = 0
             while offset < bytes.count {
@@ -139,20 +149,28 @@ public final class AccessLog: Sendable {
                 if written < 0 {
                     if errno == EINTR { continue }
                     // ENOSPC, EPIPE, EIO…: these lines are lost; serving goes on.
-                    self.writeFailed(errno: errno, unwritten: bytes[offset...])
+                    self.writeFailed(errno: errno, unwritten: bytes[offset...], writer: &writer)
                     break
                 }
                 offset += written
             }
+            if offset == bytes.count, !bytes.isEmpty, let lost = writer.lostSinceFailing {
+                // The disk has room again, or a log shipper reading a FIFO came back.
+                writer.lostSinceFailing = nil
+                self.logger.notice("access log \(self.path): writing again; \(lost) lines were lost meanwhile")
+            }
+            bytes.removeAll(keepingCapacity: true)
+            writer.spare = bytes
             return open
         }
     }
 
-    private func writeFailed(errno code: CInt, unwritten: ArraySlice<UInt8>) {
+    private func writeFailed(errno code: CInt, unwritten: ArraySlice<UInt8>, writer: inout Writer) {
         // A line cut by a partial write is lost too: its newline is in what is left.
         let lines = unwritten.reduce(0) { $1 == UInt8(ascii: "\n") ? $0 + 1 : $0 }
         self.droppedLines.increment(by: lines)
-        guard let quiet = self.writeErrors.withLock({ $0.shouldReport() }) else { return }
+        writer.lostSinceFailing = (writer.lostSinceFailing ?? 0) + lines
+        guard let quiet = writer.errors.shouldReport() else { return }
         let since = quiet > 0 ? " (and \(quiet) failed writes since the last message)" : ""
         self.logger.error(
             "access log \(self.path): write: \(String(cString: strerror(code))); \(lines) lines lost\(since), counted in gatewayd_access_log_dropped_lines_total"
@@ -163,7 +181,7 @@ public final class AccessLog: Sendable {
     public func close() {
         self.flushOnce()
         self.state.withLock { $0.closed = true }
-        self.writeLock.withLock { _ in
+        self.writer.withLock { _ in
             if self.ownsDescriptor {
                 closeDescriptor(self.fd)
             }

@@ -86,7 +86,9 @@ struct ResourceTests {
         try waitUntil("the access log line") { readWholeFile(good).contains("\"status\":200") }
     }
 
-    @Test("an access log on a FIFO: with no reader the reload fails at once naming it; with one, lines arrive")
+    @Test(
+        "an access log on a FIFO: with no reader the reload fails at once naming it; with one, lines arrive; a restarted reader gets them again"
+    )
     func accessLogOnFIFO() throws {
         let directory = try TemporaryDirectory()
         let fifo = directory.file("access.fifo")
@@ -120,16 +122,39 @@ struct ResourceTests {
                 else:
                     time.sleep(0.02)
             """
+        func startReader(output: String) throws -> ChildProcess {
+            let reader = try ChildProcess(["/usr/bin/python3", "-c", script, fifo], environment: [:], output: output)
+            try waitUntil("the reader to open the FIFO") { readWholeFile(output).contains("reading") }
+            return reader
+        }
         let shipped = directory.file("shipped")
-        let reader = try ChildProcess(["/usr/bin/python3", "-c", script, fifo], environment: [:], output: shipped)
+        let reader = try startReader(output: shipped)
         defer { if reader.isRunning { kill(reader.pid, SIGKILL) } }
-        try waitUntil("the reader to open the FIFO") { readWholeFile(shipped).contains("reading") }
         let result = try gatewayd.reload()
         #expect(result.status == 0, "\(result.stderr)")
         #expect(try httpGet(port: port).body == "v2")
         try waitUntil("the access log line through the FIFO") {
             readWholeFile(shipped).contains("\"status\":200")
         }
+
+        // The shipper dies: writes fail (EPIPE), serving goes on, the loss is logged.
+        kill(reader.pid, SIGKILL)
+        try waitUntil("the failed write to be logged") {
+            let body = try httpGet(port: port).body
+            #expect(body == "v2")
+            return gatewayd.log.contains("access log \(fifo): write: Broken pipe")
+        }
+        // It comes back: the same fd writes again, and the master's log says so.
+        let shippedAgain = directory.file("shipped-again")
+        let second = try startReader(output: shippedAgain)
+        defer { if second.isRunning { kill(second.pid, SIGKILL) } }
+        try waitUntil("lines through the FIFO again") {
+            let body = try httpGet(port: port).body
+            #expect(body == "v2")
+            return readWholeFile(shippedAgain).contains("\"status\":200")
+        }
+        try waitUntil("'writing again' in the log") { gatewayd.log.contains("access log \(fifo): writing again; ") }
+        print(gatewayd.log.split(separator: "\n").first { $0.contains("writing again") } ?? "")
     }
 
     @Test("an access log that cannot be created at start: gatewayd exits 1 naming path and reason")
