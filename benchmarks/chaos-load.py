@@ -154,6 +154,17 @@ def close(writer):
     return None
 
 
+async def announce_ready(args, stats):
+    """Writes --ready-file once the load has had as many answers as it has connections (or
+    after 5 s): the caller schedules its faults from then, against a server under load."""
+    end = time.time() + 5
+    while stats.ok < args.conns and time.time() < end:
+        await asyncio.sleep(0.005)
+    if args.ready_file:
+        with open(args.ready_file, "w") as f:
+            f.write("ready %d\n" % stats.ok)
+
+
 async def run_load(args):
     stats, hold = Stats(), Stats()
     deadline = time.time() + args.duration
@@ -163,6 +174,7 @@ async def run_load(args):
     # reconnect together, all to the same generation, and keep only one or two draining.
     tasks += [client(args, args.hold_path, hold, deadline, True, i * args.hold_spread / max(1, args.hold))
               for i in range(args.hold)]
+    tasks.append(announce_ready(args, stats))
     start = time.time()
     await asyncio.gather(*tasks)
     out = {"start": start, "end": time.time(), "mode": args.mode, "conns": args.conns,
@@ -488,6 +500,7 @@ def main():
     p.add_argument("--hold", type=int, default=0)
     p.add_argument("--hold-path", default="/slow?ms=2000")
     p.add_argument("--hold-spread", type=float, default=0.0)
+    p.add_argument("--ready-file", default="", help="written once the load is answered on every connection")
     p.add_argument("--out", required=True)
     p = sub.add_parser("status-poll")
     p.add_argument("--socket", required=True)

@@ -237,11 +237,16 @@ start_load() {
     local name=$1 mode=$2
     shift 2
     "$PYTHON" "$HELPER" load --port "$LOAD_PORT" --duration "$PHASE_S" --conns "$CONNS" --mode "$mode" \
-        --out "$TMP/load-$name.json" "$@" 2>>"$TMP/load-$name.err" &
+        --out "$TMP/load-$name.json" --ready-file "$TMP/load-$name.ready" "$@" 2>>"$TMP/load-$name.err" &
     LOAD_PID=$!
     BG_PIDS+=("$LOAD_PID")
-    # The client's first connections take a few ms; faults are scheduled from here.
-    sleep 0.5
+    # Faults are scheduled once every load connection has had an answer (the client writes
+    # the file then, or after 5 s).
+    local waited=0
+    while [[ ! -e $TMP/load-$name.ready ]] && alive "$LOAD_PID" && ((waited < 600)); do
+        sleep 0.01
+        waited=$((waited + 1))
+    done
 }
 wait_load() { wait "$LOAD_PID" || warn "load client exited with status $? ($TMP/load-$1.err)"; }
 
