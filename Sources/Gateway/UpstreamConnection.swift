@@ -47,8 +47,10 @@ enum UpstreamConnectionError: Error, CustomStringConvertible {
 final class UpstreamConnection {
     let channel: any Channel
     let endpointIndex: Int
-    /// Set while idle in the pool.
-    var idleTimer: Scheduled<Void>?
+    /// Idle in `pool`: the deadline is then the pool's `idle_timeout`, and passing it closes
+    /// the connection.
+    var isIdle = false
+    weak var pool: UpstreamPool?
     fileprivate let handler: UpstreamResponseHandler
     fileprivate let watcher: ResponseByteWatcher
 
@@ -82,10 +84,11 @@ final class UpstreamConnection {
     private var deadlineTask: (task: Scheduled<Void>, fireAt: NIODeadline)?
 
     /// The deadline for the exchange using the connection: `response_timeout` until the
-    /// response head, then `read_timeout`, moved at every read of the body. One scheduled task
-    /// per connection, moved lazily: it fires at its time, and schedules itself again if the
-    /// deadline moved (later). A body read in a thousand pieces moves a number, it does not
-    /// schedule and cancel a thousand timers.
+    /// response head, then `read_timeout`, moved at every read of the body; while the
+    /// connection is idle in its pool, `idle_timeout`. One scheduled task per connection, moved
+    /// lazily: it fires at its time, and schedules itself again if the deadline moved (later).
+    /// A body read in a thousand pieces, or a connection lent and given back for every request,
+    /// moves a number; it does not schedule and cancel a timer each time.
     func armDeadline(_ deadline: NIODeadline) {
         self.deadline = deadline
         if let existing = self.deadlineTask, existing.fireAt <= deadline { return }
@@ -106,7 +109,11 @@ final class UpstreamConnection {
                 self.scheduleDeadlineTask(at: deadline)
             } else {
                 self.deadline = nil
-                self.handler.delegate?.upstreamTimedOut()
+                if let delegate = self.handler.delegate {
+                    delegate.upstreamTimedOut()
+                } else if self.isIdle {
+                    self.pool?.idleTimedOut(self)
+                }
             }
         }
         self.deadlineTask = (task, deadline)

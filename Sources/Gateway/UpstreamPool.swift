@@ -137,8 +137,8 @@ final class UpstreamPool {
     ) {
         let endpoint = self.endpoints[index]
         while !fresh, let connection = endpoint.idle.popLast() {
-            connection.idleTimer?.cancel()
-            connection.idleTimer = nil
+            connection.isIdle = false
+            connection.clearDeadline()
             if connection.isActive {
                 completion(.success((connection, true)))
                 return
@@ -155,12 +155,13 @@ final class UpstreamPool {
                 case .success(let channel):
                     do {
                         let connection = try UpstreamConnection.configure(channel: channel, endpointIndex: index)
+                        connection.pool = self
                         // An idle connection the upstream closed leaves the pool at once, so
                         // it neither takes a place under `max_idle_per_endpoint` nor gets picked.
                         channel.closeFuture.assumeIsolated().whenComplete { [weak self] _ in
-                            guard let self, connection.idleTimer != nil else { return }
-                            connection.idleTimer?.cancel()
-                            connection.idleTimer = nil
+                            guard let self, connection.isIdle else { return }
+                            connection.isIdle = false
+                            connection.clearDeadline()
                             self.endpoints[index].idle.removeAll { $0 === connection }
                         }
                         completion(.success((connection, false)))
@@ -187,20 +188,22 @@ final class UpstreamPool {
             connection.channel.close(promise: nil)
             return
         }
-        connection.idleTimer = self.eventLoop.assumeIsolated().scheduleTask(
-            in: TimeAmount(self.configuration.keepalive.idleTimeout)
-        ) { [weak self] in
-            guard let self else { return }
-            connection.idleTimer = nil
-            self.endpoints[connection.endpointIndex].idle.removeAll { $0 === connection }
-            connection.channel.close(promise: nil)
-        }
+        // The connection's own deadline, not a timer per release: see `armDeadline`.
+        connection.isIdle = true
+        connection.armDeadline(.now() + TimeAmount(self.configuration.keepalive.idleTimeout))
         endpoint.idle.append(connection)
     }
 
+    /// `idle_timeout` passed with the connection unused in the pool.
+    func idleTimedOut(_ connection: UpstreamConnection) {
+        guard connection.isIdle else { return }
+        self.endpoints[connection.endpointIndex].idle.removeAll { $0 === connection }
+        self.closeIdle(connection)
+    }
+
     private func closeIdle(_ connection: UpstreamConnection) {
-        connection.idleTimer?.cancel()
-        connection.idleTimer = nil
+        connection.isIdle = false
+        connection.clearDeadline()
         connection.channel.close(promise: nil)
     }
 

@@ -528,9 +528,14 @@ private let webSocketUpgrade =
 
 /// `connections_open` of a demo upstream, not counting the connection that asks.
 private func openUpstreamConnections(_ upstream: DemoUpstream) throws -> Int {
+    try upstreamStats(upstream).open - 1
+}
+
+/// The demo upstream's connection counts; the connection that asks is counted in both.
+private func upstreamStats(_ upstream: DemoUpstream) throws -> (open: Int, accepted: Int) {
     let stats = try fetch(port: upstream.port, "/stats")
     let json = try JSONSerialization.jsonObject(with: Data(stats.body.utf8)) as? [String: Any]
-    return (json?["connections_open"] as? Int ?? -1) - 1
+    return (json?["connections_open"] as? Int ?? -1, json?["connections_accepted"] as? Int ?? -1)
 }
 
 /// Timeouts between reads: `limits.body_timeout`, `read_timeout`, `limits.tunnel_idle_timeout`.
@@ -627,6 +632,31 @@ struct ReadTimeoutTests {
             // Not pooled: the upstream sees its connection closed.
             #expect(try await eventually { (try? openUpstreamConnections(upstream)) == 0 })
             // The next request is served.
+            #expect(try fetch(port: port, "/").status == 200)
+        }
+    }
+
+    @Test("keepalive idle_timeout: one pooled upstream connection serves request after request; unused, it is closed")
+    func idleUpstreamConnection() async throws {
+        let upstream = try DemoUpstream(name: "a")
+        defer { upstream.stop() }
+        let config = UpstreamConfig(
+            name: "api", endpoints: [upstream.endpoint], keepalive: UpstreamKeepalive(idleTimeout: Self.timeout))
+        try await withProxy(upstreams: [config], routes: [proxyRoute("all", upstream: "api")]) { port in
+            // Each on a new client connection, one after another: the pool lends the same one.
+            for _ in 0..<20 {
+                #expect(try fetch(port: port, "/").status == 200)
+            }
+            let lastUse = ContinuousClock.now
+            let stats = try upstreamStats(upstream)
+            // The /stats connection is one of them.
+            #expect(stats.accepted == 2, "upstream connections accepted: \(stats.accepted)")
+            #expect(stats.open == 2)
+            #expect(try await eventually { (try? openUpstreamConnections(upstream)) == 0 })
+            let elapsed = ContinuousClock.now - lastUse
+            #expect(elapsed >= Self.earliest && elapsed < Self.latest, "closed after \(elapsed)")
+            print("keepalive idle_timeout 600ms: pooled connection closed after \(elapsed)")
+            // The next request opens a new one.
             #expect(try fetch(port: port, "/").status == 200)
         }
     }
