@@ -183,13 +183,9 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
 
         // Cheapest checks first; none of them reads the body. A per-client-IP limit runs
         // before authentication, so that guessing keys is limited too.
-        if let limit = handling.rateLimit, limit.per == .clientIP, let limiter = self.services.rateLimiter,
-            case .denied(let retryAfter) = limiter.admit(
-                route: handling.name, key: self.clientAddress, rate: limit.rate, burst: limit.burst)
+        if let limit = handling.rateLimit, limit.per == .clientIP,
+            !self.admit(route: handling.name, limit: limit, key: self.clientAddress, context: context)
         {
-            self.reject(
-                .error(.tooManyRequests, "rate limit exceeded", extraHeaders: [("retry-after", String(retryAfter))]),
-                context: context)
             return
         }
         var rateKey = self.clientAddress
@@ -207,16 +203,10 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
                 return
             }
         }
-        if let limit = handling.rateLimit, limit.per == .apiKey, let limiter = self.services.rateLimiter {
-            if case .denied(let retryAfter) = limiter.admit(
-                route: handling.name, key: rateKey, rate: limit.rate, burst: limit.burst)
-            {
-                self.reject(
-                    .error(
-                        .tooManyRequests, "rate limit exceeded", extraHeaders: [("retry-after", String(retryAfter))]),
-                    context: context)
-                return
-            }
+        if let limit = handling.rateLimit, limit.per == .apiKey,
+            !self.admit(route: handling.name, limit: limit, key: rateKey, context: context)
+        {
+            return
         }
         let maxBody = self.services.limits.maxBodyBytes
         if maxBody > 0, let declared = head.headers.first(name: "content-length").flatMap(Int64.init),
@@ -257,6 +247,20 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
     /// request's end (the connection stays open); with one it goes out now and the connection
     /// closes, so that a client sending `Expect: 100-continue` or a large body learns at once
     /// and the body is discarded by the polite close rather than read.
+    /// Takes a token for `key` from the route's bucket; false after answering 429 with
+    /// `retry-after` when there is none. Without a shared limiter (no segment), admits.
+    private func admit(
+        route: String, limit: RateLimitConfig, key: String, context: ChannelHandlerContext
+    ) -> Bool {
+        guard let limiter = self.services.rateLimiter,
+            case .denied(let retryAfter) = limiter.admit(route: route, key: key, rate: limit.rate, burst: limit.burst)
+        else { return true }
+        self.reject(
+            .error(.tooManyRequests, "rate limit exceeded", extraHeaders: [("retry-after", String(retryAfter))]),
+            context: context)
+        return false
+    }
+
     private func reject(_ response: LocalResponse, closing: Bool = false, context: ChannelHandlerContext) {
         if closing {
             self.keepAlive = false
