@@ -180,6 +180,15 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
                 context: context)
             return
         }
+        // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing (a 1.0
+        // hop may read its body by Content-Length or to the close): refused and closed, as
+        // nginx does since 1.21.1.
+        if self.isHTTP10, head.headers.contains(name: "transfer-encoding") {
+            self.reject(
+                .error(.badRequest, "Transfer-Encoding in an HTTP/1.0 request", extraHeaders: []), closing: true,
+                context: context)
+            return
+        }
 
         // Cheapest checks first; none of them reads the body. A per-client-IP limit runs
         // before authentication, so that guessing keys is limited too.
