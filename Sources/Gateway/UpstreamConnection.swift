@@ -112,7 +112,7 @@ final class UpstreamConnection {
                 if let delegate = self.handler.delegate {
                     delegate.upstreamTimedOut()
                 } else if self.isIdle {
-                    self.pool?.idleTimedOut(self)
+                    self.pool?.removeIdle(self)
                 }
             }
         }

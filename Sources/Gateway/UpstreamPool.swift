@@ -159,10 +159,7 @@ final class UpstreamPool {
                         // An idle connection the upstream closed leaves the pool at once, so
                         // it neither takes a place under `max_idle_per_endpoint` nor gets picked.
                         channel.closeFuture.assumeIsolated().whenComplete { [weak self] _ in
-                            guard let self, connection.isIdle else { return }
-                            connection.isIdle = false
-                            connection.clearDeadline()
-                            self.endpoints[index].idle.removeAll { $0 === connection }
+                            self?.removeIdle(connection)
                         }
                         completion(.success((connection, false)))
                     } catch {
@@ -194,8 +191,9 @@ final class UpstreamPool {
         endpoint.idle.append(connection)
     }
 
-    /// `idle_timeout` passed with the connection unused in the pool.
-    func idleTimedOut(_ connection: UpstreamConnection) {
+    /// An idle connection leaves the pool and is closed: its `idle_timeout` passed, or the
+    /// upstream closed it. Nothing for a connection that is lent or gone already.
+    func removeIdle(_ connection: UpstreamConnection) {
         guard connection.isIdle else { return }
         self.endpoints[connection.endpointIndex].idle.removeAll { $0 === connection }
         self.closeIdle(connection)

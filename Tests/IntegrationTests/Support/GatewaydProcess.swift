@@ -165,20 +165,6 @@ final class GatewaydProcess: @unchecked Sendable {
 }
 
 extension GatewaydProcess {
-    /// The pre-started spare workers, once there is one per worker of the serving generation:
-    /// the master starts them only after a generation is serving, so right after
-    /// `waitUntilServing` there may be none yet.
-    func fullSpares(timeout: Duration = .seconds(10)) throws -> Set<Int32> {
-        var spares: Set<Int32> = []
-        try waitUntil("a spare for every serving worker", timeout: timeout) {
-            let status = try status()
-            guard let serving = status.generations.first(where: { $0.state == "serving" }) else { return false }
-            spares = Set(status.spareWorkers)
-            return spares.count == serving.workers.count
-        }
-        return spares
-    }
-
     /// The master's fd count and number of children once neither changes for 50 ms (the
     /// spares of the last reload started, the last control connection closed).
     func steadyResources() throws -> (fds: Int, children: Int) {
