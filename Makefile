@@ -6,8 +6,9 @@ SWIFT ?= swift
 CONFIG ?= examples/gateway-proxy.yaml
 # Debian packages: libsystemd-dev to link libsystemd; pkg-config to find it; curl, wrk and
 # python3 are the real clients the tests drive (python3 also runs the demo upstreams); procps (pkill, ps) and iproute2 (ss) for checks;
-# systemd for systemd-socket-activate, which the socket-activation tests run.
-DEB_PACKAGES := libsystemd-dev pkg-config curl wrk python3 procps iproute2 systemd
+# systemd for systemd-socket-activate, which the socket-activation tests run; haproxy as a real
+# PROXY protocol sender (send-proxy, send-proxy-v2) in front of gatewayd.
+DEB_PACKAGES := libsystemd-dev pkg-config curl wrk python3 procps iproute2 systemd haproxy
 
 # The Swift runtime and Foundation linked in statically: a worker starts in about half the
 # time (measured: ready 15-20 ms instead of 27 ms per reload) with less memory per process.

@@ -36,10 +36,15 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Client-side wire formats with no I/O (SwiftNIO's NIOHTTP1/NIOPosix split): HTTP/1.1
+        // request targets and their canonical paths, the PROXY protocol header. The config
+        // validator and the worker share it.
+        .target(name: "GatewayHTTP", dependencies: ["GatewayCore"]),
         .target(
             name: "GatewayConfig",
             dependencies: [
                 "GatewayCore",
+                "GatewayHTTP",
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
@@ -50,6 +55,7 @@ let package = Package(
                 "CGatewayShim",
                 "GatewayCore",
                 "GatewayConfig",
+                "GatewayHTTP",
                 "GatewayNIO",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -102,6 +108,7 @@ let package = Package(
         ),
         .testTarget(name: "GatewayCoreTests", dependencies: ["GatewayCore", "CGatewayShim"]),
         .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"]),
+        .testTarget(name: "GatewayHTTPTests", dependencies: ["GatewayHTTP", "GatewayCore"]),
         .testTarget(
             name: "GatewayTests",
             dependencies: [

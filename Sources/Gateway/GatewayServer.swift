@@ -199,6 +199,8 @@ public final class GatewayServer: Sendable {
 
     private func makeBootstrap(router: ListenerRouter, isAdmin: Bool, listener: HandedOffListener) -> ServerBootstrap {
         let logger = self.logger
+        let trusted = TrustedProxies(ranges: self.configuration.trustedProxies(on: listener.name))
+        let proxyProtocol = self.configuration.listeners.first { $0.name == listener.name }?.proxyProtocol ?? false
         return ServerBootstrap(group: self.group)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -217,15 +219,16 @@ public final class GatewayServer: Sendable {
             .childChannelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
             // A client that half-closes after its request still gets its response.
             .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
-            .childChannelInitializer { channel in
-                self.initializeConnection(channel, router: router, isAdmin: isAdmin)
+            .childChannelInitializer { [trusted, proxyProtocol] channel in
+                self.initializeConnection(
+                    channel, router: router, isAdmin: isAdmin, trusted: trusted, proxyProtocol: proxyProtocol)
             }
     }
 
     /// Runs on the connection's event loop, before it is registered.
-    private func initializeConnection(_ channel: any Channel, router: ListenerRouter, isAdmin: Bool)
-        -> EventLoopFuture<Void>
-    {
+    private func initializeConnection(
+        _ channel: any Channel, router: ListenerRouter, isAdmin: Bool, trusted: TrustedProxies, proxyProtocol: Bool
+    ) -> EventLoopFuture<Void> {
         let id = ObjectIdentifier(channel)
         let mode = self.state.withLock { state -> AcceptMode in
             if state.acceptMode != .reject {
@@ -243,6 +246,11 @@ public final class GatewayServer: Sendable {
         do {
             let limits = self.configuration.limits
             let pipeline = channel.pipeline.syncOperations
+            let peer = ConnectionPeer(channel.remoteAddress)
+            if proxyProtocol {
+                // Before everything: the header is not HTTP, and it says who the peer is.
+                try pipeline.addHandler(ProxyProtocolDecoder(peer: peer, timeout: TimeAmount(limits.headerTimeout)))
+            }
             let connection = ConnectionHandler(
                 draining: mode == .lameDuck, headerTimeout: TimeAmount(limits.headerTimeout),
                 idleTimeout: TimeAmount(limits.idleTimeout), bodyTimeout: TimeAmount(limits.bodyTimeout))
@@ -268,7 +276,8 @@ public final class GatewayServer: Sendable {
             try pipeline.addHandler(HTTPServerPipelineHandler())
             try pipeline.addHandler(
                 RequestHandler(
-                    connection: connection, router: isAdmin ? ListenerRouter.admin : router, services: self.services,
+                    connection: connection, peer: peer, trusted: trusted,
+                    router: isAdmin ? ListenerRouter.admin : router, services: self.services,
                     upstreams: self.services.upstreams(on: channel.eventLoop)))
             return channel.eventLoop.makeSucceededVoidFuture()
         } catch {

@@ -15,6 +15,12 @@ final class GatewayServices: Sendable {
     let metricsExposition: (@Sendable () -> String)?
     /// Serving and not draining: what `/readyz` answers.
     let ready = Atomic<Bool>(false)
+    /// `paths:`: how targets become canonical paths.
+    let paths: PathsConfig
+    /// Lower-cased names of the fields that carry a credential: `Authorization`,
+    /// `Proxy-Authorization`, and every route's API-key header. Present twice, a request is
+    /// refused: a check of the first and an upstream that reads the second disagree.
+    let credentialHeaders: [String]
     private let upstreams: [String: UpstreamConfig]
     private let loops = Mutex<[ObjectIdentifier: LoopUpstreams]>([:])
     private let closed = Atomic<Bool>(false)
@@ -28,6 +34,14 @@ final class GatewayServices: Sendable {
         self.rateLimiter = rateLimiter
         self.accessLog = accessLog
         self.metrics = metrics
+        self.paths = configuration.paths
+        var credentials = ["authorization", "proxy-authorization"]
+        for route in configuration.routes {
+            if case .apiKey(let header) = route.auth?.scheme, !credentials.contains(header.lowercased()) {
+                credentials.append(header.lowercased())
+            }
+        }
+        self.credentialHeaders = credentials
         var upstreams: [String: UpstreamConfig] = [:]
         for upstream in configuration.upstreams {
             upstreams[upstream.name] = upstream

@@ -116,11 +116,16 @@ final class ProxyExchange: UpstreamConnectionDelegate {
     /// retry recovered from: a dead endpoint shows in the metrics before clients notice it.
     private let metrics: GatewayMetrics
 
+    /// The request came without a Host (HTTP/1.0): each attempt sends the upstream's `host`,
+    /// or its endpoint's `host:port`, so that no upstream gets a request without one.
+    private let setsHost: Bool
+
     init(
         pool: UpstreamPool, client: any ProxyClient, head: HTTPRequestHead, retries: Int, allowsUpgrade: Bool,
-        metrics: GatewayMetrics
+        metrics: GatewayMetrics, setsHost: Bool = false
     ) {
         self.metrics = metrics
+        self.setsHost = setsHost
         self.allowsUpgrade = allowsUpgrade
         self.pool = pool
         self.client = client
@@ -286,8 +291,13 @@ final class ProxyExchange: UpstreamConnectionDelegate {
         connection.delegate = self
         connection.responseBytesReceived = false
         self.state = .sending(connection)
-        let parts = self.pending
+        var parts = self.pending
         self.pending = []
+        if self.setsHost, case .head(var head) = parts.first {
+            let host = self.pool.configuration.host ?? self.pool.endpoints[connection.endpointIndex].endpoint.text
+            head.headers.replaceOrAdd(name: "host", value: host)
+            parts[0] = .head(head)
+        }
         self.replay = []
         self.replayBytes = 0
         self.sentAt = .now()

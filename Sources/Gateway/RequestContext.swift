@@ -92,156 +92,25 @@ func jsonEscaped(_ text: String) -> String {
     return result
 }
 
-/// The request target to send upstream: origin-form (`/path?query`) always, with
-/// `strip_prefix` removed from the path. An absolute-form target (`http://host/p`) loses its
-/// scheme and authority (the Host header carries them).
-func upstreamTarget(_ uri: String, stripPrefix: String?) -> String {
-    var target = Substring(uri)
-    if let first = target.utf8.first, first != UInt8(ascii: "/"), first != UInt8(ascii: "*"),
-        let schemeEnd = target.range(of: "://")
-    {
-        let afterAuthority = target[schemeEnd.upperBound...].firstIndex { $0 == "/" || $0 == "?" }
-        target = afterAuthority.map { target[$0...] } ?? "/"
-        if target.first == "?" {
-            target = "/" + target
-        }
-    }
-    guard let prefix = stripPrefix, target.hasPrefix(prefix) else {
-        return String(target)
-    }
-    let rest = target.dropFirst(prefix.count)
-    if rest.isEmpty || rest.first == "?" {
-        return "/" + rest
-    }
-    if rest.first != "/" {
-        // `/v1` stripped from `/v1x`: not a path segment boundary; prefix matching already
-        // allowed it, so keep the rest rooted.
-        return "/" + rest
-    }
-    return String(rest)
-}
-
-/// The authority of an absolute-form target (`http://host:8080/p` → `host:8080`), userinfo
-/// dropped; `nil` for origin-form.
-func absoluteFormAuthority(_ uri: String) -> String? {
-    guard let first = uri.utf8.first, first != UInt8(ascii: "/"), first != UInt8(ascii: "*"),
-        let schemeEnd = uri.range(of: "://")
-    else { return nil }
-    var authority = uri[schemeEnd.upperBound...].prefix { $0 != "/" && $0 != "?" && $0 != "#" }
-    if let at = authority.lastIndex(of: "@") {
-        authority = authority[authority.index(after: at)...]
-    }
-    return authority.isEmpty ? nil : String(authority)
-}
-
-/// RFC 3986 §3.2.2-3 for an `http` authority (userinfo removed): a bracketed IP literal, or a
-/// non-empty reg-name or IPv4 address, then perhaps `:` and digits.
-func isValidAuthority(_ authority: String) -> Bool {
-    var rest = Substring(authority)
-    if rest.hasPrefix("[") {
-        guard let close = rest.firstIndex(of: "]") else { return false }
-        let literal = rest.utf8[rest.utf8.index(after: rest.startIndex)..<close]
-        guard !literal.isEmpty, literal.allSatisfy({ ipLiteralBytes.contains($0) }) else { return false }
-        rest = rest[rest.index(after: close)...]
-    } else {
-        let host = rest.prefix { $0 != ":" }
-        guard !host.isEmpty, host.utf8.allSatisfy({ regNameBytes.contains($0) }) else { return false }
-        rest = rest[host.endIndex...]
-    }
-    guard let first = rest.utf8.first else { return true }
-    return first == UInt8(ascii: ":") && rest.utf8.dropFirst().allSatisfy { digitBytes.contains($0) }
-}
-
-private let digitBytes = Set("0123456789".utf8)
-/// IPv6 and IPv4 addresses inside brackets (not IPvFuture, which no upstream resolves).
-private let ipLiteralBytes = Set("0123456789abcdefABCDEF:.".utf8)
-/// unreserved, pct-encoded and sub-delims (RFC 3986 §3.2.2).
-private let regNameBytes = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;=".utf8)
-
-/// The request target with its path normalised as nginx does before matching locations:
-/// `%XX` of unreserved characters decoded, `.` and `..` segments resolved. `nil` (400) for a
-/// path that climbs above the root or encodes `/`, `\` or NUL, which different servers
-/// would read differently. Routing and the upstream see the same normalised path, so
-/// `/public/../admin` cannot match a public route and reach an admin one upstream.
-/// The query is kept as sent. Costs nothing for the usual path (no `%`, no dot segment).
-func normalizedTarget(_ uri: String) -> String? {
-    let utf8 = uri.utf8
-    guard utf8.first == UInt8(ascii: "/") else {
-        // `*` and absolute-form as they are, but an absolute-form authority becomes the
-        // upstream's `Host`: one that cannot be a host (`http://[::1/`) is refused, not passed on.
-        if let authority = absoluteFormAuthority(uri), !isValidAuthority(authority) {
-            return nil
-        }
-        return uri
-    }
-    let pathEnd = utf8.firstIndex { $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") } ?? utf8.endIndex
-    let path = utf8[..<pathEnd]
-    var needsWork = false
-    var previous: UInt8 = 0
-    for byte in path {
-        if byte == UInt8(ascii: "%") || (byte == UInt8(ascii: ".") && previous == UInt8(ascii: "/")) {
-            needsWork = true
-            break
-        }
-        previous = byte
-    }
-    guard needsWork else { return uri }
-
-    // Decode unreserved %XX; refuse encoded separators and NUL.
-    var decoded: [UInt8] = []
-    decoded.reserveCapacity(path.count)
-    var index = path.startIndex
-    while index != path.endIndex {
-        let byte = path[index]
-        if byte == UInt8(ascii: "%") {
-            let first = path.index(after: index)
-            guard first != path.endIndex, path.index(after: first) != path.endIndex,
-                let high = hexValue(path[first]), let low = hexValue(path[path.index(after: first)])
-            else { return nil }
-            let value = high << 4 | low
-            if value == UInt8(ascii: "/") || value == UInt8(ascii: "\\") || value == 0 { return nil }
-            let unreserved =
-                (value >= 0x30 && value <= 0x39) || (value >= 0x41 && value <= 0x5A) || (value >= 0x61 && value <= 0x7A)
-                || value == UInt8(ascii: "-") || value == UInt8(ascii: ".") || value == UInt8(ascii: "_")
-                || value == UInt8(ascii: "~")
-            if unreserved {
-                decoded.append(value)
-            } else {
-                decoded.append(contentsOf: path[index...path.index(after: path.index(after: index))])
+/// The request target sent upstream: always origin-form, the canonical path (what routing
+/// matched) with `strip_prefix` removed, and the query as the client sent it. `caseSensitive`
+/// false: the prefix matched ignoring ASCII case, and is removed the same way.
+func upstreamTarget(path: String, query: Substring?, stripPrefix: String?, caseSensitive: Bool = true) -> String {
+    var rest = Substring(path)
+    if let prefix = stripPrefix, prefix.utf8.count <= path.utf8.count {
+        let head = path.utf8.prefix(prefix.utf8.count)
+        let matches =
+            caseSensitive
+            ? head.elementsEqual(prefix.utf8)
+            : head.lazy.map(asciiLower).elementsEqual(prefix.utf8.lazy.map(asciiLower))
+        if matches {
+            rest = Substring(path.utf8.dropFirst(prefix.utf8.count))
+            if rest.first != "/" {
+                // `/v1` stripped from `/v1` is `/`; from `/v1x` (prefix matching allowed it) `/x`.
+                rest = "/" + rest
             }
-            index = path.index(index, offsetBy: 3)
-        } else {
-            decoded.append(byte)
-            index = path.index(after: index)
         }
     }
-
-    // RFC 3986 §5.2.4 remove_dot_segments, on segments.
-    var segments: [ArraySlice<UInt8>] = []
-    let parts = decoded.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).dropFirst()
-    for (position, segment) in parts.enumerated() {
-        let last = position == parts.count - 1
-        if segment.elementsEqual(".".utf8) {
-            if last { segments.append([]) }
-        } else if segment.elementsEqual("..".utf8) {
-            guard !segments.isEmpty else { return nil }
-            segments.removeLast()
-            if last { segments.append([]) }
-        } else {
-            segments.append(segment)
-        }
-    }
-    var result = "/" + segments.map { String(decoding: $0, as: UTF8.self) }.joined(separator: "/")
-    result += uri[pathEnd...]
-    return result
-}
-
-@inline(__always)
-private func hexValue(_ byte: UInt8) -> UInt8? {
-    switch byte {
-    case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0")
-    case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - UInt8(ascii: "a") + 10
-    case UInt8(ascii: "A")...UInt8(ascii: "F"): return byte - UInt8(ascii: "A") + 10
-    default: return nil
-    }
+    guard let query else { return String(rest) }
+    return rest + "?" + query
 }

@@ -1,5 +1,6 @@
 import GatewayConfig
 import GatewayCore
+import GatewayHTTP
 import NIOCore
 import NIOHTTP1
 
@@ -37,6 +38,10 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
     }
 
     private let connection: ConnectionHandler
+    /// The connection's peer (the socket's, or the PROXY protocol header's).
+    private let peer: ConnectionPeer
+    /// The listener's `trusted_proxies`.
+    private let trusted: TrustedProxies
     private let router: ListenerRouter
     private let services: GatewayServices
     private let upstreams: LoopUpstreams
@@ -64,10 +69,26 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
     /// half-close back behind requests the client sent before it, and those are still to be
     /// answered.
     private var clientFinishedSending = false
-    private lazy var clientAddress: String = self.context?.channel.remoteAddress?.ipAddress ?? "-"
+    /// The request's client: the peer, or from a trusted peer what `X-Forwarded-For` says.
+    private var clientAddress = "-"
+    /// The peer is one of `trusted`: its `X-Forwarded-*` fields are kept.
+    private var peerTrusted = false
+    /// The canonical path and the query of the current request (`RequestTarget`).
+    private var canonicalPath = "/"
+    private var query: Substring?
+    /// An exchange made for the request head, started once the decoder has moved past the head
+    /// (a body part, the end, or the end of the read burst): an error llhttp finds in the head's
+    /// framing after handing it over (`Transfer-Encoding: gzip`, `Content-Length` with
+    /// `Transfer-Encoding`) must refuse the request before any byte of it goes upstream.
+    private var unstartedExchange: ProxyExchange?
 
-    init(connection: ConnectionHandler, router: ListenerRouter, services: GatewayServices, upstreams: LoopUpstreams) {
+    init(
+        connection: ConnectionHandler, peer: ConnectionPeer, trusted: TrustedProxies, router: ListenerRouter,
+        services: GatewayServices, upstreams: LoopUpstreams
+    ) {
         self.connection = connection
+        self.peer = peer
+        self.trusted = trusted
         self.router = router
         self.services = services
         self.upstreams = upstreams
@@ -99,12 +120,14 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
                 self.bodyTooLarge(context: context)
                 return
             }
+            self.startExchangeIfWaiting()
             if case .proxying(let exchange) = self.state {
                 exchange.sendBody(body)
             }
         case .end(let trailers):
             self.requestEnded = true
             self.connection.requestBodyEnded()
+            self.startExchangeIfWaiting()
             switch self.state {
             case .local(let response):
                 self.state = .idle
@@ -120,12 +143,7 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
         }
     }
 
-    private func begin(_ originalHead: HTTPRequestHead, context: ChannelHandlerContext) {
-        var head = originalHead
-        let normalized = normalizedTarget(head.uri)
-        if let normalized, normalized != head.uri {
-            head.uri = normalized
-        }
+    private func begin(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         self.keepAlive = head.isKeepAlive
         self.isHTTP10 = head.version == .http1_0
         self.isHeadRequest = head.method == .HEAD
@@ -140,7 +158,38 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
             head.headers.contains(name: "transfer-encoding")
             || (head.headers.first(name: "content-length").flatMap(Int64.init) ?? 0) > 0
         self.connection.requestStarted(readingBody: self.requestHasBody)
-        let handling = normalized == nil ? RouteHandling.notFound : self.router.route(head)
+
+        // Who the client is: the peer, unless a trusted proxy says otherwise.
+        self.peerTrusted = self.trusted.contains(self.peer.address)
+        self.clientAddress =
+            self.peerTrusted
+            ? self.trusted.client(peer: self.peer, forwardedFor: head.headers["x-forwarded-for"]).text
+            : self.peer.text
+
+        // One canonical path for routing and for the upstream (RequestTarget).
+        var targetError: RequestTargetError?
+        var authority: Substring?
+        var form = RequestTarget.Form.origin
+        do {
+            let target = try RequestTarget.parse(head.uri, rules: self.services.paths.rules)
+            self.canonicalPath = target.path
+            self.query = target.query
+            authority = target.authority
+            form = target.form
+        } catch {
+            targetError = error
+            self.canonicalPath = "/"
+            self.query = nil
+        }
+        let handling: RouteHandling
+        if targetError != nil {
+            handling = RouteHandling.notFound
+        } else {
+            // RFC 9112 §3.2.2: an absolute-form target's authority is the request's host.
+            let host =
+                self.router.needsHost ? (authority.map(String.init) ?? head.headers.first(name: "host")) : nil
+            handling = self.router.route(method: head.method, path: self.canonicalPath.utf8, host: host)
+        }
         self.handling = handling
         var requestID = head.headers.first(name: RequestID.header) ?? ""
         if !RequestID.isAcceptable(requestID) {
@@ -159,8 +208,16 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
             || (head.headers.contains(name: "upgrade")
                 && head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" })
 
-        if normalized == nil {
-            self.reject(.error(.badRequest, "invalid request path", extraHeaders: []), closing: true, context: context)
+        if let targetError {
+            self.reject(
+                .error(.badRequest, "invalid request target: \(targetError)", extraHeaders: []), closing: true,
+                context: context)
+            return
+        }
+        if form == .asterisk, head.method != .OPTIONS {
+            self.reject(
+                .error(.badRequest, "invalid request target: '*' is for OPTIONS only", extraHeaders: []),
+                closing: true, context: context)
             return
         }
         if head.method == .CONNECT {
@@ -177,6 +234,13 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
         if hosts > 1 || (hosts == 0 && head.version == .http1_1) {
             self.reject(
                 .error(.badRequest, "a request needs exactly one Host header", extraHeaders: []), closing: true,
+                context: context)
+            return
+        }
+        // A credential twice: the check here reads the first, an upstream may read the last.
+        for name in self.services.credentialHeaders where head.headers[name].count > 1 {
+            self.reject(
+                .error(.badRequest, "more than one \(name) header", extraHeaders: []), closing: true,
                 context: context)
             return
         }
@@ -242,12 +306,23 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
                     .error(.badGateway, "upstream \(target.upstream) is not available", extraHeaders: []))
                 return
             }
-            let upstreamHead = self.upstreamRequestHead(head, target: target, requestID: requestID)
+            let upstreamHead = self.upstreamRequestHead(
+                head, target: target, authority: authority, requestID: requestID)
             self.record?.upstreamName = target.upstream
             let exchange = ProxyExchange(
                 pool: pool, client: self, head: upstreamHead, retries: pool.configuration.retries,
-                allowsUpgrade: self.isUpgradeRequest, metrics: self.services.metrics)
+                allowsUpgrade: self.isUpgradeRequest, metrics: self.services.metrics,
+                setsHost: !upstreamHead.headers.contains(name: "host"))
             self.state = .proxying(exchange)
+            self.unstartedExchange = exchange
+        }
+    }
+
+    /// See `unstartedExchange`.
+    private func startExchangeIfWaiting() {
+        guard let exchange = self.unstartedExchange else { return }
+        self.unstartedExchange = nil
+        if case .proxying(let current) = self.state, current === exchange {
             exchange.start()
         }
     }
@@ -299,9 +374,9 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
         }
     }
 
-    private func upstreamRequestHead(_ head: HTTPRequestHead, target: ProxyTarget, requestID: String)
-        -> HTTPRequestHead
-    {
+    private func upstreamRequestHead(
+        _ head: HTTPRequestHead, target: ProxyTarget, authority: Substring?, requestID: String
+    ) -> HTTPRequestHead {
         var headers = head.headers
         // Framing as llhttp read it: the body is sent upstream framed the same way, and only
         // that way (the encoder adds no framing of its own, so nothing can smuggle a second
@@ -310,19 +385,26 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
         let contentLength = chunked ? nil : head.headers.first(name: "content-length")
         let upgrade = ProxyHeaders.removeHopByHop(&headers)
         headers.remove(name: "expect")
-        if let authority = absoluteFormAuthority(head.uri) {
+        if let authority {
             // Routing used the target's authority (RFC 9112 §3.2.2): so must the upstream.
-            headers.replaceOrAdd(name: "host", value: authority)
+            headers.replaceOrAdd(name: "host", value: String(authority))
         }
-        // RFC 7239 predecessors, as nginx and Envoy send them; set before the route's rules,
-        // which may override them.
-        let forwardedFor = headers[canonicalForm: "x-forwarded-for"].joined(separator: ", ")
+        // RFC 7239's predecessors, as nginx and Envoy send them; set before the route's rules,
+        // which may override them. From a trusted proxy the chain is kept and its address
+        // added; from anyone else what the client wrote is dropped, so an upstream that reads
+        // the leftmost address never reads one the client made up.
+        let forwardedFor = self.peerTrusted ? headers["x-forwarded-for"].joined(separator: ", ") : ""
         headers.replaceOrAdd(
             name: "x-forwarded-for",
-            value: forwardedFor.isEmpty ? self.clientAddress : forwardedFor + ", " + self.clientAddress)
-        headers.replaceOrAdd(name: "x-forwarded-proto", value: "http")
-        if let host = headers.first(name: "host") {
+            value: forwardedFor.isEmpty ? self.peer.text : forwardedFor + ", " + self.peer.text)
+        let forwardedProto = self.peerTrusted ? headers.first(name: "x-forwarded-proto") : nil
+        headers.replaceOrAdd(name: "x-forwarded-proto", value: forwardedProto ?? "http")
+        if let forwardedHost = self.peerTrusted ? headers.first(name: "x-forwarded-host") : nil {
+            headers.replaceOrAdd(name: "x-forwarded-host", value: forwardedHost)
+        } else if let host = headers.first(name: "host") {
             headers.replaceOrAdd(name: "x-forwarded-host", value: host)
+        } else {
+            headers.remove(name: "x-forwarded-host")
         }
         let via = head.version == .http1_0 ? "1.0 gatewayd" : "1.1 gatewayd"
         let existingVia = headers[canonicalForm: "via"].joined(separator: ", ")
@@ -340,10 +422,14 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
             headers.add(name: "upgrade", value: upgrade)
         }
         headers.replaceOrAdd(name: RequestID.header, value: requestID)
-        // Always HTTP/1.1 upstream: keep-alive and chunked bodies are ours to use.
+        // Always HTTP/1.1 upstream: keep-alive and chunked bodies are ours to use. The path is
+        // the canonical one that routing matched, never the bytes as sent.
         return HTTPRequestHead(
             version: .http1_1, method: head.method,
-            uri: upstreamTarget(head.uri, stripPrefix: target.stripPrefix), headers: headers)
+            uri: upstreamTarget(
+                path: self.canonicalPath, query: self.query, stripPrefix: target.stripPrefix,
+                caseSensitive: self.services.paths.caseSensitive),
+            headers: headers)
     }
 
     private func bodyTooLarge(context: ChannelHandlerContext) {
@@ -670,6 +756,9 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
     // MARK: Events
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        // The decoder has read everything of this burst without an error: the head it handed
+        // over is whole and its framing valid.
+        self.startExchangeIfWaiting()
         if self.needsFlush {
             self.needsFlush = false
             context.flush()
@@ -683,6 +772,7 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        self.unstartedExchange = nil
         if case .proxying(let exchange) = self.state {
             exchange.cancel()
             if var record = self.record {
@@ -726,6 +816,8 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
         // Malformed or smuggling-shaped input (both Content-Length and Transfer-Encoding, two
         // different Content-Lengths, a bad chunk size, obsolete line folding…): llhttp in
         // strict mode refuses them. Answer 400 (431 for headers past the limit) and close.
+        // An exchange not started yet never will be: nothing of this request went upstream.
+        self.unstartedExchange = nil
         if case .proxying(let exchange) = self.state {
             exchange.cancel()
         }
@@ -741,7 +833,7 @@ final class RequestHandler: ChannelDuplexHandler, RemovableChannelHandler, Proxy
             self.handling = .notFound
             self.record = RequestRecord(
                 start: .now(), method: .GET, uri: "-", version: .http1_1, route: "<bad request>",
-                requestID: RequestID.make(), client: self.clientAddress)
+                requestID: RequestID.make(), client: self.peer.text)
         }
         self.keepAlive = false
         self.state = .answered

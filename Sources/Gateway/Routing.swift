@@ -132,37 +132,40 @@ final class ListenerRouter: Sendable {
     let routes: [CompiledRoute]
     /// Whether any route looks at the Host header; if none does, it is never read.
     let needsHost: Bool
+    /// `paths.case_sensitive`; when false, the compiled paths are lower-case and request paths
+    /// are compared lower-cased.
+    let caseSensitive: Bool
 
-    init(listenerName: String, routes: [CompiledRoute]) {
+    init(listenerName: String, routes: [CompiledRoute], caseSensitive: Bool = true) {
         self.listenerName = listenerName
-        self.routes = routes
+        self.caseSensitive = caseSensitive
+        self.routes =
+            caseSensitive
+            ? routes
+            : routes.map { route in
+                var route = route
+                route.pathPrefix = route.pathPrefix.map { $0.map(asciiLower) }
+                route.exactPath = route.exactPath.map { $0.map(asciiLower) }
+                return route
+            }
         self.needsHost = routes.contains { $0.host != nil }
     }
 
-    func route(_ head: HTTPRequestHead) -> RouteHandling {
-        if self.routes.isEmpty {
-            return RouteHandling.notFound
-        }
-        let uri = head.uri
-        let path = requestPath(uri)
-        var hostHeader: String?
-        var hostLoaded = false
+    /// `path`: the request's canonical path (`RequestTarget`), query excluded. `host`: the
+    /// authority of an absolute-form target, else the Host header; read only if `needsHost`.
+    func route(method: HTTPMethod, path: some Collection<UInt8>, host: String?) -> RouteHandling {
         for route in self.routes {
-            if let methods = route.methods, !methods.contains(head.method) {
+            if let methods = route.methods, !methods.contains(method) {
                 continue
             }
-            if let exact = route.exactPath, !path.elementsEqual(exact) {
+            if let exact = route.exactPath, !self.pathEquals(path, exact) {
                 continue
             }
-            if let prefix = route.pathPrefix, !path.starts(with: prefix) {
+            if let prefix = route.pathPrefix, !self.pathStarts(path, with: prefix) {
                 continue
             }
             if let hostMatch = route.host {
-                if !hostLoaded {
-                    hostLoaded = true
-                    hostHeader = requestHost(head, absoluteFormURI: uri)
-                }
-                guard let hostHeader, hostMatches(hostMatch, hostHeader) else {
+                guard let host, hostMatches(hostMatch, host) else {
                     continue
                 }
             }
@@ -170,67 +173,14 @@ final class ListenerRouter: Sendable {
         }
         return RouteHandling.notFound
     }
-}
 
-/// The path of a request target, query excluded: `/a/b?x=1` → `/a/b`. An absolute-form
-/// target (`http://host/a?x`) yields its path (`/a`), `*` yields `*`.
-func requestPath(_ uriString: String) -> Substring.UTF8View {
-    let uri = uriString.utf8
-    var start = uri.startIndex
-    if let first = uri.first, first != UInt8(ascii: "/"), first != UInt8(ascii: "*") {
-        // absolute-form: skip "scheme://authority".
-        if let schemeEnd = findSchemeSeparator(uri) {
-            let authorityStart = uri.index(schemeEnd, offsetBy: 3)
-            start =
-                uri[authorityStart...].firstIndex(where: {
-                    $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "?")
-                })
-                ?? uri.endIndex
-        }
+    private func pathEquals(_ path: some Collection<UInt8>, _ expected: [UInt8]) -> Bool {
+        self.caseSensitive ? path.elementsEqual(expected) : path.lazy.map(asciiLower).elementsEqual(expected)
     }
-    let end =
-        uri[start...].firstIndex(where: { $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") })
-        ?? uri.endIndex
-    return uriString[start..<end].utf8
-}
 
-/// Index of "://" in `uri`, if it looks like `scheme://`.
-private func findSchemeSeparator(_ uri: String.UTF8View) -> String.UTF8View.Index? {
-    var index = uri.startIndex
-    while index != uri.endIndex {
-        let byte = uri[index]
-        if byte == UInt8(ascii: ":") {
-            let rest = uri[index...]
-            return rest.starts(with: "://".utf8) ? index : nil
-        }
-        if byte == UInt8(ascii: "/") || byte == UInt8(ascii: "?") {
-            return nil
-        }
-        index = uri.index(after: index)
+    private func pathStarts(_ path: some Collection<UInt8>, with prefix: [UInt8]) -> Bool {
+        self.caseSensitive ? path.starts(with: prefix) : path.lazy.map(asciiLower).starts(with: prefix)
     }
-    return nil
-}
-
-/// The host a request is for: the authority of an absolute-form target (RFC 9112 §3.2.2), else
-/// the Host header. Not yet lower-cased nor port-stripped: `hostMatches` does both while comparing.
-func requestHost(_ head: HTTPRequestHead, absoluteFormURI uriString: String) -> String? {
-    let uri = uriString.utf8
-    if let first = uri.first, first != UInt8(ascii: "/"), first != UInt8(ascii: "*"),
-        let schemeEnd = findSchemeSeparator(uri)
-    {
-        let authorityStart = uri.index(schemeEnd, offsetBy: 3)
-        let authorityEnd =
-            uri[authorityStart...].firstIndex(where: {
-                $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "?")
-            })
-            ?? uri.endIndex
-        var authority = uriString[authorityStart..<authorityEnd]
-        if let at = authority.lastIndex(of: "@") {
-            authority = authority[authority.index(after: at)...]
-        }
-        return String(authority)
-    }
-    return head.headers.first(name: "host")
 }
 
 /// The host part of a Host header value: port stripped (`a.com:8080` → `a.com`,
@@ -251,7 +201,7 @@ func hostWithoutPort(_ value: Substring.UTF8View) -> Substring.UTF8View {
 }
 
 @inline(__always)
-private func asciiLower(_ byte: UInt8) -> UInt8 {
+func asciiLower(_ byte: UInt8) -> UInt8 {
     (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z")) ? byte | 0x20 : byte
 }
 
@@ -271,6 +221,7 @@ func hostMatches(_ match: CompiledHostMatch, _ hostHeader: String) -> Bool {
 struct RoutingTable: Sendable {
     private var routers: [String: ListenerRouter]
     private var routesForUnknownListener: [CompiledRoute]
+    private var caseSensitive: Bool
 
     init(configuration: GatewayConfiguration) throws(GatewayServerError) {
         var compiled: [(listener: String?, route: CompiledRoute)] = []
@@ -281,17 +232,20 @@ struct RoutingTable: Sendable {
         for listener in configuration.listeners {
             let routes = compiled.filter { $0.listener == nil || $0.listener == listener.name }.map(
                 \.route)
-            routers[listener.name] = ListenerRouter(listenerName: listener.name, routes: routes)
+            routers[listener.name] = ListenerRouter(
+                listenerName: listener.name, routes: routes, caseSensitive: configuration.paths.caseSensitive)
         }
         self.routers = routers
         self.routesForUnknownListener = compiled.filter { $0.listener == nil }.map(\.route)
+        self.caseSensitive = configuration.paths.caseSensitive
     }
 
     /// A listener missing from the configuration (should not happen: the master hands over
     /// exactly the configured listeners) gets the routes that apply to every listener.
     func router(for listenerName: String) -> ListenerRouter {
         self.routers[listenerName]
-            ?? ListenerRouter(listenerName: listenerName, routes: self.routesForUnknownListener)
+            ?? ListenerRouter(
+                listenerName: listenerName, routes: self.routesForUnknownListener, caseSensitive: self.caseSensitive)
     }
 
     func hasListener(_ name: String) -> Bool {

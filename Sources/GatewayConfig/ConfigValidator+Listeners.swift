@@ -2,7 +2,7 @@ import GatewayCore
 import Yams
 
 extension ConfigValidator {
-    static let listenerKeys = ["name", "address", "backlog"]
+    static let listenerKeys = ["name", "address", "backlog", "trusted_proxies", "proxy_protocol"]
 
     /// The valid listeners, and every listener name declared (valid or not), so a route naming
     /// a listener that has some other error is not reported a second time.
@@ -64,8 +64,26 @@ extension ConfigValidator {
                 backlog = integer(node, path: fields.path(of: "backlog"), in: 1...65535).map { Int32($0) }
             }
 
-            if let name, let address, let backlog {
-                listeners.append(ListenerConfig(name: name.name, address: address, backlog: backlog))
+            var ok = true
+            var trustedProxies: [AddressRange]?
+            if let node = fields.optionalValue("trusted_proxies") {
+                trustedProxies = addressRanges(node, path: fields.path(of: "trusted_proxies"))
+                ok = trustedProxies != nil
+            }
+            var proxyProtocol = false
+            if let node = fields.optionalValue("proxy_protocol") {
+                if let value = boolean(node, path: fields.path(of: "proxy_protocol")) {
+                    proxyProtocol = value
+                } else {
+                    ok = false
+                }
+            }
+
+            if let name, let address, let backlog, ok {
+                listeners.append(
+                    ListenerConfig(
+                        name: name.name, address: address, backlog: backlog, trustedProxies: trustedProxies,
+                        proxyProtocol: proxyProtocol))
             }
         }
         return (listeners, names)

@@ -164,7 +164,7 @@ extension ConfigValidator {
                 at: node.position)
             return nil
         }
-        return text
+        return checkCanonical(text, path: path, at: node) ? text : nil
     }
 
     private mutating func host(_ node: Node, path: String) -> HostMatch? {

@@ -1,10 +1,11 @@
 import GatewayCore
+import GatewayHTTP
 import Yams
 
 extension ConfigValidator {
     static let upstreamKeys = [
         "endpoints", "balance", "connect_timeout", "response_timeout", "read_timeout", "keepalive", "health",
-        "retries",
+        "retries", "host",
     ]
     static let keepaliveKeys = ["max_idle_per_endpoint", "idle_timeout"]
     static let healthKeys = ["max_failures", "eject_for"]
@@ -65,13 +66,19 @@ extension ConfigValidator {
         if let node = fields.optionalValue("retries") {
             retries = integer(node, path: fields.path(of: "retries"), in: 0...ConfigValidator.maximumRetries)
         }
+        var host: String?
+        var hostOK = true
+        if let node = fields.optionalValue("host") {
+            host = hostHeader(node, path: fields.path(of: "host"))
+            hostOK = host != nil
+        }
         guard let endpoints, let balance, let connectTimeout, let responseTimeout, let readTimeout, let keepalive,
-            let health, let retries
+            let health, let retries, hostOK
         else { return nil }
         return UpstreamConfig(
             name: name, endpoints: endpoints, balance: balance, connectTimeout: connectTimeout,
             responseTimeout: responseTimeout, readTimeout: readTimeout, keepalive: keepalive, health: health,
-            retries: retries)
+            retries: retries, host: host)
     }
 
     private mutating func keepalive(_ node: Node, path: String) -> UpstreamKeepalive? {
@@ -97,6 +104,17 @@ extension ConfigValidator {
         let ejectFor = timeout(fields, "eject_for", default: defaults.ejectFor)
         guard let maxFailures, let ejectFor else { return nil }
         return PassiveHealth(maxFailures: maxFailures, ejectFor: ejectFor)
+    }
+
+    /// `host: api.internal:8080`: a Host header value (RFC 9110 §7.2: an authority, no userinfo).
+    private mutating func hostHeader(_ node: Node, path: String) -> String? {
+        guard var text = string(node, path: path) else { return nil }
+        let valid = text.withUTF8 { Authority.isValid($0) }
+        guard valid else {
+            error("\(path): invalid host \(quoted(text)): expected HOST or HOST:PORT", at: node.position)
+            return nil
+        }
+        return text
     }
 
     // MARK: - Endpoints

@@ -1,3 +1,5 @@
+import GatewayCore
+import GatewayHTTP
 import Yams
 
 /// Walks the composed YAML against the configuration schema, reporting every problem it can
@@ -14,6 +16,8 @@ struct ConfigValidator {
     var environment: ConfigEnvironment
     /// Every upstream name declared (valid or not), for the routes' `upstream`.
     var upstreamNames: Set<String> = []
+    /// From `paths:`, read before the routes: their paths must be canonical under these.
+    var pathRules = PathRules()
 
     /// Far more than 1 MiB of YAML can hold without aliases (two bytes per node at best), so
     /// only alias expansion reaches it.
@@ -22,7 +26,8 @@ struct ConfigValidator {
     static let topLevelKeys = [
         "workers", "drain_timeout", "ready_timeout", "max_draining_generations", "worker_watchdog_timeout",
         "control_socket",
-        "listeners", "routes", "upstreams", "limits", "access_log", "admin", "user", "group",
+        "listeners", "routes", "upstreams", "limits", "access_log", "admin", "user", "group", "paths",
+        "trusted_proxies",
     ]
     static let maximumWorkers = 1024
     static let maximumTimeout: Duration = .seconds(24 * 3600)
@@ -77,6 +82,15 @@ struct ConfigValidator {
         let controlSocket = fields.optionalValue("control_socket").flatMap { socketPath($0, path: "control_socket") }
         let user = fields.optionalValue("user").flatMap { account($0, path: "user", kind: .user) }
         let group = fields.optionalValue("group").flatMap { account($0, path: "group", kind: .group) }
+        var paths: PathsConfig? = PathsConfig()
+        if let node = fields.optionalValue("paths") {
+            paths = self.paths(node)
+            if let paths { pathRules = paths.rules }
+        }
+        var trustedProxies: [AddressRange]? = []
+        if let node = fields.optionalValue("trusted_proxies") {
+            trustedProxies = addressRanges(node, path: "trusted_proxies")
+        }
         let (listeners, listenerNames) = listeners(fields)
         let admin = fields.optionalValue("admin").flatMap { self.admin($0, listenerNames: listenerNames) }
         let upstreams = self.upstreams(fields)
@@ -87,7 +101,9 @@ struct ConfigValidator {
         }
         let accessLog = fields.optionalValue("access_log").flatMap { self.accessLog($0) }
 
-        guard sink.isEmpty, let drainTimeout, let readyTimeout, let maxDraining, let watchdogTimeout, let limits else {
+        guard sink.isEmpty, let drainTimeout, let readyTimeout, let maxDraining, let watchdogTimeout, let limits,
+            let paths, let trustedProxies
+        else {
             return nil
         }
         return GatewayConfiguration(
@@ -104,7 +120,9 @@ struct ConfigValidator {
             accessLog: accessLog,
             admin: admin,
             user: user,
-            group: group)
+            group: group,
+            paths: paths,
+            trustedProxies: trustedProxies)
     }
 
     // MARK: - Mappings

@@ -1,4 +1,5 @@
 import GatewayCore
+import GatewayHTTP
 
 /// A validated gatewayd configuration. Built only by `ConfigLoader`, which guarantees every
 /// invariant stated here (unique names, known references, sane ranges).
@@ -32,6 +33,11 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var user: String?
     /// Workers run as this group; `nil` with `user` set means that user's primary group.
     public var group: String?
+    /// How request paths are canonicalised and matched (`paths:`).
+    public var paths: PathsConfig
+    /// Peers whose `X-Forwarded-For`, `-Proto` and `-Host` are believed (`trusted_proxies`); a
+    /// listener may have its own list.
+    public var trustedProxies: [AddressRange]
 
     public init(
         workers: Int? = nil,
@@ -47,7 +53,9 @@ public struct GatewayConfiguration: Sendable, Equatable {
         accessLog: AccessLogConfig? = nil,
         admin: AdminConfig? = nil,
         user: String? = nil,
-        group: String? = nil
+        group: String? = nil,
+        paths: PathsConfig = PathsConfig(),
+        trustedProxies: [AddressRange] = []
     ) {
         self.workers = workers
         self.drainTimeout = drainTimeout
@@ -63,6 +71,13 @@ public struct GatewayConfiguration: Sendable, Equatable {
         self.admin = admin
         self.user = user
         self.group = group
+        self.paths = paths
+        self.trustedProxies = trustedProxies
+    }
+
+    /// The proxies trusted on `listener`: its own list, else the top-level one.
+    public func trustedProxies(on listener: String) -> [AddressRange] {
+        self.listeners.first { $0.name == listener }?.trustedProxies ?? self.trustedProxies
     }
 
     public func upstream(named name: String) -> UpstreamConfig? {
@@ -84,15 +99,25 @@ public struct ListenerConfig: Sendable, Equatable {
     public var address: ListenerAddress
     /// listen(2) backlog; the kernel caps it at net.core.somaxconn.
     public var backlog: Int32
+    /// `nil`: the top-level `trusted_proxies` apply.
+    public var trustedProxies: [AddressRange]?
+    /// Every connection starts with a PROXY protocol (v1 or v2) header, as HAProxy's
+    /// `send-proxy` and AWS NLB send it; one that does not is closed.
+    public var proxyProtocol: Bool
 
     /// 4096 is Linux's default somaxconn since 5.4; a deep queue is what keeps
     /// connections waiting (not refused) while generations change.
     public static let defaultBacklog: Int32 = 4096
 
-    public init(name: String, address: ListenerAddress, backlog: Int32 = ListenerConfig.defaultBacklog) {
+    public init(
+        name: String, address: ListenerAddress, backlog: Int32 = ListenerConfig.defaultBacklog,
+        trustedProxies: [AddressRange]? = nil, proxyProtocol: Bool = false
+    ) {
         self.name = name
         self.address = address
         self.backlog = backlog
+        self.trustedProxies = trustedProxies
+        self.proxyProtocol = proxyProtocol
     }
 }
 
@@ -182,5 +207,19 @@ public struct HeaderField: Sendable, Equatable {
     public init(name: String, value: String) {
         self.name = name
         self.value = value
+    }
+}
+
+/// `paths:`: how a request's path becomes the one canonical path that routing and the upstream
+/// see (`RequestTarget`), and how routes compare it.
+public struct PathsConfig: Sendable, Equatable {
+    public var rules: PathRules
+    /// `false`: routes match paths ignoring ASCII case, for upstreams that do (IIS, ASP.NET
+    /// Core): there `/ADMIN` is `/admin`, and a route guarding one must guard the other.
+    public var caseSensitive: Bool
+
+    public init(rules: PathRules = PathRules(), caseSensitive: Bool = true) {
+        self.rules = rules
+        self.caseSensitive = caseSensitive
     }
 }

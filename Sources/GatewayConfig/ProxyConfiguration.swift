@@ -81,6 +81,9 @@ public struct UpstreamConfig: Sendable, Equatable {
     /// byte of the response arrived: after a failed connect, or after a reset, close or
     /// `response_timeout` when the whole request is still held.
     public var retries: Int
+    /// `Host` for requests that came without one (HTTP/1.0); `nil`: the endpoint's
+    /// `host:port` as written.
+    public var host: String?
 
     public init(
         name: String,
@@ -91,7 +94,8 @@ public struct UpstreamConfig: Sendable, Equatable {
         readTimeout: Duration = UpstreamConfig.defaultReadTimeout,
         keepalive: UpstreamKeepalive = UpstreamKeepalive(),
         health: PassiveHealth = PassiveHealth(),
-        retries: Int = 1
+        retries: Int = 1,
+        host: String? = nil
     ) {
         self.name = name
         self.endpoints = endpoints
@@ -102,6 +106,7 @@ public struct UpstreamConfig: Sendable, Equatable {
         self.keepalive = keepalive
         self.health = health
         self.retries = retries
+        self.host = host
     }
 
     /// nginx's `proxy_connect_timeout` is 60 s; Envoy's cluster connect_timeout is 5 s. On a

@@ -386,14 +386,6 @@ struct RouterTests {
         #expect(!hostMatches(.suffix(Array(".a.com".utf8)), "a.com"))
         #expect(!hostMatches(.suffix(Array(".a.com".utf8)), ".a.com"))
     }
-
-    @Test func pathParsing() {
-        #expect(String(Substring(requestPath("/a/b?c=d"))) == "/a/b")
-        #expect(String(Substring(requestPath("/a#f"))) == "/a")
-        #expect(String(Substring(requestPath("http://h:1/x/y?z"))) == "/x/y")
-        #expect(String(Substring(requestPath("http://h"))) == "")
-        #expect(String(Substring(requestPath("*"))) == "*")
-    }
 }
 
 /// The Send-Q column of `ss -ltn` for a listening socket: its accept queue limit (the backlog).

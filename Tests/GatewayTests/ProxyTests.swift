@@ -381,11 +381,11 @@ struct ProxyTests {
             }
             #expect(traced.status == 200)
             #expect(traced.body.contains("\"body_length\": \(smuggled.utf8.count)"))
-            // The 1000-byte POST, the chunked GET, the TRACE, and the head of the bad-chunk request: bodies stream, so its
-            // head went upstream before the bad chunk arrived (that upstream connection was
-            // then closed, its request never complete). Nothing else reached the upstream.
+            // The 1000-byte POST, the chunked GET and the TRACE. Not the bad-chunk request: its
+            // head and its bad chunk arrive in one read, and the exchange starts only once the
+            // decoder is past what arrived without an error. Nothing else reached the upstream.
             let stats = try await onThreadThrowing { try upstream.requestCount() }
-            #expect(stats == 4)
+            #expect(stats == 3)
         }
     }
 
@@ -472,38 +472,16 @@ func testSharedState() throws -> SharedState {
     SharedState(memory: try SharedMemory.create())
 }
 
-@Suite("Request targets")
-struct RequestTargetTests {
-    @Test func normalization() {
-        #expect(normalizedTarget("/a/b?x=/../") == "/a/b?x=/../")
-        #expect(normalizedTarget("/a/./b/../c") == "/a/c")
-        #expect(normalizedTarget("/public/../admin/secret") == "/admin/secret")
-        #expect(normalizedTarget("/%61dmin/x?q=%2F") == "/admin/x?q=%2F")
-        #expect(normalizedTarget("/a/%20b") == "/a/%20b")
-        #expect(normalizedTarget("/a/..") == "/")
-        #expect(normalizedTarget("/../etc/passwd") == nil)
-        #expect(normalizedTarget("/a%2Fb") == nil)
-        #expect(normalizedTarget("/a%00") == nil)
-        #expect(normalizedTarget("/a%zz") == nil)
-        #expect(normalizedTarget("*") == "*")
-        // An absolute-form authority becomes the upstream's Host: it must be able to be one.
-        #expect(normalizedTarget("http://h.example:8080/p") == "http://h.example:8080/p")
-        #expect(normalizedTarget("http://[::1]:80/p") == "http://[::1]:80/p")
-        #expect(normalizedTarget("http://user@10.0.0.1/p") == "http://user@10.0.0.1/p")
-        #expect(normalizedTarget("http://[::1/p") == nil)
-        #expect(normalizedTarget("http://[::1]x/p") == nil)
-        #expect(normalizedTarget("http://:80/p") == nil)
-        #expect(normalizedTarget("http://h.example:8o/p") == nil)
-        #expect(normalizedTarget("http://h\"x/p") == nil)
-    }
-
+@Suite("Upstream targets")
+struct UpstreamTargetTests {
     @Test func rewriting() {
-        #expect(upstreamTarget("/v1/users?x=1", stripPrefix: "/v1") == "/users?x=1")
-        #expect(upstreamTarget("/v1", stripPrefix: "/v1") == "/")
-        #expect(upstreamTarget("/v1?x", stripPrefix: "/v1") == "/?x")
-        #expect(upstreamTarget("http://h.example/p?q", stripPrefix: nil) == "/p?q")
-        #expect(absoluteFormAuthority("http://user@h.example:8080/p") == "h.example:8080")
-        #expect(absoluteFormAuthority("/p") == nil)
+        #expect(upstreamTarget(path: "/v1/users", query: "x=1", stripPrefix: "/v1") == "/users?x=1")
+        #expect(upstreamTarget(path: "/v1", query: nil, stripPrefix: "/v1") == "/")
+        #expect(upstreamTarget(path: "/v1", query: "x", stripPrefix: "/v1") == "/?x")
+        #expect(upstreamTarget(path: "/v1x/y", query: nil, stripPrefix: "/v1") == "/x/y")
+        #expect(upstreamTarget(path: "/p", query: "", stripPrefix: nil) == "/p?")
+        #expect(upstreamTarget(path: "/V1/users", query: nil, stripPrefix: "/v1", caseSensitive: false) == "/users")
+        #expect(upstreamTarget(path: "/V1/users", query: nil, stripPrefix: "/v1") == "/V1/users")
     }
 }
 
