@@ -108,7 +108,15 @@ let package = Package(
         ),
         .testTarget(name: "GatewayCoreTests", dependencies: ["GatewayCore", "CGatewayShim"]),
         .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"]),
-        .testTarget(name: "GatewayHTTPTests", dependencies: ["GatewayHTTP", "GatewayCore"]),
+        // The parser's differential test runs llhttp through NIOHTTP1 as the reference.
+        .testTarget(
+            name: "GatewayHTTPTests",
+            dependencies: [
+                "GatewayHTTP", "GatewayCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]),
         .testTarget(
             name: "GatewayTests",
             dependencies: [

@@ -1014,7 +1014,8 @@ def fuzz_case(args, name, kind, data, expect, half_close):
     return case
 
 
-def cmd_fuzz(args):
+def fuzz_cases(args):
+    """(name, kind, bytes, expectation, half_close) of every case of a seeded run."""
     rng = random.Random(args.seed)
     cases = [(name, "malformed", data, expect, half)
              for name, data, expect, half in fuzz_corpus(args.direct_path, args.proxy_path)]
@@ -1029,6 +1030,21 @@ def cmd_fuzz(args):
         mutated, ops = mutate(data, rng)
         # A mutated length can leave the gateway waiting for a body: the end of input ends it.
         cases.append(("mutated-%d-%s-%s" % (i, base, "+".join(ops)), "mutated", mutated, ANY_BUT_5XX, True))
+    return cases
+
+
+def cmd_corpus(args):
+    """The fuzz run's inputs, without a server: the parser differential test feeds them to
+    gatewayd's parser and to llhttp. Valid requests are included as they are."""
+    cases = fuzz_cases(args)
+    cases += [(name, "valid", data, None, False) for name, data in fuzz_valid_requests(args.direct_path, args.proxy_path)]
+    return {"command": "corpus", "ok": True,
+            "cases": [{"name": name, "kind": kind, "data": base64.b64encode(data).decode()}
+                      for name, kind, data, _, _ in cases]}, 0
+
+
+def cmd_fuzz(args):
+    cases = fuzz_cases(args)
     if args.only:
         cases = [c for c in cases if c[0] in args.only]
     results = [None] * len(cases)
@@ -1157,6 +1173,15 @@ def main():
     p.add_argument("--direct-path", default="/direct")
     p.add_argument("--proxy-path", default="/echo")
     p.add_argument("--only", action="append", default=[], help="run only this case (repeatable)")
+    p = sub.add_parser("corpus", help="print the fuzz run's inputs (base64) for the parser differential test")
+    p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("--header", action="append", default=[], help=argparse.SUPPRESS)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--random", type=int, default=300)
+    p.add_argument("--mutations", type=int, default=300)
+    p.add_argument("--direct-path", default="/direct")
+    p.add_argument("--proxy-path", default="/echo")
     p = sub.add_parser("steady")
     common(p)
     p.add_argument("--path", action="append", default=[])
@@ -1179,7 +1204,8 @@ def main():
     signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, args.timeout + 0.5)
     handler = {"ws-echo": cmd_ws_echo, "upload": cmd_upload, "download": cmd_download,
-               "raw": cmd_raw, "slowloris": cmd_slowloris, "fuzz": cmd_fuzz, "steady": cmd_steady}[args.command]
+               "raw": cmd_raw, "slowloris": cmd_slowloris, "fuzz": cmd_fuzz, "steady": cmd_steady,
+               "corpus": cmd_corpus}[args.command]
     try:
         result, code = handler(args)
     except (Failure, OSError) as e:
