@@ -47,6 +47,10 @@ public enum HandoffProtocol {
     /// 1 MiB cap, in base64; small enough that a corrupt length cannot make the reader allocate
     /// gigabytes.
     public static let maximumFrameLength = 4 * 1024 * 1024
+    /// What the master reads of one frame from a worker. A worker's longest frame is `failed`
+    /// with one error's text, a few hundred bytes; 64 KiB is a hundred times that, and bounds
+    /// what a worker can make the master buffer.
+    public static let maximumWorkerFrameLength = 64 * 1024
     /// Linux refuses a 254th fd in one SCM_RIGHTS message (EINVAL, measured).
     public static let maximumDescriptorsPerFrame = 253
 }

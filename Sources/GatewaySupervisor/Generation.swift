@@ -47,7 +47,7 @@ final class Generation {
 
     var liveWorkers: [Worker] { workers.values.filter(\.isAlive).sorted { $0.index < $1.index } }
     var allReady: Bool { workers.count == settings.workers && workers.values.allSatisfy { $0.state == .ready } }
-    var connectionCount: Int { liveWorkers.reduce(0) { $0 + $1.connections } }
+    var connectionCount: Int { liveWorkers.map(\.connections).saturatingSum() }
     /// Only a generation on its way out can end: a serving generation whose workers all died
     /// is restarting them, not finished.
     var isFinished: Bool { (state == .draining || state == .failed) && liveWorkers.isEmpty }
@@ -88,4 +88,14 @@ final class Generation {
 
 struct GenerationStartFailure: Error, Sendable, CustomStringConvertible {
     var description: String
+}
+
+extension Sequence<Int> {
+    /// The sum, or Int.max where it would overflow: counts come from workers, which may lie.
+    func saturatingSum() -> Int {
+        reduce(0) { total, next in
+            let (sum, overflow) = total.addingReportingOverflow(next)
+            return overflow ? .max : sum
+        }
+    }
 }

@@ -10,9 +10,6 @@ import Logging
 extension Master {
     // MARK: - Spawning
 
-    /// Spawns every worker of a new generation and waits until all are ready, one fails, or
-    /// ready_timeout passes.
-    /// Spawns every worker of a new generation. Returns the first failure to spawn.
     /// Starts every worker of a new generation, taking pre-started spares first. Returns the
     /// first failure to spawn.
     func spawnWorkers(of generation: Generation) -> GenerationStartFailure? {
@@ -70,31 +67,10 @@ extension Master {
             "--master-pid", "\(getpid())",
         ]
         let process = try spawner.spawn(arguments: arguments, environment: Self.workerEnvironment())
-        let events = AsyncStream<WorkerEvent>.makeStream()
-        let channel = process.channel
-        let pid = process.pid
-        let spawner = self.spawner
-        // Reads are blocking I/O: a thread of their own, never the concurrency pool. The
-        // thread ends when the worker has exited (not reaped: the actor reaps).
-        Thread.detachNewThread {
-            do {
-                while let (message, fds) = try channel.receive() {
-                    // No frame from a worker may carry fds; never keep what one sends.
-                    for fd in fds { closeDescriptor(fd) }
-                    events.continuation.yield(.message(message))
-                }
-            } catch {
-                events.continuation.yield(.channelError("\(error)"))
-                // A worker we cannot talk to is of no use; make sure it goes away.
-                spawner.signal(SIGKILL, to: pid)
-            }
-            spawner.waitForExit(pid: pid)
-            events.continuation.yield(.exited)
-            events.continuation.finish()
-        }
+        let events = WorkerReader.start(process, spawner: spawner)
         Task { [weak self] in
-            for await event in events.stream {
-                await self?.handle(event, pid: pid)
+            for await event in events {
+                await self?.handle(event, from: process)
             }
         }
         return process
@@ -194,7 +170,8 @@ extension Master {
 
     // MARK: - Events
 
-    private func handle(_ event: WorkerEvent, pid: Int32) async {
+    private func handle(_ event: WorkerEvent, from process: SpawnedProcess) async {
+        let pid = process.pid
         if let spareIndex = spares.firstIndex(where: { $0.pid == pid }) {
             // A spare has nothing to say before its handoff; it can only die.
             guard case .exited = event else { return }
@@ -233,10 +210,17 @@ extension Master {
                 notifyStatusIfChanged()
             }
         case .message(.failed(let reason)):
+            let reason = LogText.escaped(reason)
             worker.failureReason = reason
             logger.error("\(worker.name) failed: \(reason)")
         case .message(.connections(let count)):
-            worker.connections = count
+            worker.connections = min(max(count, 0), Worker.maximumConnections)
+            if worker.connections != count, !worker.reportedImpossibleCount {
+                worker.reportedImpossibleCount = true
+                logger.warning(
+                    "\(worker.name) reported \(count) connections; counted as \(worker.connections) (a process holds at most 2^30 fds)"
+                )
+            }
         case .message(.draining):
             worker.stoppedAccepting = true
             if generation.liveWorkers.allSatisfy({ $0.stoppedAccepting || $0.state != .draining }) {
@@ -246,8 +230,10 @@ extension Master {
         case .message(let other):
             logger.warning("\(worker.name) sent an unexpected \(other.type) frame")
         case .channelError(let reason):
+            // The reason may quote what the worker sent (a frame's type).
+            let reason = LogText.escaped(reason)
             worker.failureReason = worker.failureReason ?? reason
-            logger.error("\(worker.name): \(reason)")
+            logger.error("\(worker.name): \(reason); killing it")
         case .exited:
             let status = spawner.reap(pid: pid)
             workerLocations[pid] = nil

@@ -337,7 +337,7 @@ public actor Master {
         var line = "generation \(servingID) serving, \(serving.liveWorkers.count) workers"
         if let degraded = degradation(of: serving, countdown: false) { line += ", degraded: \(degraded)" }
         if !draining.isEmpty {
-            let connections = draining.reduce(0) { $0 + $1.connectionCount }
+            let connections = draining.map(\.connectionCount).saturatingSum()
             line +=
                 ", \(draining.count) generation\(draining.count == 1 ? "" : "s") draining (\(connections) connections)"
         }
