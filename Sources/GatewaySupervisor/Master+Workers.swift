@@ -28,6 +28,9 @@ extension Master {
     }
 
     /// Waits until every worker of a new generation is ready, one fails, or ready_timeout passes.
+    /// Workers that said ready may die before the caller acts on it (the actor runs their
+    /// exits first): a generation whose every worker did has failed, and the caller must not
+    /// switch to it, or it would drain the serving generation for nothing.
     func waitUntilReady(_ generation: Generation) async -> Result<Void, GenerationStartFailure> {
         if generation.allReady { return .success(()) }
         if state != .starting && state != .running {
@@ -40,7 +43,17 @@ extension Master {
             if !Task.isCancelled { await self?.readyTimedOut(generationID: id, after: timeout) }
         }
         defer { timer.cancel() }
-        return await withCheckedContinuation { generation.readyContinuation = $0 }
+        let result = await withCheckedContinuation { generation.readyContinuation = $0 }
+        guard case .success = result else { return result }
+        if let afterReadyHook { await afterReadyHook(generation.id) }
+        guard generation.liveWorkers.isEmpty else { return result }
+        let names = generation.workers.values.sorted { $0.index < $1.index }.map {
+            "worker \($0.index) (pid \($0.pid))"
+        }
+        return .failure(
+            GenerationStartFailure(
+                description:
+                    "every worker exited after it reported ready, before the switch: \(names.joined(separator: ", "))"))
     }
 
     private func readyTimedOut(generationID: Int, after timeout: Duration) {
@@ -189,9 +202,12 @@ extension Master {
         guard let (generationID, index) = workerLocations[pid], let generation = generations[generationID],
             let worker = generation.workers[index], worker.pid == pid
         else {
+            // A process that is neither a spare nor a worker: one taken from the spares whose
+            // handoff could not be made (`assign` threw). Nothing was queued to it.
             if case .exited = event {
                 workerLocations[pid] = nil
                 _ = spawner.reap(pid: pid)
+                process.channel.close()
             }
             return
         }
@@ -259,11 +275,11 @@ extension Master {
         switch generation.state {
         case .starting where generation.readyContinuation != nil:
             let reason = worker.failureReason.map { ": \($0)" } ?? ""
+            let when = worker.reportedReady ? "after it reported ready, before its generation was" : "before it was"
             generation.resumeReady(
                 .failure(
                     GenerationStartFailure(
-                        description: "worker \(worker.index) (pid \(worker.pid)) \(status) before it was ready\(reason)"
-                    )))
+                        description: "worker \(worker.index) (pid \(worker.pid)) \(status) \(when) ready\(reason)")))
         case .serving where state == .running:
             let lived = ContinuousClock.now - worker.spawnedAt
             logger.error(

@@ -76,6 +76,13 @@ public actor Master {
     var sharedMemory: SharedMemory?
     var finishedContinuation: CheckedContinuation<Void, Never>?
     var controlServer: ControlServer?
+    /// Tests only: awaited once a new generation's workers have all said ready, before the
+    /// master acts on it, to hold open the window in which they may die (see `waitUntilReady`).
+    var afterReadyHook: (@Sendable (_ generation: Int) async -> Void)?
+
+    func setAfterReadyHook(_ hook: @escaping @Sendable (_ generation: Int) async -> Void) {
+        afterReadyHook = hook
+    }
 
     public init(
         options: SupervisorOptions, loaded: LoadedConfiguration, logger: Logger,
@@ -93,6 +100,12 @@ public actor Master {
     /// stopped. Throws only when start-up fails; then nothing is left behind.
     public func run() async throws {
         guard state == .starting else { return }
+        // A parent may have left SIGCHLD ignored (exec keeps an ignored disposition): the
+        // kernel would then reap workers itself, waitpid(2) would say nothing of how they
+        // ended, and their pids could be reused while the master still signals them. The
+        // other dispositions the master relies on it sets itself (SIGPIPE, and SIGHUP, SIGTERM
+        // and SIGINT through UnixSignalsSequence); workers start with all of them at default.
+        signal(SIGCHLD, SIG_DFL)
         do {
             sharedMemory = try SharedMemory.create()
         } catch {

@@ -22,6 +22,8 @@ final class FakeSpawner: ProcessSpawning, Sendable {
         case neverReady
         /// Confirms the drain but keeps its connections until signalled.
         case drainsForever
+        /// Reports ready, then exits with status 3 as soon as `releaseHeldExits` is called.
+        case readyThenExitWhenReleased
     }
 
     struct Record: Sendable {
@@ -43,6 +45,7 @@ final class FakeSpawner: ProcessSpawning, Sendable {
         var records: [pid_t: Record] = [:]
         var exits: [pid_t: ExitStatus] = [:]
         var stops: [pid_t: HandoffChannel] = [:]
+        var exitsReleased = false
     }
 
     private let state = Mutex(State())
@@ -50,6 +53,11 @@ final class FakeSpawner: ProcessSpawning, Sendable {
 
     init(behavior: @escaping @Sendable (_ generation: Int, _ index: Int) -> Behavior) {
         self.behavior = behavior
+    }
+
+    /// Lets every `readyThenExitWhenReleased` worker exit.
+    func releaseHeldExits() {
+        state.withLock { $0.exitsReleased = true }
     }
 
     var records: [Record] { state.withLock { Array($0.records.values).sorted { $0.pid < $1.pid } } }
@@ -134,6 +142,10 @@ final class FakeSpawner: ProcessSpawning, Sendable {
         case .failsAtStart(let reason):
             try? channel.send(.failed(reason: reason))
             return .exited(1)
+        case .readyThenExitWhenReleased:
+            try? channel.send(.ready(pid: pid))
+            while !state.withLock({ $0.exitsReleased }) { usleep(1_000) }
+            return .exited(3)
         case .neverReady:
             break
         }

@@ -267,6 +267,39 @@ struct ResourceTests {
         #expect(status.generations.flatMap(\.workers).allSatisfy { $0.restarts == 0 })
     }
 
+    @Test("a reload that fails to hand a spare its sockets (no fd for the copy) leaves no fd behind in the master")
+    func failedSpareHandoffLeaksNothing() throws {
+        // One worker on two listeners: its handoff needs two copies, made one after the other
+        // with nothing in between (with two workers, the first one's handoff may be sent and
+        // its copy closed before the second copy is made).
+        func config(_ body: String) -> String { Configs.hello(body: body, workers: 1, listeners: ["web", "admin"]) }
+        let gatewayd = try GatewaydProcess(config: config("v1"))
+        let port = try gatewayd.port()
+        let master = gatewayd.pid
+        try gatewayd.writeConfig(config("v2"))
+        try waitForControlConnectionsClosed(gatewayd)
+        let before = try gatewayd.steadyResources()
+        let original = try descriptorLimit(pid: master)
+        // Two fds free: the reload's control connection takes one, the copy of `web` the
+        // other (the config file's fd is closed by then); the copy of `admin` fails, and the
+        // spare, taken but never made a worker, is killed.
+        try setDescriptorLimit(pid: master, to: descriptorLimit(pid: master, leaving: 2))
+        let failed = try gatewayd.reload()
+        try setDescriptorLimit(pid: master, to: original)
+        #expect(failed.status == 1)
+        #expect(
+            failed.stderr.contains("F_DUPFD_CLOEXEC listener admin: Too many open files"),
+            "\(failed.stderr)\n--- gatewayd log ---\n\(gatewayd.log)")
+        #expect(try httpGet(port: port).body == "v1")
+        // A spare again (the failed reload used it), and generation 3 serving.
+        #expect(try gatewayd.reload().status == 0)
+        try gatewayd.waitUntilSingleGeneration()
+        #expect(try httpGet(port: port).body == "v2")
+        try waitForControlConnectionsClosed(gatewayd)
+        let after = try gatewayd.steadyResources()
+        #expect(after == before, "master fds and children \(before) before, \(after) after")
+    }
+
     @Test(
         "a master out of fds: the reload fails naming socketpair; status answers on the reserved fd; accept does not spin; raised again, a reload works"
     )
