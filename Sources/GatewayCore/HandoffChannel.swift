@@ -207,20 +207,25 @@ public enum HandoffChannelError: Error, Sendable, CustomStringConvertible {
 
 extension HandoffChannel {
     /// The master's side of the handoff: hello, a frame per file, the shared segment's fd, the
-    /// listener fds in batches of at most 253, start.
+    /// access log's fd, the listener fds in batches of at most 253, start.
     ///
     /// `files`: every file the config names that the master read while validating it (API
     /// keys), absolute path → bytes. The worker parses with these, never the disk, so it serves
     /// exactly what was validated (and needs no permission to read them).
+    /// `accessLog`: the log file the master opened for the generation, when it is a file.
     public func sendHandoff(
-        hello: HandoffMessage.Hello, files: [String: [UInt8]] = [:], sharedMemory: (fd: CInt, size: Int),
+        hello: HandoffMessage.Hello, files: [String: [UInt8]] = [:],
+        sharedMemory: (fd: CInt, handoff: SharedMemory.Handoff), accessLog: (path: String, fd: CInt)? = nil,
         listeners: [(name: String, fd: CInt, backlog: Int32)]
     ) throws(SystemCallError) {
         try send(.hello(hello))
         for (path, bytes) in files.sorted(by: { $0.key < $1.key }) {
             try send(.file(path: path, bytes: bytes))
         }
-        try send(.sharedMemory(size: sharedMemory.size), descriptors: [sharedMemory.fd])
+        try send(.sharedMemory(sharedMemory.handoff), descriptors: [sharedMemory.fd])
+        if let accessLog {
+            try send(.accessLog(path: accessLog.path), descriptors: [accessLog.fd])
+        }
         var index = 0
         while index < listeners.count {
             let batch = listeners[index..<min(index + HandoffProtocol.maximumDescriptorsPerFrame, listeners.count)]

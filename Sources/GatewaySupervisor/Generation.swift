@@ -16,6 +16,9 @@ final class Generation {
     let loaded: LoadedConfiguration
     let settings: EffectiveSettings
     let listeners: [ListenerTable.Listener]
+    /// The access log's file when it is one, opened by the master for this generation: each
+    /// worker's handoff sends a copy; closed when the generation is gone.
+    let accessLog: AccessLogFile?
     let startedAt: ContinuousClock.Instant = .now
     let wallClockStart: Double
     var state: State = .starting
@@ -36,12 +39,13 @@ final class Generation {
 
     init(
         id: Int, loaded: LoadedConfiguration, settings: EffectiveSettings, listeners: [ListenerTable.Listener],
-        wallClockStart: Double
+        accessLog: AccessLogFile?, wallClockStart: Double
     ) {
         self.id = id
         self.loaded = loaded
         self.settings = settings
         self.listeners = listeners
+        self.accessLog = accessLog
         self.wallClockStart = wallClockStart
     }
 
@@ -88,6 +92,15 @@ final class Generation {
 
 struct GenerationStartFailure: Error, Sendable, CustomStringConvertible {
     var description: String
+}
+
+extension Generation {
+    /// The access log a new generation's workers write to, opened by the master (nil for
+    /// `stdout`, `stderr` or none). Throws naming the path and why it cannot be opened.
+    static func openAccessLog(for configuration: GatewayConfiguration) throws(SystemCallError) -> AccessLogFile? {
+        guard let path = configuration.accessLog?.path, AccessLogFile.isFile(path) else { return nil }
+        return try AccessLogFile(path: path)
+    }
 }
 
 extension Sequence<Int> {

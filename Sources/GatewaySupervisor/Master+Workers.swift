@@ -96,13 +96,16 @@ extension Master {
         }
         // The handoff sends copies of the listening fds, closed once sent: the listener table
         // may close its own (a stop, a failed generation) while a slow worker still reads.
+        // The access log's the same way: the generation closes its own when it ends.
         var copies: [(name: String, fd: CInt, backlog: Int32)] = []
+        var accessLogCopy: (path: String, fd: CInt)?
         do throws(SystemCallError) {
             for listener in generation.listeners {
-                let copy = try syscall("fcntl F_DUPFD_CLOEXEC", on: "listener \(listener.name)") {
-                    fcntl(listener.fd, F_DUPFD_CLOEXEC, 0)
-                }
+                let copy = try Self.copy(listener.fd, of: "listener \(listener.name)")
                 copies.append((name: listener.name, fd: copy, backlog: listener.backlog))
+            }
+            if let log = generation.accessLog {
+                accessLogCopy = (log.path, try Self.copy(log.descriptor, of: "access log \(log.path)"))
             }
         } catch {
             for copy in copies { closeDescriptor(copy.fd) }
@@ -124,15 +127,19 @@ extension Master {
         let spawner = self.spawner
         let logger = self.logger
         let handoff = copies
+        let accessLog = accessLogCopy
         worker.outbox.async {
-            defer { for copy in handoff { closeDescriptor(copy.fd) } }
+            defer {
+                for copy in handoff { closeDescriptor(copy.fd) }
+                if let accessLog { closeDescriptor(accessLog.fd) }
+            }
             do {
                 // `segment` is captured: its fd stays open until this send is done. It is not
                 // copied: SCM_RIGHTS gives the worker a copy of its own.
                 try withExtendedLifetime(segment) { () throws(SystemCallError) in
                     try channel.sendHandoff(
-                        hello: hello, files: files, sharedMemory: (fd: segmentFD, size: segment.size),
-                        listeners: handoff)
+                        hello: hello, files: files, sharedMemory: (fd: segmentFD, handoff: segment.handoff),
+                        accessLog: accessLog, listeners: handoff)
                 }
             } catch {
                 logger.error("handoff to pid \(pid) failed: \(error)")
@@ -140,6 +147,11 @@ extension Master {
                 spawner.signal(SIGKILL, to: pid)
             }
         }
+    }
+
+    /// A CLOEXEC copy of one of the master's fds, for one handoff.
+    private static func copy(_ fd: CInt, of what: String) throws(SystemCallError) -> CInt {
+        try syscall("fcntl F_DUPFD_CLOEXEC", on: what) { fcntl(fd, F_DUPFD_CLOEXEC, 0) }
     }
 
     // MARK: - Spares

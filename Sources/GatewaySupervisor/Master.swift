@@ -111,6 +111,12 @@ public actor Master {
         } catch {
             throw MasterError.startup("cannot create the shared memory segment: \(error)")
         }
+        let accessLog: AccessLogFile?
+        do {
+            accessLog = try Generation.openAccessLog(for: loaded.configuration)
+        } catch {
+            throw MasterError.startup("access log: \(error)")
+        }
         try adoptActivatedSockets()
         let specs = loaded.configuration.listeners.map {
             ListenerTable.Spec(name: $0.name, address: $0.address, backlog: $0.backlog)
@@ -155,7 +161,7 @@ public actor Master {
         }
 
         let generation = Generation(
-            id: generationID, loaded: loaded, settings: settings, listeners: listeners,
+            id: generationID, loaded: loaded, settings: settings, listeners: listeners, accessLog: accessLog,
             wallClockStart: Date().timeIntervalSince1970)
         generations[generationID] = generation
         let result: Result<Void, GenerationStartFailure>

@@ -51,7 +51,8 @@ struct HandoffChannelTests {
         let segment = try SharedMemory.create(layout: .init(rateSlots: 8, metricSlots: 4))
         let segmentFD = try #require(segment.descriptor)
         Thread.detachNewThread {
-            try? master.sendHandoff(hello: hello, sharedMemory: (fd: segmentFD, size: segment.size), listeners: toSend)
+            try? master.sendHandoff(
+                hello: hello, sharedMemory: (fd: segmentFD, handoff: segment.handoff), listeners: toSend)
             sent.signal()
         }
         guard case .hello = try #require(try worker.receive()).message else {
@@ -59,12 +60,13 @@ struct HandoffChannelTests {
             return
         }
         let (sharedFrame, sharedFDs) = try #require(try worker.receive())
-        #expect(sharedFrame == .sharedMemory(size: segment.size))
+        // Size, layout and seed, to the bit.
+        #expect(sharedFrame == .sharedMemory(segment.handoff))
         #expect(sharedFDs.count == 1)
         if let fd = sharedFDs.first {
             // A copy of the master's memfd, CLOEXEC, that maps the same segment.
             #expect(fcntl(fd, F_GETFD) & FD_CLOEXEC != 0)
-            let mapped = try SharedMemory.map(descriptor: fd, size: segment.size)
+            let mapped = try SharedMemory.map(descriptor: fd, handoff: segment.handoff)
             #expect(mapped.hashSeed == segment.hashSeed)
             closeDescriptor(fd)
         }
@@ -98,14 +100,11 @@ struct HandoffChannelTests {
     func sharedMemoryWithoutDescriptor() throws {
         let (a, b) = try pair()
         defer { a.close(); b.close() }
-        let frame = HandoffMessage.sharedMemory(size: 4096).encodeFrame()
+        let frame = HandoffMessage.sharedMemory(
+            .init(size: 4096, layout: .init(rateSlots: 8, metricSlots: 4), seed: (.max, 1))
+        ).encodeFrame()
         _ = frame.withUnsafeBytes { write(a.descriptor, $0.baseAddress, $0.count) }
-        do {
-            _ = try b.receive()
-            Issue.record("a shared_memory frame without an fd was accepted")
-        } catch {
-            #expect("\(error)".contains("shared_memory frame names 1 fds, 0 arrived"), "\(error)")
-        }
+        expectViolation(b, "shared_memory frame names 1 fds, 0 arrived")
     }
 
     @Test("end of file is reported as nil, not an error")

@@ -35,7 +35,7 @@ final class FakeSpawner: ProcessSpawning, Sendable {
         var drained = false
         var exited = false
         /// The shared segment it was handed: inode of the memfd (the same segment for every
-        /// worker has one inode), and whether it mapped with a valid header.
+        /// worker has one inode), and whether it mapped as the handoff described it.
         var sharedMemoryInode: UInt64 = 0
         var sharedMemoryMapped = false
     }
@@ -110,10 +110,10 @@ final class FakeSpawner: ProcessSpawning, Sendable {
         do {
             while let (message, fds) = try channel.receive() {
                 defer { for fd in fds { closeDescriptor(fd) } }
-                if case .sharedMemory(let size) = message, let fd = fds.first {
+                if case .sharedMemory(let segment) = message, let fd = fds.first {
                     var info = stat()
                     fstat(fd, &info)
-                    let mapped = (try? SharedMemory.map(descriptor: fd, size: size)) != nil
+                    let mapped = (try? SharedMemory.map(descriptor: fd, handoff: segment)) != nil
                     state.withLock {
                         $0.records[pid]?.sharedMemoryInode = UInt64(info.st_ino)
                         $0.records[pid]?.sharedMemoryMapped = mapped
