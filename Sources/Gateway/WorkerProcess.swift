@@ -91,6 +91,9 @@ public enum WorkerProcess {
         }
         #if GATEWAYD_FAULT_INJECTION
             let fault = injectedFault(config: handoff.hello.config, worker: handoff.hello.worker)
+            if case .hostile(let behavior) = fault {
+                behaveHostile(behavior, channel: channel, handoff: handoff, logger: logger)
+            }
             injectFaultBeforeReady(fault)
         #endif
 
