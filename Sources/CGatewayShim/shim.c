@@ -43,6 +43,10 @@ ssize_t gw_sendmsg_fds(int sock, const void *buf, size_t len, const int *fds, in
 ssize_t gw_recvmsg_fds(int sock, void *buf, size_t len, int *fds, int maxfds, int *nfds, int *truncated) {
     *nfds = 0;
     *truncated = 0;
+    if (maxfds < 0 || maxfds > GW_MAX_FDS_PER_MESSAGE) {
+        errno = EINVAL;
+        return -1;
+    }
     struct iovec iov = {.iov_base = buf, .iov_len = len};
     struct msghdr msg;
     memset(&msg, 0, sizeof(msg));
@@ -53,7 +57,9 @@ ssize_t gw_recvmsg_fds(int sock, void *buf, size_t len, int *fds, int maxfds, in
         struct cmsghdr align;
     } control;
     msg.msg_control = control.buf;
-    msg.msg_controllen = sizeof(control.buf);
+    // Room for maxfds and no more: the kernel never installs fds that do not fit (it releases
+    // them and sets MSG_CTRUNC). With 0 only a header fits, and no fd enters this process.
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)maxfds);
 
     ssize_t n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
     if (n < 0) {

@@ -19,8 +19,9 @@ import Synchronization
 /// the buffer is full lines are dropped and counted rather than blocking requests. Lines a
 /// write fails to write (a full disk, a closed pipe) are counted the same way.
 ///
-/// Each generation opens the file anew (O_APPEND, at its start): after logrotate renames the
-/// file, a reload makes the new generation write to a new file, so `copytruncate` is not needed.
+/// The master opens the file anew for each generation (O_APPEND, O_NOFOLLOW, at its start;
+/// `AccessLogFile`) and hands it over: after logrotate renames the file, a reload makes the new
+/// generation write to a new file, so `copytruncate` is not needed.
 public final class AccessLog: Sendable {
     /// Short enough that `tail -f` looks live; long enough to batch thousands of lines per write.
     static let flushInterval: Duration = .milliseconds(100)
@@ -46,47 +47,26 @@ public final class AccessLog: Sendable {
     private let logger: Logger
     public let path: String
 
-    /// Opens the log. Throws a `SystemCallError` naming the file when it cannot be opened.
-    public init(configuration: AccessLogConfig, generation: Int, logger: Logger) throws(SystemCallError) {
+    /// `file`: for a path other than `stdout` and `stderr`, the fd the master opened it as
+    /// (the handoff's `access_log`), which the log then owns.
+    public init(configuration: AccessLogConfig, file: CInt?, generation: Int, logger: Logger) {
         self.path = configuration.path
         self.logger = logger
         self.format = configuration.format
         self.generation = generation
         self.pid = getpid()
-        switch configuration.path {
-        case "stdout":
+        switch (configuration.path, file) {
+        case ("stdout", _):
             self.fd = STDOUT_FILENO
             self.ownsDescriptor = false
-        case "stderr":
+        case ("stderr", _):
             self.fd = STDERR_FILENO
             self.ownsDescriptor = false
-        default:
-            let path = configuration.path
-            // O_NONBLOCK for the open only: a FIFO with no reader would block it (and the
-            // worker's start) until ready_timeout; non-blocking, it fails at once with ENXIO.
-            // Writes stay blocking, on the flush thread.
-            let fd: CInt
-            do throws(SystemCallError) {
-                fd = try syscall("open", on: path) {
-                    open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0o640)
-                }
-            } catch {
-                // ENXIO also means a Unix socket or a device with nothing behind it.
-                var info = stat()
-                guard error.errno.rawValue == ENXIO, stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFIFO else {
-                    throw error
-                }
-                throw SystemCallError("open", on: "\(path) (a FIFO with no reader)", errno: error.errno)
-            }
-            do throws(SystemCallError) {
-                let flags = try syscall("fcntl F_GETFL", on: path) { fcntl(fd, F_GETFL) }
-                _ = try syscall("fcntl F_SETFL", on: path) { fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) }
-            } catch {
-                closeDescriptor(fd)
-                throw error
-            }
-            self.fd = fd
+        case (_, let file?):
+            self.fd = file
             self.ownsDescriptor = true
+        case (let path, nil):
+            preconditionFailure("access log \(path): a file path without the master's fd")
         }
         let interval = Int(TimeAmount(Self.flushInterval).nanoseconds / 1_000_000)
         let wakeUp = self.wakeUp

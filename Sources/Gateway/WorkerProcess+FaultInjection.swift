@@ -15,6 +15,8 @@
     //     # gatewayd-fault: exit-before-ready worker=1   only worker 1
     //     # gatewayd-fault: hang-before-ready            never says ready (ready_timeout)
     //     # gatewayd-fault: exit-after-ready=300ms       serves, then dies 300 ms later
+    //     # gatewayd-fault: hostile=fd-flood worker=1    a compromised worker after its
+    //                                                    handoff (WorkerProcess+HostileWorker.swift)
     //
     // Keyed to the config, not to the environment, so that it follows one generation: a
     // reload to a config without the line is a reload to a good config, which is how a
@@ -24,6 +26,7 @@
             case exitBeforeReady
             case hangBeforeReady
             case exitAfterReady(milliseconds: Int)
+            case hostile(HostileBehavior)
         }
 
         /// Exit status of an injected crash: not 0 or 1, so a test can tell it from a worker's
@@ -45,6 +48,10 @@
                 switch name {
                 case "exit-before-ready": return .exitBeforeReady
                 case "hang-before-ready": return .hangBeforeReady
+                case let name where name.hasPrefix("hostile="):
+                    if let behavior = HostileBehavior(rawValue: String(name.dropFirst("hostile=".count))) {
+                        return .hostile(behavior)
+                    }
                 case let name where name.hasPrefix("exit-after-ready="):
                     let value = name.dropFirst("exit-after-ready=".count).replacingOccurrences(of: "ms", with: "")
                     if let milliseconds = Int(value) { return .exitAfterReady(milliseconds: milliseconds) }
@@ -63,7 +70,7 @@
                 // Like a deadlock: SIGTERM is watched but nothing acts on it, so only the
                 // master's SIGKILL ends this worker.
                 while true { pause() }
-            case .exitAfterReady, nil:
+            case .exitAfterReady, .hostile, nil:
                 return
             }
         }

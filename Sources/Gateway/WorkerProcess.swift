@@ -91,6 +91,9 @@ public enum WorkerProcess {
         }
         #if GATEWAYD_FAULT_INJECTION
             let fault = injectedFault(config: handoff.hello.config, worker: handoff.hello.worker)
+            if case .hostile(let behavior) = fault {
+                behaveHostile(behavior, channel: channel, handoff: handoff, logger: logger)
+            }
             injectFaultBeforeReady(fault)
         #endif
 
@@ -98,29 +101,27 @@ public enum WorkerProcess {
         let sharedState: SharedState
         do {
             sharedState = try attachSharedState(
-                descriptor: handoff.sharedMemory.fd, size: handoff.sharedMemory.size)
+                descriptor: handoff.sharedMemory.fd, handoff: handoff.sharedMemory.handoff)
         } catch {
             logger.error("cannot use the shared memory segment: \(error)")
             try? channel.send(.failed(reason: "shared memory: \(error)"))
             exit(1)
         }
 
-        // Opened by each generation anew: after logrotate moved the file, the next reload
-        // writes to a new one. A log that cannot be opened fails this generation (the one
-        // serving goes on) with the reason.
-        var accessLog: AccessLog?
-        if let logConfiguration = configuration.accessLog {
-            do {
-                accessLog = try AccessLog(configuration: logConfiguration, generation: generation, logger: logger)
-            } catch {
-                logger.error("cannot open the access log: \(error)")
-                try? channel.send(.failed(reason: "access log: \(error)"))
-                exit(1)
-            }
+        // A file is opened by the master, once per generation (after logrotate moved it, the
+        // next reload writes to a new one), and comes in the handoff: the worker never opens
+        // the path, as root or otherwise (AccessLogFile).
+        let logFile = configuration.accessLog.map(\.path).flatMap { AccessLogFile.isFile($0) ? $0 : nil }
+        guard handoff.accessLog?.path == logFile else {
+            let sent = handoff.accessLog.map { "the file \($0.path)" } ?? "no file"
+            try? channel.send(
+                .failed(reason: "access log: the master sent \(sent), the config names \(logFile ?? "none")"))
+            exit(1)
         }
-        // After everything that may need root (the access log above: it can live in a
-        // root-only directory, as nginx's master opens its logs as root) and before serving
-        // anything: WorkerProcess+Privileges.swift.
+        let accessLog = configuration.accessLog.map {
+            AccessLog(configuration: $0, file: handoff.accessLog?.fd, generation: generation, logger: logger)
+        }
+        // Before serving anything: WorkerProcess+Privileges.swift.
         if let reason = dropPrivileges(configuration, logger: logger) {
             logger.error("\(reason)")
             try? channel.send(.failed(reason: reason))
@@ -245,8 +246,10 @@ public enum WorkerProcess {
         var hello: HandoffMessage.Hello
         /// The files the config names (`file` frames), absolute path → bytes.
         var files: [String: [UInt8]]
-        /// The shared segment's memfd and size (the `shared_memory` frame).
-        var sharedMemory: (fd: CInt, size: Int)
+        /// The shared segment's memfd and what the master said of it (the `shared_memory` frame).
+        var sharedMemory: (fd: CInt, handoff: SharedMemory.Handoff)
+        /// The access log's file, when it is one (the `access_log` frame).
+        var accessLog: (path: String, fd: CInt)?
         var listeners: [HandedOffListener]
     }
 
@@ -261,7 +264,8 @@ public enum WorkerProcess {
             throw HandoffProtocolError(
                 "protocol version mismatch: master speaks \(hello.version), worker \(HandoffProtocol.version)")
         }
-        var sharedMemory: (fd: CInt, size: Int)?
+        var sharedMemory: (fd: CInt, handoff: SharedMemory.Handoff)?
+        var accessLog: (path: String, fd: CInt)?
         var listeners: [HandedOffListener] = []
         var files: [String: [UInt8]] = [:]
         while true {
@@ -269,12 +273,19 @@ public enum WorkerProcess {
                 throw HandoffProtocolError("the master closed the channel during the handoff")
             }
             switch message {
-            case .sharedMemory(let size):
+            case .sharedMemory(let segment):
                 guard sharedMemory == nil, listeners.isEmpty else {
                     for fd in fds { closeDescriptor(fd) }
                     throw HandoffProtocolError("a second shared_memory frame, or one after the listeners")
                 }
-                sharedMemory = (fds[0], size)
+                sharedMemory = (fds[0], segment)
+            case .accessLog(let path):
+                guard sharedMemory != nil, accessLog == nil, listeners.isEmpty else {
+                    for fd in fds { closeDescriptor(fd) }
+                    throw HandoffProtocolError(
+                        "an access_log frame before shared_memory, twice, or after the listeners")
+                }
+                accessLog = (path, fds[0])
             case .listeners(let batch):
                 for (i, fd) in fds.enumerated() {
                     listeners.append(HandedOffListener(name: batch.names[i], fd: fd, backlog: batch.backlogs[i]))
@@ -293,7 +304,8 @@ public enum WorkerProcess {
                 guard let sharedMemory else {
                     throw HandoffProtocolError("no shared_memory frame before start")
                 }
-                return Handoff(hello: hello, files: files, sharedMemory: sharedMemory, listeners: listeners)
+                return Handoff(
+                    hello: hello, files: files, sharedMemory: sharedMemory, accessLog: accessLog, listeners: listeners)
             default:
                 throw HandoffProtocolError("unexpected \(message.type) during the handoff")
             }

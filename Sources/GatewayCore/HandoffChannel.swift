@@ -11,7 +11,25 @@ import Synchronization
 /// one thread at a time, which in both processes is a dedicated reader thread, never the
 /// Swift concurrency pool.
 public final class HandoffChannel: Sendable {
+    /// What one end takes from its peer. A worker takes the handoff: fds, and frames as long
+    /// as a config. The master takes neither from a worker, which may be compromised: nothing
+    /// a worker says needs an fd or more than a few hundred bytes.
+    public struct Intake: Sendable {
+        /// The most fds one recvmsg installs: a whole `listeners` batch, or none at all.
+        let descriptorRoom: Int
+        let maximumFrameLength: Int
+
+        /// The worker's end: what the master sends.
+        public static let fromMaster = Intake(
+            descriptorRoom: HandoffProtocol.maximumDescriptorsPerFrame,
+            maximumFrameLength: HandoffProtocol.maximumFrameLength)
+        /// The master's end: what a worker sends.
+        public static let fromWorker = Intake(
+            descriptorRoom: 0, maximumFrameLength: HandoffProtocol.maximumWorkerFrameLength)
+    }
+
     public let descriptor: CInt
+    private let intake: Intake
     private let sendLock = Mutex(())
     private let receiveState = Mutex(ReceiveState())
     private let closed = Atomic<Bool>(false)
@@ -22,8 +40,9 @@ public final class HandoffChannel: Sendable {
         var descriptors: [CInt] = []
     }
 
-    public init(descriptor: CInt) {
+    public init(descriptor: CInt, intake: Intake = .fromMaster) {
         self.descriptor = descriptor
+        self.intake = intake
     }
 
     /// A connected socketpair, both ends CLOEXEC. `.0` is the master's end.
@@ -32,7 +51,7 @@ public final class HandoffChannel: Sendable {
         try syscall("socketpair") {
             socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds)
         }
-        return (HandoffChannel(descriptor: fds[0]), fds[1])
+        return (HandoffChannel(descriptor: fds[0], intake: .fromWorker), fds[1])
     }
 
     /// Sends one message. A message that carries fds (`shared_memory`, `listeners`) must come
@@ -67,11 +86,11 @@ public final class HandoffChannel: Sendable {
     public func receive() throws(HandoffChannelError) -> (message: HandoffMessage, descriptors: [CInt])? {
         try receiveState.withLock { (state) throws(HandoffChannelError) in
             while true {
-                if let frame = try Self.extractFrame(&state) {
+                if let frame = try Self.extractFrame(&state, maximumLength: intake.maximumFrameLength) {
                     return frame
                 }
                 var chunk = [UInt8](repeating: 0, count: 64 * 1024)
-                var fds = [CInt](repeating: -1, count: HandoffProtocol.maximumDescriptorsPerFrame)
+                var fds = [CInt](repeating: -1, count: max(1, intake.descriptorRoom))
                 var nfds: CInt = 0
                 var truncated: CInt = 0
                 let n: Int
@@ -79,13 +98,21 @@ public final class HandoffChannel: Sendable {
                     n = try syscall("recvmsg", on: "handoff channel fd \(descriptor)") {
                         chunk.withUnsafeMutableBytes { raw in
                             gw_recvmsg_fds(
-                                descriptor, raw.baseAddress, raw.count, &fds, CInt(fds.count), &nfds, &truncated)
+                                descriptor, raw.baseAddress, raw.count, &fds, CInt(intake.descriptorRoom), &nfds,
+                                &truncated)
                         }
                     }
                 } catch {
                     throw .system(error)
                 }
                 state.descriptors.append(contentsOf: fds.prefix(Int(nfds)))
+                if intake.descriptorRoom == 0, nfds > 0 || truncated != 0 {
+                    // With no room, the kernel installed none of them (MSG_CTRUNC says they
+                    // came); were one installed all the same, discard closes it.
+                    Self.discard(&state)
+                    throw .protocolViolation(
+                        HandoffProtocolError("fds came with a frame from the worker, which may send none (refused)"))
+                }
                 if truncated != 0 {
                     Self.discard(&state)
                     throw .protocolViolation(
@@ -105,14 +132,16 @@ public final class HandoffChannel: Sendable {
     }
 
     private static func extractFrame(
-        _ state: inout ReceiveState
+        _ state: inout ReceiveState, maximumLength: Int
     ) throws(HandoffChannelError) -> (message: HandoffMessage, descriptors: [CInt])? {
         guard state.buffer.count >= 4 else { return nil }
         let length =
             Int(state.buffer[0]) << 24 | Int(state.buffer[1]) << 16 | Int(state.buffer[2]) << 8 | Int(state.buffer[3])
-        guard length > 0, length <= HandoffProtocol.maximumFrameLength else {
+        // Judged on the length alone, before any of the frame is kept.
+        guard length > 0, length <= maximumLength else {
             discard(&state)
-            throw .protocolViolation(HandoffProtocolError("frame length \(length) out of range"))
+            throw .protocolViolation(
+                HandoffProtocolError("frame length \(length) out of range (1 to \(maximumLength) bytes)"))
         }
         guard state.buffer.count >= 4 + length else { return nil }
         let message: HandoffMessage
@@ -178,20 +207,25 @@ public enum HandoffChannelError: Error, Sendable, CustomStringConvertible {
 
 extension HandoffChannel {
     /// The master's side of the handoff: hello, a frame per file, the shared segment's fd, the
-    /// listener fds in batches of at most 253, start.
+    /// access log's fd, the listener fds in batches of at most 253, start.
     ///
     /// `files`: every file the config names that the master read while validating it (API
     /// keys), absolute path → bytes. The worker parses with these, never the disk, so it serves
     /// exactly what was validated (and needs no permission to read them).
+    /// `accessLog`: the log file the master opened for the generation, when it is a file.
     public func sendHandoff(
-        hello: HandoffMessage.Hello, files: [String: [UInt8]] = [:], sharedMemory: (fd: CInt, size: Int),
+        hello: HandoffMessage.Hello, files: [String: [UInt8]] = [:],
+        sharedMemory: (fd: CInt, handoff: SharedMemory.Handoff), accessLog: (path: String, fd: CInt)? = nil,
         listeners: [(name: String, fd: CInt, backlog: Int32)]
     ) throws(SystemCallError) {
         try send(.hello(hello))
         for (path, bytes) in files.sorted(by: { $0.key < $1.key }) {
             try send(.file(path: path, bytes: bytes))
         }
-        try send(.sharedMemory(size: sharedMemory.size), descriptors: [sharedMemory.fd])
+        try send(.sharedMemory(sharedMemory.handoff), descriptors: [sharedMemory.fd])
+        if let accessLog {
+            try send(.accessLog(path: accessLog.path), descriptors: [accessLog.fd])
+        }
         var index = 0
         while index < listeners.count {
             let batch = listeners[index..<min(index + HandoffProtocol.maximumDescriptorsPerFrame, listeners.count)]

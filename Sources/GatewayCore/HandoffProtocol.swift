@@ -1,4 +1,4 @@
-// The master ⇄ worker handoff protocol, version 4.
+// The master ⇄ worker handoff protocol, version 5.
 //
 // Transport: one private AF_UNIX SOCK_STREAM socketpair per worker, made by the master just
 // before it spawns the worker. The worker's end is its fd 3 (HandoffProtocol.workerDescriptor);
@@ -7,24 +7,38 @@
 // Framing: every frame is a 4-byte big-endian length N (1 ≤ N ≤ maximumFrameLength) followed by
 // N bytes of UTF-8 JSON: one object whose "type" names the message. Nothing else is on the wire.
 //
-// File descriptors: only two frames may carry fds, attached by SCM_RIGHTS to the sendmsg that
-// carries the frame: `shared_memory` exactly 1 (the gateway's shared segment, a memfd), and
+// File descriptors: only three frames may carry fds, all from the master, attached by
+// SCM_RIGHTS to the sendmsg that carries the frame: `shared_memory` exactly 1 (the gateway's
+// shared segment, a memfd), `access_log` exactly 1 (the log file the master opened), and
 // `listeners` at most 253 (Linux's per-message limit, measured), in the same order as the
-// frame's `names`. The receiver collects fds from every recvmsg in arrival order and assigns
+// frame's `names`. The worker collects fds from every recvmsg in arrival order and assigns
 // them to the frame that carries them when it is decoded; a frame that arrives with fds it may
 // not carry, or a count that does not match, is a protocol error and the fds are closed.
-// Received fds are CLOEXEC (MSG_CMSG_CLOEXEC).
+// Received fds are CLOEXEC (MSG_CMSG_CLOEXEC). The master's end takes no fd at all: its
+// recvmsg has room for none, so the kernel installs none of what a worker attaches (it
+// releases them and sets MSG_CTRUNC), and the master kills that worker.
+//
+// Trust: a worker runs the exposed code and may be compromised; the master never trusts what
+// it sends. Its frames are at most `maximumWorkerFrameLength`, its numbers are clamped, its
+// text is escaped before it is logged (`LogText`), and a worker that sends frames faster than
+// a worker does is killed (GatewaySupervisor's `WorkerReader`). Nothing a worker needs to know
+// about the shared segment is read from the segment, which every worker can write: its size,
+// layout and hash seed travel in `shared_memory`.
 //
 // Who speaks first: the master. It writes, without waiting for anything:
 //   hello{version, generation, worker, config_path, config, drain_timeout_ms}   then
 //   file{path, bytes}   (one per file the config names, API keys files: each in a frame of its
 //                        own, so no number of them makes one frame too long)   then
-//   shared_memory{size} + 1 fd   (the same segment to every worker of every generation)   then
+//   shared_memory{size, layout_version, rate_slots, metric_slots, seed} + 1 fd
+//                        (the same segment to every worker of every generation)   then
+//   access_log{path} + 1 fd   (only when the access log is a file: opened by the master, once
+//                        per generation, so that no worker opens it as root)   then
 //   listeners{names, backlogs} + fds   (as many frames as 253-fd batches need)   then
 //   start{listener_count, file_count}
 // The worker checks `version` (a mismatch: `failed` and exit), parses the config bytes (never
-// the file), maps the shared segment and checks its header (`SharedMemory.map`; a bad one:
-// `failed`), serves on exactly the fds it got, and answers `ready` or `failed{reason}`.
+// the file), maps the shared segment as `shared_memory` describes it (`SharedMemory.map`; a
+// size that does not match the fd's: `failed`), writes its access log to the fd it got, serves
+// on exactly the listening fds it got, and answers `ready` or `failed{reason}`.
 // After that the worker sends `connections{count}` when its count changes (rate-limited) and at
 // least every 500 ms while its event loop runs: the heartbeat. A worker silent for
 // worker_watchdog_timeout is stopped or stuck, and the master kills it. The master may send `drain`; the worker answers `draining` once it has stopped accepting
@@ -40,13 +54,21 @@ public enum HandoffProtocol {
     /// 2: the `shared_memory` frame. 3: `connections` is also a heartbeat.
     /// 4: files in `file` frames of their own, not in `hello` (four 1 MB keys files made a
     /// hello longer than a frame may be).
-    public static let version = 4
+    /// 5: the `access_log` frame (the master opens the log, with O_NOFOLLOW: a worker that
+    /// opened it as root followed a link planted in the log directory); `shared_memory`
+    /// carries the segment's layout and hash seed, which workers read from the segment's
+    /// header before (a worker could rewrite it under the next one).
+    public static let version = 5
     /// The worker's end of the channel, where posix_spawn puts it.
     public static let workerDescriptor: CInt = 3
     /// Large enough for a config of ConfigLoader's 1 MiB cap, or a keys file of the validator's
     /// 1 MiB cap, in base64; small enough that a corrupt length cannot make the reader allocate
     /// gigabytes.
     public static let maximumFrameLength = 4 * 1024 * 1024
+    /// What the master reads of one frame from a worker. A worker's longest frame is `failed`
+    /// with one error's text, a few hundred bytes; 64 KiB is a hundred times that, and bounds
+    /// what a worker can make the master buffer.
+    public static let maximumWorkerFrameLength = 64 * 1024
     /// Linux refuses a 254th fd in one SCM_RIGHTS message (EINVAL, measured).
     public static let maximumDescriptorsPerFrame = 253
 }
@@ -56,8 +78,10 @@ public enum HandoffMessage: Sendable, Equatable {
     case hello(Hello)
     /// A file the config names, as the master read it while validating (absolute path).
     case file(path: String, bytes: [UInt8])
-    /// The shared segment's memfd travels with it; `size` is its length in bytes.
-    case sharedMemory(size: Int)
+    /// The shared segment's memfd travels with it, and all a worker needs to know about it.
+    case sharedMemory(SharedMemory.Handoff)
+    /// The access log's file, opened by the master, travels with it (`path` as configured).
+    case accessLog(path: String)
     case listeners(ListenerBatch)
     case start(listenerCount: Int, fileCount: Int)
     case drain
@@ -105,6 +129,7 @@ public enum HandoffMessage: Sendable, Equatable {
         case .hello: return "hello"
         case .file: return "file"
         case .sharedMemory: return "shared_memory"
+        case .accessLog: return "access_log"
         case .listeners: return "listeners"
         case .start: return "start"
         case .drain: return "drain"
@@ -118,7 +143,7 @@ public enum HandoffMessage: Sendable, Equatable {
     /// How many fds must travel with this frame.
     public var descriptorCount: Int {
         switch self {
-        case .sharedMemory: return 1
+        case .sharedMemory, .accessLog: return 1
         case .listeners(let batch): return batch.names.count
         default: return 0
         }
@@ -151,6 +176,11 @@ extension HandoffMessage {
         var reason: String?
         var count: Int?
         var size: Int?
+        var layout_version: Int?
+        var rate_slots: Int?
+        var metric_slots: Int?
+        /// 128 bits as 32 hex digits: JSON numbers do not all survive 64 bits.
+        var seed: String?
     }
 
     /// The whole frame: length prefix and JSON.
@@ -167,8 +197,14 @@ extension HandoffMessage {
         case .file(let path, let bytes):
             wire.path = path
             wire.bytes = Data(bytes).base64EncodedString()
-        case .sharedMemory(let size):
-            wire.size = size
+        case .sharedMemory(let segment):
+            wire.size = segment.size
+            wire.layout_version = segment.layoutVersion
+            wire.rate_slots = segment.layout.rateSlots
+            wire.metric_slots = segment.layout.metricSlots
+            wire.seed = segment.seedText
+        case .accessLog(let path):
+            wire.path = path
         case .listeners(let batch):
             wire.names = batch.names
             wire.backlogs = batch.backlogs
@@ -229,7 +265,20 @@ extension HandoffMessage {
         case "shared_memory":
             let size = try require(wire.size, "size")
             guard size > 0 else { throw HandoffProtocolError("shared_memory frame: size \(size)") }
-            return .sharedMemory(size: size)
+            let seedText = try require(wire.seed, "seed")
+            guard
+                let segment = SharedMemory.Handoff(
+                    size: size, layoutVersion: try require(wire.layout_version, "layout_version"),
+                    layout: .init(
+                        rateSlots: try require(wire.rate_slots, "rate_slots"),
+                        metricSlots: try require(wire.metric_slots, "metric_slots")),
+                    seedText: seedText)
+            else {
+                throw HandoffProtocolError("shared_memory frame: seed '\(seedText)' is not 32 hex digits")
+            }
+            return .sharedMemory(segment)
+        case "access_log":
+            return .accessLog(path: try require(wire.path, "path"))
         case "listeners":
             let names = try require(wire.names, "names")
             let backlogs = try require(wire.backlogs, "backlogs")

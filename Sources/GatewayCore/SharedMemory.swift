@@ -5,7 +5,9 @@
 //
 // Layout, version 1 (native byte order; every word is 8 bytes and 8-byte aligned):
 //
-//   offset 0       header, one page (4096 bytes):
+//   offset 0       header, one page (4096 bytes), written by the master at creation for people
+//                  and tools (a hexdump says what the memfd is); no process reads it back but
+//                  for the two counters, since any worker can write it:
 //                    0 magic "GWSHARED"        8 layout version      16 total size
 //                   24 header size            32 hash seed (2 words, random per segment)
 //                   48 rate slot count        56 rate table offset
@@ -22,7 +24,13 @@
 //
 // Trust: workers can write anywhere in the segment, so a worker can corrupt counters, but the
 // size is sealed (F_SEAL_SHRINK | F_SEAL_GROW): no holder can truncate the memfd and make the
-// others' next access a SIGBUS. The master never reads the segment's contents.
+// others' next access a SIGBUS. What a process needs to find its way in the segment (size,
+// slot counts, where the tables are, the hash seed) never comes from the segment: the master
+// keeps it from `create` and hands it to every worker in the `shared_memory` frame
+// (`Handoff`), so a worker that rewrites the header can neither send a sibling started later
+// past the end of its mapping, nor make every later worker refuse the segment, nor choose the
+// seed that clients' keys are hashed with. Readers of slots bound every length they read. The
+// master never reads the segment's contents.
 //
 // Any change to this layout bumps `layoutVersion`.
 
@@ -67,6 +75,45 @@ public final class SharedMemory: @unchecked Sendable {
         }
     }
 
+    /// What the master tells a worker about the segment, in the handoff's `shared_memory`
+    /// frame: everything needed to use it, so that nothing is read from the header.
+    public struct Handoff: Sendable, Equatable {
+        /// Bytes; the fd's size must agree.
+        public var size: Int
+        public var layoutVersion: Int
+        public var layout: Layout
+        public var seed: (UInt64, UInt64)
+
+        public init(
+            size: Int, layoutVersion: Int = Int(SharedMemory.layoutVersion), layout: Layout, seed: (UInt64, UInt64)
+        ) {
+            self.size = size
+            self.layoutVersion = layoutVersion
+            self.layout = layout
+            self.seed = seed
+        }
+
+        /// `seedText` is the seed as 32 hex digits (`seedText` of a Handoff); nil if it is not.
+        public init?(size: Int, layoutVersion: Int, layout: Layout, seedText: String) {
+            guard seedText.utf8.count == 32, let high = UInt64(seedText.prefix(16), radix: 16),
+                let low = UInt64(seedText.suffix(16), radix: 16)
+            else { return nil }
+            self.init(size: size, layoutVersion: layoutVersion, layout: layout, seed: (high, low))
+        }
+
+        public var seedText: String {
+            func hex(_ word: UInt64) -> String {
+                let digits = String(word, radix: 16)
+                return String(repeating: "0", count: 16 - digits.count) + digits
+            }
+            return hex(seed.0) + hex(seed.1)
+        }
+
+        public static func == (a: Handoff, b: Handoff) -> Bool {
+            a.size == b.size && a.layoutVersion == b.layoutVersion && a.layout == b.layout && a.seed == b.seed
+        }
+    }
+
     /// "GWSHARED" as a little-endian word.
     public static let magic: UInt64 = 0x4445_5241_4853_5747
     public static let layoutVersion: UInt64 = 1
@@ -104,19 +151,15 @@ public final class SharedMemory: @unchecked Sendable {
     let rateTableBase: UnsafeMutableRawPointer
     let metricTableBase: UnsafeMutableRawPointer
 
-    private init(base: UnsafeMutableRawPointer, size: Int, descriptor: CInt?) {
+    /// From the master's own knowledge (`create`) or the handoff (`map`), never from the header.
+    private init(base: UnsafeMutableRawPointer, handoff: Handoff, descriptor: CInt?) {
         self.base = base
-        self.size = size
+        self.size = handoff.size
         self.descriptor = descriptor
-        self.layout = Layout(
-            rateSlots: Int(base.load(fromByteOffset: HeaderOffset.rateSlots, as: UInt64.self)),
-            metricSlots: Int(base.load(fromByteOffset: HeaderOffset.metricSlots, as: UInt64.self)))
-        self.seed = (
-            base.load(fromByteOffset: HeaderOffset.seed0, as: UInt64.self),
-            base.load(fromByteOffset: HeaderOffset.seed1, as: UInt64.self)
-        )
-        self.rateTableBase = base + Int(base.load(fromByteOffset: HeaderOffset.rateTable, as: UInt64.self))
-        self.metricTableBase = base + Int(base.load(fromByteOffset: HeaderOffset.metricTable, as: UInt64.self))
+        self.layout = handoff.layout
+        self.seed = handoff.seed
+        self.rateTableBase = base + Self.headerSize
+        self.metricTableBase = base + Self.headerSize + handoff.layout.rateSlots * Self.rateSlotSize
     }
 
     deinit {
@@ -128,13 +171,16 @@ public final class SharedMemory: @unchecked Sendable {
         headerSize + layout.rateSlots * rateSlotSize + layout.metricSlots * metricSlotSize
     }
 
+    /// What to send each worker in its `shared_memory` frame.
+    public var handoff: Handoff { Handoff(size: size, layout: layout, seed: seed) }
+
     // MARK: - Creation (master)
 
     /// memfd_create, ftruncate, seal the size, mmap MAP_SHARED, write the header with a fresh
     /// random hash seed. The master calls this once, before its first generation.
     public static func create(layout: Layout = .standard) throws(SharedMemoryError) -> SharedMemory {
         guard layout.isValid else {
-            throw SharedMemoryError(.corruptHeader, "invalid layout \(layout): slot counts must be powers of two")
+            throw SharedMemoryError(.invalidLayout, "invalid layout \(layout): slot counts must be powers of two")
         }
         let size = totalSize(of: layout)
         let fd: CInt
@@ -152,13 +198,14 @@ public final class SharedMemory: @unchecked Sendable {
             closeDescriptor(fd)
             throw SharedMemoryError(system: error)
         }
+        var random = SystemRandomNumberGenerator()  // getrandom(2)
+        let handoff = Handoff(size: size, layout: layout, seed: (random.next(), random.next()))
         // The kernel zero-fills a new memfd: every slot starts empty. Only the header is written.
         func put(_ value: UInt64, _ offset: Int) { base.storeBytes(of: value, toByteOffset: offset, as: UInt64.self) }
-        var random = SystemRandomNumberGenerator()  // getrandom(2)
         put(UInt64(size), HeaderOffset.totalSize)
         put(UInt64(headerSize), HeaderOffset.headerSize)
-        put(random.next(), HeaderOffset.seed0)
-        put(random.next(), HeaderOffset.seed1)
+        put(handoff.seed.0, HeaderOffset.seed0)
+        put(handoff.seed.1, HeaderOffset.seed1)
         put(UInt64(layout.rateSlots), HeaderOffset.rateSlots)
         put(UInt64(headerSize), HeaderOffset.rateTable)
         put(UInt64(layout.metricSlots), HeaderOffset.metricSlots)
@@ -168,74 +215,40 @@ public final class SharedMemory: @unchecked Sendable {
         put(UInt64(max(0, time(nil))), HeaderOffset.createdAt)
         put(layoutVersion, HeaderOffset.version)
         gw_atomic_store_u64(base.assumingMemoryBound(to: UInt64.self), magic)
-        return SharedMemory(base: base, size: size, descriptor: fd)
+        return SharedMemory(base: base, handoff: handoff, descriptor: fd)
     }
 
     // MARK: - Mapping (worker)
 
-    /// Maps a segment received from the master and validates its header. Does not take the
-    /// fd: the caller closes it (the mapping stays).
+    /// Maps a segment received from the master, as the master described it. Does not take the
+    /// fd: the caller closes it (the mapping stays). Reads nothing of the segment.
     ///
-    /// `size` is what the master announced; the fd's own size (fstat) must agree, because a
-    /// mapping past the end of a file faults (SIGBUS) instead of failing.
-    public static func map(descriptor fd: CInt, size: Int) throws(SharedMemoryError) -> SharedMemory {
+    /// The fd's own size (fstat) must be the one announced, because a mapping past the end of
+    /// a file faults (SIGBUS) instead of failing, and the layout must fill exactly that size.
+    public static func map(descriptor fd: CInt, handoff: Handoff) throws(SharedMemoryError) -> SharedMemory {
+        guard handoff.layoutVersion == Int(layoutVersion) else {
+            throw SharedMemoryError(
+                .unsupportedVersion,
+                "shared memory: layout version \(handoff.layoutVersion), this worker reads \(layoutVersion)")
+        }
+        guard handoff.layout.isValid, totalSize(of: handoff.layout) == handoff.size else {
+            throw SharedMemoryError(
+                .invalidLayout, "shared memory: layout \(handoff.layout) does not make \(handoff.size) bytes")
+        }
         var info = stat()
         do {
             try syscall("fstat", on: "shared memory fd \(fd)") { fstat(fd, &info) }
         } catch {
             throw SharedMemoryError(system: error)
         }
-        guard Int(info.st_size) == size else {
+        guard Int(info.st_size) == handoff.size else {
             throw SharedMemoryError(
-                .sizeMismatch, "shared memory fd \(fd) is \(info.st_size) bytes, the master announced \(size)")
+                .sizeMismatch, "shared memory fd \(fd) is \(info.st_size) bytes, the master announced \(handoff.size)")
         }
-        guard size >= headerSize else {
-            throw SharedMemoryError(.sizeMismatch, "shared memory of \(size) bytes is smaller than its header")
-        }
-        let base: UnsafeMutableRawPointer
         do {
-            base = try mapShared(fd: fd, size: size)
+            return SharedMemory(base: try mapShared(fd: fd, size: handoff.size), handoff: handoff, descriptor: nil)
         } catch {
             throw SharedMemoryError(system: error)
-        }
-        do throws(SharedMemoryError) {
-            try validateHeader(base, size: size)
-        } catch {
-            munmap(base, size)
-            throw error
-        }
-        return SharedMemory(base: base, size: size, descriptor: nil)
-    }
-
-    private static func validateHeader(_ base: UnsafeMutableRawPointer, size: Int) throws(SharedMemoryError) {
-        func get(_ offset: Int) -> UInt64 { base.load(fromByteOffset: offset, as: UInt64.self) }
-        let magic = gw_atomic_load_u64(base.assumingMemoryBound(to: UInt64.self))
-        guard magic == Self.magic else {
-            throw SharedMemoryError(
-                .badMagic, "shared memory: bad magic 0x\(String(magic, radix: 16)), not a gatewayd segment")
-        }
-        let version = get(HeaderOffset.version)
-        guard version == layoutVersion else {
-            throw SharedMemoryError(
-                .unsupportedVersion, "shared memory: layout version \(version), this worker reads \(layoutVersion)")
-        }
-        let layout = Layout(
-            rateSlots: Int(truncatingIfNeeded: get(HeaderOffset.rateSlots)),
-            metricSlots: Int(truncatingIfNeeded: get(HeaderOffset.metricSlots)))
-        guard layout.isValid else {
-            throw SharedMemoryError(.corruptHeader, "shared memory: invalid slot counts \(layout)")
-        }
-        let expected = totalSize(of: layout)
-        let fields: [(String, UInt64, Int)] = [
-            ("total size", get(HeaderOffset.totalSize), size),
-            ("header size", get(HeaderOffset.headerSize), headerSize),
-            ("rate table offset", get(HeaderOffset.rateTable), headerSize),
-            ("metric table offset", get(HeaderOffset.metricTable), headerSize + layout.rateSlots * rateSlotSize),
-            ("metric slot size", get(HeaderOffset.metricSlotSize), metricSlotSize),
-            ("size for the slot counts", UInt64(expected), size),
-        ]
-        for (name, found, wanted) in fields where found != UInt64(wanted) {
-            throw SharedMemoryError(.corruptHeader, "shared memory: \(name) is \(found), expected \(wanted)")
         }
     }
 
@@ -287,21 +300,19 @@ public final class SharedMemory: @unchecked Sendable {
 public struct SharedMemoryError: Error, Sendable, CustomStringConvertible {
     public struct Kind: Sendable, Equatable, CustomStringConvertible {
         private enum Code: String, Sendable {
-            case system, badMagic, unsupportedVersion, sizeMismatch, corruptHeader
+            case system, unsupportedVersion, sizeMismatch, invalidLayout
         }
         private let code: Code
         private init(_ code: Code) { self.code = code }
 
         /// A system call failed (`systemCallError` says which).
         public static let system = Kind(.system)
-        /// Not a gatewayd segment.
-        public static let badMagic = Kind(.badMagic)
         /// A gatewayd segment of another layout version.
         public static let unsupportedVersion = Kind(.unsupportedVersion)
         /// The fd's size is not what the master announced.
         public static let sizeMismatch = Kind(.sizeMismatch)
-        /// A header field contradicts the others or the size.
-        public static let corruptHeader = Kind(.corruptHeader)
+        /// Slot counts that are not powers of two, or do not make the announced size.
+        public static let invalidLayout = Kind(.invalidLayout)
 
         public var description: String { code.rawValue }
     }

@@ -16,6 +16,9 @@ final class Generation {
     let loaded: LoadedConfiguration
     let settings: EffectiveSettings
     let listeners: [ListenerTable.Listener]
+    /// The access log's file when it is one, opened by the master for this generation: each
+    /// worker's handoff sends a copy; closed when the generation is gone.
+    let accessLog: AccessLogFile?
     let startedAt: ContinuousClock.Instant = .now
     let wallClockStart: Double
     var state: State = .starting
@@ -36,18 +39,19 @@ final class Generation {
 
     init(
         id: Int, loaded: LoadedConfiguration, settings: EffectiveSettings, listeners: [ListenerTable.Listener],
-        wallClockStart: Double
+        accessLog: AccessLogFile?, wallClockStart: Double
     ) {
         self.id = id
         self.loaded = loaded
         self.settings = settings
         self.listeners = listeners
+        self.accessLog = accessLog
         self.wallClockStart = wallClockStart
     }
 
     var liveWorkers: [Worker] { workers.values.filter(\.isAlive).sorted { $0.index < $1.index } }
     var allReady: Bool { workers.count == settings.workers && workers.values.allSatisfy { $0.state == .ready } }
-    var connectionCount: Int { liveWorkers.reduce(0) { $0 + $1.connections } }
+    var connectionCount: Int { liveWorkers.map(\.connections).saturatingSum() }
     /// Only a generation on its way out can end: a serving generation whose workers all died
     /// is restarting them, not finished.
     var isFinished: Bool { (state == .draining || state == .failed) && liveWorkers.isEmpty }
@@ -88,4 +92,23 @@ final class Generation {
 
 struct GenerationStartFailure: Error, Sendable, CustomStringConvertible {
     var description: String
+}
+
+extension Generation {
+    /// The access log a new generation's workers write to, opened by the master (nil for
+    /// `stdout`, `stderr` or none). Throws naming the path and why it cannot be opened.
+    static func openAccessLog(for configuration: GatewayConfiguration) throws(SystemCallError) -> AccessLogFile? {
+        guard let path = configuration.accessLog?.path, AccessLogFile.isFile(path) else { return nil }
+        return try AccessLogFile(path: path)
+    }
+}
+
+extension Sequence<Int> {
+    /// The sum, or Int.max where it would overflow: counts come from workers, which may lie.
+    func saturatingSum() -> Int {
+        reduce(0) { total, next in
+            let (sum, overflow) = total.addingReportingOverflow(next)
+            return overflow ? .max : sum
+        }
+    }
 }

@@ -66,6 +66,14 @@ extension Master {
         if newSettings.controlSocket != settings.controlSocket {
             logger.warning("control_socket changed in the config; it takes effect at the next start")
         }
+        // Opened anew for each generation (after logrotate moved the file, the new generation
+        // writes to a new one), by the master: see AccessLogFile.
+        let accessLog: AccessLogFile?
+        do {
+            accessLog = try Generation.openAccessLog(for: newLoaded.configuration)
+        } catch {
+            return failReload("access log: \(error)", details: [])
+        }
         timings.validateMs = lap()
 
         // 2. Sockets: kept ones are reused, new ones bound now; a failure changes nothing.
@@ -86,7 +94,7 @@ extension Master {
         // 3. The new generation.
         reloadPhase = .spawning
         let generation = Generation(
-            id: generationID, loaded: newLoaded, settings: newSettings, listeners: listeners,
+            id: generationID, loaded: newLoaded, settings: newSettings, listeners: listeners, accessLog: accessLog,
             wallClockStart: Date().timeIntervalSince1970)
         generations[generationID] = generation
         let diff = ConfigDiff(from: loaded.configuration, to: newLoaded.configuration)

@@ -10,9 +10,6 @@ import Logging
 extension Master {
     // MARK: - Spawning
 
-    /// Spawns every worker of a new generation and waits until all are ready, one fails, or
-    /// ready_timeout passes.
-    /// Spawns every worker of a new generation. Returns the first failure to spawn.
     /// Starts every worker of a new generation, taking pre-started spares first. Returns the
     /// first failure to spawn.
     func spawnWorkers(of generation: Generation) -> GenerationStartFailure? {
@@ -31,6 +28,9 @@ extension Master {
     }
 
     /// Waits until every worker of a new generation is ready, one fails, or ready_timeout passes.
+    /// Workers that said ready may die before the caller acts on it (the actor runs their
+    /// exits first): a generation whose every worker did has failed, and the caller must not
+    /// switch to it, or it would drain the serving generation for nothing.
     func waitUntilReady(_ generation: Generation) async -> Result<Void, GenerationStartFailure> {
         if generation.allReady { return .success(()) }
         if state != .starting && state != .running {
@@ -43,7 +43,17 @@ extension Master {
             if !Task.isCancelled { await self?.readyTimedOut(generationID: id, after: timeout) }
         }
         defer { timer.cancel() }
-        return await withCheckedContinuation { generation.readyContinuation = $0 }
+        let result = await withCheckedContinuation { generation.readyContinuation = $0 }
+        guard case .success = result else { return result }
+        if let afterReadyHook { await afterReadyHook(generation.id) }
+        guard generation.liveWorkers.isEmpty else { return result }
+        let names = generation.workers.values.sorted { $0.index < $1.index }.map {
+            "worker \($0.index) (pid \($0.pid))"
+        }
+        return .failure(
+            GenerationStartFailure(
+                description:
+                    "every worker exited after it reported ready, before the switch: \(names.joined(separator: ", "))"))
     }
 
     private func readyTimedOut(generationID: Int, after timeout: Duration) {
@@ -70,31 +80,10 @@ extension Master {
             "--master-pid", "\(getpid())",
         ]
         let process = try spawner.spawn(arguments: arguments, environment: Self.workerEnvironment())
-        let events = AsyncStream<WorkerEvent>.makeStream()
-        let channel = process.channel
-        let pid = process.pid
-        let spawner = self.spawner
-        // Reads are blocking I/O: a thread of their own, never the concurrency pool. The
-        // thread ends when the worker has exited (not reaped: the actor reaps).
-        Thread.detachNewThread {
-            do {
-                while let (message, fds) = try channel.receive() {
-                    // No frame from a worker may carry fds; never keep what one sends.
-                    for fd in fds { closeDescriptor(fd) }
-                    events.continuation.yield(.message(message))
-                }
-            } catch {
-                events.continuation.yield(.channelError("\(error)"))
-                // A worker we cannot talk to is of no use; make sure it goes away.
-                spawner.signal(SIGKILL, to: pid)
-            }
-            spawner.waitForExit(pid: pid)
-            events.continuation.yield(.exited)
-            events.continuation.finish()
-        }
+        let events = WorkerReader.start(process, spawner: spawner)
         Task { [weak self] in
-            for await event in events.stream {
-                await self?.handle(event, pid: pid)
+            for await event in events {
+                await self?.handle(event, from: process)
             }
         }
         return process
@@ -107,13 +96,16 @@ extension Master {
         }
         // The handoff sends copies of the listening fds, closed once sent: the listener table
         // may close its own (a stop, a failed generation) while a slow worker still reads.
+        // The access log's the same way: the generation closes its own when it ends.
         var copies: [(name: String, fd: CInt, backlog: Int32)] = []
+        var accessLogCopy: (path: String, fd: CInt)?
         do throws(SystemCallError) {
             for listener in generation.listeners {
-                let copy = try syscall("fcntl F_DUPFD_CLOEXEC", on: "listener \(listener.name)") {
-                    fcntl(listener.fd, F_DUPFD_CLOEXEC, 0)
-                }
+                let copy = try Self.copy(listener.fd, of: "listener \(listener.name)")
                 copies.append((name: listener.name, fd: copy, backlog: listener.backlog))
+            }
+            if let log = generation.accessLog {
+                accessLogCopy = (log.path, try Self.copy(log.descriptor, of: "access log \(log.path)"))
             }
         } catch {
             for copy in copies { closeDescriptor(copy.fd) }
@@ -135,15 +127,19 @@ extension Master {
         let spawner = self.spawner
         let logger = self.logger
         let handoff = copies
+        let accessLog = accessLogCopy
         worker.outbox.async {
-            defer { for copy in handoff { closeDescriptor(copy.fd) } }
+            defer {
+                for copy in handoff { closeDescriptor(copy.fd) }
+                if let accessLog { closeDescriptor(accessLog.fd) }
+            }
             do {
                 // `segment` is captured: its fd stays open until this send is done. It is not
                 // copied: SCM_RIGHTS gives the worker a copy of its own.
                 try withExtendedLifetime(segment) { () throws(SystemCallError) in
                     try channel.sendHandoff(
-                        hello: hello, files: files, sharedMemory: (fd: segmentFD, size: segment.size),
-                        listeners: handoff)
+                        hello: hello, files: files, sharedMemory: (fd: segmentFD, handoff: segment.handoff),
+                        accessLog: accessLog, listeners: handoff)
                 }
             } catch {
                 logger.error("handoff to pid \(pid) failed: \(error)")
@@ -151,6 +147,11 @@ extension Master {
                 spawner.signal(SIGKILL, to: pid)
             }
         }
+    }
+
+    /// A CLOEXEC copy of one of the master's fds, for one handoff.
+    private static func copy(_ fd: CInt, of what: String) throws(SystemCallError) -> CInt {
+        try syscall("fcntl F_DUPFD_CLOEXEC", on: what) { fcntl(fd, F_DUPFD_CLOEXEC, 0) }
     }
 
     // MARK: - Spares
@@ -194,7 +195,8 @@ extension Master {
 
     // MARK: - Events
 
-    private func handle(_ event: WorkerEvent, pid: Int32) async {
+    private func handle(_ event: WorkerEvent, from process: SpawnedProcess) async {
+        let pid = process.pid
         if let spareIndex = spares.firstIndex(where: { $0.pid == pid }) {
             // A spare has nothing to say before its handoff; it can only die.
             guard case .exited = event else { return }
@@ -212,9 +214,12 @@ extension Master {
         guard let (generationID, index) = workerLocations[pid], let generation = generations[generationID],
             let worker = generation.workers[index], worker.pid == pid
         else {
+            // A process that is neither a spare nor a worker: one taken from the spares whose
+            // handoff could not be made (`assign` threw). Nothing was queued to it.
             if case .exited = event {
                 workerLocations[pid] = nil
                 _ = spawner.reap(pid: pid)
+                process.channel.close()
             }
             return
         }
@@ -233,10 +238,17 @@ extension Master {
                 notifyStatusIfChanged()
             }
         case .message(.failed(let reason)):
+            let reason = LogText.escaped(reason)
             worker.failureReason = reason
             logger.error("\(worker.name) failed: \(reason)")
         case .message(.connections(let count)):
-            worker.connections = count
+            worker.connections = min(max(count, 0), Worker.maximumConnections)
+            if worker.connections != count, !worker.reportedImpossibleCount {
+                worker.reportedImpossibleCount = true
+                logger.warning(
+                    "\(worker.name) reported \(count) connections; counted as \(worker.connections) (a process holds at most 2^30 fds)"
+                )
+            }
         case .message(.draining):
             worker.stoppedAccepting = true
             if generation.liveWorkers.allSatisfy({ $0.stoppedAccepting || $0.state != .draining }) {
@@ -246,8 +258,10 @@ extension Master {
         case .message(let other):
             logger.warning("\(worker.name) sent an unexpected \(other.type) frame")
         case .channelError(let reason):
+            // The reason may quote what the worker sent (a frame's type).
+            let reason = LogText.escaped(reason)
             worker.failureReason = worker.failureReason ?? reason
-            logger.error("\(worker.name): \(reason)")
+            logger.error("\(worker.name): \(reason); killing it")
         case .exited:
             let status = spawner.reap(pid: pid)
             workerLocations[pid] = nil
@@ -273,11 +287,11 @@ extension Master {
         switch generation.state {
         case .starting where generation.readyContinuation != nil:
             let reason = worker.failureReason.map { ": \($0)" } ?? ""
+            let when = worker.reportedReady ? "after it reported ready, before its generation was" : "before it was"
             generation.resumeReady(
                 .failure(
                     GenerationStartFailure(
-                        description: "worker \(worker.index) (pid \(worker.pid)) \(status) before it was ready\(reason)"
-                    )))
+                        description: "worker \(worker.index) (pid \(worker.pid)) \(status) \(when) ready\(reason)")))
         case .serving where state == .running:
             let lived = ContinuousClock.now - worker.spawnedAt
             logger.error(

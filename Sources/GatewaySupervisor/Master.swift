@@ -76,6 +76,13 @@ public actor Master {
     var sharedMemory: SharedMemory?
     var finishedContinuation: CheckedContinuation<Void, Never>?
     var controlServer: ControlServer?
+    /// Tests only: awaited once a new generation's workers have all said ready, before the
+    /// master acts on it, to hold open the window in which they may die (see `waitUntilReady`).
+    var afterReadyHook: (@Sendable (_ generation: Int) async -> Void)?
+
+    func setAfterReadyHook(_ hook: @escaping @Sendable (_ generation: Int) async -> Void) {
+        afterReadyHook = hook
+    }
 
     public init(
         options: SupervisorOptions, loaded: LoadedConfiguration, logger: Logger,
@@ -93,10 +100,22 @@ public actor Master {
     /// stopped. Throws only when start-up fails; then nothing is left behind.
     public func run() async throws {
         guard state == .starting else { return }
+        // A parent may have left SIGCHLD ignored (exec keeps an ignored disposition): the
+        // kernel would then reap workers itself, waitpid(2) would say nothing of how they
+        // ended, and their pids could be reused while the master still signals them. The
+        // other dispositions the master relies on it sets itself (SIGPIPE, and SIGHUP, SIGTERM
+        // and SIGINT through UnixSignalsSequence); workers start with all of them at default.
+        signal(SIGCHLD, SIG_DFL)
         do {
             sharedMemory = try SharedMemory.create()
         } catch {
             throw MasterError.startup("cannot create the shared memory segment: \(error)")
+        }
+        let accessLog: AccessLogFile?
+        do {
+            accessLog = try Generation.openAccessLog(for: loaded.configuration)
+        } catch {
+            throw MasterError.startup("access log: \(error)")
         }
         try adoptActivatedSockets()
         let specs = loaded.configuration.listeners.map {
@@ -142,7 +161,7 @@ public actor Master {
         }
 
         let generation = Generation(
-            id: generationID, loaded: loaded, settings: settings, listeners: listeners,
+            id: generationID, loaded: loaded, settings: settings, listeners: listeners, accessLog: accessLog,
             wallClockStart: Date().timeIntervalSince1970)
         generations[generationID] = generation
         let result: Result<Void, GenerationStartFailure>
@@ -337,7 +356,7 @@ public actor Master {
         var line = "generation \(servingID) serving, \(serving.liveWorkers.count) workers"
         if let degraded = degradation(of: serving, countdown: false) { line += ", degraded: \(degraded)" }
         if !draining.isEmpty {
-            let connections = draining.reduce(0) { $0 + $1.connectionCount }
+            let connections = draining.map(\.connectionCount).saturatingSum()
             line +=
                 ", \(draining.count) generation\(draining.count == 1 ? "" : "s") draining (\(connections) connections)"
         }

@@ -16,6 +16,11 @@ final class Worker {
         case exited
     }
 
+    /// Linux's ceiling for fs.nr_open, and so for any process's fds (2^30): a worker cannot
+    /// hold more connections, and a count above it is a lie. With at most 1024 workers a
+    /// generation, sums of clamped counts stay far from Int.max (they saturate all the same).
+    static let maximumConnections = 1 << 30
+
     let generation: Int
     let index: Int
     let pid: Int32
@@ -26,7 +31,10 @@ final class Worker {
     /// a `drain` can never land inside the handoff, and the fd is never closed under a send.
     let outbox: DispatchQueue
     var state: State = .starting
+    /// As reported, clamped to `0...maximumConnections`.
     var connections = 0
+    /// Whether a count outside that range was logged (once per worker).
+    var reportedImpossibleCount = false
     var stoppedAccepting = false
     /// The last `failed` message, for the reload's error.
     var failureReason: String?

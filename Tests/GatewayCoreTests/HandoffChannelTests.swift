@@ -51,7 +51,8 @@ struct HandoffChannelTests {
         let segment = try SharedMemory.create(layout: .init(rateSlots: 8, metricSlots: 4))
         let segmentFD = try #require(segment.descriptor)
         Thread.detachNewThread {
-            try? master.sendHandoff(hello: hello, sharedMemory: (fd: segmentFD, size: segment.size), listeners: toSend)
+            try? master.sendHandoff(
+                hello: hello, sharedMemory: (fd: segmentFD, handoff: segment.handoff), listeners: toSend)
             sent.signal()
         }
         guard case .hello = try #require(try worker.receive()).message else {
@@ -59,12 +60,13 @@ struct HandoffChannelTests {
             return
         }
         let (sharedFrame, sharedFDs) = try #require(try worker.receive())
-        #expect(sharedFrame == .sharedMemory(size: segment.size))
+        // Size, layout and seed, to the bit.
+        #expect(sharedFrame == .sharedMemory(segment.handoff))
         #expect(sharedFDs.count == 1)
         if let fd = sharedFDs.first {
             // A copy of the master's memfd, CLOEXEC, that maps the same segment.
             #expect(fcntl(fd, F_GETFD) & FD_CLOEXEC != 0)
-            let mapped = try SharedMemory.map(descriptor: fd, size: segment.size)
+            let mapped = try SharedMemory.map(descriptor: fd, handoff: segment.handoff)
             #expect(mapped.hashSeed == segment.hashSeed)
             closeDescriptor(fd)
         }
@@ -98,14 +100,11 @@ struct HandoffChannelTests {
     func sharedMemoryWithoutDescriptor() throws {
         let (a, b) = try pair()
         defer { a.close(); b.close() }
-        let frame = HandoffMessage.sharedMemory(size: 4096).encodeFrame()
+        let frame = HandoffMessage.sharedMemory(
+            .init(size: 4096, layout: .init(rateSlots: 8, metricSlots: 4), seed: (.max, 1))
+        ).encodeFrame()
         _ = frame.withUnsafeBytes { write(a.descriptor, $0.baseAddress, $0.count) }
-        do {
-            _ = try b.receive()
-            Issue.record("a shared_memory frame without an fd was accepted")
-        } catch {
-            #expect("\(error)".contains("shared_memory frame names 1 fds, 0 arrived"), "\(error)")
-        }
+        expectViolation(b, "shared_memory frame names 1 fds, 0 arrived")
     }
 
     @Test("end of file is reported as nil, not an error")
@@ -132,17 +131,54 @@ struct HandoffChannelTests {
         let json = Array(#"{"type":"launch_missiles"}"#.utf8)
         let frame = [0, 0, 0, UInt8(json.count)] + json
         _ = frame.withUnsafeBytes { write(a.descriptor, $0.baseAddress, $0.count) }
-        do {
-            _ = try b.receive()
-            Issue.record("expected an error")
-        } catch {
-            #expect("\(error)".contains("launch_missiles"))
-        }
+        expectViolation(b, "launch_missiles")
     }
 }
 
 @Suite("Handoff protocol violations", .timeLimit(.minutes(1)))
 struct HandoffViolationTests {
+    @Test(
+        "the master's end takes no fd from a worker, not even inside a frame not yet whole: none is installed, the channel fails"
+    )
+    func masterEndRefusesDescriptors() throws {
+        let (master, workerEnd) = try HandoffChannel.makePair()
+        defer { master.close() }
+        var pipeFDs: [CInt] = [-1, -1]
+        #expect(pipe(&pipeFDs) == 0)
+        defer { closeDescriptor(pipeFDs[0]) }
+        // A length prefix and no frame, then one byte and 253 copies of the pipe's write end:
+        // before, the master kept fds that came while a frame was incomplete.
+        #expect(write(workerEnd, [0, 0, 0xff, 0xff] as [UInt8], 4) == 4)
+        var byte: UInt8 = 0x7b
+        let fds = [CInt](repeating: pipeFDs[1], count: HandoffProtocol.maximumDescriptorsPerFrame)
+        #expect(fds.withUnsafeBufferPointer { gw_sendmsg_fds(workerEnd, &byte, 1, $0.baseAddress, 253) } == 1)
+        closeDescriptor(pipeFDs[1])
+        expectViolation(master, "fds came with a frame from the worker")
+        // Every copy is gone once the worker's end is: the pipe's read end sees end of file.
+        closeDescriptor(workerEnd)
+        var read1: UInt8 = 0
+        #expect(read(pipeFDs[0], &read1, 1) == 0)
+    }
+
+    @Test("the master's end refuses a frame longer than 64 KiB at its length; the worker's end takes it")
+    func masterEndFrameLimit() throws {
+        let long = HandoffMessage.failed(reason: String(repeating: "x", count: 100_000))
+        let (master, workerEnd) = try HandoffChannel.makePair()
+        let worker = HandoffChannel(descriptor: workerEnd)
+        defer { master.close(); worker.close() }
+        // Only the length prefix: the master judges a frame before it has any of it.
+        let prefix = Array(long.encodeFrame().prefix(4))
+        #expect(write(workerEnd, prefix, 4) == 4)
+        expectViolation(master, "out of range (1 to 65536 bytes)")
+        let sent = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            try? master.send(long)
+            sent.signal()
+        }
+        #expect(try worker.receive()?.message == long)
+        sent.wait()
+    }
+
     @Test("fds attached to a frame that may not carry any are refused and closed")
     func fdsOnWrongFrame() throws {
         let (a, workerEnd) = try HandoffChannel.makePair()
@@ -158,14 +194,21 @@ struct HandoffViolationTests {
         }
         #expect(sent == frame.count)
         closeDescriptor(pipeFDs[1])
-        do {
-            _ = try b.receive()
-            Issue.record("a drain frame with an fd was accepted")
-        } catch {
-            #expect("\(error)".contains("no frame may carry"), "\(error)")
-        }
+        expectViolation(b, "no frame may carry")
         // The smuggled fd was closed by the receiver: the pipe's read end sees end of file.
         var byte: UInt8 = 0
         #expect(read(pipeFDs[0], &byte, 1) == 0)
+    }
+}
+
+/// Receives on `channel`, which must refuse what arrives with an error that says `text`.
+private func expectViolation(
+    _ channel: HandoffChannel, _ text: String, sourceLocation: SourceLocation = #_sourceLocation
+) {
+    do {
+        let received = try channel.receive()
+        Issue.record("accepted: \(String(describing: received))", sourceLocation: sourceLocation)
+    } catch {
+        #expect("\(error)".contains(text), "\(error)", sourceLocation: sourceLocation)
     }
 }

@@ -17,7 +17,7 @@ private let t0: UInt64 = 1_000 * second
 
 /// A second, independent mapping of the same memfd: what another process sees.
 private func secondMapping(of memory: SharedMemory) throws -> SharedMemory {
-    try SharedMemory.map(descriptor: try #require(memory.descriptor), size: memory.size)
+    try SharedMemory.map(descriptor: try #require(memory.descriptor), handoff: memory.handoff)
 }
 
 @Suite("Shared memory segment", .timeLimit(.minutes(1)))
@@ -50,39 +50,58 @@ struct SharedMemoryTests {
         #expect(ftruncate(fd, 0) == -1 && errno == EPERM, "a holder of the fd could shrink the segment")
     }
 
-    @Test("mapping checks magic, version, size and the header's fields, naming what is wrong")
-    func headerValidation() throws {
-        func expectMapError(_ kind: SharedMemoryError.Kind, fd: CInt, size: Int, mentioning text: String) {
+    @Test("mapping checks the handoff's version and layout against the fd's size, naming what is wrong")
+    func handoffValidation() throws {
+        func expectMapError(
+            _ kind: SharedMemoryError.Kind, fd: CInt, handoff: SharedMemory.Handoff, mentioning text: String
+        ) {
             do {
-                _ = try SharedMemory.map(descriptor: fd, size: size)
-                Issue.record("mapped a bad segment (expected \(kind))")
+                _ = try SharedMemory.map(descriptor: fd, handoff: handoff)
+                Issue.record("mapped with a bad handoff (expected \(kind))")
             } catch {
                 #expect(error.kind == kind, "\(error)")
                 #expect(error.description.contains(text), "\(error)")
             }
         }
-        // Not a segment: a memfd of zeros.
-        let zeros = gw_memfd_create("not-a-segment")
-        defer { closeDescriptor(zeros) }
-        #expect(ftruncate(zeros, 8192) == 0)
-        expectMapError(.badMagic, fd: zeros, size: 8192, mentioning: "bad magic")
-
         let memory = try SharedMemory.create(layout: small)
         let fd = try #require(memory.descriptor)
-        expectMapError(.sizeMismatch, fd: fd, size: memory.size + 4096, mentioning: "announced")
+        var handoff = memory.handoff
+        handoff.layoutVersion = 99
+        expectMapError(.unsupportedVersion, fd: fd, handoff: handoff, mentioning: "layout version 99")
+        handoff = memory.handoff
+        handoff.layout.rateSlots = 7
+        expectMapError(.invalidLayout, fd: fd, handoff: handoff, mentioning: "does not make")
+        handoff = memory.handoff
+        handoff.size += 4096
+        expectMapError(.invalidLayout, fd: fd, handoff: handoff, mentioning: "does not make")
+        // A layout that makes its size, on an fd of another size.
+        let other = gw_memfd_create("other-size")
+        defer { closeDescriptor(other) }
+        #expect(ftruncate(other, 8192) == 0)
+        expectMapError(.sizeMismatch, fd: other, handoff: memory.handoff, mentioning: "announced")
+    }
 
-        let version = memory.headerWord(SharedMemory.HeaderOffset.version)
-        version.pointee = 99
-        expectMapError(.unsupportedVersion, fd: fd, size: memory.size, mentioning: "layout version 99")
-        version.pointee = SharedMemory.layoutVersion
-
-        let slots = memory.headerWord(SharedMemory.HeaderOffset.rateSlots)
-        slots.pointee = 16
-        expectMapError(.corruptHeader, fd: fd, size: memory.size, mentioning: "expected")
-        slots.pointee = 7
-        expectMapError(.corruptHeader, fd: fd, size: memory.size, mentioning: "slot counts")
-        slots.pointee = 8
-        _ = try SharedMemory.map(descriptor: fd, size: memory.size)
+    @Test("a header rewritten by a worker changes nothing for one mapped later: layout and seed come from the handoff")
+    func rewrittenHeaderIsIgnored() throws {
+        let memory = try SharedMemory.create(layout: small)
+        let first = try secondMapping(of: memory)
+        #expect(first.rateLimiter.admit(route: "r", key: "k", rate: 1, burst: 1, now: t0) == .allowed)
+        // What a hostile worker writes: no magic, slot counts and table offsets that would send
+        // a later mapping past its end, a seed of its choosing.
+        for (offset, value) in [
+            (SharedMemory.HeaderOffset.magic, 0), (SharedMemory.HeaderOffset.version, 99),
+            (SharedMemory.HeaderOffset.totalSize, 1 << 40), (SharedMemory.HeaderOffset.seed0, 0),
+            (SharedMemory.HeaderOffset.seed1, 0), (SharedMemory.HeaderOffset.rateSlots, 1 << 26),
+            (SharedMemory.HeaderOffset.rateTable, 1 << 40), (SharedMemory.HeaderOffset.metricSlots, 1 << 22),
+            (SharedMemory.HeaderOffset.metricTable, 1 << 40),
+        ] as [(Int, UInt64)] {
+            memory.headerWord(offset).pointee = value
+        }
+        let later = try secondMapping(of: memory)
+        #expect(later.layout == small)
+        #expect(later.hashSeed == memory.hashSeed)
+        // The same bucket, found with the same seed in the same table: the key has no token left.
+        #expect(later.rateLimiter.admit(route: "r", key: "k", rate: 1, burst: 1, now: t0) != .allowed)
     }
 
     @Test("a failed call is named in the error")
@@ -93,7 +112,7 @@ struct SharedMemoryTests {
         try #require(readOnly >= 0)
         defer { closeDescriptor(readOnly) }
         do {
-            _ = try SharedMemory.map(descriptor: readOnly, size: memory.size)
+            _ = try SharedMemory.map(descriptor: readOnly, handoff: memory.handoff)
             Issue.record("mapped a read-only fd for writing")
         } catch {
             #expect(error.kind == .system)

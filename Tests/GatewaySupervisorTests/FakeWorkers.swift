@@ -22,6 +22,8 @@ final class FakeSpawner: ProcessSpawning, Sendable {
         case neverReady
         /// Confirms the drain but keeps its connections until signalled.
         case drainsForever
+        /// Reports ready, then exits with status 3 as soon as `releaseHeldExits` is called.
+        case readyThenExitWhenReleased
     }
 
     struct Record: Sendable {
@@ -33,7 +35,7 @@ final class FakeSpawner: ProcessSpawning, Sendable {
         var drained = false
         var exited = false
         /// The shared segment it was handed: inode of the memfd (the same segment for every
-        /// worker has one inode), and whether it mapped with a valid header.
+        /// worker has one inode), and whether it mapped as the handoff described it.
         var sharedMemoryInode: UInt64 = 0
         var sharedMemoryMapped = false
     }
@@ -43,6 +45,7 @@ final class FakeSpawner: ProcessSpawning, Sendable {
         var records: [pid_t: Record] = [:]
         var exits: [pid_t: ExitStatus] = [:]
         var stops: [pid_t: HandoffChannel] = [:]
+        var exitsReleased = false
     }
 
     private let state = Mutex(State())
@@ -50,6 +53,11 @@ final class FakeSpawner: ProcessSpawning, Sendable {
 
     init(behavior: @escaping @Sendable (_ generation: Int, _ index: Int) -> Behavior) {
         self.behavior = behavior
+    }
+
+    /// Lets every `readyThenExitWhenReleased` worker exit.
+    func releaseHeldExits() {
+        state.withLock { $0.exitsReleased = true }
     }
 
     var records: [Record] { state.withLock { Array($0.records.values).sorted { $0.pid < $1.pid } } }
@@ -102,10 +110,10 @@ final class FakeSpawner: ProcessSpawning, Sendable {
         do {
             while let (message, fds) = try channel.receive() {
                 defer { for fd in fds { closeDescriptor(fd) } }
-                if case .sharedMemory(let size) = message, let fd = fds.first {
+                if case .sharedMemory(let segment) = message, let fd = fds.first {
                     var info = stat()
                     fstat(fd, &info)
-                    let mapped = (try? SharedMemory.map(descriptor: fd, size: size)) != nil
+                    let mapped = (try? SharedMemory.map(descriptor: fd, handoff: segment)) != nil
                     state.withLock {
                         $0.records[pid]?.sharedMemoryInode = UInt64(info.st_ino)
                         $0.records[pid]?.sharedMemoryMapped = mapped
@@ -134,6 +142,10 @@ final class FakeSpawner: ProcessSpawning, Sendable {
         case .failsAtStart(let reason):
             try? channel.send(.failed(reason: reason))
             return .exited(1)
+        case .readyThenExitWhenReleased:
+            try? channel.send(.ready(pid: pid))
+            while !state.withLock({ $0.exitsReleased }) { usleep(1_000) }
+            return .exited(3)
         case .neverReady:
             break
         }

@@ -141,6 +141,36 @@ struct ReloadStateMachineTests {
         try await fixture.stop()
     }
 
+    @Test("a reload whose workers all exit between ready and the switch fails; the old generation is untouched")
+    func everyWorkerExitsBeforeTheSwitch() async throws {
+        let fixture = try await Fixture { generation, _ in generation == 2 ? .readyThenExitWhenReleased : .healthy() }
+        let master = fixture.master
+        let spawner = fixture.spawner
+        // The exits reach the actor after the last `ready` woke the reload and before the
+        // reload runs again: held open here, the window is otherwise a scheduling accident.
+        await master.setAfterReadyHook { generation in
+            guard generation == 2 else { return }
+            spawner.releaseHeldExits()
+            try? await Self.waitFor("generation 2's workers to be seen exiting") {
+                let workers = await master.statusReport().generations.first { $0.id == 2 }?.workers ?? []
+                return workers.count == 2 && workers.allSatisfy { $0.state == "exited" }
+            }
+        }
+        let outcome = await master.reload(trigger: "test")
+        guard case .failed(let reason, _) = outcome else {
+            Issue.record("reload succeeded: \(outcome)")
+            return
+        }
+        #expect(reason.contains("generation 2 failed to start"), "\(reason)")
+        #expect(reason.contains("every worker exited after it reported ready"), "\(reason)")
+        #expect(fixture.spawner.records(generation: 1).allSatisfy { !$0.drained && $0.signals.isEmpty })
+        try await Self.waitFor("generation 2 to be gone") {
+            await master.statusReport().generations.map(\.id) == [1]
+        }
+        #expect(await master.statusReport().generations.first?.state == "serving")
+        try await fixture.stop()
+    }
+
     @Test("a worker that misses ready_timeout fails the reload and is terminated")
     func readyTimeout() async throws {
         let fixture = try await Fixture(readyTimeout: "300ms") { generation, _ in

@@ -14,8 +14,10 @@ import Testing
 @Suite("Handoff, the worker's side", .timeLimit(.minutes(1)))
 struct HandoffReceiveTests {
     let hello = HandoffMessage.Hello(generation: 2, worker: 1, configPath: "/etc/g.yaml", config: Array("x".utf8))
+    /// Never mapped here: the worker's side maps after the handoff.
+    let segment = SharedMemory.Handoff(size: 4096, layout: .init(rateSlots: 8, metricSlots: 4), seed: (1, 2))
 
-    /// Sends `messages` (a shared segment's fd with `shared_memory`) from another thread (a
+    /// Sends `messages` (a shared segment's fd with `shared_memory` and `access_log`) from another thread (a
     /// 1 MiB file is more than the socket buffer holds), closes the master's end, and returns
     /// what the worker made of it.
     private func receive(_ messages: [HandoffMessage]) throws -> Result<WorkerProcess.Handoff?, Error> {
@@ -27,10 +29,9 @@ struct HandoffReceiveTests {
         let sent = DispatchSemaphore(value: 0)
         Thread.detachNewThread {
             for message in messages {
-                if case .sharedMemory = message {
-                    try? master.send(message, descriptors: [segmentFD])
-                } else {
-                    try? master.send(message)
+                switch message {
+                case .sharedMemory, .accessLog: try? master.send(message, descriptors: [segmentFD])
+                default: try? master.send(message)
                 }
             }
             master.close()
@@ -40,7 +41,10 @@ struct HandoffReceiveTests {
         // A refusal stops reading: the sender ends on the closed channel.
         worker.close()
         sent.wait()
-        if case .success(let handoff?) = result { closeDescriptor(handoff.sharedMemory.fd) }
+        if case .success(let handoff?) = result {
+            closeDescriptor(handoff.sharedMemory.fd)
+            if let log = handoff.accessLog { closeDescriptor(log.fd) }
+        }
         return withExtendedLifetime(segment) { result }
     }
 
@@ -58,7 +62,7 @@ struct HandoffReceiveTests {
         let big = [UInt8](repeating: 0x61, count: 1 << 20)
         let handoff = try receive([
             .hello(hello), .file(path: "/k/a", bytes: big), .file(path: "/k/b", bytes: [0, 0xff]),
-            .sharedMemory(size: 4096), .start(listenerCount: 0, fileCount: 2),
+            .sharedMemory(segment), .start(listenerCount: 0, fileCount: 2),
         ]).get()
         let received = try #require(handoff)
         #expect(received.hello == hello)
@@ -70,21 +74,39 @@ struct HandoffReceiveTests {
         try expectRefused(
             [
                 .hello(hello), .file(path: "/k/a", bytes: [1]), .file(path: "/k/a", bytes: [2]),
-                .sharedMemory(size: 4096), .start(listenerCount: 0, fileCount: 1),
+                .sharedMemory(segment), .start(listenerCount: 0, fileCount: 1),
             ], "file /k/a sent twice, or after shared_memory")
         try expectRefused(
             [
-                .hello(hello), .sharedMemory(size: 4096), .file(path: "/k/a", bytes: [1]),
+                .hello(hello), .sharedMemory(segment), .file(path: "/k/a", bytes: [1]),
                 .start(listenerCount: 0, fileCount: 1),
             ], "file /k/a sent twice, or after shared_memory")
         try expectRefused(
             [
-                .hello(hello), .file(path: "/k/a", bytes: [1]), .sharedMemory(size: 4096),
+                .hello(hello), .file(path: "/k/a", bytes: [1]), .sharedMemory(segment),
                 .start(listenerCount: 0, fileCount: 2),
             ],
             "start says 2 files, 1 arrived")
         try expectRefused(
-            [.hello(hello), .sharedMemory(size: 4096)], "the master closed the channel during the handoff")
+            [.hello(hello), .sharedMemory(segment)], "the master closed the channel during the handoff")
         try expectRefused([.file(path: "/k/a", bytes: [1])], "expected hello, got file")
+    }
+
+    @Test("the access log's fd arrives after the shared segment's; any other place for it is refused")
+    func accessLog() throws {
+        let handoff = try receive([
+            .hello(hello), .sharedMemory(segment), .accessLog(path: "/var/log/g.log"),
+            .start(listenerCount: 0, fileCount: 0),
+        ]).get()
+        #expect(try #require(handoff).accessLog?.path == "/var/log/g.log")
+        let misplaced = "an access_log frame before shared_memory, twice, or after the listeners"
+        try expectRefused(
+            [.hello(hello), .accessLog(path: "/l"), .sharedMemory(segment), .start(listenerCount: 0, fileCount: 0)],
+            misplaced)
+        try expectRefused(
+            [
+                .hello(hello), .sharedMemory(segment), .accessLog(path: "/l"), .accessLog(path: "/l"),
+                .start(listenerCount: 0, fileCount: 0),
+            ], misplaced)
     }
 }

@@ -91,9 +91,9 @@ struct SharedMetricsTests {
     func sharedAcrossProcesses() throws {
         let master = try SharedMemory.create()
         let worker1 = SharedMetricsFactory(
-            memory: try SharedMemory.map(descriptor: master.descriptor!, size: master.size))
+            memory: try SharedMemory.map(descriptor: master.descriptor!, handoff: master.handoff))
         let worker2 = SharedMetricsFactory(
-            memory: try SharedMemory.map(descriptor: master.descriptor!, size: master.size))
+            memory: try SharedMemory.map(descriptor: master.descriptor!, handoff: master.handoff))
         let a = worker1.makeCounter(label: "hits_total", dimensions: [("b", "2"), ("a", "1")])
         let b = worker1.makeCounter(label: "hits_total", dimensions: [("a", "1"), ("b", "2")])
         #expect(a === b)

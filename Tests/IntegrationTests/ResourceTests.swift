@@ -18,10 +18,10 @@ struct ResourceTests {
     static let withoutDACOverride = ["/usr/bin/setpriv", "--bounding-set", "-dac_override", "--"]
 
     /// Paths for an access log that cannot be created: the config check refuses the first two
-    /// (it checks the directory); the workers' open(2) fails on the third.
+    /// (it checks the directory); the master's open(2) fails on the third.
     struct UnusablePaths {
         let directory: TemporaryDirectory
-        let cases: [(path: String, reason: String, checked: Bool)]
+        let cases: [(path: String, reason: String)]
         init() throws {
             directory = try TemporaryDirectory()
             let regularFile = directory.file("a-file")
@@ -29,9 +29,9 @@ struct ResourceTests {
             let readOnly = directory.file("read-only")
             guard mkdir(readOnly, 0o555) == 0 else { throw HarnessError("mkdir \(readOnly) failed") }
             cases = [
-                (regularFile + "/access.log", "'\(regularFile)' is not a directory", true),
-                (directory.file("missing/access.log"), "directory '\(directory.file("missing"))' does not exist", true),
-                (readOnly + "/access.log", "open \(readOnly)/access.log: Permission denied", false),
+                (regularFile + "/access.log", "'\(regularFile)' is not a directory"),
+                (directory.file("missing/access.log"), "directory '\(directory.file("missing"))' does not exist"),
+                (readOnly + "/access.log", "access log: open \(readOnly)/access.log: Permission denied"),
             ]
         }
     }
@@ -43,7 +43,7 @@ struct ResourceTests {
         let gatewayd = try GatewaydProcess(config: Configs.hello(body: "v1"), launcher: Self.withoutDACOverride)
         let port = try gatewayd.port()
         let workers = Set(try gatewayd.status().generations.flatMap(\.workers).map(\.pid))
-        for (path, reason, checked) in paths.cases {
+        for (path, reason) in paths.cases {
             // Pre-started spares are what a new generation is made of. They are started with
             // the generation's switch to serving (and after a failed reload), before any
             // status answer: one per worker, and no other process.
@@ -57,13 +57,13 @@ struct ResourceTests {
             #expect(result.stderr.contains(reason), "\(result.stderr)")
             print("gatewayctl reload: \(result.stderr)")
             #expect(try httpGet(port: port).body == "v1")
-            // Nothing left behind: a config check starts nothing; the workers that failed to
-            // open the log have exited and new spares took their place.
+            // Nothing started, nothing left behind: the config check and the master's open of
+            // the log come before any worker (before, each worker opened the log and failed).
             var now: Set<Int32> = []
             do {
-                try waitUntil("the failed generation's workers to exit and spares to be replaced") {
+                try waitUntil("the same workers and spares") {
                     now = Set(workerProcesses(ofMaster: gatewayd.pid))
-                    return checked ? now == before : spares.isDisjoint(with: now) && now.count == before.count
+                    return now == before
                 }
             } catch {
                 let status = try? gatewayd.status()
@@ -158,11 +158,44 @@ struct ResourceTests {
         print(gatewayd.log.split(separator: "\n").first { $0.contains("writing again") } ?? "")
     }
 
+    @Test(
+        "an access log that is a symbolic link (planted where the workers' account may write): the reload and the start fail naming it; the target is untouched"
+    )
+    func accessLogSymbolicLink() throws {
+        // CVE-2016-1247 (nginx): a log directory the worker account can write, a link in it,
+        // and the next reload wrote as root wherever the link pointed.
+        let directory = try TemporaryDirectory()
+        let target = directory.file("shadow")
+        try "root:secret\n".write(toFile: target, atomically: false, encoding: .utf8)
+        let link = directory.file("access.log")
+        let dangling = directory.file("created-through-the-link")
+        let gatewayd = try GatewaydProcess(config: Configs.hello(body: "v1"))
+        let port = try gatewayd.port()
+        for pointee in [target, dangling] {
+            unlink(link)
+            guard symlink(pointee, link) == 0 else { throw HarnessError("symlink \(link) failed") }
+            try gatewayd.writeConfig("access_log: { path: \(link) }\n" + Configs.hello(body: "v2"))
+            let result = try gatewayd.reload()
+            #expect(result.status == 1, "\(result)")
+            #expect(result.stderr.contains("\(link) (a symbolic link: refused)"), "\(result.stderr)")
+            print("gatewayctl reload: \(result.stderr)")
+            #expect(try httpGet(port: port).body == "v1")
+        }
+        #expect(readWholeFile(target) == "root:secret\n")
+        #expect(!FileManager.default.fileExists(atPath: dangling))
+
+        let refused = try GatewaydProcess(
+            config: "access_log: { path: \(link) }\n" + Configs.hello(), waitForReady: false)
+        #expect(try refused.waitForExit() == 1, "\(refused.log)")
+        #expect(refused.log.contains("\(link) (a symbolic link: refused)"), "\(refused.log)")
+        #expect(!FileManager.default.fileExists(atPath: dangling))
+    }
+
     @Test("an access log that cannot be created at start: gatewayd exits 1 naming path and reason")
     func accessLogUnusableAtStart() throws {
         try #require(geteuid() == 0, "needs root, as in CI")
         let paths = try UnusablePaths()
-        for (path, reason, _) in paths.cases {
+        for (path, reason) in paths.cases {
             let gatewayd = try GatewaydProcess(
                 config: "access_log: { path: \(path) }\n" + Configs.hello(), waitForReady: false,
                 launcher: Self.withoutDACOverride)
@@ -265,6 +298,39 @@ struct ResourceTests {
         let status = try gatewayd.status()
         #expect(status.generations.flatMap(\.workers).map(\.pid) == [worker])
         #expect(status.generations.flatMap(\.workers).allSatisfy { $0.restarts == 0 })
+    }
+
+    @Test("a reload that fails to hand a spare its sockets (no fd for the copy) leaves no fd behind in the master")
+    func failedSpareHandoffLeaksNothing() throws {
+        // One worker on two listeners: its handoff needs two copies, made one after the other
+        // with nothing in between (with two workers, the first one's handoff may be sent and
+        // its copy closed before the second copy is made).
+        func config(_ body: String) -> String { Configs.hello(body: body, workers: 1, listeners: ["web", "admin"]) }
+        let gatewayd = try GatewaydProcess(config: config("v1"))
+        let port = try gatewayd.port()
+        let master = gatewayd.pid
+        try gatewayd.writeConfig(config("v2"))
+        try waitForControlConnectionsClosed(gatewayd)
+        let before = try gatewayd.steadyResources()
+        let original = try descriptorLimit(pid: master)
+        // Two fds free: the reload's control connection takes one, the copy of `web` the
+        // other (the config file's fd is closed by then); the copy of `admin` fails, and the
+        // spare, taken but never made a worker, is killed.
+        try setDescriptorLimit(pid: master, to: descriptorLimit(pid: master, leaving: 2))
+        let failed = try gatewayd.reload()
+        try setDescriptorLimit(pid: master, to: original)
+        #expect(failed.status == 1)
+        #expect(
+            failed.stderr.contains("F_DUPFD_CLOEXEC listener admin: Too many open files"),
+            "\(failed.stderr)\n--- gatewayd log ---\n\(gatewayd.log)")
+        #expect(try httpGet(port: port).body == "v1")
+        // A spare again (the failed reload used it), and generation 3 serving.
+        #expect(try gatewayd.reload().status == 0)
+        try gatewayd.waitUntilSingleGeneration()
+        #expect(try httpGet(port: port).body == "v2")
+        try waitForControlConnectionsClosed(gatewayd)
+        let after = try gatewayd.steadyResources()
+        #expect(after == before, "master fds and children \(before) before, \(after) after")
     }
 
     @Test(

@@ -43,7 +43,14 @@ private func masterSegment(pid: Int32) throws -> (memory: SharedMemory, inode: U
     defer { closeDescriptor(opened) }
     var info = stat()
     guard fstat(opened, &info) == 0 else { throw HarnessError("fstat: \(errno)") }
-    return (try SharedMemory.map(descriptor: opened, size: Int(info.st_size)), UInt64(info.st_ino))
+    // What a worker is told in its handoff, read here from the header the master wrote (the
+    // test trusts it; workers never read it).
+    var words = [UInt64](repeating: 0, count: 9)
+    guard pread(opened, &words, 72, 0) == 72 else { throw HarnessError("pread: \(errno)") }
+    let handoff = SharedMemory.Handoff(
+        size: Int(info.st_size), layout: .init(rateSlots: Int(words[6]), metricSlots: Int(words[8])),
+        seed: (words[4], words[5]))
+    return (try SharedMemory.map(descriptor: opened, handoff: handoff), UInt64(info.st_ino))
 }
 
 /// The fds of a process that are the gateway's memfd.

@@ -13,20 +13,6 @@ import Testing
 /// (`-DGATEWAYD_FAULT_INJECTION`, Sources/Gateway/WorkerProcess+FaultInjection.swift).
 @Suite("Worker faults", .serialized, .timeLimit(.minutes(3)))
 struct WorkerFaultTests {
-    #if GATEWAYD_FAULT_INJECTION
-        static let faultInjection = true
-    #else
-        static let faultInjection = false
-    #endif
-
-    /// Fails (never skips) when the build lacks fault injection: a test that silently passes
-    /// without testing anything is worse than one that says how to run it.
-    private func requireFaultInjection() throws {
-        try #require(
-            Self.faultInjection,
-            "this build has no fault injection: run `make test` (-Xswiftc -DGATEWAYD_FAULT_INJECTION)")
-    }
-
     private func faulty(_ fault: String, _ config: String) -> String {
         "# gatewayd-fault: \(fault)\n" + config
     }
@@ -110,7 +96,7 @@ struct WorkerFaultTests {
 
     @Test("a worker that keeps crashing backs off, status says degraded, and a reload to a good config heals it")
     func crashLoopIsDegradedUntilReload() throws {
-        try requireFaultInjection()
+        try FaultInjection.require()
         // The crash loop comes with a reload, as a bad upstream or file would: the reload
         // succeeds (the worker dies 500 ms after it said ready), generation 2 then loops.
         let gatewayd = try GatewaydProcess(config: Configs.hello(body: "v1", workers: 2))
@@ -155,7 +141,7 @@ struct WorkerFaultTests {
             ("hang-before-ready worker=1", "not ready within ready_timeout 2s"),
         ])
     func failedNewGenerationUnderLoad(fault: String, reason: String) throws {
-        try requireFaultInjection()
+        try FaultInjection.require()
         let config = Configs.hello(body: "v1", workers: 2, readyTimeout: "2s")
         let gatewayd = try GatewaydProcess(config: config)
         let port = try gatewayd.port()

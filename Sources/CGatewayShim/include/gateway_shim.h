@@ -17,9 +17,11 @@
 /// Returns the bytes sent, or -1 with errno set. Does not retry EINTR.
 ssize_t gw_sendmsg_fds(int sock, const void *buf, size_t len, const int *fds, int nfds);
 
-/// recvmsg(2) into `buf`, collecting at most `maxfds` received fds into `fds` (with
-/// MSG_CMSG_CLOEXEC, so they never leak into children). `*nfds` gets the number received.
-/// `*truncated` is set when the kernel dropped control data (MSG_CTRUNC).
+/// recvmsg(2) into `buf`, collecting at most `maxfds` (0 to GW_MAX_FDS_PER_MESSAGE) received
+/// fds into `fds` (with MSG_CMSG_CLOEXEC, so they never leak into children), with a control
+/// buffer sized for `maxfds`: the kernel releases fds beyond it without installing them.
+/// `*nfds` gets the number received. `*truncated` is set when the kernel dropped control data
+/// (MSG_CTRUNC), or when more arrived than `maxfds` (those are closed).
 /// Returns the bytes read (0 at EOF), or -1 with errno set. Does not retry EINTR.
 ssize_t gw_recvmsg_fds(int sock, void *buf, size_t len, int *fds, int maxfds, int *nfds, int *truncated);
 
