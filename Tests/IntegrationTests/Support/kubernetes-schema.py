@@ -19,6 +19,12 @@ from kubernetes import client
 from kubernetes.client import ApiClient
 
 PRIMITIVES = {"str": str, "int": int, "bool": bool, "float": (int, float)}
+# The client's container types (`List[V1ContainerPort]`, `Dict[str, str]`; older clients write
+# `list[...]`, `dict(str, ...)`): pattern, Python type, name, and (path suffix, item) pairs.
+CONTAINERS = [
+    (r"[Ll]ist\[(.+)\]", list, "a list", lambda v: (("[%d]" % i, x) for i, x in enumerate(v))),
+    (r"[Dd]ict[\[(]str, (.+)[\])]", dict, "a mapping", lambda v: ((".%s" % k, x) for k, x in v.items())),
+]
 
 
 def model_class(api_version, kind):
@@ -29,25 +35,18 @@ def model_class(api_version, kind):
 
 def check(value, type_name, path, problems):
     """Walks `value` against the client's type string (`V1Container`, `List[V1ContainerPort]`,
-    `Dict[str, str]`, `str`, `object`...; older clients write `list[...]`, `dict(str, ...)`)."""
+    `Dict[str, str]`, `str`, `object`...)."""
     if value is None:
         return
-    match = re.fullmatch(r"[Ll]ist\[(.+)\]", type_name)
-    if match:
-        if not isinstance(value, list):
-            problems.append("%s: expected a list, got %r" % (path, value))
+    for pattern, kind, name, items in CONTAINERS:
+        match = re.fullmatch(pattern, type_name)
+        if match:
+            if not isinstance(value, kind):
+                problems.append("%s: expected %s, got %r" % (path, name, value))
+                return
+            for suffix, item in items(value):
+                check(item, match.group(1), path + suffix, problems)
             return
-        for index, item in enumerate(value):
-            check(item, match.group(1), "%s[%d]" % (path, index), problems)
-        return
-    match = re.fullmatch(r"[Dd]ict[\[(]str, (.+)[\])]", type_name)
-    if match:
-        if not isinstance(value, dict):
-            problems.append("%s: expected a mapping, got %r" % (path, value))
-            return
-        for key, item in value.items():
-            check(item, match.group(1), "%s.%s" % (path, key), problems)
-        return
     if type_name == "object":
         return
     if type_name in PRIMITIVES:
