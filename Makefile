@@ -75,7 +75,7 @@ $(GENERATE_MANUAL):
 KUBERNETES_CLIENT_VERSION := 37.0.2
 KUBERNETES_PYTHON := $(TOOLS)/python-$(KUBERNETES_CLIENT_VERSION)/kubernetes/__init__.py
 $(KUBERNETES_PYTHON):
-	python3 -m pip install --quiet --disable-pip-version-check --no-warn-conflicts \
+	python3 -m pip install --quiet --disable-pip-version-check --no-warn-conflicts --no-compile --root-user-action=ignore \
 		--target $(TOOLS)/python-$(KUBERNETES_CLIENT_VERSION) kubernetes==$(KUBERNETES_CLIENT_VERSION)
 
 # Builds the tests and the executables they start, in release, then runs everything. Release,

@@ -34,7 +34,8 @@ extension ConfigLoader {
                     guard case .sequence(let items) = value else { continue }
                     routes = items.map { item in
                         // The route's name when it has one: that is what a reader looks for.
-                        if case .mapping(let fields) = item, let name = fields.first(where: { $0.key.string == "name" }) {
+                        if case .mapping(let fields) = item, let name = fields.first(where: { $0.key.string == "name" })
+                        {
                             return name.value.position
                         }
                         return item.position
@@ -72,7 +73,9 @@ extension ConfigLoader {
                 return nil
             })
         for upstream in configuration.upstreams where !used.contains(upstream.name) {
-            warn("upstreams.\(upstream.name): no route uses upstream '\(upstream.name)'", at: positions.upstreams[upstream.name])
+            warn(
+                "upstreams.\(upstream.name): no route uses upstream '\(upstream.name)'",
+                at: positions.upstreams[upstream.name])
         }
         return warnings.sorted { ($0.line, $0.column) < ($1.line, $1.column) }
     }

@@ -148,7 +148,9 @@ struct Status: ParsableCommand {
             printJSON(status)
             return
         }
-        print("gatewayd \(status.version ?? "(older than 'version' in status)"), master pid \(status.masterPid), \(status.state), config \(status.configPath)")
+        print(
+            "gatewayd \(status.version ?? "(older than 'version' in status)"), master pid \(status.masterPid), \(status.state), config \(status.configPath)"
+        )
         print("reloads: \(status.reloads) (\(status.failedReloads) failed), reload phase: \(status.reloadPhase)")
         print("spare workers (started ahead of the next reload): \(status.spareWorkers.count)")
         for generation in status.generations {

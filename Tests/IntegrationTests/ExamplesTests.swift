@@ -118,7 +118,9 @@ struct ExamplesTests {
                 "/usr/bin/systemd-analyze",
                 ["security", "--offline=true", "--no-pager", Self.root + "/examples/systemd/" + unit])
             let line = result.stdout.split(separator: "\n").first { $0.contains("Overall exposure level") }
-            let score = line.flatMap { $0.split(separator: ":").last?.split(separator: " ").first }.flatMap { Double($0) }
+            let score = line.flatMap { $0.split(separator: ":").last?.split(separator: " ").first }.flatMap {
+                Double($0)
+            }
             #expect(score.map { $0 <= 2.0 } ?? false, "\(unit): \(line.map(String.init) ?? result.stdout)")
         }
     }

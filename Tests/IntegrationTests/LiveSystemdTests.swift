@@ -10,7 +10,9 @@ import Testing
 /// free port instead of 8080, and nothing else changed.
 @Suite(
     "Live systemd", .serialized, .timeLimit(.minutes(3)),
-    .enabled(if: LiveSystemd.isAvailable, "needs root, /lib/systemd/systemd and unshare(1) with PID, mount and cgroup namespaces"))
+    .enabled(
+        if: LiveSystemd.isAvailable,
+        "needs root, /lib/systemd/systemd and unshare(1) with PID, mount and cgroup namespaces"))
 struct LiveSystemdTests {
     static let units = Binaries.packageRoot.appendingPathComponent("examples/systemd").path
 
@@ -108,7 +110,8 @@ struct LiveSystemdTests {
         // The hardening refused nothing gatewayd tried. (libdispatch's renice of its threads is
         // refused, as for any unprivileged Swift program, and says so: docs/systemd.md#hardening.)
         let refusals = journal.split(separator: "\n").filter {
-            $0.contains("Operation not permitted") || ($0.contains("errno=") && !$0.contains("Failed to set thread priority"))
+            $0.contains("Operation not permitted")
+                || ($0.contains("errno=") && !$0.contains("Failed to set thread priority"))
         }
         #expect(refusals.isEmpty, "\(journal)")
 
@@ -167,7 +170,8 @@ struct LiveSystemdTests {
                 return pid != before && pid > 0 && state == "active"
             }
         } catch {
-            throw HarnessError("\(error)\n\(try systemd.systemctl(["status", "gatewayd.service"], check: false).stdout)")
+            throw HarnessError(
+                "\(error)\n\(try systemd.systemctl(["status", "gatewayd.service"], check: false).stdout)")
         }
         #expect(try systemd.property("NRestarts", of: "gatewayd.service") == "1")
         #expect(systemd.journal("gatewayd.service").contains("Watchdog timeout"))

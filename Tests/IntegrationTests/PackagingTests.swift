@@ -35,7 +35,9 @@ struct PackagingTests {
         }.sorted()
     }
 
-    @Test("make install PREFIX= DESTDIR=: binaries, man pages, completions, units with the prefix's paths; make uninstall removes it all")
+    @Test(
+        "make install PREFIX= DESTDIR=: binaries, man pages, completions, units with the prefix's paths; make uninstall removes it all"
+    )
     func installAndUninstall() throws {
         let directory = try TemporaryDirectory()
         let destination = directory.file("root")
@@ -57,11 +59,13 @@ struct PackagingTests {
                 "opt/gatewayd/share/man/man1/gatewayctl.1", "opt/gatewayd/share/man/man1/gatewayd.1",
                 "opt/gatewayd/share/zsh/site-functions/_gatewayctl", "opt/gatewayd/share/zsh/site-functions/_gatewayd",
             ], "\(installed)")
-        let unit = try String(contentsOfFile: destination + "/opt/gatewayd/lib/systemd/system/gatewayd.service", encoding: .utf8)
+        let unit = try String(
+            contentsOfFile: destination + "/opt/gatewayd/lib/systemd/system/gatewayd.service", encoding: .utf8)
         #expect(unit.contains("ExecStart=/opt/gatewayd/bin/gatewayd --config /etc/gatewayd/gatewayd.yaml"))
         #expect(unit.contains("ExecReload=/opt/gatewayd/bin/gatewayctl reload"))
         #expect(!unit.contains("/usr/local"))
-        let manual = try String(contentsOfFile: destination + "/opt/gatewayd/share/man/man1/gatewayctl.1", encoding: .utf8)
+        let manual = try String(
+            contentsOfFile: destination + "/opt/gatewayd/share/man/man1/gatewayctl.1", encoding: .utf8)
         #expect(manual.contains(".Nm gatewayctl") && manual.contains("reload") && manual.contains("EXIT STATUS"))
         let check = try runCommand(
             destination + "/opt/gatewayd/bin/gatewayd", ["check", "-c", destination + "/etc/gatewayd/gatewayd.yaml"])
@@ -101,8 +105,9 @@ struct PackagingTests {
         let install = try systemd.inside(["/usr/bin/dpkg", "-i", "/tmp/gatewayd.deb"], timeout: .seconds(120))
         #expect(install.status == 0, "\(install.stdout)\(install.stderr)")
         #expect(try systemd.inside(["/usr/bin/getent", "passwd", "gatewayd"]).status == 0)
-        #expect(try systemd.systemctl(["is-enabled", "gatewayd.service", "gatewayd.socket"], check: false).stdout
-            == "disabled\ndisabled\n")
+        #expect(
+            try systemd.systemctl(["is-enabled", "gatewayd.service", "gatewayd.socket"], check: false).stdout
+                == "disabled\ndisabled\n")
         #expect(try systemd.property("ActiveState", of: "gatewayd.service") == "inactive")
         let version = try systemd.inside(["/usr/bin/gatewayd", "--version"]).stdout
         #expect(version == (try runCommand(Binaries.gatewayd, ["--version"]).stdout))
@@ -129,7 +134,8 @@ struct PackagingTests {
 
         let purge = try systemd.inside(["/usr/bin/dpkg", "--purge", "gatewayd"], timeout: .seconds(120))
         #expect(purge.status == 0, "\(purge.stdout)\(purge.stderr)")
-        for file in ["/usr/bin/gatewayd", "/lib/systemd/system/gatewayd.service", "/etc/gatewayd", "/var/log/gatewayd"] {
+        for file in ["/usr/bin/gatewayd", "/lib/systemd/system/gatewayd.service", "/etc/gatewayd", "/var/log/gatewayd"]
+        {
             #expect(!FileManager.default.fileExists(atPath: systemd.path(file)), "\(file) after purge")
         }
         // And the machine never saw any of it.

@@ -136,7 +136,8 @@ final class LiveSystemd {
         let result = try inside(["/bin/systemctl", "--no-pager"] + arguments, timeout: timeout)
         if check, result.status != 0 {
             throw HarnessError(
-                "systemctl \(arguments.joined(separator: " ")) exited \(result.status): \(result.stdout)\(result.stderr)")
+                "systemctl \(arguments.joined(separator: " ")) exited \(result.status): \(result.stdout)\(result.stderr)"
+            )
         }
         return result
     }
@@ -208,9 +209,11 @@ final class LiveSystemd {
         // The cgroups empty as the kernel reaps the namespace's processes: retry until they go.
         _ = try? waitUntil("live systemd's cgroups to be removed", timeout: .seconds(20)) {
             _ = try? runCommand(Self.script, [id, "--cleanup"], timeout: .seconds(10))
-            return (try? runCommand(
-                "/usr/bin/find", ["/sys/fs/cgroup", "-type", "d", "-path", "*/live-systemd-\(id)*"],
-                timeout: .seconds(10)).stdout.isEmpty) ?? true
+            return
+                (try? runCommand(
+                    "/usr/bin/find", ["/sys/fs/cgroup", "-type", "d", "-path", "*/live-systemd-\(id)*"],
+                    timeout: .seconds(10)
+                ).stdout.isEmpty) ?? true
         }
     }
 }

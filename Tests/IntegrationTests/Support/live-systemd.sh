@@ -29,10 +29,16 @@ if [ "${2-}" = --cleanup ]; then
     exit 0
 fi
 
-if [ "${2-}" != --inside ]; then
-    # Outside: our own cgroup in every hierarchy, then the namespaces. --kill-child: when
-    # unshare dies, systemd (its child) is SIGKILLed, and with it the whole PID namespace.
-    # Below the cgroup we are in (never above it: the machine's own limits keep applying).
+# Our own cgroups, below the ones we are in (never above them: the machine's own limits keep
+# applying), for systemd's cgroup namespace.
+own_cgroups() {
+    if [ "$(stat -f -c %T /sys/fs/cgroup)" = cgroup2fs ]; then
+        # The unified hierarchy alone: one cgroup.
+        path=$(sed -n 's/^0:://p' /proc/self/cgroup)
+        mkdir -p "/sys/fs/cgroup${path%/}/live-systemd-$id"
+        echo $$ >"/sys/fs/cgroup${path%/}/live-systemd-$id/cgroup.procs"
+        return
+    fi
     while IFS=: read -r _ controllers path; do
         case $controllers in
             "") hierarchy=unified ;;
@@ -50,6 +56,12 @@ if [ "${2-}" != --inside ]; then
         fi
         echo $$ >"$cgroup/cgroup.procs"
     done </proc/self/cgroup
+}
+
+if [ "${2-}" != --inside ]; then
+    # Outside: our own cgroups, then the namespaces. --kill-child: when unshare dies, systemd
+    # (its child) is SIGKILLed, and with it the whole PID namespace.
+    own_cgroups
     exec unshare --pid --fork --mount --uts --ipc --cgroup --propagation private --mount-proc --kill-child \
         "$0" "$id" --inside
 fi
@@ -70,15 +82,19 @@ for dir in /etc /usr /var/lib /var/log /var/cache; do
 done
 
 # The cgroup hierarchies as this cgroup namespace sees them (rooted at live-systemd-$id).
-mount -t tmpfs -o mode=0755 tmpfs /sys/fs/cgroup
-for hierarchy in cpu cpuacct cpuset memory devices freezer blkio pids; do
-    grep -qw "$hierarchy" /proc/cgroups || continue
-    mkdir /sys/fs/cgroup/$hierarchy
-    mount -t cgroup -o "$hierarchy" cgroup /sys/fs/cgroup/$hierarchy
-done
-mkdir /sys/fs/cgroup/systemd /sys/fs/cgroup/unified
-mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd
-mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified
+if [ "$(stat -f -c %T /sys/fs/cgroup)" = cgroup2fs ]; then
+    mount -t cgroup2 cgroup2 /sys/fs/cgroup
+else
+    mount -t tmpfs -o mode=0755 tmpfs /sys/fs/cgroup
+    for hierarchy in cpu cpuacct cpuset memory devices freezer blkio pids; do
+        grep -qw "$hierarchy" /proc/cgroups || continue
+        mkdir /sys/fs/cgroup/$hierarchy
+        mount -t cgroup -o "$hierarchy" cgroup /sys/fs/cgroup/$hierarchy
+    done
+    mkdir /sys/fs/cgroup/systemd /sys/fs/cgroup/unified
+    mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd
+    mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified
+fi
 
 mkdir -p /etc/systemd/system /etc/systemd/system-generators
 for unit in systemd-tmpfiles-setup.service systemd-tmpfiles-setup-dev.service systemd-tmpfiles-clean.timer \
