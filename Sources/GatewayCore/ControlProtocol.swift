@@ -12,6 +12,10 @@
 //             {"version":1,"command":"stop","now":false}
 // Responses:  {"ok":true, ...command-specific fields}
 //             {"ok":false,"error":"what went wrong","details":["gateway.yaml:3:5: ..."]}
+//
+// Changes within version 1 are additions of optional fields only, which a client of an older
+// or newer master must tolerate missing or unknown (JSONDecoder ignores unknown keys):
+// - status.version: the master's version string (gatewayd --version).
 
 import Foundation
 
@@ -124,11 +128,16 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var listeners: [Listener]
     /// Pids of the pre-started workers waiting for the next reload.
     public var spareWorkers: [Int32]
+    /// The master's version (`gatewayd --version`). Added after version 1 was first released:
+    /// a master from before sends none, and clients must take it as optional.
+    public var version: String?
 
     public init(
         masterPid: Int32, state: String, configPath: String, reloadPhase: String, reloads: Int, failedReloads: Int,
-        generations: [Generation], listeners: [Listener], spareWorkers: [Int32] = []
+        generations: [Generation], listeners: [Listener], spareWorkers: [Int32] = [],
+        version: String? = GatewayVersion.current
     ) {
+        self.version = version
         self.spareWorkers = spareWorkers
         self.masterPid = masterPid
         self.state = state
@@ -142,7 +151,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case masterPid = "master_pid", state, configPath = "config_path", reloadPhase = "reload_phase", reloads,
-            failedReloads = "failed_reloads", generations, listeners, spareWorkers = "spare_workers"
+            failedReloads = "failed_reloads", generations, listeners, spareWorkers = "spare_workers", version
     }
 }
 
