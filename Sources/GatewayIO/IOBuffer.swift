@@ -36,7 +36,10 @@ public final class IOBuffer {
     }
 
     @inline(__always) public func consume(_ count: Int) {
-        self.readerIndex += count
+        assert(count <= self.readableCount, "consumed \(count) of \(self.readableCount) bytes")
+        // Clamped: a caller holding a count from before a `clear` must not make the readable
+        // count negative (every later view would trap).
+        self.readerIndex = min(self.readerIndex + count, self.writerIndex)
         if self.readerIndex == self.writerIndex {
             self.readerIndex = 0
             self.writerIndex = 0

@@ -6,7 +6,7 @@ import Testing
 @testable import Gateway
 
 /// One listener, the given upstreams and routes, a server on it.
-private func withProxy<T>(
+func withProxy<T>(
     upstreams: [UpstreamConfig],
     routes: [RouteConfig],
     limits: LimitsConfig = LimitsConfig(),
@@ -41,7 +41,7 @@ private func withDemoProxy<T>(
     }
 }
 
-private func proxyRoute(
+func proxyRoute(
     _ name: String, _ match: RouteMatch = RouteMatch(pathPrefix: "/"), upstream: String, stripPrefix: String? = nil,
     requestHeaders: HeaderRules = HeaderRules(), responseHeaders: HeaderRules = HeaderRules(),
     auth: AuthConfig? = nil, rateLimit: RateLimitConfig? = nil

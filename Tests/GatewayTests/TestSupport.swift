@@ -65,6 +65,12 @@ final class RawClient: @unchecked Sendable {
     private var buffer: [UInt8] = []
     private var closed = false
 
+    /// The accepted side of a connection (a scripted upstream's); takes ownership of `fd`.
+    init(accepted fd: CInt, timeout: Double = 5) {
+        self.fd = fd
+        self.setTimeout(timeout)
+    }
+
     init(port: UInt16, timeout: Double = 5) throws(ClientError) {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw .system("socket", errno) }
@@ -193,6 +199,18 @@ final class RawClient: @unchecked Sendable {
         response.body = String(decoding: self.buffer[bodyStart..<(bodyStart + length)], as: UTF8.self)
         self.buffer.removeFirst(bodyStart + length)
         return response
+    }
+
+    /// One request head, up to and including its blank line (a scripted upstream reads what
+    /// the gateway sent; bodies are read with `read(count:)`).
+    func readRequestHead() throws(ClientError) -> String {
+        let separator: [UInt8] = Array("\r\n\r\n".utf8)
+        while self.find(separator) == nil {
+            if try self.fill() == 0 { throw .eof(bytesBuffered: self.buffer.count) }
+        }
+        let end = self.find(separator)! + separator.count
+        defer { self.buffer.removeFirst(end) }
+        return String(decoding: self.buffer[0..<end], as: UTF8.self)
     }
 
     /// Everything until the server closes (a close-delimited or `Connection: close` exchange).

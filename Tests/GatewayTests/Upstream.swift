@@ -75,6 +75,56 @@ final class DemoUpstream: Sendable {
     }
 }
 
+/// An upstream that answers what the test scripts, byte by byte, for the cases a well-behaved
+/// server never produces. Each accepted connection runs `script` on a thread of its own with the
+/// connection's index (0, 1, …); `stop()` closes the listener and waits for every script.
+final class ScriptedUpstream: Sendable {
+    private let listener: TestListener
+    private let stopping = Mutex<Bool>(false)
+    private let running = DispatchGroup()
+    let accepted = Mutex<Int>(0)
+
+    init(_ script: @escaping @Sendable (RawClient, Int) throws -> Void) throws {
+        self.listener = try TestListener(name: "upstream")
+        let fd = self.listener.masterFD
+        let accepter = Thread { [self] in
+            while !self.stopping.withLock({ $0 }) {
+                var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                guard poll(&poller, 1, 50) == 1 else { continue }
+                let connection = accept(fd, nil, nil)
+                guard connection >= 0 else { continue }
+                let index = self.accepted.withLock { count in
+                    defer { count += 1 }
+                    return count
+                }
+                self.running.enter()
+                Thread {
+                    let client = RawClient(accepted: connection)
+                    try? script(client, index)
+                    client.close()
+                    self.running.leave()
+                }.start()
+            }
+            self.running.leave()
+        }
+        self.running.enter()
+        accepter.start()
+    }
+
+    var endpoint: UpstreamEndpoint {
+        UpstreamEndpoint(
+            text: "127.0.0.1:\(self.listener.port)",
+            address: try! ListenerAddress(parsing: "127.0.0.1:\(self.listener.port)"))
+    }
+
+    /// Bounded: scripts read with the client's 5 s timeouts.
+    func stop() {
+        self.stopping.withLock { $0 = true }
+        _ = self.running.wait(timeout: .now() + 15)
+        self.listener.close()
+    }
+}
+
 /// An endpoint nothing listens on (a port bound then closed: connect gets ECONNREFUSED).
 func deadEndpoint() throws -> UpstreamEndpoint {
     let listener = try TestListener()

@@ -54,7 +54,8 @@ extension ClientConnection {
         }
         let targetBytes = UnsafeBufferPointer(rebasing: bytes[head.target])
         let path: UnsafeBufferPointer<UInt8> =
-            target.rewrittenPath == nil ? UnsafeBufferPointer(rebasing: targetBytes[target.path]) : .init(start: nil, count: 0)
+            target.rewrittenPath == nil
+            ? UnsafeBufferPointer(rebasing: targetBytes[target.path]) : .init(start: nil, count: 0)
         let router = self.spec.isAdmin ? ListenerRouter.admin : self.spec.router
         let route: RouteHandling
         if targetError != nil {
@@ -70,14 +71,17 @@ extension ClientConnection {
                 }
             }
             if let rewritten = target.rewrittenPath {
-                route = router.route(method: head.method, methodBytes: bytes[head.methodRange], path: rewritten, host: host)
+                route = router.route(
+                    method: head.method, methodBytes: bytes[head.methodRange], path: rewritten, host: host)
             } else {
                 route = router.route(method: head.method, methodBytes: bytes[head.methodRange], path: path, host: host)
             }
         }
         request.route = route
 
-        if let field = head.first(.xRequestID), request.requestID.adopt(UnsafeBufferPointer(rebasing: bytes[field.valueRange])) {
+        if let field = head.first(.xRequestID),
+            request.requestID.adopt(UnsafeBufferPointer(rebasing: bytes[field.valueRange]))
+        {
             // Kept as the client sent it.
         } else {
             request.requestID.generate(prefix: RequestIDs.prefix, counter: RequestIDs.next())
@@ -123,7 +127,8 @@ extension ClientConnection {
                 rateKey = key
             case .missing, .invalid:
                 let extra: [(String, String)] = auth.isBearer ? [("www-authenticate", "Bearer")] : []
-                return self.reject(.error(401, "missing or invalid API key", extraHeaders: extra), consuming: head.length)
+                return self.reject(
+                    .error(401, "missing or invalid API key", extraHeaders: extra), consuming: head.length)
             }
         }
         if let limit = route.rateLimit, limit.per == .apiKey,
@@ -141,6 +146,8 @@ extension ClientConnection {
             // We take the body (nginx does the same); the upstream never sees the Expect.
             self.output.append(LocalResponse.continueHead)
             self.flushOutput()
+            // The write may have found the client gone (reset): nothing more to do for it.
+            guard self.phase == .serving else { return }
         }
 
         switch route.action {
@@ -152,7 +159,8 @@ extension ClientConnection {
             request.answer = .local(.error(404, "no route", extraHeaders: []))
         case .proxy(let proxyTarget):
             guard let pool = self.loop.upstreams.pool(named: proxyTarget.upstream) else {
-                request.answer = .local(.error(502, "upstream \(proxyTarget.upstream) is not available", extraHeaders: []))
+                request.answer = .local(
+                    .error(502, "upstream \(proxyTarget.upstream) is not available", extraHeaders: []))
                 break
             }
             request.upstreamName = proxyTarget.upstream

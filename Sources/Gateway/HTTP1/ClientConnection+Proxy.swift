@@ -6,12 +6,13 @@ extension ClientConnection {
     func proxyResponseEnded(close: Bool) {
         guard let request = self.request, self.phase == .serving else { return }
         request.answer = .answered
-        if !request.bodyEnded {
+        let bodyUnread = !request.bodyEnded
+        if bodyUnread {
             // Answered before its body ended (an early upstream answer): the rest of the body
-            // is discarded by the close, not read.
+            // is discarded by the close, never parsed as a request.
             request.bodyEnded = true
         }
-        self.responseEnded(close: close || !request.keepAlive)
+        self.responseEnded(close: close || bodyUnread || !request.keepAlive)
         self.flushOutput()
     }
 
@@ -45,7 +46,8 @@ extension ClientConnection {
         self.request = nil
         self.phase = .tunnel
         self.disarm()
-        let tunnel = Tunnel(client: self, upstream: upstream, idleTimeout: self.services.limits.tunnelIdleTimeoutNanoseconds)
+        let tunnel = Tunnel(
+            client: self, upstream: upstream, idleTimeout: self.services.limits.tunnelIdleTimeoutNanoseconds)
         self.tunnel = tunnel
         tunnel.start()
     }

@@ -82,6 +82,9 @@ final class ProxyExchange {
     private var sentAt: UInt64 = 0
     /// The client's socket is full: the upstream is not read (and its read timeout stops).
     private var pausedForClient = false
+    /// The upstream's socket is full of request body: the client is not read, and the upstream
+    /// has `response_timeout` to take more.
+    private var pausedSending = false
 
     init(client: ClientConnection, request: ClientRequest, pool: UpstreamPool, setsHost: Bool) {
         self.client = client
@@ -120,6 +123,14 @@ final class ProxyExchange {
         }
         self.remember(bytes)
         connection.send(bytes)
+        if !self.requestSent, !connection.canTakeMore, !self.pausedSending {
+            // The upstream stopped taking the body: it has `response_timeout` to take more
+            // (nginx's `proxy_send_timeout`), or the exchange fails as a timeout. Without it,
+            // an upstream that stops reading would hold the client forever: the client's body
+            // timer is off while the upstream is the one not keeping up.
+            self.pausedSending = true
+            connection.setDeadline(after: self.pool.responseTimeout)
+        }
     }
 
     /// The client's body ended (and went out with `sendBody`).
@@ -141,6 +152,12 @@ final class ProxyExchange {
     }
 
     /// The client went away or broke the request: the upstream connection cannot be reused.
+    deinit {
+        // Dropped without an end (its client went away in the middle): its connection must
+        // not stay lent to nobody, nor its endpoint count a request in flight.
+        self.cancel()
+    }
+
     func cancel() {
         switch self.state {
         case .sending(let connection), .responding(let connection):
@@ -216,7 +233,10 @@ final class ProxyExchange {
     }
 
     private func connected(_ connection: UpstreamConnection, reused: Bool) {
-        guard let client = self.client else {
+        guard let client = self.client, client.phase != .closed else {
+            // The client left while the connection was being made: nothing was sent on it.
+            self.state = .finished
+            self.pool.endpoints[connection.endpointIndex].inFlight -= 1
             self.pool.release(connection, reusable: true)
             return
         }
@@ -250,6 +270,10 @@ final class ProxyExchange {
     // MARK: From the upstream connection
 
     func upstreamWritable() {
+        if self.pausedSending, case .sending(let connection) = self.state, connection.canTakeMore {
+            self.pausedSending = false
+            if !self.requestSent { connection.clearDeadline() }
+        }
         self.client?.bodyCanFlow()
     }
 
@@ -288,12 +312,13 @@ final class ProxyExchange {
 
     /// One read of the upstream; false when there is nothing more to do now.
     private func readMore(_ connection: UpstreamConnection) -> Bool {
-        if connection.writeFailed {
-            self.upstreamFailed(connection, kind: "reset", reason: "the upstream closed the connection")
-            return false
-        }
         guard connection.readable else {
-            if connection.inputClosed { self.upstreamEnded(connection) }
+            if connection.inputClosed {
+                self.upstreamEnded(connection)
+            } else if connection.writeFailed {
+                // Nothing (more) to read, and the request cannot go out.
+                self.upstreamFailed(connection, kind: "reset", reason: "the upstream closed the connection")
+            }
             return false
         }
         switch connection.read() {
@@ -304,6 +329,9 @@ final class ProxyExchange {
             }
             return true
         case .wouldBlock:
+            if connection.writeFailed {
+                self.upstreamFailed(connection, kind: "reset", reason: "the upstream closed the connection")
+            }
             return false
         case .endOfFile:
             self.upstreamEnded(connection)
@@ -347,7 +375,8 @@ final class ProxyExchange {
             connection.close()
             self.count("protocol")
             self.fail(
-                ProxyFailure(status: 502, reason: "upstream \(self.pool.configuration.name) switched protocols unasked"))
+                ProxyFailure(status: 502, reason: "upstream \(self.pool.configuration.name) switched protocols unasked")
+            )
             return
         }
         connection.clearDeadline()
@@ -358,9 +387,11 @@ final class ProxyExchange {
         if let index = self.endpointIndex { self.pool.recordSuccess(index) }
         self.request.responseStarted = true
         self.request.status = Int(head.status)
-        self.upstreamKeepAlive = head.keepAlive
         var close = client.responseCloses(self.request)
         let body = ResponseFraming.body(status: head.status, framing: head.framing, requestMethod: self.request.method)
+        // A body that ends with the connection ends it; a 204, 304 or HEAD answer has none
+        // whatever its fields say, and leaves the connection reusable.
+        self.upstreamKeepAlive = head.keepAlive && body != .untilClose
         let writer = ResponseHeadWriter(
             head: head, bytes: connection.input.readable, rules: self.request.route.responseHeaders)
         self.framing = writer.write(
@@ -418,10 +449,13 @@ final class ProxyExchange {
                 return
             }
         case .unchunked:
-            switch self.decoder.decode(available, data: { range in
-                client.send(UnsafeBufferPointer(rebasing: available[range]))
-                self.request.bytesSent += range.count
-            }) {
+            switch self.decoder.decode(
+                available,
+                data: { range in
+                    client.send(UnsafeBufferPointer(rebasing: available[range]))
+                    self.request.bytesSent += range.count
+                })
+            {
             case .consumed(let count, let ended):
                 consumed = count
                 finished = ended
@@ -475,11 +509,12 @@ final class ProxyExchange {
         case .sending(let current) where current === connection:
             let answered = connection.responseBytesReceived
             self.drop(connection, kind: "timeout")
+            let within = DurationText.format(self.pool.configuration.responseTimeout)
             let failure = ProxyFailure(
                 status: 504,
-                reason:
-                    "no response from upstream \(self.pool.configuration.name) within \(DurationText.format(self.pool.configuration.responseTimeout))"
-            )
+                reason: self.requestSent
+                    ? "no response from upstream \(self.pool.configuration.name) within \(within)"
+                    : "upstream \(self.pool.configuration.name) took none of the request body for \(within)")
             if !answered, self.retryElsewhere(after: failure) { return }
             self.fail(failure)
         case .responding(let current) where current === connection:

@@ -71,24 +71,25 @@ struct ResponseHeadWriter {
             case .trailer:
                 // Trailer fields travel only in a chunked body; announcing them otherwise is false.
                 keep = framing == .chunkedAsIs
-            case .xRequestID:
-                hasRequestID = true
-                keep = true
             default:
                 keep = true
             }
             if keep {
                 let name = UnsafeBufferPointer(rebasing: self.bytes[field.nameRange])
-                for option in self.head.connectionOptions
-                where HTTPBytes.equalsIgnoringCase(name, UnsafeBufferPointer(rebasing: self.bytes[option])) {
-                    keep = false
+                // Named in Connection: hop-by-hop, but never the length (`Connection:
+                // content-length` would strip the framing of the body that follows).
+                if field.name != .contentLength {
+                    for option in self.head.connectionOptions
+                    where HTTPBytes.equalsIgnoringCase(name, UnsafeBufferPointer(rebasing: self.bytes[option])) {
+                        keep = false
+                    }
                 }
-                if keep, self.rules.touches(name) {
-                    keep = false
-                    if field.name == .xRequestID { hasRequestID = false }
-                }
+                if keep, self.rules.touches(name) { keep = false }
             }
-            if keep { copier.keep(field) }
+            if keep {
+                if field.name == .xRequestID { hasRequestID = true }
+                copier.keep(field)
+            }
         }
         copier.flush()
         for (name, value) in self.rules.set {

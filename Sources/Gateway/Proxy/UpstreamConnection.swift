@@ -69,7 +69,8 @@ final class UpstreamConnection: IOHandler {
         completion: @escaping (Result<UpstreamConnection, UpstreamConnectError>) -> Void
     ) {
         let family = endpoint.family
-        let fd = socket(family, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_NONBLOCK.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)
+        let fd = socket(
+            family, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_NONBLOCK.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else {
             completion(.failure(UpstreamConnectError(code: errno)))
             return
@@ -130,17 +131,23 @@ final class UpstreamConnection: IOHandler {
                 self.pool.removeIdle(self)
             }
         case .lent:
+            guard let exchange = self.exchange else {
+                // Lent to an exchange that is gone: nobody will ever read or release it.
+                self.close()
+                return
+            }
             if events & (IOEvent.input | IOEvent.readHangUp | IOEvent.hangUp | IOEvent.error) != 0 {
                 self.readable = true
             }
             if events & (IOEvent.readHangUp | IOEvent.hangUp | IOEvent.error) != 0 { self.peerShutDown = true }
             if events & IOEvent.output != 0 {
                 self.writable = true
-                if !self.flush() { return }
-                self.exchange?.upstreamWritable()
+                if self.flush() { exchange.upstreamWritable() }
             }
-            if self.readable {
-                self.exchange?.upstreamReadable(self)
+            // Even when the write failed: an early answer (a 413 before the whole body) may be
+            // waiting, and edge-triggered, this event is the only news of it.
+            if self.readable || self.writeFailed {
+                exchange.upstreamReadable(self)
             }
         case .tunnel:
             if events & (IOEvent.readHangUp | IOEvent.hangUp | IOEvent.error) != 0 { self.peerShutDown = true }
@@ -183,7 +190,11 @@ final class UpstreamConnection: IOHandler {
         case .idle:
             self.pool.removeIdle(self)
         case .lent:
-            self.exchange?.upstreamTimedOut(self)
+            if let exchange = self.exchange {
+                exchange.upstreamTimedOut(self)
+            } else {
+                self.close()
+            }
         case .tunnel, .closed:
             break
         }
@@ -221,6 +232,14 @@ final class UpstreamConnection: IOHandler {
     }
 
     var isUsable: Bool { self.state != .closed && !self.inputClosed }
+
+    /// Fit to go back to the pool: nothing unread or unsent, no end of file or error seen. An
+    /// idle connection hears only new edges, so a FIN or stray bytes already signalled would
+    /// otherwise wait for the next request and become its failure.
+    var isReusable: Bool {
+        self.isUsable && !self.peerShutDown && !self.readable && !self.writeFailed && self.input.isEmpty
+            && self.output.isEmpty
+    }
 
     // MARK: I/O
 

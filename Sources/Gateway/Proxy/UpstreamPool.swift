@@ -192,8 +192,8 @@ final class UpstreamPool {
     /// wants it, else it is closed.
     func release(_ connection: UpstreamConnection, reusable: Bool) {
         let endpoint = self.endpoints[connection.endpointIndex]
-        guard reusable, !self.closed, connection.isUsable, connection.input.isEmpty, connection.output.isEmpty,
-            endpoint.ejectedUntil == 0, endpoint.idle.count < self.configuration.keepalive.maxIdlePerEndpoint
+        guard reusable, !self.closed, connection.isReusable, endpoint.ejectedUntil == 0,
+            endpoint.idle.count < self.configuration.keepalive.maxIdlePerEndpoint
         else {
             connection.close()
             return

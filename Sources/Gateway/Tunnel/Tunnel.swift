@@ -20,6 +20,9 @@ final class Tunnel {
     private let idleTimeout: UInt64
     private var clientEnded = false
     private var upstreamEnded = false
+    /// A side ended while bytes for the other were still waiting: its FIN goes after them.
+    private var upstreamShutdownPending = false
+    private var clientShutdownPending = false
     private var closed = false
 
     init(client: ClientConnection, upstream: UpstreamConnection, idleTimeout: UInt64) {
@@ -50,14 +53,26 @@ final class Tunnel {
     func clientReadable() { self.pumpUp() }
 
     func clientWritable() {
-        self.client.flushOutput()
+        if self.client.flushOutput(), self.clientShutdownPending {
+            self.clientShutdownPending = false
+            _ = shutdown(self.client.fd, CInt(SHUT_WR))
+            self.endIfBothEnded()
+        }
         self.pumpDown()
     }
 
     func upstreamReadable() { self.pumpDown() }
 
     func upstreamWritable() {
-        self.upstream.flush()
+        if self.upstream.flush(), self.upstreamShutdownPending {
+            self.upstreamShutdownPending = false
+            _ = shutdown(self.upstream.fd, CInt(SHUT_WR))
+            self.endIfBothEnded()
+        }
+        if self.upstream.writeFailed {
+            self.close()
+            return
+        }
         self.pumpUp()
     }
 
@@ -90,8 +105,11 @@ final class Tunnel {
             case .endOfFile:
                 self.client.readable = false
                 self.clientEnded = true
-                self.upstream.flush()
-                _ = shutdown(self.upstream.fd, CInt(SHUT_WR))
+                if self.upstream.flush() {
+                    _ = shutdown(self.upstream.fd, CInt(SHUT_WR))
+                } else {
+                    self.upstreamShutdownPending = true
+                }
                 self.endIfBothEnded()
             case .failed:
                 self.close()
@@ -113,7 +131,11 @@ final class Tunnel {
                 break
             case .endOfFile:
                 self.upstreamEnded = true
-                if self.client.flushOutput() { _ = shutdown(self.client.fd, CInt(SHUT_WR)) }
+                if self.client.flushOutput() {
+                    _ = shutdown(self.client.fd, CInt(SHUT_WR))
+                } else {
+                    self.clientShutdownPending = true
+                }
                 self.endIfBothEnded()
             case .failed:
                 self.close()
@@ -122,8 +144,11 @@ final class Tunnel {
         if self.client.phase == .closed { self.close() }
     }
 
+    /// Both directions ended and what each carried went out.
     private func endIfBothEnded() {
-        if self.clientEnded, self.upstreamEnded { self.close() }
+        if self.clientEnded, self.upstreamEnded, !self.upstreamShutdownPending, !self.clientShutdownPending {
+            self.close()
+        }
     }
 
     /// Both sides closed. Idempotent.
@@ -135,4 +160,3 @@ final class Tunnel {
         self.client.closeNow()
     }
 }
-

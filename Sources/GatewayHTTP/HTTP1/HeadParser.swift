@@ -524,6 +524,12 @@ extension HeadParser {
                 guard transferEncoding == nil else {
                     return .init(502, "Transfer-Encoding repeated by the upstream")
                 }
+                // gatewayd sends no `TE`, so chunked is the only coding an upstream may use
+                // (RFC 9112 §7.4, RFC 9110 §10.1.4); forwarding another one would hand the
+                // client coded bytes that nothing in the head describes once re-framed.
+                guard HTTPBytes.equalsIgnoringCase(value, "chunked") else {
+                    return .init(502, "a transfer coding other than chunked from the upstream")
+                }
                 transferEncoding = field.valueRange
             case .connection:
                 HTTPBytes.forEachToken(value) { token in
@@ -554,7 +560,10 @@ extension HeadParser {
         } else {
             head.framing = .untilClose
         }
-        head.keepAlive = !connectionClose && (!head.isHTTP10 || connectionKeepAlive) && head.framing != .untilClose
+        // What the upstream asks for; a body that ends with the connection ends it too, but
+        // whether there is a body depends on the request (`ResponseFraming.body`), so the
+        // exchange decides that.
+        head.keepAlive = !connectionClose && (!head.isHTTP10 || connectionKeepAlive)
         return nil
     }
 }
