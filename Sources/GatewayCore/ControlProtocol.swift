@@ -68,16 +68,52 @@ public struct ReloadTimings: Codable, Sendable, Equatable {
         case validateMs = "validate_ms", bindMs = "bind_ms", spawnMs = "spawn_ms", readyMs = "ready_ms",
             switchMs = "switch_ms", totalMs = "total_ms"
     }
+
+    /// The time spent in one phase; `idle` has none (reads 0, writes are dropped).
+    public subscript(phase: ReloadPhase) -> Double {
+        get {
+            switch phase {
+            case .idle: return 0
+            case .validating: return validateMs
+            case .binding: return bindMs
+            case .spawning: return spawnMs
+            case .waitingForReady: return readyMs
+            case .switching: return switchMs
+            }
+        }
+        set {
+            switch phase {
+            case .idle: break
+            case .validating: validateMs = newValue
+            case .binding: bindMs = newValue
+            case .spawning: spawnMs = newValue
+            case .waitingForReady: readyMs = newValue
+            case .switching: switchMs = newValue
+            }
+        }
+    }
+
+    /// The JSON key (and log metadata key) of a phase's time; nil for `idle`.
+    public static func key(of phase: ReloadPhase) -> String? {
+        switch phase {
+        case .idle: return nil
+        case .validating: return CodingKeys.validateMs.rawValue
+        case .binding: return CodingKeys.bindMs.rawValue
+        case .spawning: return CodingKeys.spawnMs.rawValue
+        case .waitingForReady: return CodingKeys.readyMs.rawValue
+        case .switching: return CodingKeys.switchMs.rawValue
+        }
+    }
 }
 
 public struct StatusReport: Codable, Sendable, Equatable {
     public struct Worker: Codable, Sendable, Equatable {
         public var index: Int
         public var pid: Int32
-        public var state: String
+        public var state: WorkerState
         public var connections: Int
         public var restarts: Int
-        public init(index: Int, pid: Int32, state: String, connections: Int, restarts: Int) {
+        public init(index: Int, pid: Int32, state: WorkerState, connections: Int, restarts: Int) {
             self.index = index
             self.pid = pid
             self.state = state
@@ -87,13 +123,13 @@ public struct StatusReport: Codable, Sendable, Equatable {
     }
     public struct Generation: Codable, Sendable, Equatable {
         public var id: Int
-        public var state: String
+        public var state: GenerationState
         public var startedAt: Double
         public var workers: [Worker]
         /// Why a serving generation is below strength (a worker down, restarting or
         /// crash-looping), or nil when it is not.
         public var degraded: String?
-        public init(id: Int, state: String, startedAt: Double, workers: [Worker], degraded: String? = nil) {
+        public init(id: Int, state: GenerationState, startedAt: Double, workers: [Worker], degraded: String? = nil) {
             self.id = id
             self.state = state
             self.startedAt = startedAt
@@ -106,8 +142,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var name: String
         public var address: String
         public var fd: Int32
-        public var origin: String
-        public init(name: String, address: String, fd: Int32, origin: String) {
+        public var origin: ListenerTable.Origin
+        public init(name: String, address: String, fd: Int32, origin: ListenerTable.Origin) {
             self.name = name
             self.address = address
             self.fd = fd
@@ -115,9 +151,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
         }
     }
     public var masterPid: Int32
-    public var state: String
+    public var state: MasterState
     public var configPath: String
-    public var reloadPhase: String
+    public var reloadPhase: ReloadPhase
     public var reloads: Int
     public var failedReloads: Int
     public var generations: [Generation]
@@ -126,7 +162,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var spareWorkers: [Int32]
 
     public init(
-        masterPid: Int32, state: String, configPath: String, reloadPhase: String, reloads: Int, failedReloads: Int,
+        masterPid: Int32, state: MasterState, configPath: String, reloadPhase: ReloadPhase, reloads: Int,
+        failedReloads: Int,
         generations: [Generation], listeners: [Listener], spareWorkers: [Int32] = []
     ) {
         self.spareWorkers = spareWorkers

@@ -46,6 +46,10 @@
 // End of file on either side means the peer is gone: a worker whose master vanished drains
 // and exits; a master that sees a worker's channel close reaps the worker.
 //
+// Both sides of the handoff are `HandoffChannel`'s (HandoffChannel.swift): `sendHandoff` (the
+// master) and `receiveHandoff` (the worker), over the framing `FrameSocket` shares with the
+// upgrade protocol.
+//
 // Any change to this file's frames or rules bumps `version`.
 
 import Foundation
@@ -157,7 +161,7 @@ public struct HandoffProtocolError: Error, Sendable, CustomStringConvertible {
 
 // MARK: - Encoding
 
-extension HandoffMessage {
+extension HandoffMessage: FramedMessage {
     private struct Wire: Codable {
         var type: String
         var version: Int?
@@ -220,14 +224,15 @@ extension HandoffMessage {
         case .drain, .draining:
             break
         }
-        let json = (try? JSONEncoder().encode(wire)) ?? Data()
-        let length = UInt32(json.count)
-        var frame: [UInt8] = [
-            UInt8(truncatingIfNeeded: length >> 24), UInt8(truncatingIfNeeded: length >> 16),
-            UInt8(truncatingIfNeeded: length >> 8), UInt8(truncatingIfNeeded: length),
-        ]
-        frame.append(contentsOf: json)
-        return frame
+        return lengthPrefixed(json: [UInt8]((try? JSONEncoder().encode(wire)) ?? Data()))
+    }
+
+    static func decodeFrame(_ payload: ArraySlice<UInt8>) throws(FrameViolation) -> HandoffMessage {
+        do {
+            return try decode(payload: payload)
+        } catch {
+            throw FrameViolation(error.description, underlying: error)
+        }
     }
 
     /// Decodes one frame's JSON payload (without the length prefix).

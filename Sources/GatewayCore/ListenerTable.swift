@@ -21,10 +21,12 @@ public final class ListenerTable {
         }
     }
 
-    public enum Origin: Sendable, Equatable {
+    /// Where a socket came from; `status` reports it.
+    public enum Origin: String, Codable, Sendable, Equatable, CaseIterable {
         /// Bound by the master.
         case bound
-        /// Passed in at start (systemd socket activation); never closed by a reload.
+        /// Passed in at start by systemd (socket activation, or the fd store); never closed by
+        /// a reload. systemd passes both alike (LISTEN_FDS), so they cannot be told apart.
         case inherited
     }
 

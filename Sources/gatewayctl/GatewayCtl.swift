@@ -115,8 +115,8 @@ struct Status: ParsableCommand {
             printJSON(status)
             return
         }
-        print("master pid \(status.masterPid), \(status.state), config \(status.configPath)")
-        print("reloads: \(status.reloads) (\(status.failedReloads) failed), reload phase: \(status.reloadPhase)")
+        print("master pid \(status.masterPid), \(status.state.rawValue), config \(status.configPath)")
+        print("reloads: \(status.reloads) (\(status.failedReloads) failed), reload phase: \(status.reloadPhase.rawValue)")
         print("spare workers (started ahead of the next reload): \(status.spareWorkers.count)")
         for generation in status.generations {
             if let degraded = generation.degraded { print("generation \(generation.id) DEGRADED: \(degraded)") }
@@ -127,19 +127,19 @@ struct Status: ParsableCommand {
                 + "RESTARTS")
         for generation in status.generations {
             if generation.workers.isEmpty {
-                print(pad("\(generation.id)", 5) + generation.state)
+                print(pad("\(generation.id)", 5) + generation.state.rawValue)
             }
             for worker in generation.workers {
                 print(
-                    pad("\(generation.id)", 5) + pad(generation.state, 10) + pad("\(worker.index)", 8)
-                        + pad("\(worker.pid)", 9) + pad(worker.state, 13) + pad("\(worker.connections)", 7)
+                    pad("\(generation.id)", 5) + pad(generation.state.rawValue, 10) + pad("\(worker.index)", 8)
+                        + pad("\(worker.pid)", 9) + pad(worker.state.rawValue, 13) + pad("\(worker.connections)", 7)
                         + "\(worker.restarts)")
             }
         }
         print("")
         print(pad("LISTENER", 20) + pad("ADDRESS", 26) + pad("FD", 6) + "ORIGIN")
         for listener in status.listeners {
-            print(pad(listener.name, 20) + pad(listener.address, 26) + pad("\(listener.fd)", 6) + listener.origin)
+            print(pad(listener.name, 20) + pad(listener.address, 26) + pad("\(listener.fd)", 6) + listener.origin.rawValue)
         }
     }
 
