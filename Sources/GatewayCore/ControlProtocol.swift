@@ -5,13 +5,21 @@
 // Framing: JSON lines. The client speaks first: one request line, at most
 // `maximumRequestLength` bytes. The master answers with one response line and closes.
 // A `reload` with `"wait": true` is answered when the reload has ended, which may take up to
-// ready_timeout plus the time to read the config.
+// ready_timeout plus the time to read the config. An `upgrade` is answered when the new master
+// is in charge (or the upgrade failed and the old one still is), by the old master, on the
+// connection it accepted.
 //
 // Requests:   {"version":1,"command":"status"}
 //             {"version":1,"command":"reload","wait":true}
 //             {"version":1,"command":"stop","now":false}
+//             {"version":1,"command":"upgrade","binary":"/usr/local/bin/gatewayd"}
 // Responses:  {"ok":true, ...command-specific fields}
 //             {"ok":false,"error":"what went wrong","details":["gateway.yaml:3:5: ..."]}
+//
+// Changes within version 1 are additions only, which a client of an older or newer master must
+// tolerate missing (JSONDecoder ignores unknown keys): the `upgrade` command (an older master
+// answers "unknown command"), `master_pid` and `master_version` in its answer, and
+// `status.upgrade_phase`.
 
 import Foundation
 
@@ -26,7 +34,7 @@ public enum ControlProtocol {
 
 public struct ControlRequest: Codable, Sendable, Equatable {
     public enum Command: String, Codable, Sendable, CaseIterable {
-        case status, reload, stop
+        case status, reload, stop, upgrade
     }
     public var version: Int
     public var command: Command
@@ -34,12 +42,16 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var wait: Bool?
     /// stop: skip the drain.
     public var now: Bool?
+    /// upgrade: the new binary, an absolute path (default: the one the master was started
+    /// from).
+    public var binary: String?
 
-    public init(command: Command, wait: Bool? = nil, now: Bool? = nil) {
+    public init(command: Command, wait: Bool? = nil, now: Bool? = nil, binary: String? = nil) {
         self.version = ControlProtocol.version
         self.command = command
         self.wait = wait
         self.now = now
+        self.binary = binary
     }
 }
 
@@ -160,12 +172,17 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var listeners: [Listener]
     /// Pids of the pre-started workers waiting for the next reload.
     public var spareWorkers: [Int32]
+    /// Where an upgrade of the master stands (`idle` when none runs); nil from a master
+    /// before upgrades.
+    public var upgradePhase: UpgradePhase?
 
     public init(
         masterPid: Int32, state: MasterState, configPath: String, reloadPhase: ReloadPhase, reloads: Int,
         failedReloads: Int,
-        generations: [Generation], listeners: [Listener], spareWorkers: [Int32] = []
+        generations: [Generation], listeners: [Listener], spareWorkers: [Int32] = [],
+        upgradePhase: UpgradePhase? = nil
     ) {
+        self.upgradePhase = upgradePhase
         self.spareWorkers = spareWorkers
         self.masterPid = masterPid
         self.state = state
@@ -179,7 +196,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case masterPid = "master_pid", state, configPath = "config_path", reloadPhase = "reload_phase", reloads,
-            failedReloads = "failed_reloads", generations, listeners, spareWorkers = "spare_workers"
+            failedReloads = "failed_reloads", generations, listeners, spareWorkers = "spare_workers",
+            upgradePhase = "upgrade_phase"
     }
 }
 
@@ -193,11 +211,16 @@ public struct ControlResponse: Codable, Sendable, Equatable {
     /// reload --no-wait: accepted, outcome not known yet.
     public var accepted: Bool?
     public var status: StatusReport?
+    /// upgrade: the new master, in charge now, and its version (`gatewayd --version`).
+    public var masterPid: Int32?
+    public var masterVersion: String?
 
     public init(
         ok: Bool, error: String? = nil, details: [String]? = nil, generation: Int? = nil, timings: ReloadTimings? = nil,
-        accepted: Bool? = nil, status: StatusReport? = nil
+        accepted: Bool? = nil, status: StatusReport? = nil, masterPid: Int32? = nil, masterVersion: String? = nil
     ) {
+        self.masterPid = masterPid
+        self.masterVersion = masterVersion
         self.ok = ok
         self.error = error
         self.details = details
@@ -209,6 +232,11 @@ public struct ControlResponse: Codable, Sendable, Equatable {
 
     public static func failure(_ error: String, details: [String]? = nil) -> ControlResponse {
         ControlResponse(ok: false, error: error, details: details)
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case ok, error, details, generation, timings, accepted, status, masterPid = "master_pid",
+            masterVersion = "master_version"
     }
 }
 

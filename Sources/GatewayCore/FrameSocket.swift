@@ -215,6 +215,33 @@ final class FrameSocket: Sendable {
     }
 }
 
+extension SharedMemory.Handoff {
+    /// From the fields of a `shared_memory` frame, which both protocols carry alike (size,
+    /// layout_version, rate_slots, metric_slots, seed); the error names what is missing or
+    /// wrong.
+    static func fromFrame(
+        size: Int?, layoutVersion: Int?, rateSlots: Int?, metricSlots: Int?, seed: String?
+    ) throws(FrameViolation) -> SharedMemory.Handoff {
+        func require<T>(_ value: T?, _ field: String) throws(FrameViolation) -> T {
+            guard let value else { throw FrameViolation("shared_memory frame without '\(field)'") }
+            return value
+        }
+        let size = try require(size, "size")
+        guard size > 0 else { throw FrameViolation("shared_memory frame: size \(size)") }
+        let seedText = try require(seed, "seed")
+        guard
+            let segment = SharedMemory.Handoff(
+                size: size, layoutVersion: try require(layoutVersion, "layout_version"),
+                layout: .init(
+                    rateSlots: try require(rateSlots, "rate_slots"), metricSlots: try require(metricSlots, "metric_slots")),
+                seedText: seedText)
+        else {
+            throw FrameViolation("shared_memory frame: seed '\(seedText)' is not 32 hex digits")
+        }
+        return segment
+    }
+}
+
 /// The length prefix and the JSON: the framing both protocols share.
 func lengthPrefixed(json: [UInt8]) -> [UInt8] {
     let length = UInt32(json.count)

@@ -268,20 +268,14 @@ extension HandoffMessage: FramedMessage {
             }
             return .file(path: path, bytes: [UInt8](bytes))
         case "shared_memory":
-            let size = try require(wire.size, "size")
-            guard size > 0 else { throw HandoffProtocolError("shared_memory frame: size \(size)") }
-            let seedText = try require(wire.seed, "seed")
-            guard
-                let segment = SharedMemory.Handoff(
-                    size: size, layoutVersion: try require(wire.layout_version, "layout_version"),
-                    layout: .init(
-                        rateSlots: try require(wire.rate_slots, "rate_slots"),
-                        metricSlots: try require(wire.metric_slots, "metric_slots")),
-                    seedText: seedText)
-            else {
-                throw HandoffProtocolError("shared_memory frame: seed '\(seedText)' is not 32 hex digits")
+            do {
+                return .sharedMemory(
+                    try .fromFrame(
+                        size: wire.size, layoutVersion: wire.layout_version, rateSlots: wire.rate_slots,
+                        metricSlots: wire.metric_slots, seed: wire.seed))
+            } catch {
+                throw HandoffProtocolError(error.description)
             }
-            return .sharedMemory(segment)
         case "access_log":
             return .accessLog(path: try require(wire.path, "path"))
         case "listeners":

@@ -66,22 +66,37 @@ public struct ProcessSpawner: ProcessSpawning {
         let (channel, workerEnd) = try HandoffChannel.makePair()
         defer { closeDescriptor(workerEnd) }
         let executable = self.executable
-        let (rc, pid) = SpawnThread.shared.run { () -> (CInt, pid_t) in
-            var pid: pid_t = 0
-            let argv = arguments.map { strdup($0) } + [nil]
-            let envp = environment.map { strdup($0) } + [nil]
-            defer {
-                for p in argv { free(p) }
-                for p in envp { free(p) }
-            }
-            let rc = gw_spawn_worker(&pid, executable, argv, envp, workerEnd)
-            return (rc, pid)
-        }
-        if rc != 0 {
+        let pid: pid_t
+        do throws(SystemCallError) {
+            pid = try SpawnThread.shared.run {
+                Result { () throws(SystemCallError) in
+                    try Self.spawnProcess(
+                        executable: executable, arguments: arguments, environment: environment, descriptor: workerEnd)
+                }
+            }.get()
+        } catch {
             channel.close()
-            throw SystemCallError("posix_spawn", on: executable, errno: Errno(rawValue: rc))
+            throw error
         }
         return SpawnedProcess(pid: pid, channel: channel)
+    }
+
+    /// posix_spawn of `executable` with `descriptor` as the child's fd 3 and nothing else of
+    /// this process's above fd 2 (closefrom(4)), signal mask and dispositions reset. Workers
+    /// start this way (from the spawn thread), and so does the new master of an upgrade.
+    public static func spawnProcess(
+        executable: String, arguments: [String], environment: [String], descriptor: CInt
+    ) throws(SystemCallError) -> pid_t {
+        var pid: pid_t = 0
+        let argv = arguments.map { strdup($0) } + [nil]
+        let envp = environment.map { strdup($0) } + [nil]
+        defer {
+            for p in argv { free(p) }
+            for p in envp { free(p) }
+        }
+        let rc = gw_spawn_worker(&pid, executable, argv, envp, descriptor)
+        guard rc == 0 else { throw SystemCallError("posix_spawn", on: executable, errno: Errno(rawValue: rc)) }
+        return pid
     }
 }
 

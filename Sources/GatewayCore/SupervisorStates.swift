@@ -7,7 +7,7 @@
 
 /// The master process's lifecycle.
 public enum MasterState: String, Codable, Sendable, CaseIterable {
-    /// Binding, starting generation 1.
+    /// Binding, starting generation 1 (or taking over from an old master: `run(takingOver:)`).
     case starting
     case running
     /// Draining every generation; the master exits when the last worker is gone.
@@ -15,6 +15,9 @@ public enum MasterState: String, Codable, Sendable, CaseIterable {
     /// SIGTERM sent to every worker; the master exits when they are gone or killed. The raw
     /// value is what `status` has always said.
     case stoppingNow
+    /// Upgraded: a new master owns the sockets, the control socket and systemd's main pid.
+    /// This one drains its generations and exits, and touches nothing it handed over.
+    case handedOver = "handed_over"
     case stopped
 }
 
@@ -53,5 +56,21 @@ public enum ReloadPhase: String, Codable, Sendable, CaseIterable {
     /// Waiting for every new worker to report ready (at most ready_timeout).
     case waitingForReady = "waiting_for_ready"
     /// Telling the old generation to stop accepting, and waiting until it has.
+    case switching
+}
+
+/// Where an upgrade of the master itself stands, seen from the old master (docs/reload.md,
+/// "Upgrading gatewayd itself"). Each phase but the last ends with a frame of the upgrade
+/// protocol (`UpgradeProtocol.swift`).
+public enum UpgradePhase: String, Codable, Sendable, CaseIterable {
+    case idle
+    /// The new binary was started; waiting for its `hello`.
+    case starting
+    /// Sending it the sockets, the shared segment, the control socket and the state.
+    case handingOver = "handing_over"
+    /// It validates the config and starts its first generation; waiting for `ready`.
+    case waitingForNewMaster = "waiting_for_new_master"
+    /// Handing over the control socket and systemd's main pid; the old generations stop
+    /// accepting.
     case switching
 }

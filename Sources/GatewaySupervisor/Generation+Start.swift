@@ -2,6 +2,13 @@ import GatewayConfig
 import GatewayCore
 
 extension Generation {
+    /// Starts every worker and waits until all are ready (`spawnWorkers`, then
+    /// `waitUntilReady`), for a master's first generation; a reload times the two apart.
+    func start(in master: isolated Master) async -> Result<Void, GenerationStartFailure> {
+        if let failure = spawnWorkers(in: master) { return .failure(failure) }
+        return await waitUntilReady(in: master)
+    }
+
     /// Starts every worker, taking pre-started spares first. Returns the first failure to
     /// spawn.
     func spawnWorkers(in master: isolated Master) -> GenerationStartFailure? {

@@ -7,11 +7,13 @@ extension Master {
     /// Asks for a reload and waits for the outcome of the reload that covers this request.
     ///
     /// Reloads are serialized and the newest config wins: a request that arrives while a
-    /// reload runs waits for the next one, which reads the file as it is then.
+    /// reload (or an upgrade) runs waits for the next one, which reads the file as it is then.
     /// Requests that wait together are merged into that one reload and all get its outcome.
+    /// After an upgrade has handed over, the new master does the reload
+    /// (`forwardToSuccessor`).
     public func reload(trigger: String) async -> ReloadOutcome {
         switch state {
-        case .running:
+        case .running, .handedOver:
             break
         case .starting:
             return .failed(reason: "gatewayd is still starting", details: [])
@@ -25,7 +27,9 @@ extension Master {
         }
     }
 
-    /// Reloads run one at a time, in this one loop.
+    /// Reloads and upgrades run one at a time, in this one loop: an upgrade asked for during
+    /// a reload waits for it to end, and reloads asked for during an upgrade wait for the
+    /// upgrade, then run here or, if it handed over, in the new master.
     func startLifecycleOperations() {
         guard !operationRunning else { return }
         operationRunning = true
@@ -34,7 +38,10 @@ extension Master {
 
     private func runLifecycleOperations() async {
         while true {
-            if !reloadWaiters.isEmpty {
+            if let requested = pendingUpgrade {
+                pendingUpgrade = nil
+                requested.continuation.resume(returning: await performUpgrade(requested))
+            } else if !reloadWaiters.isEmpty {
                 let waiters = reloadWaiters
                 reloadWaiters.removeAll()
                 let triggers = waiters.map(\.trigger).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
@@ -42,6 +49,8 @@ extension Master {
                 switch state {
                 case .running:
                     outcome = await performReload(trigger: triggers.joined(separator: ", "))
+                case .handedOver:
+                    outcome = await forwardReloadToSuccessor()
                 default:
                     outcome = .failed(reason: "gatewayd is stopping", details: [])
                 }
@@ -52,6 +61,7 @@ extension Master {
             }
         }
         operationRunning = false
+        checkStopComplete()
     }
 
     private func performReload(trigger: String) async -> ReloadOutcome {

@@ -8,13 +8,14 @@ import Logging
 #endif
 
 /// The master process: owns the listening sockets (through its `ListenerTable`), the shared
-/// segment, the control socket and the generations of workers, and runs two lifecycles on
-/// them: reload (`Master+Reload.swift`) and stop (`Master+Stop.swift`).
+/// segment, the control socket and the generations of workers, and runs three lifecycles on
+/// them: reload (`Master+Reload.swift`), stop (`Master+Stop.swift`) and upgrade, from the old
+/// master's side (`Master+Upgrade.swift`) and the new one's (`Master+Takeover.swift`).
 /// Generations start, drain and end themselves (`Generation+Start.swift`,
 /// `Generation+Drain.swift`); control requests arrive through `Master+Control.swift`.
 ///
 /// All state lives in this actor. Every method that awaits re-checks `state` afterwards:
-/// a stop may begin while a reload waits.
+/// a stop may begin while a reload or an upgrade waits.
 public actor Master {
     /// Workers get this long after SIGTERM before SIGKILL. Their SIGTERM handler closes every
     /// connection and exits at once; 2 s covers a loaded machine without letting a stuck
@@ -28,7 +29,9 @@ public actor Master {
     let options: SupervisorOptions
     let logger: Logger
     let spawner: any ProcessSpawning
-    let notifier = SystemdNotifier()
+    /// systemd's notify socket; muted once an upgrade has made another master the service's
+    /// main process (systemd would refuse, and log, what this one still sent).
+    var notifier = SystemdNotifier()
     let listenerTable = ListenerTable()
     let cpuCount: Int
 
@@ -41,11 +44,12 @@ public actor Master {
     var reloadPhase: ReloadPhase = .idle
     /// Reloads asked for and not begun yet, each with what asked for it.
     var reloadWaiters: [(trigger: String, continuation: CheckedContinuation<ReloadOutcome, Never>)] = []
-    /// A reload runs (`runLifecycleOperations`): reloads never overlap.
+    /// A reload or an upgrade runs (`runLifecycleOperations`): they never overlap.
     var operationRunning = false
     var reloadCount = 0
     var failedReloadCount = 0
-    /// Reloads as they ended, the last `ReloadHistory.capacity`.
+    /// Reloads and upgrades as they ended, the last `ReloadHistory.capacity`; carried to the
+    /// next master by an upgrade.
     var history = ReloadHistory()
     var stopSignals = 0
     /// Which generation and slot each live worker process is, by pid.
@@ -58,15 +62,30 @@ public actor Master {
     /// The last STATUS line sent by `notifyStatusIfChanged`.
     var lastNotifiedStatus = ""
     /// The gateway-wide shared segment (rate limits, metrics): created by `run` before the
-    /// first generation and handed to every
+    /// first generation (or taken over from the old master in an upgrade) and handed to every
     /// worker of every generation, spares included. Kept (fd and mapping) for the master's
     /// whole life, so that what workers keep in it outlives every reload; the master itself
     /// never reads or writes its contents.
     var sharedMemory: SharedMemory?
     var finishedContinuation: CheckedContinuation<Void, Never>?
     var controlServer: ControlServer?
-    /// systemd's WatchdogSec= (from WATCHDOG_USEC).
+    /// systemd's WatchdogSec= (from WATCHDOG_USEC, or from the old master in an upgrade).
     var watchdogInterval: Duration?
+    /// The upgrade asked for and not begun yet, and the one running.
+    var pendingUpgrade: PendingUpgrade?
+    var upgrade: UpgradeAttempt?
+    var upgradePhase: UpgradePhase = .idle
+    /// Set when this master has handed over to a new one (state `.handedOver`).
+    var successor: Successor?
+    /// New masters started by an upgrade and not reaped yet (see `newMasterEvent`), and how
+    /// the reaped ones ended.
+    var newMasterProcesses: Set<pid_t> = []
+    var newMasterExits: [pid_t: ExitStatus] = [:]
+    /// The new master's side of an upgrade: the channel to the old master, until it commits.
+    var takeoverChannel: UpgradeChannel?
+    /// Requests a handed-over master passes on to the new one and has not had answered yet:
+    /// it exits only once there are none.
+    var forwardsInFlight = 0
     /// Whether this master wrote the pid file (and so removes it at exit).
     var wrotePidFile = false
     /// Tests only: awaited once a new generation's workers have all said ready, before the
@@ -142,12 +161,7 @@ public actor Master {
             id: generationID, loaded: loaded, settings: settings, listeners: listeners, accessLog: accessLog,
             wallClockStart: Date().timeIntervalSince1970)
         generations[generationID] = generation
-        let result: Result<Void, GenerationStartFailure>
-        if let failure = generation.spawnWorkers(in: self) {
-            result = .failure(failure)
-        } else {
-            result = await generation.waitUntilReady(in: self)
-        }
+        let result = await generation.start(in: self)
         guard state == .starting else {
             // A stop arrived while generation 1 was starting. Ready workers may already hold
             // connections: they drain; the others are terminated. The run ends when all are gone.
@@ -172,7 +186,8 @@ public actor Master {
         await waitUntilFinished()
     }
 
-    /// What a master sets up in its own process before anything else.
+    /// What a master sets up in its own process before anything else, started afresh or by
+    /// an upgrade.
     func prepareProcess() {
         // A parent may have left SIGCHLD ignored (exec keeps an ignored disposition): the
         // kernel would then reap workers itself, waitpid(2) would say nothing of how they
@@ -333,8 +348,14 @@ public actor Master {
     }
 
     func waitUntilFinished() async {
-        if state == .stopped { return }
-        await withCheckedContinuation { finishedContinuation = $0 }
+        if state != .stopped {
+            await withCheckedContinuation { finishedContinuation = $0 }
+        }
+        if successor != nil {
+            // A connection answered just now may not be written yet. Bounded by the kill grace:
+            // what is left is a client too slow to read a line.
+            await controlServer?.waitUntilAnswered(atMost: Self.killGrace)
+        }
     }
 
     // MARK: - Status
@@ -346,7 +367,7 @@ public actor Master {
             generations: generations.values.sorted { $0.id < $1.id }.map { $0.status() },
             listeners: listenerTable.all.map {
                 StatusReport.Listener(name: $0.name, address: "\($0.boundAddress)", fd: $0.fd, origin: $0.origin)
-            }, spareWorkers: spares.map(\.pid))
+            }, spareWorkers: spares.map(\.pid), upgradePhase: upgradePhase)
     }
 
     /// Sends systemd the STATUS line when it differs from the last one sent.

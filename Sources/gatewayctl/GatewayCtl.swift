@@ -11,7 +11,7 @@ struct GatewayCtl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gatewayctl",
         abstract: "Control a running gatewayd through its control socket.",
-        subcommands: [Reload.self, Status.self, Stop.self]
+        subcommands: [Reload.self, Status.self, Stop.self, Upgrade.self]
     )
 }
 
@@ -180,5 +180,38 @@ struct Stop: ParsableCommand {
             usleep(20_000)
         }
         print("stopped")
+    }
+}
+
+struct Upgrade: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Upgrade gatewayd itself: a new master takes over the sockets, then the old one drains and exits.",
+        discussion:
+            "Waits for the outcome: exit 0 when the new master serves and is in charge (its pid and version are printed), 1 when the upgrade failed (the old master keeps serving and stays in charge; the reason is printed)."
+    )
+    @OptionGroup var socket: SocketOptions
+    @Option(
+        name: .long,
+        help: "The new gatewayd binary (default: the path the running master was started from, as it is now).")
+    var binary: String?
+    @Flag(name: .long, help: "Print the answer as JSON.")
+    var json = false
+
+    func run() throws {
+        // The master resolves a relative path against its own working directory, not ours.
+        let path = binary.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
+        let response = try socket.send(ControlRequest(command: .upgrade, binary: path))
+        if json { printJSON(response) }
+        guard response.ok else {
+            if !json {
+                printError("upgrade failed: \(response.error ?? "unknown error")")
+                for line in response.details ?? [] { printError(line) }
+            }
+            throw ExitCode(1)
+        }
+        guard !json else { return }
+        print(
+            "upgraded: master pid \(response.masterPid.map(String.init) ?? "?") (\(response.masterVersion ?? "unknown version")) serves generation \(response.generation ?? 0)"
+        )
     }
 }

@@ -95,6 +95,17 @@ struct Run: AsyncParsableCommand {
     func run() async throws {
         GatewayLogHandler.bootstrap(format: log.logFormat, level: log.logLevel)
         let logger = Logger(label: "gatewayd")
+        let options = SupervisorOptions(
+            configPath: config, workers: workers, controlSocket: controlSocket, drainTimeout: drainTimeout?.duration,
+            readyTimeout: readyTimeout?.duration, pidFile: pidFile, logLevel: log.logLevel, logFormat: log.logFormat,
+            prestartWorkers: prestartWorkers,
+            fdStore: fdStore || (Int(ProcessInfo.processInfo.environment["FDSTORE"] ?? "") ?? 0) > 0)
+        // Started by `gatewayctl upgrade` or SIGUSR2 (GATEWAYD_UPGRADE_FD): take over from the
+        // old master, which hears of every failure, its config check's included.
+        if let tookOver = await Master.takeOver(options: options, logger: logger) {
+            guard tookOver else { throw ExitCode(1) }
+            return
+        }
         let loaded: LoadedConfiguration
         do {
             loaded = try ConfigLoader.load(path: config)
@@ -102,11 +113,6 @@ struct Run: AsyncParsableCommand {
             FileHandle.standardError.write(Data((error.description + "\n").utf8))
             throw ExitCode(1)
         }
-        let options = SupervisorOptions(
-            configPath: config, workers: workers, controlSocket: controlSocket, drainTimeout: drainTimeout?.duration,
-            readyTimeout: readyTimeout?.duration, pidFile: pidFile, logLevel: log.logLevel, logFormat: log.logFormat,
-            prestartWorkers: prestartWorkers,
-            fdStore: fdStore || (Int(ProcessInfo.processInfo.environment["FDSTORE"] ?? "") ?? 0) > 0)
         let master = Master(options: options, loaded: loaded, logger: logger)
         let signals = Task { await master.handleSignals() }
         defer { signals.cancel() }
