@@ -8,7 +8,24 @@ CONFIG ?= examples/gateway-proxy.yaml
 # python3 are the real clients the tests drive (python3 also runs the demo upstreams); procps (pkill, ps) and iproute2 (ss) for checks;
 # systemd for systemd-socket-activate, which the socket-activation tests run; haproxy as a real
 # PROXY protocol sender (send-proxy, send-proxy-v2) in front of gatewayd.
-DEB_PACKAGES := libsystemd-dev pkg-config curl wrk python3 procps iproute2 systemd haproxy
+# lintian checks the .deb the packaging test builds (dpkg-deb, in dpkg, is always there);
+# python3-pip installs the Kubernetes schema the manifest test validates against.
+DEB_PACKAGES := libsystemd-dev pkg-config curl wrk python3 procps iproute2 systemd haproxy lintian python3-pip
+
+# The version both binaries report (--version, `gatewayctl status`, the master's start-up log
+# line, the .deb): `git describe` of the newest v* tag when there is one (v0.2.0-3-gabc1234 ->
+# 0.2.0-3-gabc1234), else BASE_VERSION+git.<commit>; .dirty when the tree has changes; and
+# BASE_VERSION alone outside a git checkout (a source tarball). `make VERSION=1.2.3` overrides.
+BASE_VERSION := 0.1.0
+VERSION ?= $(shell packaging/version.sh $(BASE_VERSION))
+# The version reaches the code as a header in the build directory (see
+# Sources/CGatewayShim/shim.c): only shim.c is recompiled when it changes, and the tree stays
+# clean. $(call version-flags,SCRATCH) writes it (only if it changed) and gives the flags.
+HASH := \#
+version-flags = $(shell mkdir -p $(1)/version && printf '$(HASH)define GATEWAYD_VERSION "%s"\n' '$(VERSION)' \
+	>$(1)/version/gatewayd_version.h.new && { cmp -s $(1)/version/gatewayd_version.h.new \
+	$(1)/version/gatewayd_version.h && rm $(1)/version/gatewayd_version.h.new || mv \
+	$(1)/version/gatewayd_version.h.new $(1)/version/gatewayd_version.h; }) -Xcc -I$(1)/version
 
 # The Swift runtime and Foundation linked in statically: a worker starts in about half the
 # time (measured: ready 15-20 ms instead of 27 ms per reload) with less memory per process.
@@ -16,7 +33,8 @@ RELEASE_FLAGS := -c release --static-swift-stdlib
 # Where `make release` builds (swift build --scratch-path); the benchmark scripts pass their own.
 SCRATCH ?= $(CURDIR)/.build
 
-.PHONY: all deps build release run test check-config benchmark benchmark-proxy chaos clean format
+.PHONY: all deps build release run test check-config benchmark benchmark-proxy chaos clean format \
+	man completions install uninstall deb package-deb
 
 all: build
 
@@ -31,10 +49,10 @@ deps:
 	fi
 
 build: deps
-	$(SWIFT) build
+	$(SWIFT) build $(call version-flags,$(CURDIR)/.build)
 
 release: deps
-	$(SWIFT) build $(RELEASE_FLAGS) --scratch-path $(SCRATCH)
+	$(SWIFT) build $(RELEASE_FLAGS) --scratch-path $(SCRATCH) $(call version-flags,$(SCRATCH))
 
 # examples/run-demo.sh: demo upstreams on 127.0.0.1:9001-9003 (examples/demo-upstream.py), each
 # waited for by its READY line, then gatewayd; the upstreams stop when gatewayd exits.
@@ -43,6 +61,23 @@ run: release
 
 check-config: build
 	.build/debug/gatewayd check --config $(CONFIG)
+
+# Tools the build and the tests use, in their own scratch directory.
+TOOLS := $(CURDIR)/.build-tools
+# swift-argument-parser's man page generator, built from the very version the package resolved.
+GENERATE_MANUAL := $(TOOLS)/generate-manual/debug/generate-manual
+$(GENERATE_MANUAL):
+	$(SWIFT) package --scratch-path $(TOOLS)/resolved resolve
+	$(SWIFT) build --package-path $(TOOLS)/resolved/checkouts/swift-argument-parser \
+		--scratch-path $(TOOLS)/generate-manual --product generate-manual
+# The Kubernetes API's schema, as PyPI's `kubernetes` client carries it in its models (Debian
+# packages no schema validator such as kubeconform); KubernetesManifestTests validates
+# examples/kubernetes/ against it. --target: beside the tests, nothing installed system-wide.
+KUBERNETES_CLIENT_VERSION := 37.0.2
+KUBERNETES_PYTHON := $(TOOLS)/python-$(KUBERNETES_CLIENT_VERSION)/kubernetes/__init__.py
+$(KUBERNETES_PYTHON):
+	python3 -m pip install --quiet --disable-pip-version-check --no-warn-conflicts --no-compile --root-user-action=ignore \
+		--target $(TOOLS)/python-$(KUBERNETES_CLIENT_VERSION) kubernetes==$(KUBERNETES_CLIENT_VERSION)
 
 # Builds the tests and the executables they start, in release, then runs everything. Release,
 # because that is what users run, and because a debug SwiftNIO asserts (BaseSocketChannel
@@ -58,9 +93,11 @@ TEST_BUILD := $(CURDIR)/.build-test
 # `# gatewayd-fault: ...`, see Sources/Gateway/WorkerProcess+FaultInjection.swift). The
 # release build that `make run` and packages use never has it.
 TEST_FLAGS := -Xswiftc -DGATEWAYD_FAULT_INJECTION
-test: deps
+test: deps $(GENERATE_MANUAL) $(KUBERNETES_PYTHON)
 	GATEWAYD_BIN=$(TEST_BUILD)/release/gatewayd GATEWAYCTL_BIN=$(TEST_BUILD)/release/gatewayctl \
-		$(SWIFT) test -c release --no-parallel --scratch-path $(TEST_BUILD) $(TEST_FLAGS)
+		KUBERNETES_PYTHONPATH=$(TOOLS)/python-$(KUBERNETES_CLIENT_VERSION) GATEWAYD_VERSION=$(VERSION) \
+		$(SWIFT) test -c release --no-parallel --scratch-path $(TEST_BUILD) $(TEST_FLAGS) \
+		$(call version-flags,$(TEST_BUILD))
 
 benchmark: release
 	GATEWAYD_BIN=$(SCRATCH)/release/gatewayd GATEWAYCTL_BIN=$(SCRATCH)/release/gatewayctl \
@@ -77,6 +114,92 @@ benchmark-proxy: release
 chaos: release
 	GATEWAYD_BIN=$(SCRATCH)/release/gatewayd GATEWAYCTL_BIN=$(SCRATCH)/release/gatewayctl \
 		benchmarks/chaos.sh $(BENCH_ARGS)
+
+# --- Installing ------------------------------------------------------------------------------
+# make release && make install [PREFIX=/usr/local] [DESTDIR=]: the binaries, shell completions,
+# man pages, systemd units (their paths rewritten to PREFIX), the example config (kept if one
+# is there) and docs. make uninstall removes the same (the config only if unchanged). BUILT:
+# where gatewayd and gatewayctl are taken from (the packaging test passes its own build).
+PREFIX ?= /usr/local
+DESTDIR ?=
+SYSCONFDIR ?= /etc
+BUILT ?= $(SCRATCH)/release
+BINDIR = $(PREFIX)/bin
+MANDIR = $(PREFIX)/share/man/man1
+DOCDIR = $(PREFIX)/share/doc/gatewayd
+BASHCOMPDIR = $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR = $(PREFIX)/share/zsh/site-functions
+FISHCOMPDIR = $(PREFIX)/share/fish/vendor_completions.d
+# systemd reads units from /usr/local/lib/systemd/system as well as /usr/lib/systemd/system.
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+# Type=notify-reload needs systemd 253; older ones (Debian 12's 252) get the ExecReload= unit.
+SYSTEMD_VERSION ?= $(shell systemctl --version 2>/dev/null | awk 'NR == 1 { print $$2 + 0 }')
+SERVICE_UNIT ?= $(if $(shell [ "$(SYSTEMD_VERSION)" -ge 253 ] 2>/dev/null && echo new),gatewayd.service,gatewayd-debian12.service)
+# Generated from the built binaries: man pages by generate-manual (below), completions by the
+# binaries themselves.
+GENERATED = $(BUILT)/generated
+MAN_DATE := $(shell git log -1 --format=%cs 2>/dev/null || date -u +%F)
+
+man: $(GENERATE_MANUAL)
+	@test -x $(BUILT)/gatewayd || { echo "no $(BUILT)/gatewayd: run make release first" >&2; exit 1; }
+	mkdir -p $(GENERATED)/man
+	# generate-manual leaves the blank lines of --help's discussions in, which groff reads as
+	# literal empty lines (lintian: groff-message): make them paragraph breaks.
+	for tool in gatewayd gatewayctl; do \
+		$(GENERATE_MANUAL) $(BUILT)/$$tool --date $(MAN_DATE) --output-directory $(GENERATED)/man && \
+		sed -i 's/^$$/.Pp/' $(GENERATED)/man/$$tool.1 || exit 1; \
+	done
+
+completions:
+	@test -x $(BUILT)/gatewayd || { echo "no $(BUILT)/gatewayd: run make release first" >&2; exit 1; }
+	mkdir -p $(GENERATED)/completions
+	for tool in gatewayd gatewayctl; do \
+		for shell in bash zsh fish; do \
+			$(BUILT)/$$tool --generate-completion-script $$shell >$(GENERATED)/completions/$$tool.$$shell || exit 1; \
+		done; \
+		sed -i '1{/^#!/d}' $(GENERATED)/completions/$$tool.bash; \
+	done
+
+install: man completions
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)/examples \
+		$(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR) $(DESTDIR)$(SYSCONFDIR)/gatewayd
+	install -m 0755 $(BUILT)/gatewayd $(BUILT)/gatewayctl $(DESTDIR)$(BINDIR)/
+	install -m 0644 $(GENERATED)/man/gatewayd.1 $(GENERATED)/man/gatewayctl.1 $(DESTDIR)$(MANDIR)/
+	for tool in gatewayd gatewayctl; do \
+		install -m 0644 $(GENERATED)/completions/$$tool.bash $(DESTDIR)$(BASHCOMPDIR)/$$tool && \
+		install -m 0644 $(GENERATED)/completions/$$tool.zsh $(DESTDIR)$(ZSHCOMPDIR)/_$$tool && \
+		install -m 0644 $(GENERATED)/completions/$$tool.fish $(DESTDIR)$(FISHCOMPDIR)/$$tool.fish || exit 1; \
+	done
+	sed 's|/usr/local/bin/|$(BINDIR)/|g' examples/systemd/$(SERVICE_UNIT) >$(DESTDIR)$(UNITDIR)/gatewayd.service
+	install -m 0644 examples/systemd/gatewayd.socket $(DESTDIR)$(UNITDIR)/gatewayd.socket
+	chmod 0644 $(DESTDIR)$(UNITDIR)/gatewayd.service
+	install -m 0644 examples/gateway.yaml examples/gateway-proxy.yaml examples/demo-keys.txt $(DESTDIR)$(DOCDIR)/examples/
+	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/
+	test -e $(DESTDIR)$(SYSCONFDIR)/gatewayd/gatewayd.yaml || \
+		install -m 0644 examples/gateway.yaml $(DESTDIR)$(SYSCONFDIR)/gatewayd/gatewayd.yaml
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/gatewayd $(DESTDIR)$(BINDIR)/gatewayctl \
+		$(DESTDIR)$(MANDIR)/gatewayd.1 $(DESTDIR)$(MANDIR)/gatewayctl.1 \
+		$(DESTDIR)$(UNITDIR)/gatewayd.service $(DESTDIR)$(UNITDIR)/gatewayd.socket \
+		$(DESTDIR)$(BASHCOMPDIR)/gatewayd $(DESTDIR)$(BASHCOMPDIR)/gatewayctl \
+		$(DESTDIR)$(ZSHCOMPDIR)/_gatewayd $(DESTDIR)$(ZSHCOMPDIR)/_gatewayctl \
+		$(DESTDIR)$(FISHCOMPDIR)/gatewayd.fish $(DESTDIR)$(FISHCOMPDIR)/gatewayctl.fish
+	rm -rf $(DESTDIR)$(DOCDIR)
+	# The config only if it is still the example: an edited one is the operator's.
+	if cmp -s examples/gateway.yaml $(DESTDIR)$(SYSCONFDIR)/gatewayd/gatewayd.yaml; then \
+		rm -f $(DESTDIR)$(SYSCONFDIR)/gatewayd/gatewayd.yaml; rmdir $(DESTDIR)$(SYSCONFDIR)/gatewayd 2>/dev/null || true; \
+	fi
+
+# make deb: build/gatewayd_VERSION_ARCH.deb with dpkg-deb (packaging/build-deb.sh): what make
+# install puts under /usr, the unit for Debian 12's systemd, the gatewayd system user; it enables
+# and starts nothing. package-deb packages BUILT as is (the packaging test uses its own build).
+DEB_DIR ?= $(CURDIR)/build
+deb: release
+	$(MAKE) package-deb
+
+package-deb: man completions
+	packaging/build-deb.sh "$(BUILT)" "$(VERSION)" "$(DEB_DIR)"
 
 format:
 	$(SWIFT) format --in-place --recursive Sources Tests Package.swift

@@ -103,6 +103,8 @@ let package = Package(
             name: "gatewayctl",
             dependencies: [
                 "GatewayCore",
+                // DurationText, for --timeout.
+                "GatewayConfig",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -124,11 +126,12 @@ let package = Package(
             ]
         ),
         .testTarget(name: "GatewaySupervisorTests", dependencies: ["GatewaySupervisor"]),
-        // Support/clients.py: Python test clients the tests run as processes, not a resource.
+        // Support/clients.py: Python test clients the tests run as processes, not a resource;
+        // the same for the scripts beside it.
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["GatewayCore", "CGatewayShim"],
-            exclude: ["Support/clients.py"]
+            exclude: ["Support/clients.py", "Support/live-systemd.sh", "Support/kubernetes-schema.py"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -184,3 +184,16 @@ int gw_set_parent_death_signal(int signal) {
 int gw_set_cloexec_from(unsigned int first) {
     return close_range(first, ~0U, CLOSE_RANGE_CLOEXEC);
 }
+
+// The version: `make` writes gatewayd_version.h (GATEWAYD_VERSION, from `git describe` when
+// there is a checkout) into its build directory and adds that directory to the include path,
+// so a new commit recompiles this file alone and the tree stays clean. -DGATEWAYD_VERSION=...
+// works too. A plain `swift build` has neither.
+#if __has_include("gatewayd_version.h")
+#include "gatewayd_version.h"
+#endif
+#ifndef GATEWAYD_VERSION
+#define GATEWAYD_VERSION "unknown (built without make)"
+#endif
+
+const char *gw_version(void) { return GATEWAYD_VERSION; }

@@ -17,9 +17,10 @@
 //             {"ok":false,"error":"what went wrong","details":["gateway.yaml:3:5: ..."]}
 //
 // Changes within version 1 are additions only, which a client of an older or newer master must
-// tolerate missing (JSONDecoder ignores unknown keys): the `upgrade` command (an older master
-// answers "unknown command"), `master_pid` and `master_version` in its answer, and
-// `status.upgrade_phase`.
+// tolerate missing or unknown (JSONDecoder ignores unknown keys):
+// - status.version: the master's version string (gatewayd --version).
+// - the `upgrade` command (an older master answers "unknown command"), `master_pid` and
+//   `master_version` in its answer, and `status.upgrade_phase`.
 
 import Foundation
 
@@ -172,16 +173,19 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var listeners: [Listener]
     /// Pids of the pre-started workers waiting for the next reload.
     public var spareWorkers: [Int32]
+    /// The master's version (`gatewayd --version`). Added after version 1 was first released:
+    /// a master from before sends none, and clients must take it as optional.
+    public var version: String?
     /// Where an upgrade of the master stands (`idle` when none runs); nil from a master
     /// before upgrades.
     public var upgradePhase: UpgradePhase?
 
     public init(
         masterPid: Int32, state: MasterState, configPath: String, reloadPhase: ReloadPhase, reloads: Int,
-        failedReloads: Int,
-        generations: [Generation], listeners: [Listener], spareWorkers: [Int32] = [],
-        upgradePhase: UpgradePhase? = nil
+        failedReloads: Int, generations: [Generation], listeners: [Listener], spareWorkers: [Int32] = [],
+        version: String? = GatewayVersion.current, upgradePhase: UpgradePhase? = nil
     ) {
+        self.version = version
         self.upgradePhase = upgradePhase
         self.spareWorkers = spareWorkers
         self.masterPid = masterPid
@@ -196,7 +200,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case masterPid = "master_pid", state, configPath = "config_path", reloadPhase = "reload_phase", reloads,
-            failedReloads = "failed_reloads", generations, listeners, spareWorkers = "spare_workers",
+            failedReloads = "failed_reloads", generations, listeners, spareWorkers = "spare_workers", version,
             upgradePhase = "upgrade_phase"
     }
 }

@@ -112,7 +112,7 @@ public enum UpgradeMessage: Sendable, Equatable {
     public struct Hello: Sendable, Equatable {
         public var version: Int
         public var pid: Int32
-        /// `BuildVersion.current` of the new binary, for the caller of the upgrade.
+        /// `GatewayVersion.current` of the new binary (`gatewayd --version`), for the caller of the upgrade.
         public var binaryVersion: String
         public init(version: Int = UpgradeProtocol.spokenVersion, pid: Int32, binaryVersion: String) {
             self.version = version

@@ -26,7 +26,7 @@ extension Master {
             return false
         }
         do {
-            try channel.send(.hello(.init(pid: getpid(), binaryVersion: BuildVersion.current)))
+            try channel.send(.hello(.init(pid: getpid(), binaryVersion: GatewayVersion.current)))
         } catch {
             logger.critical("cannot take over: \(error)")
             channel.close()
@@ -64,6 +64,7 @@ extension Master {
             channel.close()
             return false
         }
+        for warning in ConfigLoader.warnings(for: loaded) { logger.warning("\(warning)") }
         var options = options
         options.configPath = state.configPath
         let master = Master(options: options, loaded: loaded, logger: logger)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GatewayConfig
 import GatewayCore
 
 #if canImport(Glibc)
@@ -11,30 +12,63 @@ struct GatewayCtl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gatewayctl",
         abstract: "Control a running gatewayd through its control socket.",
+        discussion: """
+            Options go before or after the subcommand: `gatewayctl --socket PATH reload` and \
+            `gatewayctl reload --socket PATH` are the same.
+
+            EXIT STATUS
+              0   done: reloaded, status shown, stopped, upgraded.
+              1   gatewayd answered, but the command failed: the reload failed (the old generation \
+            keeps serving), the upgrade failed (the old master keeps serving), or the master was \
+            still running when --timeout ran out after a stop.
+              2   gatewayd could not be asked: no control socket, connection refused, permission \
+            denied, no answer within --timeout, or an answer that is not the control protocol.
+              64  usage error: an unknown option or an invalid value on the command line.
+            """,
+        version: GatewayVersion.current,
         subcommands: [Reload.self, Status.self, Stop.self, Upgrade.self]
     )
+
+    // Declared here too so that they may come before the subcommand; the subcommands read their own copy.
+    @OptionGroup var socket: SocketOptions
 }
 
 struct SocketOptions: ParsableArguments {
     @Option(
         name: .long,
-        help:
-            "Control socket path (default: $\(ControlProtocol.socketEnvironmentVariable) or \(ControlProtocol.defaultSocketPath))."
+        help: ArgumentHelp(
+            "Control socket path (default: $\(ControlProtocol.socketEnvironmentVariable) or \(ControlProtocol.defaultSocketPath)).",
+            valueName: "path")
     )
     var socket: String?
 
     @Option(
         name: .long,
-        help:
-            "Seconds to wait for an answer; 0 waits as long as it takes (a reload may wait for ready_timeout, and behind other reloads)."
+        help: ArgumentHelp(
+            "How long to wait for an answer, e.g. 30s, 1.5s, 250ms (a bare number is seconds); by default, as long as it takes (a reload may wait for ready_timeout, and behind other reloads).",
+            valueName: "duration"),
+        transform: SocketOptions.parseTimeout
     )
-    var timeout: Int = 0
+    var timeout: Duration?
+
+    /// A duration as in the config; a bare number is seconds, which is what --timeout took before
+    /// durations. Zero means no limit.
+    static func parseTimeout(_ text: String) throws -> Duration {
+        if let seconds = Int(text), seconds >= 0 { return .seconds(seconds) }
+        guard let duration = DurationText.parse(text) else {
+            throw ValidationError("--timeout: invalid duration '\(text)' (expected e.g. 30s, 1.5s, 250ms)")
+        }
+        return duration
+    }
+
+    /// nil: no limit.
+    var limit: Duration? { timeout.flatMap { $0 > .zero ? $0 : nil } }
 
     var client: ControlClient {
         let path =
             socket ?? ProcessInfo.processInfo.environment[ControlProtocol.socketEnvironmentVariable]
             ?? ControlProtocol.defaultSocketPath
-        return ControlClient(socketPath: path, timeout: timeout > 0 ? .seconds(timeout) : nil)
+        return ControlClient(socketPath: path, timeout: limit)
     }
 
     func send(_ request: ControlRequest) throws -> ControlResponse {
@@ -115,7 +149,9 @@ struct Status: ParsableCommand {
             printJSON(status)
             return
         }
-        print("master pid \(status.masterPid), \(status.state.rawValue), config \(status.configPath)")
+        print(
+            "gatewayd \(status.version ?? "(older than 'version' in status)"), master pid \(status.masterPid), \(status.state.rawValue), config \(status.configPath)"
+        )
         print("reloads: \(status.reloads) (\(status.failedReloads) failed), reload phase: \(status.reloadPhase.rawValue)")
         print("spare workers (started ahead of the next reload): \(status.spareWorkers.count)")
         for generation in status.generations {
@@ -151,7 +187,7 @@ struct Status: ParsableCommand {
 struct Stop: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Stop gatewayd: drain every generation, then exit (or --now: stop at once).",
-        discussion: "Waits until the master has exited, at most --timeout seconds."
+        discussion: "Waits until the master has exited, at most --timeout."
     )
     @OptionGroup var socket: SocketOptions
     @Flag(name: .long, help: "Do not drain: close every connection now.")
@@ -170,11 +206,11 @@ struct Stop: ParsableCommand {
             print("stop accepted")
             return
         }
-        let deadline = socket.timeout > 0 ? ContinuousClock.now + .seconds(socket.timeout) : nil
+        let deadline = socket.limit.map { ContinuousClock.now + $0 }
         // The master is not our child, so there is nothing to wait(2) for: poll its pid.
         while isProcessRunning(pid) {
-            if let deadline, ContinuousClock.now > deadline {
-                printError("gatewayd (pid \(pid)) still running after \(socket.timeout) s")
+            if let deadline, let limit = socket.limit, ContinuousClock.now > deadline {
+                printError("gatewayd (pid \(pid)) still running after \(DurationText.format(limit))")
                 throw ExitCode(1)
             }
             usleep(20_000)

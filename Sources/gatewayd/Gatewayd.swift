@@ -34,9 +34,31 @@ struct Gatewayd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gatewayd",
         abstract: "A graceful-restart supervisor for an HTTP API gateway.",
+        discussion: """
+            Options go before or after the subcommand: `gatewayd -c FILE check` and \
+            `gatewayd check -c FILE` are the same. Without a subcommand, gatewayd runs.
+
+            EXIT STATUS
+              0   run: stopped after a drain (SIGTERM, `gatewayctl stop`). check: the file is valid \
+            (warnings, if any, are on stderr).
+              1   run: could not start (invalid config, a port that cannot be bound, generation 1 \
+            did not come up); the reason is on stderr. check: the file has errors.
+              64  usage error: an unknown option or an invalid value on the command line.
+            """,
+        version: GatewayVersion.current,
         subcommands: [Run.self, Check.self, Worker.self],
         defaultSubcommand: Run.self
     )
+
+    // Declared here too so that it may come before the subcommand; the subcommands read their own copy.
+    @OptionGroup var config: ConfigOption
+}
+
+struct ConfigOption: ParsableArguments {
+    static let defaultPath = "/etc/gatewayd/gatewayd.yaml"
+
+    @Option(name: [.short, .long], help: ArgumentHelp("The YAML config file.", valueName: "file"))
+    var config: String = ConfigOption.defaultPath
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
@@ -61,15 +83,14 @@ struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the master: bind the listeners, start the workers, supervise (the default).")
 
-    @Option(name: .long, help: "The YAML config file.")
-    var config: String
+    @OptionGroup var config: ConfigOption
     @Option(name: .long, help: "Workers per generation (overrides `workers`).")
     var workers: Int?
     @Option(name: .long, help: "Control socket path (overrides `control_socket`).")
     var controlSocket: String?
-    @Option(name: .long, help: "e.g. 30s (overrides `drain_timeout`).")
+    @Option(name: .long, help: ArgumentHelp("e.g. 30s, 1.5s (overrides `drain_timeout`).", valueName: "duration"))
     var drainTimeout: DurationArgument?
-    @Option(name: .long, help: "e.g. 10s (overrides `ready_timeout`).")
+    @Option(name: .long, help: ArgumentHelp("e.g. 10s, 500ms (overrides `ready_timeout`).", valueName: "duration"))
     var readyTimeout: DurationArgument?
     @Option(name: .long, help: "Write the master's pid here.")
     var pidFile: String?
@@ -95,6 +116,9 @@ struct Run: AsyncParsableCommand {
     func run() async throws {
         GatewayLogHandler.bootstrap(format: log.logFormat, level: log.logLevel)
         let logger = Logger(label: "gatewayd")
+        let config = self.config.config
+        logger.notice(
+            "gatewayd \(GatewayVersion.current) starting", metadata: ["config": "\(config)", "pid": "\(getpid())"])
         let options = SupervisorOptions(
             configPath: config, workers: workers, controlSocket: controlSocket, drainTimeout: drainTimeout?.duration,
             readyTimeout: readyTimeout?.duration, pidFile: pidFile, logLevel: log.logLevel, logFormat: log.logFormat,
@@ -110,9 +134,10 @@ struct Run: AsyncParsableCommand {
         do {
             loaded = try ConfigLoader.load(path: config)
         } catch {
-            FileHandle.standardError.write(Data((error.description + "\n").utf8))
+            for diagnostic in error.diagnostics { printError(diagnostic.formatted(.error)) }
             throw ExitCode(1)
         }
+        for warning in ConfigLoader.warnings(for: loaded) { logger.warning("\(warning)") }
         let master = Master(options: options, loaded: loaded, logger: logger)
         let signals = Task { await master.handleSignals() }
         defer { signals.cancel() }
@@ -127,20 +152,32 @@ struct Run: AsyncParsableCommand {
 
 struct Check: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Validate a config file: prints FILE: ok, or FILE:LINE:COL: message per error (exit 1).")
+        abstract: "Validate a config file and exit.",
+        discussion: """
+            Prints `FILE: ok` on stdout and exits 0 when the file is valid, or one \
+            `FILE:LINE:COL: error: message` line per problem on stderr and exits 1. Valid but \
+            suspicious settings (a route an earlier route shadows, an upstream no route uses) \
+            print `FILE:LINE:COL: warning: message` on stderr and do not change the exit status.
+            """)
 
-    @Option(name: .long, help: "The YAML config file.")
-    var config: String
+    @OptionGroup var config: ConfigOption
 
     func run() throws {
+        let path = config.config
+        let loaded: LoadedConfiguration
         do {
-            _ = try ConfigLoader.load(path: config)
-            print("\(config): ok")
+            loaded = try ConfigLoader.load(path: path)
         } catch {
-            for diagnostic in error.diagnostics { print(diagnostic.description) }
+            for diagnostic in error.diagnostics { printError(diagnostic.formatted(.error)) }
             throw ExitCode(1)
         }
+        for warning in ConfigLoader.warnings(for: loaded) { printError(warning.formatted(.warning)) }
+        print("\(path): ok")
     }
+}
+
+func printError(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
 }
 
 /// What the master spawns. Not for people: it expects the handoff channel on fd 3.

@@ -14,13 +14,22 @@ import Testing
         ("0s", .zero),
         ("0ms", .zero),
         ("007s", .seconds(7)),
+        ("1.5s", .milliseconds(1500)),
+        ("0.25s", .milliseconds(250)),
+        ("250ms", .milliseconds(250)),
+        ("0.5ms", .microseconds(500)),
+        ("1.5h", .seconds(5400)),
+        ("1m0.5s", .milliseconds(60_500)),
+        ("0.000000001s", .nanoseconds(1)),
+        ("1.000s", .seconds(1)),
     ])
     func parses(text: String, expected: Duration) {
         #expect(DurationText.parse(text) == expected)
     }
 
     @Test(arguments: [
-        "", "30", "30 s", " 30s", "30s ", "-1s", "+1s", "1.5s", "1x", "30S", "1M", "ms", "s", "1m30", "1s1m", "1s1s",
+        "", "30", "30 s", " 30s", "30s ", "-1s", "+1s", "1.5", "1.s", ".5s", "1.5.5s", "1,5s", "1e3ms",
+        "0.0000000001s", "0.0000001ms", "1x", "30S", "1M", "ms", "s", "1m30", "1s1m", "1s1s",
         "1ms1s", "1hms", "١s", "99999999999999999999h", "9223372036854s", "2562048h",
     ])
     func refuses(text: String) {
@@ -29,6 +38,8 @@ import Testing
 
     @Test func acceptsUpToWhatFitsInNanoseconds() {
         #expect(DurationText.parse("9223372036854ms") == .milliseconds(9_223_372_036_854))
+        #expect(DurationText.parse("9223372036.854775807s") == .nanoseconds(Int64.max))
+        #expect(DurationText.parse("9223372036.854775808s") == nil)
         #expect(DurationText.parse("9223372036855ms") == nil)
     }
 
@@ -49,8 +60,12 @@ import Testing
         #expect(DurationText.format(duration) == expected)
     }
 
-    @Test func formatFallsBackForSubMillisecondDurations() {
-        #expect(DurationText.format(.microseconds(1500)) == Duration.microseconds(1500).description)
+    @Test func formatsSubMillisecondDurationsWithAFraction() {
+        #expect(DurationText.format(.microseconds(1500)) == "1.5ms")
+        #expect(DurationText.format(.nanoseconds(1)) == "0.000001ms")
+        #expect(DurationText.parse(DurationText.format(.nanoseconds(123_456_789))) == .nanoseconds(123_456_789))
+        let subNanosecond = Duration(secondsComponent: 0, attosecondsComponent: 1)
+        #expect(DurationText.format(subNanosecond) == subNanosecond.description)
     }
 
     @Test func roundTrips() {

@@ -3,7 +3,7 @@ import Testing
 
 @Suite("Command line", .timeLimit(.minutes(1)))
 struct CommandLineTests {
-    @Test("gatewayd check: FILE: ok, or FILE:LINE:COL per error and exit 1")
+    @Test("gatewayd check: FILE: ok on stdout, or FILE:LINE:COL: error: per error on stderr and exit 1")
     func check() throws {
         let directory = try TemporaryDirectory()
         let good = directory.file("good.yaml")
@@ -11,15 +11,18 @@ struct CommandLineTests {
         let ok = try runCommand(Binaries.gatewayd, ["check", "--config", good])
         #expect(ok.status == 0)
         #expect(ok.stdout == "\(good): ok\n")
+        #expect(ok.stderr == "")
 
         let bad = directory.file("bad.yaml")
         try "workers: two\ndrain_timeout: 30 sec\nlisteners:\n  - name: web\n    address: localhost:80\n".write(
             toFile: bad, atomically: false, encoding: .utf8)
         let failed = try runCommand(Binaries.gatewayd, ["check", "--config", bad])
         #expect(failed.status == 1)
-        let lines = failed.stdout.split(separator: "\n")
-        #expect(lines.count >= 3, "\(failed.stdout)")
-        #expect(lines.contains { $0.hasPrefix("\(bad):1:") && $0.contains("workers") })
+        #expect(failed.stdout == "")
+        let lines = failed.stderr.split(separator: "\n")
+        #expect(lines.count >= 3, "\(failed.stderr)")
+        #expect(lines.allSatisfy { $0.hasPrefix("\(bad):") && $0.contains(": error: ") }, "\(failed.stderr)")
+        #expect(lines.contains { $0.hasPrefix("\(bad):1:") && $0.contains(": error: workers") })
         #expect(lines.contains { $0.hasPrefix("\(bad):2:") && $0.contains("drain_timeout") })
         #expect(lines.contains { $0.hasPrefix("\(bad):5:") && $0.contains("address") })
     }
@@ -61,8 +64,8 @@ struct CommandLineTests {
                 !result.signaled && (result.status == 0 || result.status == 1),
                 "seed \(seed), variant \(index): \(result)")
             if result.status == 1 {
-                let errors = result.stdout.split(separator: "\n").filter { $0.hasPrefix(path + ":") }
-                #expect(!errors.isEmpty, "seed \(seed), variant \(index): \(result.stdout)")
+                let errors = result.stderr.split(separator: "\n").filter { $0.hasPrefix(path + ":") }
+                #expect(!errors.isEmpty, "seed \(seed), variant \(index): \(result.stderr)")
             }
         }
         print("CommandLineTests.checkMutatedExamples: exit statuses \(outcomes)")

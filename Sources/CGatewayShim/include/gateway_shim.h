@@ -92,6 +92,9 @@ static inline uint64_t gw_atomic_fetch_add_u64(uint64_t *p, uint64_t value) {
     return __atomic_fetch_add(p, value, __ATOMIC_RELAXED);
 }
 
+/// gatewayd's version, set at build time (see shim.c): the same string for gatewayd and gatewayctl.
+const char *gw_version(void);
+
 _Static_assert(__atomic_always_lock_free(sizeof(uint64_t), 0), "64-bit atomics must be lock-free");
 
 #endif
