@@ -38,7 +38,7 @@ enum NewMasterEvent: Sendable {
     case broken(String)
     /// End of file: the new master closed the channel (it exits, or it refused).
     case closed
-    /// The process has exited (not reaped yet: see `newMasterEvent`).
+    /// The process has exited (its parent, this master's, reaps it).
     case exited
     /// The deadline numbered `deadline` passed; `what` the new master failed to do by then.
     case timedOut(deadline: Int, what: String)
@@ -51,7 +51,10 @@ final class UpgradeAttempt {
     let trigger: String
     let startedAt = ContinuousClock.now
     let wallClockStart = Date().timeIntervalSince1970
-    var pid: pid_t?
+    /// The new master, this master's sibling (`SiblingProcess`).
+    var process: SiblingProcess?
+    var pid: pid_t? { process?.pid }
+    var exited = false
     /// The old master's end, for the frames the actor sends; the reader thread and the
     /// handover's sender have copies of their own, which they close.
     var channel: UpgradeChannel?
@@ -128,6 +131,10 @@ extension Master {
             break
         case .starting:
             return "gatewayd is still starting"
+        case .running where getpid() == 1:
+            // The new master would be this one's child, and this one's exit ends the
+            // container, new master and all.
+            return "gatewayd is PID 1 (a container's init), whose exit would end the container: replace the container instead"
         case .handedOver:
             let pid = successor.map { "master pid \($0.pid)" } ?? "a new master"
             return "this master has handed over to \(pid); the control socket reaches it now: ask again"
@@ -289,8 +296,9 @@ extension Master {
         return .succeeded(masterPid: pid, version: hello.binaryVersion, generation: generation)
     }
 
-    /// posix_spawn of the new binary, as this master was started (same arguments), with the
-    /// upgrade channel as its fd 3, and the reader of that channel.
+    /// The new binary, started as this master was (same arguments) and as its sibling (see
+    /// `SiblingProcess`: under systemd it must be systemd's child to become the service's main
+    /// process), with the upgrade channel as its fd 3; and the reader of that channel.
     private func startNewMaster(_ attempt: UpgradeAttempt) throws {
         let (channel, newEnd) = try UpgradeChannel.makePair()
         defer { closeDescriptor(newEnd) }
@@ -302,9 +310,9 @@ extension Master {
             channel.close()
             throw error
         }
-        let pid: pid_t
+        let process: SiblingProcess
         do {
-            pid = try ProcessSpawner.spawnProcess(
+            process = try SiblingProcess.spawn(
                 executable: attempt.binary, arguments: [attempt.binary] + options.arguments.dropFirst(),
                 environment: Self.newMasterEnvironment(), descriptor: newEnd)
         } catch {
@@ -312,11 +320,11 @@ extension Master {
             readEnd.close()
             throw error
         }
-        attempt.pid = pid
+        attempt.process = process
         attempt.channel = channel
-        newMasterProcesses.insert(pid)
+        let pid = process.pid
         logger.info("started the new master", metadata: ["pid": "\(pid)", "binary": "\(attempt.binary)"])
-        let events = NewMasterReader.start(readEnd, pid: pid)
+        let events = NewMasterReader.start(readEnd, process: process)
         Task { [weak self] in
             for await event in events {
                 await self?.newMasterEvent(event, pid: pid)
@@ -324,15 +332,14 @@ extension Master {
         }
     }
 
-    /// What a new master's reader reported. The process is reaped here, on the actor, so that
-    /// no signal the actor sends can reach a pid the kernel has given to someone else.
+    /// What a new master's reader reported, for the upgrade that started it if it still runs.
     private func newMasterEvent(_ event: NewMasterEvent, pid: pid_t) {
-        if case .exited = event, newMasterProcesses.remove(pid) != nil {
-            let status = (try? GatewayCore.waitForExit(pid: pid)) ?? .exited(-1)
-            newMasterExits[pid] = status
-            if successor?.pid == pid { logger.error("the new master (pid \(pid)) \(status)") }
+        if case .exited = event, successor?.pid == pid {
+            logger.error("the new master (pid \(pid)) has exited")
         }
-        if let upgrade, upgrade.pid == pid { upgrade.deliver(event) }
+        guard let upgrade, upgrade.pid == pid else { return }
+        if case .exited = event { upgrade.exited = true }
+        upgrade.deliver(event)
     }
 
     /// The handover's frames, sent from a thread with copies of the fds (the listener table
@@ -427,16 +434,17 @@ extension Master {
                 return .failure(UpgradeFailure("\(attempt.name): \(LogText.escaped(reason))"))
             case .closed, .exited:
                 // The exit follows the end of the channel at once: wait a moment for it, so
-                // the reason can say how the process ended.
-                if let pid = attempt.pid, newMasterProcesses.contains(pid) {
+                // the reason can say the process ended. (How, only its parent learns: this
+                // master's parent, systemd's journal.)
+                if !attempt.exited {
                     arm(Self.killGrace, for: attempt, "exit after closing the channel")
-                    while newMasterProcesses.contains(pid) {
+                    while !attempt.exited {
                         if case .timedOut(let deadline, _) = await attempt.next(in: self), deadline == attempt.deadline {
                             break
                         }
                     }
                 }
-                let ended = attempt.pid.flatMap { newMasterExits[$0] }.map { "\($0)" } ?? "closed the channel"
+                let ended = attempt.exited ? "exited" : "closed the channel"
                 return .failure(UpgradeFailure("\(attempt.name) \(ended) \(doing)"))
             }
         }
@@ -449,12 +457,12 @@ extension Master {
     private func dispose(_ attempt: UpgradeAttempt) {
         attempt.channel?.shutdown()
         attempt.channel?.close()
-        guard let pid = attempt.pid else { return }
+        guard let process = attempt.process, !attempt.exited else { return }
         let grace = attempt.hello == nil ? Self.killGrace : settings.drainTimeout + Self.killGrace
         after(grace) { master in
-            guard master.newMasterProcesses.contains(pid) else { return }
-            master.logger.warning("the failed new master (pid \(pid)) is still running; sending SIGKILL")
-            kill(pid, SIGKILL)
+            guard !process.hasExited else { return }
+            master.logger.warning("the failed new master (pid \(process.pid)) is still running; sending SIGKILL")
+            process.signal(SIGKILL)
         }
     }
 
@@ -546,7 +554,7 @@ struct UpgradeFailure: Error {
 /// The old master's reader of the upgrade channel: a thread of its own (reads block) that
 /// turns frames into events, in order, and reports the process's exit last.
 enum NewMasterReader {
-    static func start(_ channel: UpgradeChannel, pid: pid_t) -> AsyncStream<NewMasterEvent> {
+    static func start(_ channel: UpgradeChannel, process: SiblingProcess) -> AsyncStream<NewMasterEvent> {
         let (stream, continuation) = AsyncStream<NewMasterEvent>.makeStream()
         Thread.detachNewThread {
             do {
@@ -560,7 +568,7 @@ enum NewMasterReader {
                 continuation.yield(.broken("\(error)"))
             }
             channel.close()
-            ProcessSpawner().waitForExit(pid: pid)
+            process.waitForExit()
             continuation.yield(.exited)
             continuation.finish()
         }

@@ -77,10 +77,6 @@ public actor Master {
     var upgradePhase: UpgradePhase = .idle
     /// Set when this master has handed over to a new one (state `.handedOver`).
     var successor: Successor?
-    /// New masters started by an upgrade and not reaped yet (see `newMasterEvent`), and how
-    /// the reaped ones ended.
-    var newMasterProcesses: Set<pid_t> = []
-    var newMasterExits: [pid_t: ExitStatus] = [:]
     /// The new master's side of an upgrade: the channel to the old master, until it commits.
     var takeoverChannel: UpgradeChannel?
     /// Requests a handed-over master passes on to the new one and has not had answered yet:
