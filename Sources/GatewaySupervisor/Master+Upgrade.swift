@@ -286,6 +286,8 @@ extension Master {
         notifier.mainPID(pid, status: "upgraded: master pid \(pid) is in charge")
         notifier.muted = true
         try? channel.send(.released)
+        // The reader has a copy of its own, and waits on the new master's pidfd until it exits.
+        channel.close()
         successor = Successor(pid: pid, version: hello.binaryVersion)
         state = .handedOver
         stopSpares()
