@@ -32,6 +32,7 @@ CONNECTIONS=${CONNECTIONS:-64}        # wrk -c
 WORKERS=${WORKERS:-2}                 # worker processes, both servers
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-30s}   # gatewayd drain_timeout (nginx: none, as shipped)
 STEP_TIMEOUT=${STEP_TIMEOUT:-40}      # seconds to wait for any one step before giving up
+GATEWAYD_LOG_LEVEL=${GATEWAYD_LOG_LEVEL:-info}
 SERVERS=${SERVERS:-"gatewayd nginx"}
 MODES=${MODES:-"keepalive close"}
 KEEP_TMP=${KEEP_TMP:-0}
@@ -115,18 +116,31 @@ $nginx_temp_paths    server {
 }
 EOF
 
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
+# Builtins only in the polling below: with wrk and the server on both cores, a fork per poll
+# (date, sleep) would take tens of milliseconds and blur the times measured.
+now_ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
+mkfifo "$TMP/never"
+exec 9<>"$TMP/never"
+pause_10ms() { read -rt 0.01 -u 9 || true; }
 # until SECONDS COMMAND...: polls COMMAND every 10 ms until it succeeds; 1 after SECONDS.
 until_true() {
     local secs=$1 start=$SECONDS
     shift
     until "$@"; do
         ((SECONDS - start < secs)) || return 1
-        sleep 0.01
+        pause_10ms
     done
 }
-gone() { ! alive "$1"; }
-all_gone() { local p; for p in "$@"; do alive "$p" && return 1; done; return 0; }
+# gone PID: exited, reaped or not (a zombie answers kill -0, and this script reaps its own
+# background children only when bash gets to it); from /proc, with builtins only.
+gone() {
+    local stat
+    [[ -r /proc/$1/stat ]] || return 0
+    read -r stat </proc/"$1"/stat 2>/dev/null || return 0
+    stat=${stat##*) }
+    [[ ${stat%% *} == Z ]]
+}
+all_gone() { local p; for p in "$@"; do gone "$p" || return 1; done; return 0; }
 url_of() { if [[ $1 == gatewayd ]]; then echo "http://127.0.0.1:$PORT_GATEWAYD/"; else echo "http://127.0.0.1:$PORT_NGINX/"; fi; }
 status_field() {
     "$GATEWAYCTL_BIN" status --json --socket "$TMP/gatewayd/control.sock" 2>/dev/null |
@@ -136,7 +150,7 @@ status_field() {
 start_server() {
     if [[ $1 == gatewayd ]]; then
         "$GATEWAYD_BIN" --config "$TMP/gatewayd/config.yaml" --control-socket "$TMP/gatewayd/control.sock" \
-            --log-level notice </dev/null >>"$TMP/gatewayd/gatewayd.log" 2>&1 &
+            --log-level "$GATEWAYD_LOG_LEVEL" </dev/null >>"$TMP/gatewayd/gatewayd.log" 2>&1 &
     else
         "$NGINX" -t -q -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" || die "nginx -t failed"
         # An absolute path: nginx's USR2 starts argv[0] again. It forks and returns.

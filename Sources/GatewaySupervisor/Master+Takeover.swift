@@ -226,11 +226,6 @@ extension Master {
         // In charge: this master serves and answers the control socket.
         serve(generation)
         writePidFile()
-        for listener in listenerTable.closeUnused() {
-            logger.info("closed listener \(listener.name) (\(listener.boundAddress)): the new config does not use it")
-            removeFromSystemdStore(listener)
-        }
-        storeInSystemd(listeners)
         history.record(
             ReloadRecord(
                 kind: .upgrade, trigger: state.trigger, startedAt: state.startedAt,
@@ -246,16 +241,23 @@ extension Master {
         Thread.detachNewThread { [weak self] in
             _ = try? channel.expect("released")
             channel.close()
-            Task { await self?.becomeMainProcess(watchdog: watchdog) }
+            Task { await self?.becomeMainProcess(watchdog: watchdog, listeners: listeners) }
         }
         replenishSpares()
         await waitUntilFinished()
     }
 
-    /// The old master has told systemd that this one is the service's main process.
-    private func becomeMainProcess(watchdog: Duration?) {
+    /// The old master has told systemd that this one is the service's main process: from
+    /// now on, what this master says to systemd is heard, the fd store's bookkeeping included.
+    private func becomeMainProcess(watchdog: Duration?, listeners: [ListenerTable.Listener]) {
         notifier.muted = false
         guard state == .running else { return }
+        // The sockets the old master held for listeners this config no longer has.
+        for listener in listenerTable.closeUnused() {
+            logger.info("closed listener \(listener.name) (\(listener.boundAddress)): the new config does not use it")
+            removeFromSystemdStore(listener)
+        }
+        storeInSystemd(listeners)
         notifier.ready(status: statusLine())
         startWatchdog(interval: watchdog)
     }

@@ -78,6 +78,9 @@ struct LiveSystemdUpgradeTests {
         #expect(try systemd.mainPID("gatewayd.service") == third)
         #expect(try systemd.property("ActiveState", of: "gatewayd.service") == "active")
         #expect(try LiveSystemdTests.body(apiPort) == "v2")
+        // The socket gatewayd bound itself (api) is still stored once, under its name: each new
+        // master took over what the old one had put in the fd store.
+        #expect(try systemd.property("NFileDescriptorStore", of: "gatewayd.service") == "1")
         let journal = systemd.journal("gatewayd.service")
         // Nothing was said to systemd by a master that was not the main process, and each new
         // master was systemd's own child (started as the old one's sibling): systemd watches
