@@ -88,14 +88,8 @@ routes:
     match: { path_prefix: / }
     direct_response: { status: 200, headers: { content-type: text/plain }, body: "hello\n" }
 EOF
-nginx_temp_paths=""
-if wants nginx; then
-    nginx_build=$("$NGINX" -V 2>&1 || true)
-    for t in client_body proxy fastcgi uwsgi scgi; do
-        [[ $nginx_build == *"--without-http_${t}_module"* ]] && continue
-        nginx_temp_paths+="    ${t}_temp_path $TMP/nginx/${t}_temp;"$'\n'
-    done
-fi
+temp_paths=""
+if wants nginx; then temp_paths=$(nginx_temp_paths "$NGINX" "$TMP/nginx"); fi
 cat >"$TMP/nginx/nginx.conf" <<EOF
 worker_processes $WORKERS;
 # As Debian's nginx.service runs it (Type=forking): nginx ignores USR2 in a master whose parent
@@ -109,7 +103,8 @@ events { worker_connections 4096; }
 http {
     access_log off;
     default_type text/plain;
-$nginx_temp_paths    server {
+$temp_paths
+    server {
         listen 127.0.0.1:$PORT_NGINX backlog=4096;
         location / { return 200 "hello\n"; }
     }

@@ -138,10 +138,8 @@ extension Master {
 
         // 3. The new generation.
         enter(.spawning, &progress)
-        let generation = Generation(
-            id: generationID, loaded: newLoaded, settings: newSettings, listeners: listeners, accessLog: accessLog,
-            wallClockStart: Date().timeIntervalSince1970)
-        generations[generationID] = generation
+        let generation = addGeneration(
+            generationID, loaded: newLoaded, settings: newSettings, listeners: listeners, accessLog: accessLog)
         let diff = ConfigDiff(from: loaded.configuration, to: newLoaded.configuration)
         logger.info(
             "starting generation \(generationID)",

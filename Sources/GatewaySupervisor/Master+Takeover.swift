@@ -161,10 +161,8 @@ extension Master {
             throw fail("\(error)")
         }
         logStartupWarnings()
-        let generation = Generation(
-            id: generationID, loaded: loaded, settings: settings, listeners: listeners, accessLog: accessLog,
-            wallClockStart: Date().timeIntervalSince1970)
-        generations[generationID] = generation
+        let generation = addGeneration(
+            generationID, loaded: loaded, settings: settings, listeners: listeners, accessLog: accessLog)
         let result = await generation.start(in: self)
         if case .failure(let failure) = result {
             _ = fail("generation \(generationID) failed to start: \(failure)")

@@ -153,10 +153,8 @@ public actor Master {
         writePidFile()
         logStartupWarnings()
 
-        let generation = Generation(
-            id: generationID, loaded: loaded, settings: settings, listeners: listeners, accessLog: accessLog,
-            wallClockStart: Date().timeIntervalSince1970)
-        generations[generationID] = generation
+        let generation = addGeneration(
+            generationID, loaded: loaded, settings: settings, listeners: listeners, accessLog: accessLog)
         let result = await generation.start(in: self)
         guard state == .starting else {
             // A stop arrived while generation 1 was starting. Ready workers may already hold
@@ -222,6 +220,18 @@ public actor Master {
         generation.terminateWorkers(in: self)
         checkStopComplete()
         await waitUntilFinished()
+    }
+
+    /// A new generation, in the registry from now on (its workers' events find it there).
+    func addGeneration(
+        _ id: Int, loaded: LoadedConfiguration, settings: EffectiveSettings, listeners: [ListenerTable.Listener],
+        accessLog: AccessLogFile?
+    ) -> Generation {
+        let generation = Generation(
+            id: id, loaded: loaded, settings: settings, listeners: listeners, accessLog: accessLog,
+            wallClockStart: Date().timeIntervalSince1970)
+        generations[id] = generation
+        return generation
     }
 
     /// The first generation serves, and the master runs.
