@@ -90,7 +90,8 @@ final class UpgradeAttempt {
 
 extension Master {
     /// The new master's hello, at most this long after it was started. A master's exec, the
-    /// Swift runtime's start-up and its argument parsing take about 20 ms here (measured); 10 s
+    /// Swift runtime's start-up and its argument parsing took 10-50 ms here (the logs' "started
+    /// the new master" to "said hello", idle and under wrk load); 10 s
     /// covers a loaded machine and a cold page cache, and bounds the wait on a binary that
     /// does not speak the upgrade protocol (one from before it, or not gatewayd).
     static let upgradeHelloTimeout: Duration = .seconds(10)
