@@ -49,6 +49,7 @@ struct UpgradeTests {
         // The new master answers status, on the very socket, and reloads.
         let after = try gatewayd.status()
         #expect(after.masterPid == newMaster)
+        #expect(upgrade.stdout.contains("(\(try #require(after.version)))"), "\(upgrade.stdout)")
         #expect(after.state == .running)
         #expect(after.generations.map(\.id) == [2])
         let listenerAfter = try #require(after.listeners.first)
