@@ -48,26 +48,27 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
+        // What the worker's event loop needs that Glibc's Swift module lacks: epoll, eventfd, accept4.
+        .target(name: "CGatewayIO"),
+        // The worker's event loop (one thread, one epoll set, nginx's model) and its buffers: no
+        // HTTP. Why not SwiftNIO on the data path: EventLoop.swift and docs/benchmarks.md.
+        .target(name: "GatewayIO", dependencies: ["CGatewayIO", "GatewayCore"]),
         // The worker: HTTP/1.1 on the handed-off fds.
         .target(
             name: "Gateway",
             dependencies: [
                 "CGatewayShim",
+                "CGatewayIO",
                 "GatewayCore",
                 "GatewayConfig",
                 "GatewayHTTP",
-                "GatewayNIO",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
+                "GatewayIO",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
-        // SwiftNIO pieces that master and workers share (accepting under fd exhaustion): the
-        // master's control socket and the workers' listeners, without the master linking the
-        // worker's gateway.
+        // SwiftNIO pieces of the master (accepting under fd exhaustion on its control socket).
         .target(
             name: "GatewayNIO",
             dependencies: [

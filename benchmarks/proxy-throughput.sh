@@ -10,10 +10,15 @@
 #   haproxy:  nbthread 2, http-reuse always (only with --with-haproxy).
 #
 # Load: wrk -t2 -cN -dDs --latency, keep-alive, then with "Connection: close". Reported per row:
-# requests/s, p50, p99, non-2xx, socket errors, and the CPU used by the proxy and by the origin.
+# requests/s, p50, p99, non-2xx, socket errors, the CPU used by the proxy and by the origin, and
+# the proxy's CPU seconds per 100k requests. Then gatewayd once more under an LD_PRELOAD
+# allocation counter (benchmarks/support/malloc-count.c): heap allocations per request.
+#
+# --direct is the direct-response twin: nginx `return 200`, gatewayd a direct_response,
+# HAProxy `http-request return`, all answering the same 13 bytes themselves; no origin.
 # Everything listens on 127.0.0.1 only; everything started here is stopped on exit.
 #
-# Usage: benchmarks/proxy-throughput.sh [--duration S] [--connections N] [--with-haproxy] [--smoke]
+# Usage: benchmarks/proxy-throughput.sh [--duration S] [--connections N] [--with-haproxy] [--direct]
 set -euo pipefail
 # shellcheck source=benchmarks/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -29,8 +34,8 @@ Usage: benchmarks/proxy-throughput.sh [options]
   --origin-workers N  worker processes of the origin nginx (default 1); a run with 2 that
                     gives the proxies the same rates shows the origin was not the bottleneck
   --with-haproxy    also measure HAProxy 2.6 (installed when missing)
-  --smoke           gatewayd answers with a direct_response of the same body instead of
-                    proxying: tests this script's plumbing before gatewayd can proxy
+  --direct          the direct-response twin: every server answers the 13-byte body itself
+  --no-allocations  skip the allocation-counting run
   -h, --help        this help
 
 Environment: GATEWAYD_BIN (default .build/release/gatewayd, built with `make release` when
@@ -45,7 +50,8 @@ CONNECTIONS=64
 THREADS=2
 WARMUP=2
 WITH_HAPROXY=0
-SMOKE=0
+DIRECT=0
+ALLOCATIONS=1
 PROXY_WORKERS=2      # nginx worker_processes, gatewayd workers, haproxy nbthread
 ORIGIN_WORKERS=1
 KEEPALIVE=32         # idle upstream connections per endpoint (nginx: per worker)
@@ -60,7 +66,8 @@ while (($#)); do
         --warmup) WARMUP=${2:?--warmup needs a value}; shift 2 ;;
         --origin-workers) ORIGIN_WORKERS=${2:?--origin-workers needs a value}; shift 2 ;;
         --with-haproxy) WITH_HAPROXY=1; shift ;;
-        --smoke) SMOKE=1; shift ;;
+        --direct) DIRECT=1; shift ;;
+        --no-allocations) ALLOCATIONS=0; shift ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; die "unknown option '$1'" ;;
     esac
@@ -73,6 +80,7 @@ done
 ((THREADS <= CONNECTIONS)) || die "--threads ($THREADS) cannot exceed --connections ($CONNECTIONS)"
 
 SERVERS="origin nginx gatewayd"
+if ((DIRECT)); then SERVERS="nginx gatewayd"; fi
 ((WITH_HAPROXY)) && SERVERS+=" haproxy"
 MODES="keepalive close"
 
@@ -194,15 +202,13 @@ $(nginx_temp_paths "$TMP/nginx")
     server {
         listen 127.0.0.1:${PORT[nginx]} backlog=4096;
         location / {
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
+$(if ((DIRECT)); then printf '            default_type text/plain;\n            return 200 "%s\\n";\n' "$BODY"; else printf '            proxy_pass http://origin;\n            proxy_http_version 1.1;\n            proxy_set_header Connection "";\n'; fi)
         }
     }
 }
 EOF
 
-if ((SMOKE)); then
+if ((DIRECT)); then
     GW_ACTION="    direct_response:
       status: 200
       headers: { content-type: text/plain }
@@ -223,8 +229,8 @@ routes:
     match: { path_prefix: / }
 $GW_ACTION
 EOF
-if ((SMOKE)); then
-    # A gatewayd that cannot proxy yet refuses the upstreams key: leave it out.
+if ((DIRECT)); then
+    # No origin: no upstream either.
     sed -i '/^upstreams:/,/^routes:/{/^routes:/!d}' "$TMP/gatewayd/gateway.yaml"
 fi
 
@@ -243,6 +249,7 @@ defaults
     timeout http-keep-alive 75s
 frontend fe
     bind 127.0.0.1:${PORT[haproxy]}
+$(if ((DIRECT)); then printf '    http-request return status 200 content-type text/plain string "%s\\n"\n' "$BODY"; fi)
     default_backend origin
 backend origin
     server origin 127.0.0.1:${PORT[origin]}
@@ -292,9 +299,15 @@ start_server() {
                 cat "$TMP/gatewayd/check.log" >&2
                 return 1
             fi
-            "$GATEWAYD_BIN" --config "$TMP/gatewayd/gateway.yaml" --control-socket "$TMP/gatewayd/control.sock" \
-                --pid-file "$TMP/gatewayd/gatewayd.pid" --log-level notice \
-                </dev/null >"$TMP/gatewayd/stdout.log" 2>"$TMP/gatewayd/gatewayd.log" &
+            if [[ -n ${MALLOC_DIR:-} ]]; then
+                LD_PRELOAD=$MALLOC_LIB MALLOC_COUNT_DIR=$MALLOC_DIR "$GATEWAYD_BIN" --config "$TMP/gatewayd/gateway.yaml" \
+                    --control-socket "$TMP/gatewayd/control.sock" --pid-file "$TMP/gatewayd/gatewayd.pid" \
+                    --log-level notice </dev/null >"$TMP/gatewayd/stdout.log" 2>>"$TMP/gatewayd/gatewayd.log" &
+            else
+                "$GATEWAYD_BIN" --config "$TMP/gatewayd/gateway.yaml" --control-socket "$TMP/gatewayd/control.sock" \
+                    --pid-file "$TMP/gatewayd/gatewayd.pid" --log-level notice \
+                    </dev/null >"$TMP/gatewayd/stdout.log" 2>"$TMP/gatewayd/gatewayd.log" &
+            fi
             ;;
     esac
     pid=$!
@@ -321,6 +334,7 @@ CLK_TCK=$(getconf CLK_TCK)
 # CPU ticks (user + system) used so far by PID and its children (threads included).
 cpu_ticks() {
     local p total=0 t
+    [[ -n $1 ]] || { echo 0; return; }
     for p in "$1" $(children_of "$1"); do
         # Fields after "pid (comm) ": state is 1st, utime 12th, stime 13th.
         t=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}') || t=0
@@ -337,7 +351,7 @@ to_ms() { # wrk latency (e.g. 812.00us, 1.23ms, 2.01s) -> milliseconds
         else if (v ~ /m$/) printf "%.3f", v * 60000; else if (v ~ /s$/) printf "%.3f", v * 1000; else print "?" }'
 }
 
-declare -A R_RPS R_P50 R_P99 R_NON2XX R_ERRORS R_PROXY_CPU R_ORIGIN_CPU R_REQS R_ORIGIN_CONNS
+declare -A R_RPS R_P50 R_P99 R_NON2XX R_ERRORS R_PROXY_CPU R_ORIGIN_CPU R_REQS R_ORIGIN_CONNS R_CPU100K R_ALLOCS
 # Connections the origin has accepted so far (its stub_status; the poll itself counts as one).
 origin_accepts() {
     curl -fsS --max-time 2 "http://127.0.0.1:${PORT[origin]}/__origin_status" 2>/dev/null | awk 'NR == 3 {print $1}'
@@ -369,6 +383,8 @@ measure() { # measure SERVER MODE
     R_ORIGIN_CPU[$key]=$(cpu_percent $((o1 - o0)) "$secs")
     if [[ $server == origin ]]; then R_PROXY_CPU[$key]="-"; else R_PROXY_CPU[$key]=$(cpu_percent $((p1 - p0)) "$secs"); fi
     R_REQS[$key]=$(awk '/ requests in /{print $1}' "$out")
+    R_CPU100K[$key]=$(awk -v t=$((p1 - p0)) -v r="${R_REQS[$key]:-0}" -v hz="$CLK_TCK" \
+        'BEGIN{ if (r > 0) printf "%.2f", t / hz / r * 100000; else print "?" }')
     R_RPS[$key]=$(awk '/^Requests\/sec:/{printf "%.0f", $2}' "$out")
     R_P50[$key]=$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")
     R_P99[$key]=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
@@ -390,9 +406,14 @@ measure() { # measure SERVER MODE
 
 # ---------------------------------------------------------------------------- run
 log "ports: origin ${PORT[origin]}, gatewayd ${PORT[gatewayd]}, nginx ${PORT[nginx]}$( ((WITH_HAPROXY)) && echo ", haproxy ${PORT[haproxy]}"); temp dir $TMP"
-((SMOKE)) && warn "--smoke: gatewayd answers with a direct_response, it does NOT proxy"
+((DIRECT)) && log "--direct: every server answers the body itself"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-start_server origin || die "the origin did not start: ${NOTE[origin]}"
+if ((DIRECT)); then
+    # No origin runs: its rows and its CPU are not measured.
+    PID[origin]=""
+else
+    start_server origin || die "the origin did not start: ${NOTE[origin]}"
+fi
 for server in $SERVERS; do
     if [[ $server != origin ]]; then
         start_server "$server" || { warn "$server: ${NOTE[$server]}: skipped"; continue; }
@@ -407,6 +428,33 @@ for server in $SERVERS; do
     done
     [[ $server != origin ]] && stop_server "$server"
 done
+
+# Heap allocations per request (gatewayd), in runs of their own: the counter's atomic adds
+# would cost the timed rows something.
+if ((ALLOCATIONS)) && [[ " $SERVERS " == *" gatewayd "* ]]; then
+    MALLOC_LIB=$TMP/malloc-count.so
+    if gcc -O2 -shared -fPIC -o "$MALLOC_LIB" "$REPO_ROOT/benchmarks/support/malloc-count.c" -lpthread 2>"$TMP/malloc-build.log"; then
+        MALLOC_DIR=$TMP/mallocs
+        mkdir -p "$MALLOC_DIR"
+        if start_server gatewayd; then
+            run_wrk gatewayd keepalive 2 "$TMP/gatewayd/wrk-alloc-warmup.txt"
+            for mode in $MODES; do
+                workers=$(children_of "${PID[gatewayd]}")
+                sleep 0.3 # the counters are written every 100 ms
+                before=0; for w in $workers; do before=$((before + $(cat "$MALLOC_DIR/$w" 2>/dev/null || echo 0))); done
+                run_wrk gatewayd "$mode" 3 "$TMP/gatewayd/wrk-alloc-$mode.txt"
+                sleep 0.3
+                after=0; for w in $workers; do after=$((after + $(cat "$MALLOC_DIR/$w" 2>/dev/null || echo 0))); done
+                reqs=$(awk '/ requests in /{print $1}' "$TMP/gatewayd/wrk-alloc-$mode.txt")
+                R_ALLOCS[gatewayd/$mode]=$(awk -v d=$((after - before)) -v r="${reqs:-0}" 'BEGIN{ if (r > 0) printf "%.1f", d / r; else print "?" }')
+            done
+            stop_server gatewayd
+        fi
+        unset MALLOC_DIR
+    else
+        warn "cannot build the allocation counter: $(head -n 3 "$TMP/malloc-build.log")"
+    fi
+fi
 
 # ---------------------------------------------------------------------------- report
 version_of() {
@@ -424,20 +472,21 @@ printf 'proxies:  %s workers/threads each, %s idle upstream connections kept\n' 
 for s in $SERVERS; do [[ $s == origin ]] || printf '  %-9s %s\n' "$s:" "$(version_of "$s")"; done
 printf 'machine:  %s cores, %s; load average before the run %s, after %s\n' "$(nproc)" "$(uname -sr)" \
     "$LOAD_BEFORE" "$(cut -d' ' -f1-3 /proc/loadavg)"
-((SMOKE)) && printf 'SMOKE RUN: gatewayd answered with a direct_response and did not proxy.\n'
+((DIRECT)) && printf 'DIRECT-RESPONSE TWIN: every server answered the body itself (no origin).\n'
 printf '\n'
-row() { printf '%-9s %-10s %9s %9s %9s %8s %14s %7s %7s %8s  %s\n' "$@"; }
-row server mode "req/s" "p50 ms" "p99 ms" "non-2xx" "errors c/r/w/t" "proxy" "origin" "origin" ""
-row "" "" "" "" "" "" "" "CPU %" "CPU %" "conns" ""
+row() { printf '%-9s %-10s %9s %9s %9s %8s %14s %7s %9s %7s %7s %8s  %s\n' "$@"; }
+row server mode "req/s" "p50 ms" "p99 ms" "non-2xx" "errors c/r/w/t" "proxy" "proxy CPU" "allocs" "origin" "origin" ""
+row "" "" "" "" "" "" "" "CPU %" "s/100k req" "/req" "CPU %" "conns" ""
 for server in $SERVERS; do
     for mode in $MODES; do
         key="$server/$mode"
         if [[ -z ${R_RPS[$key]:-} ]]; then
-            row "$server" "$mode" - - - - - - - - "${NOTE[$server]:-not run}"
+            row "$server" "$mode" - - - - - - - - - - "${NOTE[$server]:-not run}"
             continue
         fi
         row "$server" "$mode" "${R_RPS[$key]}" "${R_P50[$key]}" "${R_P99[$key]}" "${R_NON2XX[$key]}" \
-            "${R_ERRORS[$key]}" "${R_PROXY_CPU[$key]}" "${R_ORIGIN_CPU[$key]}" "${R_ORIGIN_CONNS[$key]}" "${NOTE[$server]:-}"
+            "${R_ERRORS[$key]}" "${R_PROXY_CPU[$key]}" "${R_CPU100K[$key]:--}" "${R_ALLOCS[$key]:--}" \
+            "${R_ORIGIN_CPU[$key]}" "${R_ORIGIN_CONNS[$key]}" "${NOTE[$server]:-}"
     done
 done
 printf '(CPU %%: user + system time of the process and its children during the row, 100 = one core.\n'
@@ -454,9 +503,11 @@ compare() { # compare A B
     local a=$1 b=$2 mode
     printf '\n== %s / %s\n' "$a" "$b"
     for mode in $MODES; do
-        printf '%-10s req/s %8s vs %-8s -> %-7s p99 %8s vs %-8s ms -> %s\n' "$mode:" \
+        printf '%-10s req/s %8s vs %-8s -> %-7s p99 %8s vs %-8s ms -> %-7s CPU/req %6s vs %-6s -> %s\n' "$mode:" \
             "${R_RPS[$a/$mode]:-?}" "${R_RPS[$b/$mode]:-?}" "$(ratio "${R_RPS[$a/$mode]:-?}" "${R_RPS[$b/$mode]:-?}")" \
-            "${R_P99[$a/$mode]:-?}" "${R_P99[$b/$mode]:-?}" "$(ratio "${R_P99[$a/$mode]:-?}" "${R_P99[$b/$mode]:-?}")"
+            "${R_P99[$a/$mode]:-?}" "${R_P99[$b/$mode]:-?}" "$(ratio "${R_P99[$a/$mode]:-?}" "${R_P99[$b/$mode]:-?}")" \
+            "${R_CPU100K[$a/$mode]:-?}" "${R_CPU100K[$b/$mode]:-?}" \
+            "$(ratio "${R_CPU100K[$a/$mode]:-?}" "${R_CPU100K[$b/$mode]:-?}")"
     done
 }
 compare gatewayd nginx

@@ -46,6 +46,16 @@ public enum RequestTarget {
         public var rewrittenPath: [UInt8]?
         /// After the `?`, when there is one.
         public var query: Range<Int>?
+
+        public init(
+            form: Form, authority: Range<Int>?, path: Range<Int>, rewrittenPath: [UInt8]?, query: Range<Int>?
+        ) {
+            self.form = form
+            self.authority = authority
+            self.path = path
+            self.rewrittenPath = rewrittenPath
+            self.query = query
+        }
     }
 
     /// Parses and canonicalises `target`. Allocates only when the path must be rewritten.

@@ -66,6 +66,7 @@ struct HeadParserTests {
             ("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
             ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", 400),
             ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\t\r\n\r\n", 400),
             ("GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n", 400),
             ("GET / HTTP/1.1\nHost: h\n\n", 400),
             ("GET / HTTP/2.0\r\n\r\n", 400),

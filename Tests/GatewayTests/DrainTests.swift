@@ -1,7 +1,6 @@
 import Foundation
 import GatewayConfig
 import GatewayCore
-import NIOPosix
 import Synchronization
 import Testing
 
@@ -128,15 +127,11 @@ struct DrainTests {
     func newConnectionsGoToNextGeneration() async throws {
         let listener = try TestListener()
         defer { listener.close() }
-        let groupA = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        let groupB = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let serverA = GatewayServer(
-            configuration: try generationConfiguration(listener, body: "A"), generation: 1,
-            eventLoopGroup: groupA,
+        let serverA = try GatewayServer(
+            configuration: try generationConfiguration(listener, body: "A"), generation: 1, loops: 2,
             logger: testLogger(), connectionCountDidChange: { _ in })
-        let serverB = GatewayServer(
-            configuration: try generationConfiguration(listener, body: "B"), generation: 2,
-            eventLoopGroup: groupB,
+        let serverB = try GatewayServer(
+            configuration: try generationConfiguration(listener, body: "B"), generation: 2, loops: 1,
             logger: testLogger(), connectionCountDidChange: { _ in })
         do {
             try await serverA.start(listeners: [listener.handOff()])
@@ -174,8 +169,6 @@ struct DrainTests {
         }
         await serverA.shutdownNow()
         await serverB.shutdownNow()
-        try await groupA.shutdownGracefully()
-        try await groupB.shutdownGracefully()
     }
 
     @Test(
@@ -211,16 +204,12 @@ struct DrainTests {
     func handoffUnderLoad() async throws {
         let listener = try TestListener()
         defer { listener.close() }
-        let groupA = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        let groupB = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let countsA = CountRecorder()
-        let serverA = GatewayServer(
-            configuration: try generationConfiguration(listener, body: "A"), generation: 1,
-            eventLoopGroup: groupA,
+        let serverA = try GatewayServer(
+            configuration: try generationConfiguration(listener, body: "A"), generation: 1, loops: 2,
             logger: testLogger(), connectionCountDidChange: { countsA.record($0) })
-        let serverB = GatewayServer(
-            configuration: try generationConfiguration(listener, body: "B"), generation: 2,
-            eventLoopGroup: groupB,
+        let serverB = try GatewayServer(
+            configuration: try generationConfiguration(listener, body: "B"), generation: 2, loops: 2,
             logger: testLogger(), connectionCountDidChange: { _ in })
         let stats = LoadStats()
         do {
@@ -270,8 +259,6 @@ struct DrainTests {
         stats.stop.store(true, ordering: .releasing)
         await serverA.shutdownNow()
         await serverB.shutdownNow()
-        try await groupA.shutdownGracefully()
-        try await groupB.shutdownGracefully()
     }
 }
 

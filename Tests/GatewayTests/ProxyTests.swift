@@ -472,19 +472,6 @@ func testSharedState() throws -> SharedState {
     SharedState(memory: try SharedMemory.create())
 }
 
-@Suite("Upstream targets")
-struct UpstreamTargetTests {
-    @Test func rewriting() {
-        #expect(upstreamTarget(path: "/v1/users", query: "x=1", stripPrefix: "/v1") == "/users?x=1")
-        #expect(upstreamTarget(path: "/v1", query: nil, stripPrefix: "/v1") == "/")
-        #expect(upstreamTarget(path: "/v1", query: "x", stripPrefix: "/v1") == "/?x")
-        #expect(upstreamTarget(path: "/v1x/y", query: nil, stripPrefix: "/v1") == "/x/y")
-        #expect(upstreamTarget(path: "/p", query: "", stripPrefix: nil) == "/p?")
-        #expect(upstreamTarget(path: "/V1/users", query: nil, stripPrefix: "/v1", caseSensitive: false) == "/users")
-        #expect(upstreamTarget(path: "/V1/users", query: nil, stripPrefix: "/v1") == "/V1/users")
-    }
-}
-
 /// Elapsed time of `work`, with its result.
 private func timed<T>(_ work: () throws -> T) rethrows -> (T, Duration) {
     let start = ContinuousClock.now

@@ -2,8 +2,6 @@ import Foundation
 import GatewayConfig
 import GatewayCore
 import Logging
-import NIOCore
-import NIOPosix
 import Synchronization
 import Testing
 
@@ -348,21 +346,18 @@ func withServer<T>(
     accessLog: AccessLog? = nil,
     _ body: (GatewayServer, CountRecorder) async throws -> T
 ) async throws -> T {
-    let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
     let counts = CountRecorder()
-    let server = GatewayServer(
-        configuration: configuration, generation: 1, eventLoopGroup: group, logger: testLogger(),
+    let server = try GatewayServer(
+        configuration: configuration, generation: 1, loops: threads, logger: testLogger(),
         sharedState: sharedState, accessLog: accessLog,
         connectionCountDidChange: { counts.record($0) })
     do {
         try await server.start(listeners: listeners.map { $0.handOff() })
         let result = try await body(server, counts)
         await server.shutdownNow()
-        try await group.shutdownGracefully()
         return result
     } catch {
         await server.shutdownNow()
-        try? await group.shutdownGracefully()
         throw error
     }
 }

@@ -256,6 +256,11 @@ public struct HeadParser: Sendable {
                         // llhttp refuses whitespace after a length's digits; so do we.
                         return .failed(.init(400, "invalid Content-Length"))
                     }
+                    if self.kind == .request, self.currentName == .transferEncoding, byte == HTAB {
+                        // llhttp takes a tab after `chunked` as part of another coding, so it
+                        // refuses `chunked<TAB>`; an upstream built on it would disagree with us.
+                        return .failed(.init(400, "invalid Transfer-Encoding"))
+                    }
                     if self.kind == .request, self.currentName == .transferEncoding, byte != SP, byte != HTAB,
                         index - self.valueStart >= 7,
                         HTTPBytes.equalsIgnoringCase(

@@ -1,5 +1,4 @@
 import Metrics
-import NIOCore
 import Synchronization
 
 /// The gateway's metrics, through swift-metrics. The worker bootstraps the metrics system with
@@ -29,26 +28,26 @@ final class GatewayMetrics: Sendable {
         self.connections = Gauge(label: Self.openConnections)
     }
 
-    func record(_ record: RequestRecord) {
-        // Keyed by the route object when there is one: hashing a pointer, not a string.
+    /// `route`: the route object when there is one (the key hashes a pointer, not a string).
+    func record(route: RouteHandling?, routeName: String, status: Int, upstream: String?, latency: UInt64?) {
         let key = RequestKey(
-            route: record.routeID, routeName: record.routeID == nil ? record.route : nil, status: record.status)
+            route: route.map(ObjectIdentifier.init), routeName: route == nil ? routeName : nil, status: status)
         let counter = self.requests.withLock { cache in
             if let counter = cache[key] { return counter }
             let counter = Counter(
-                label: Self.requestsTotal, dimensions: [("route", record.route), ("status", String(record.status))])
+                label: Self.requestsTotal, dimensions: [("route", routeName), ("status", String(status))])
             cache[key] = counter
             return counter
         }
         counter.increment()
-        if let upstream = record.upstreamName, let latency = record.upstreamLatency {
+        if let upstream, let latency {
             let timer = self.latencies.withLock { cache in
                 if let timer = cache[upstream] { return timer }
                 let timer = Metrics.Timer(label: Self.upstreamLatency, dimensions: [("upstream", upstream)])
                 cache[upstream] = timer
                 return timer
             }
-            timer.recordNanoseconds(latency.nanoseconds)
+            timer.recordNanoseconds(Int64(clamping: latency))
         }
     }
 

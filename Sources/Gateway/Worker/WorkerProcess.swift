@@ -4,8 +4,7 @@ import Foundation
 import GatewayConfig
 import GatewayCore
 import Logging
-import NIOCore
-import NIOPosix
+import GatewayIO
 import Synchronization
 
 #if canImport(Glibc)
@@ -26,7 +25,7 @@ public enum WorkerProcess {
     static let heartbeatInterval: Duration = .milliseconds(500)
     /// The event loop marks itself this often; a mark older than `loopStallLimit` means the
     /// loop is stuck, and the heartbeat stops so that the master's watchdog ends this worker.
-    static let loopMarkInterval: TimeAmount = .milliseconds(250)
+    static let loopMarkInterval: UInt64 = 250_000_000
     static let loopStallLimit: UInt64 = 2_000_000_000
 
     /// Set once the handoff is complete. Before that, SIGTERM ends the process at once: a
@@ -56,8 +55,6 @@ public enum WorkerProcess {
         let deathWatch = MasterDeathWatch(masterPID: masterPID, lifecycle: lifecycle)
         deathWatch.arm()
 
-        // Started before the handoff: a spare has its event loop running when its turn comes.
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         warmUp()
         // fd 3 lost CLOEXEC in the spawn's dup2, which is how it crossed exec. A worker execs
         // nothing, but no fd of its own should cross one if it ever does.
@@ -129,18 +126,19 @@ public enum WorkerProcess {
         }
         // A change of uid or gid clears the parent-death signal: set it again.
         deathWatch.arm()
-        let server = GatewayServer(
-            configuration: configuration, generation: generation, eventLoopGroup: group, logger: logger,
-            sharedState: sharedState, accessLog: accessLog, connectionCountDidChange: { _ in })
+        let server: GatewayServer
         do {
+            server = try GatewayServer(
+                configuration: configuration, generation: generation, logger: logger, sharedState: sharedState,
+                accessLog: accessLog, connectionCountDidChange: { _ in })
             try await server.start(listeners: handoff.listeners)
         } catch {
             logger.error("cannot serve: \(error)")
             try? channel.send(.failed(reason: "\(error)"))
             exit(1)
         }
-        // Every fd of the master's is CLOEXEC, but not every library's: NIO creates its epoll
-        // fd without the flag. A worker execs nothing; if it ever does, nothing of it leaks.
+        // Every fd of the master's is CLOEXEC, and the worker's own are too; not every
+        // library's need be. A worker execs nothing; if it ever does, nothing of it leaks.
         _ = gw_set_cloexec_from(3)
         do {
             try channel.send(.ready(pid: getpid()))
@@ -170,9 +168,7 @@ public enum WorkerProcess {
             }
         }
         let loopMark = LoopMark()
-        let marking = group.next().scheduleRepeatedTask(initialDelay: .zero, delay: loopMarkInterval) { _ in
-            loopMark.mark()
-        }
+        loopMark.markRepeatedly(on: server.mainLoop, every: loopMarkInterval)
         Thread.detachNewThread {
             var reported = -1
             var lastSent = ContinuousClock.now
@@ -184,7 +180,7 @@ public enum WorkerProcess {
                     lastSent = now
                     try? channel.send(.connections(count: count))
                 }
-                Thread.sleep(forTimeInterval: Double(TimeAmount(connectionReportInterval).nanoseconds) / 1e9)
+                Thread.sleep(forTimeInterval: Double(connectionReportInterval.nanosecondsValue) / 1e9)
             }
         }
 
@@ -214,7 +210,6 @@ public enum WorkerProcess {
             await server.shutdownNow()
         }
         lifecycle.finish()
-        marking.cancel()
         accessLog?.close()
         try? channel.send(.connections(count: 0))
         exit(0)
@@ -377,4 +372,18 @@ final class LoopMark: Sendable {
 
     /// Nanoseconds since the last mark.
     var age: UInt64 { DispatchTime.now().uptimeNanoseconds &- nanoseconds.load(ordering: .relaxed) }
+
+    /// Marks from `loop` every `interval` ns, for as long as the loop runs.
+    func markRepeatedly(on loop: EventLoop, every interval: UInt64) {
+        loop.execute { [self] in
+            self.markAndReschedule(on: loop, every: interval)
+        }
+    }
+
+    private func markAndReschedule(on loop: EventLoop, every interval: UInt64) {
+        self.mark()
+        loop.schedule(at: loop.now + interval) { [self] in
+            self.markAndReschedule(on: loop, every: interval)
+        }
+    }
 }

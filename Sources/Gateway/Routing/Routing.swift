@@ -1,56 +1,13 @@
 import GatewayConfig
-import NIOCore
-import NIOHTTP1
-
-/// A response computed once at start: the three heads a request can need and the body bytes.
-/// Immutable and shared by every connection of every event loop.
-final class PreparedResponse: Sendable {
-    /// HTTP/1.1 keep-alive (no `connection` header: keep-alive is the HTTP/1.1 default).
-    let keepAliveHead: HTTPResponseHead
-    /// For an HTTP/1.0 client that asked for keep-alive: it must be told explicitly.
-    let keepAliveHead10: HTTPResponseHead
-    /// `connection: close`: the request asked for it, or this worker is draining.
-    let closeHead: HTTPResponseHead
-    let body: ByteBuffer
-    /// Name used in logs and tests.
-    let routeName: String
-
-    init(routeName: String, status: Int, headers: [(String, String)], body: String) {
-        let status = HTTPResponseStatus(statusCode: status)
-        var base = HTTPHeaders()
-        var hasServer = false
-        for (name, value) in headers {
-            if name.utf8.count == 6, name.lowercased() == "server" {
-                hasServer = true
-            }
-            base.add(name: name, value: value)
-        }
-        if !hasServer {
-            base.add(name: "server", value: "gatewayd")
-        }
-        let bodyBuffer = ByteBuffer(string: body)
-        // 1xx, 204 and 304 carry no body and no content-length.
-        if status.mayHaveResponseBody {
-            base.add(name: "content-length", value: String(bodyBuffer.readableBytes))
-        }
-        var keepAlive10 = base
-        keepAlive10.add(name: "connection", value: "keep-alive")
-        var close = base
-        close.add(name: "connection", value: "close")
-        self.keepAliveHead = HTTPResponseHead(version: .http1_1, status: status, headers: base)
-        self.keepAliveHead10 = HTTPResponseHead(version: .http1_1, status: status, headers: keepAlive10)
-        self.closeHead = HTTPResponseHead(version: .http1_1, status: status, headers: close)
-        self.body = status.mayHaveResponseBody ? bodyBuffer : ByteBuffer()
-        self.routeName = routeName
-    }
-}
+import GatewayHTTP
 
 /// One route, compiled: match keys as bytes, so matching a request allocates nothing.
 struct CompiledRoute: Sendable {
     var pathPrefix: [UInt8]?
     var exactPath: [UInt8]?
     var host: CompiledHostMatch?
-    var methods: [HTTPMethod]?
+    /// Upper-case method names, as bytes.
+    var methods: [[UInt8]]?
     var handling: RouteHandling
 }
 
@@ -106,7 +63,7 @@ extension ListenerRouter {
         routes: [("/healthz", AdminEndpoint.health), ("/readyz", .ready), ("/metrics", .metrics)].map {
             path, endpoint in
             CompiledRoute(
-                pathPrefix: nil, exactPath: Array(path.utf8), host: nil, methods: [.GET, .HEAD],
+                pathPrefix: nil, exactPath: Array(path.utf8), host: nil, methods: [Array("GET".utf8), Array("HEAD".utf8)],
                 handling: RouteHandling(
                     name: "admin" + path.replacingOccurrences(of: "/", with: ":"), action: .admin(endpoint)))
         })
@@ -153,9 +110,11 @@ final class ListenerRouter: Sendable {
 
     /// `path`: the request's canonical path (`RequestTarget`), query excluded. `host`: the
     /// authority of an absolute-form target, else the Host header; read only if `needsHost`.
-    func route(method: HTTPMethod, path: some Collection<UInt8>, host: String?) -> RouteHandling {
+    func route(
+        method: Method, methodBytes: some Collection<UInt8>, path: some Collection<UInt8>, host: String?
+    ) -> RouteHandling {
         for route in self.routes {
-            if let methods = route.methods, !methods.contains(method) {
+            if let methods = route.methods, !methods.contains(where: { $0.elementsEqual(methodBytes) }) {
                 continue
             }
             if let exact = route.exactPath, !self.pathEquals(path, exact) {
@@ -302,7 +261,7 @@ struct RoutingTable: Sendable {
             pathPrefix: route.match.pathPrefix.map { Array($0.utf8) },
             exactPath: route.match.path.map { Array($0.utf8) },
             host: host,
-            methods: route.match.methods.map { $0.map { HTTPMethod(rawValue: $0.uppercased()) } },
+            methods: route.match.methods.map { $0.map { Array($0.uppercased().utf8) } },
             handling: handling
         )
     }
@@ -333,7 +292,7 @@ struct RoutingTable: Sendable {
     }
 
     /// RFC 9110 field-value: no CR, LF, NUL or other control characters but HTAB.
-    /// The outbound header validator of NIO is not in the pipeline (it would re-check these
+    /// Nothing re-checks them when they are written (that would cost on every response, for
     /// constant headers on every response), so this check is the one that counts.
     static func isFieldValue(_ s: String) -> Bool {
         s.utf8.allSatisfy { $0 == 0x09 || ($0 >= 0x20 && $0 != 0x7F) }

@@ -4,7 +4,6 @@ import GatewayConfig
 import GatewayCore
 import Logging
 import Metrics
-import NIOCore
 import Synchronization
 
 #if canImport(Glibc)
@@ -68,7 +67,7 @@ public final class AccessLog: Sendable {
         case (let path, nil):
             preconditionFailure("access log \(path): a file path without the master's fd")
         }
-        let interval = Int(TimeAmount(Self.flushInterval).nanoseconds / 1_000_000)
+        let interval = Int(Self.flushInterval.nanosecondsValue / 1_000_000)
         let wakeUp = self.wakeUp
         Thread.detachNewThread { [weak self] in
             while let log = self, log.flushOnce() {
@@ -171,11 +170,11 @@ public final class AccessLog: Sendable {
     // MARK: Formats
 
     private func jsonLine(_ record: RequestRecord) -> String {
-        let duration = Double((NIODeadline.now() - record.start).nanoseconds) / 1e6
+        let duration = Double(record.durationNanoseconds) / 1e6
         var line = "{\"time\":\"\(Self.timestamp())\""
         line += ",\"generation\":\(self.generation),\"pid\":\(self.pid)"
         line += ",\"client\":\"\(jsonEscaped(record.client))\""
-        line += ",\"method\":\"\(jsonEscaped(record.method.rawValue))\""
+        line += ",\"method\":\"\(jsonEscaped(record.method))\""
         line += ",\"path\":\"\(jsonEscaped(record.uri))\""
         line += ",\"status\":\(record.status),\"bytes\":\(record.bytesSent)"
         line += ",\"route\":\"\(jsonEscaped(record.route))\""
@@ -191,9 +190,9 @@ public final class AccessLog: Sendable {
 
     /// Apache's combined format, then the fields it lacks as `key=value`.
     private func combinedLine(_ record: RequestRecord) -> String {
-        let duration = Double((NIODeadline.now() - record.start).nanoseconds) / 1e6
-        let version = "HTTP/\(record.version.major).\(record.version.minor)"
-        let request = Self.quoted("\(record.method.rawValue) \(record.uri) \(version)")
+        let duration = Double(record.durationNanoseconds) / 1e6
+        let version = record.isHTTP10 ? "HTTP/1.0" : "HTTP/1.1"
+        let request = Self.quoted("\(record.method) \(record.uri) \(version)")
         var line = "\(record.client) - - [\(Self.commonLogTime())] \(request) \(record.status) \(record.bytesSent)"
         line += " \(Self.quoted(record.referer ?? "-")) \(Self.quoted(record.userAgent ?? "-"))"
         line += " request_id=\(record.requestID) duration_ms=\(Self.milliseconds(duration))"

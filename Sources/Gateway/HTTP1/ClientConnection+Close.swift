@@ -1,0 +1,128 @@
+import GatewayCore
+import GatewayHTTP
+import GatewayIO
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// How a connection ends: lame duck during a drain, the polite close (FIN, then discard until
+/// the peer's FIN), a hard close, and the PROXY protocol header that starts some.
+extension ClientConnection {
+    // MARK: Drain
+
+    func beginDraining() {
+        guard !self.draining else { return }
+        self.draining = true
+        // A request in flight: its response will say `Connection: close` (if its head has not
+        // gone out yet; if it has, the connection closes once it is idle, below).
+        self.request?.closeAfterResponse = true
+        self.closeIfIdleAfterGrace()
+    }
+
+    /// Idle (no request in flight, nothing arriving): closed after `idleGrace`, unless a
+    /// request starts meanwhile (it is answered with `Connection: close`).
+    func closeIfIdleAfterGrace() {
+        guard self.draining, self.phase == .serving, self.request == nil, !self.bytesSinceLastResponse else {
+            return
+        }
+        self.arm(.grace)
+    }
+
+    // MARK: Closing
+
+    /// Flushes what was written, then FIN and linger (or closes fully if the peer already
+    /// closed its side). Idempotent.
+    func closePolitely() {
+        switch self.phase {
+        case .serving, .proxyHeader:
+            self.phase = .finishing
+            self.disarm()
+            self.flushOutput()
+        case .finishing, .lingering, .closed, .tunnel:
+            return
+        }
+    }
+
+    /// The last response is in the kernel: shut our side down and read until the peer closes.
+    func shutDownOutput() {
+        guard self.phase == .finishing else { return }
+        if self.inputClosed {
+            // Nothing left unread: a plain close sends FIN, not RST.
+            self.closeNow()
+            return
+        }
+        self.phase = .lingering
+        _ = shutdown(self.fd, CInt(SHUT_WR))
+        self.arm(.linger)
+        // The peer's bytes and FIN may be there already.
+        self.readable = true
+        self.process()
+    }
+
+    /// Closes the socket now; a request in flight is logged as cut (nginx's 499 when the client
+    /// left before its response). Idempotent.
+    func closeNow() {
+        guard self.phase != .closed else { return }
+        self.phase = .closed
+        self.wait = nil
+        if let request = self.request {
+            self.request = nil
+            if let exchange = request.exchange {
+                exchange.cancel()
+                request.exchange = nil
+            }
+            request.aborted = true
+            if request.status == 0 { request.status = 499 }
+            self.services.completed(request, now: self.eventLoop.now)
+        }
+        self.tunnel?.close()
+        self.tunnel = nil
+        if let registration = self.registration {
+            self.registration = nil
+            self.eventLoop.forget(registration)
+        }
+        closeDescriptor(self.fd)
+        self.input.clear()
+        self.output.clear()
+        self.loop.connectionClosed(self)
+    }
+
+    /// A reset, a failed write, a response that cannot be completed: the only honest signal
+    /// left is a closed connection.
+    func abort() {
+        self.closeNow()
+    }
+
+    // MARK: PROXY protocol
+
+    /// Reads and parses the PROXY protocol header. Returns whether progress was made.
+    func readProxyHeader() -> Bool {
+        if !self.input.isEmpty {
+            switch ProxyProtocolHeader.parse(self.input.readable) {
+            case .complete(let length, let source, _):
+                if let source { self.peer.replace(with: source) }
+                self.input.consume(length)
+                self.phase = .serving
+                self.arm(.header)
+                if !self.input.isEmpty { self.bytesSinceLastResponse = true }
+                return true
+            case .invalid:
+                // The spec: a receiver must not guess, and an HTTP error would tell a scanner
+                // what listens here. Closed without an answer.
+                self.closeNow()
+                return true
+            case .incomplete:
+                break
+            }
+        }
+        guard self.readable else { return false }
+        let before = self.input.readableCount
+        let progressed = self.readInput()
+        if self.inputClosed, self.input.readableCount == before {
+            self.closeNow()
+            return true
+        }
+        return progressed
+    }
+}

@@ -1,0 +1,20 @@
+/// What the access log learns about one request once it is answered.
+struct RequestRecord {
+    var durationNanoseconds: UInt64
+    var method: String
+    /// The target as the client sent it.
+    var uri: String
+    var isHTTP10: Bool
+    var route: String
+    var requestID: String
+    var client: String
+    var userAgent: String?
+    var referer: String?
+    var status: Int
+    /// Response body bytes written to the client.
+    var bytesSent: Int
+    /// `host:port` of the endpoint of the last attempt, for proxied requests.
+    var upstream: String?
+    /// The response was cut (the upstream failed mid-response, or the client left).
+    var aborted: Bool
+}

@@ -1,0 +1,320 @@
+import CGatewayIO
+import GatewayCore
+import GatewayHTTP
+import GatewayIO
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// One keep-alive connection to one upstream endpoint: nonblocking, edge-triggered, on the loop
+/// of the client connections it serves. Owned by its `UpstreamPool`: connecting, idle in the
+/// pool, or lent to one `ProxyExchange` at a time. Its one deadline is the exchange's
+/// (`connect_timeout`, `response_timeout`, `read_timeout`) or, idle, the pool's `idle_timeout`.
+final class UpstreamConnection: IOHandler {
+    enum State {
+        case connecting
+        case idle
+        case lent
+        /// After a 101: a byte tunnel's upstream side.
+        case tunnel
+        case closed
+    }
+
+    /// A response head and a read burst of body fit; a larger head grows it (up to the limit).
+    static let inputCapacity = 16 * 1024
+    static let inputLimit = 128 * 1024
+    /// Request bytes waiting for the upstream to take them, past which the client's body is
+    /// not read (the same bound as the other direction's `outputHighWater`).
+    static let outputHighWater = 64 * 1024
+
+    let fd: CInt
+    let endpointIndex: Int
+    unowned let pool: UpstreamPool
+    private var registration: EventLoop.Registration?
+    private(set) var state: State = .connecting
+    let input = IOBuffer(capacity: UpstreamConnection.inputCapacity, limit: UpstreamConnection.inputLimit)
+    let output = IOBuffer(capacity: 1024, limit: 1024)
+    var readable = false
+    var writable = false
+    /// read(2) returned 0.
+    var inputClosed = false
+    /// EPOLLRDHUP came: the end of file is behind what is in the socket (see
+    /// `ClientConnection.peerShutDown`).
+    var peerShutDown = false
+    /// The exchange using it (`lent`).
+    weak var exchange: ProxyExchange?
+    /// The tunnel it carries (`tunnel`).
+    weak var tunnel: Tunnel?
+    /// Connect result, while `connecting`.
+    private var onConnect: ((CInt) -> Void)?
+    /// Requests it carried: a reused connection that fails before answering was likely closed
+    /// by the upstream as we picked it (the race every pool has), not a failing endpoint.
+    var served = 0
+    /// Any byte since the current request was sent: a request the upstream began to answer is
+    /// never retried, even when the bytes were too few to make a status line.
+    var responseBytesReceived = false
+
+    private init(fd: CInt, endpointIndex: Int, pool: UpstreamPool) {
+        self.fd = fd
+        self.endpointIndex = endpointIndex
+        self.pool = pool
+    }
+
+    var eventLoop: EventLoop { self.pool.loop }
+
+    /// Starts a nonblocking connect; `completion` gets 0 or the errno, on the loop.
+    static func connect(
+        to endpoint: UpstreamPool.Endpoint, index: Int, pool: UpstreamPool, timeout: UInt64,
+        completion: @escaping (Result<UpstreamConnection, UpstreamConnectError>) -> Void
+    ) {
+        let family = endpoint.family
+        let fd = socket(family, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_NONBLOCK.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else {
+            completion(.failure(UpstreamConnectError(code: errno)))
+            return
+        }
+        var on: CInt = 1
+        _ = setsockopt(fd, CInt(IPPROTO_TCP), TCP_NODELAY, &on, socklen_t(MemoryLayout<CInt>.size))
+        let connection = UpstreamConnection(fd: fd, endpointIndex: index, pool: pool)
+        let rc = endpoint.withAddress { address, length in Glibc.connect(fd, address, length) }
+        if rc != 0, errno != EINPROGRESS {
+            let code = errno
+            closeDescriptor(fd)
+            completion(.failure(UpstreamConnectError(code: code)))
+            return
+        }
+        do throws(SystemCallError) {
+            connection.registration = try pool.loop.register(connection, fd: fd, events: IOEvent.connection)
+        } catch {
+            closeDescriptor(fd)
+            completion(.failure(UpstreamConnectError(code: error.errno.rawValue)))
+            return
+        }
+        connection.onConnect = { code in
+            if code == 0 {
+                completion(.success(connection))
+            } else {
+                completion(.failure(UpstreamConnectError(code: code)))
+            }
+        }
+        connection.setDeadline(after: timeout)
+        if rc == 0 {
+            // Connected at once (loopback can): reported on the next turn, as an event would be.
+            connection.writable = true
+            connection.finishConnect(0)
+        }
+    }
+
+    // MARK: Events
+
+    func handleEvents(_ events: UInt32) {
+        switch self.state {
+        case .connecting:
+            guard events & (IOEvent.output | IOEvent.error | IOEvent.hangUp) != 0 else { return }
+            var code: CInt = 0
+            var length = socklen_t(MemoryLayout<CInt>.size)
+            _ = getsockopt(self.fd, SOL_SOCKET, SO_ERROR, &code, &length)
+            if code == 0, events & IOEvent.output != 0 {
+                self.writable = true
+                if events & (IOEvent.input | IOEvent.readHangUp) != 0 { self.readable = true }
+                self.finishConnect(0)
+            } else {
+                self.finishConnect(code == 0 ? ECONNREFUSED : code)
+            }
+        case .idle:
+            // An idle connection has nothing to say: the upstream closed it (or sent garbage).
+            // It leaves the pool at once, so it neither takes a place under
+            // `max_idle_per_endpoint` nor gets picked.
+            if events & (IOEvent.input | IOEvent.readHangUp | IOEvent.hangUp | IOEvent.error) != 0 {
+                self.pool.removeIdle(self)
+            }
+        case .lent:
+            if events & (IOEvent.input | IOEvent.readHangUp | IOEvent.hangUp | IOEvent.error) != 0 {
+                self.readable = true
+            }
+            if events & (IOEvent.readHangUp | IOEvent.hangUp | IOEvent.error) != 0 { self.peerShutDown = true }
+            if events & IOEvent.output != 0 {
+                self.writable = true
+                if !self.flush() { return }
+                self.exchange?.upstreamWritable()
+            }
+            if self.readable {
+                self.exchange?.upstreamReadable(self)
+            }
+        case .tunnel:
+            if events & (IOEvent.readHangUp | IOEvent.hangUp | IOEvent.error) != 0 { self.peerShutDown = true }
+            if events & (IOEvent.input | IOEvent.readHangUp | IOEvent.hangUp | IOEvent.error) != 0 {
+                self.readable = true
+                self.tunnel?.upstreamReadable()
+            }
+            if events & IOEvent.output != 0 {
+                self.writable = true
+                self.tunnel?.upstreamWritable()
+            }
+        case .closed:
+            break
+        }
+    }
+
+    func startTunnel(_ tunnel: Tunnel) {
+        self.state = .tunnel
+        self.exchange = nil
+        self.tunnel = tunnel
+        self.clearDeadline()
+    }
+
+    private func finishConnect(_ code: CInt) {
+        guard let onConnect = self.onConnect else { return }
+        self.onConnect = nil
+        self.clearDeadline()
+        if code == 0 {
+            self.state = .lent
+        } else {
+            self.close()
+        }
+        onConnect(code)
+    }
+
+    func deadlinePassed() {
+        switch self.state {
+        case .connecting:
+            self.finishConnect(ETIMEDOUT)
+        case .idle:
+            self.pool.removeIdle(self)
+        case .lent:
+            self.exchange?.upstreamTimedOut(self)
+        case .tunnel, .closed:
+            break
+        }
+    }
+
+    // MARK: Deadline
+
+    func setDeadline(after nanoseconds: UInt64) {
+        guard let registration = self.registration else { return }
+        self.eventLoop.setDeadline(registration, at: self.eventLoop.now + nanoseconds)
+    }
+
+    func clearDeadline() {
+        guard let registration = self.registration else { return }
+        self.eventLoop.setDeadline(registration, at: 0)
+    }
+
+    // MARK: Lending
+
+    /// Taken from the pool for an exchange.
+    func lend(to exchange: ProxyExchange) {
+        self.state = .lent
+        self.exchange = exchange
+        self.responseBytesReceived = false
+        self.clearDeadline()
+    }
+
+    /// Back in the pool, idle.
+    func makeIdle(timeout: UInt64) {
+        self.state = .idle
+        self.exchange = nil
+        self.input.clear()
+        self.input.shrink(to: Self.inputCapacity)
+        self.setDeadline(after: timeout)
+    }
+
+    var isUsable: Bool { self.state != .closed && !self.inputClosed }
+
+    // MARK: I/O
+
+    /// One read into the input. `.endOfFile` marks `inputClosed`.
+    func read() -> IOResult {
+        let result = self.input.read(from: self.fd, minimum: 4096)
+        switch result {
+        case .bytes:
+            self.responseBytesReceived = true
+            if self.input.writableCount > 0, !self.peerShutDown { self.readable = false }
+        case .wouldBlock:
+            self.readable = false
+        case .endOfFile:
+            self.readable = false
+            self.inputClosed = true
+        case .full, .failed:
+            break
+        }
+        return result
+    }
+
+    /// Writes what is pending. Returns whether everything went out; false on an error too
+    /// (`failed` is set then).
+    @discardableResult
+    func flush() -> Bool {
+        while !self.output.isEmpty, self.writable {
+            switch self.output.write(to: self.fd) {
+            case .bytes:
+                continue
+            case .wouldBlock:
+                self.writable = false
+            default:
+                self.writeFailed = true
+                return false
+            }
+        }
+        return self.output.isEmpty
+    }
+
+    /// A write failed (the upstream reset the connection): the exchange learns it from the
+    /// read side's end, or from this.
+    var writeFailed = false
+
+    /// Sends `bytes` after what is pending (one writev when possible); keeps the rest.
+    func send(_ bytes: UnsafeBufferPointer<UInt8>) {
+        guard !bytes.isEmpty else {
+            self.flush()
+            return
+        }
+        if self.output.isEmpty, self.writable {
+            switch Socket.write(self.fd, UnsafeRawBufferPointer(bytes)) {
+            case .bytes(let count):
+                if count < bytes.count {
+                    self.writable = false
+                    self.output.append(UnsafeBufferPointer(rebasing: bytes[count...]))
+                }
+            case .wouldBlock:
+                self.writable = false
+                self.output.append(bytes)
+            default:
+                self.writeFailed = true
+            }
+            return
+        }
+        self.output.append(bytes)
+        self.flush()
+    }
+
+    var canTakeMore: Bool {
+        (self.state == .lent || self.state == .tunnel) && !self.writeFailed
+            && self.output.readableCount < Self.outputHighWater
+    }
+
+    func close() {
+        guard self.state != .closed else { return }
+        self.state = .closed
+        self.exchange = nil
+        self.onConnect = nil
+        if let registration = self.registration {
+            self.registration = nil
+            self.eventLoop.forget(registration)
+        }
+        closeDescriptor(self.fd)
+        self.input.clear()
+        self.output.clear()
+    }
+}
+
+/// Why a connect failed: an errno (ECONNREFUSED, ETIMEDOUT for `connect_timeout`…).
+struct UpstreamConnectError: Error, CustomStringConvertible {
+    var code: CInt
+
+    var description: String {
+        if self.code == ETIMEDOUT { return "connect timed out" }
+        return String(cString: strerror(self.code)).lowercased()
+    }
+}
