@@ -33,7 +33,7 @@ RELEASE_FLAGS := -c release --static-swift-stdlib
 # Where `make release` builds (swift build --scratch-path); the benchmark scripts pass their own.
 SCRATCH ?= $(CURDIR)/.build
 
-.PHONY: all deps build release run test check-config benchmark benchmark-proxy chaos clean format \
+.PHONY: all deps build release run test check-config benchmark benchmark-upgrade benchmark-proxy chaos clean format \
 	man completions install uninstall deb package-deb
 
 all: build
@@ -102,6 +102,11 @@ test: deps $(GENERATE_MANUAL) $(KUBERNETES_PYTHON)
 benchmark: release
 	GATEWAYD_BIN=$(SCRATCH)/release/gatewayd GATEWAYCTL_BIN=$(SCRATCH)/release/gatewayctl \
 		benchmarks/reload-under-load.sh
+
+# Upgrading the master itself under load, gatewayd (`gatewayctl upgrade`) vs nginx (USR2, WINCH, QUIT).
+benchmark-upgrade: release
+	GATEWAYD_BIN=$(SCRATCH)/release/gatewayd GATEWAYCTL_BIN=$(SCRATCH)/release/gatewayctl \
+		benchmarks/upgrade-under-load.sh
 
 # Proxy throughput, gatewayd vs nginx (and HAProxy: make benchmark-proxy BENCH_ARGS=--with-haproxy).
 benchmark-proxy: release

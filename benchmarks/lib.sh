@@ -101,6 +101,18 @@ ensure_packages() {
     ((ok)) || die "apt-get could not install: ${missing[*]}"
 }
 
+# ---------------------------------------------------------------------------- nginx
+# nginx_temp_paths NGINX DIR: the *_temp_path lines for an nginx.conf's http block, under DIR
+# (the compiled-in ones are under /var/lib/nginx), for every module this nginx has.
+nginx_temp_paths() {
+    local build t
+    build=$("$1" -V 2>&1 || true)
+    for t in client_body proxy fastcgi uwsgi scgi; do
+        [[ $build == *"--without-http_${t}_module"* ]] && continue
+        printf '    %s_temp_path %s/%s_temp;\n' "$t" "$2" "$t"
+    done
+}
+
 # ---------------------------------------------------------------------------- build
 # build_gatewayd SCRATCH: `make release` (the Makefile's static release build, its deps
 # included) with its scratch path at SCRATCH; a no-op when up to date. Sets GATEWAYD_BIN and

@@ -125,13 +125,8 @@ EOF
 
 # Temp paths inside the temp dir (the compiled-in ones are under /var/lib/nginx), for every
 # module this nginx has.
-nginx_temp_paths=""
-nginx_build=""
-if wants nginx; then nginx_build=$("$NGINX" -V 2>&1 || true); fi
-for t in client_body proxy fastcgi uwsgi scgi; do
-    [[ $nginx_build == *"--without-http_${t}_module"* ]] && continue
-    nginx_temp_paths+="    ${t}_temp_path $TMP/nginx/${t}_temp;"$'\n'
-done
+temp_paths=""
+if wants nginx; then temp_paths=$(nginx_temp_paths "$NGINX" "$TMP/nginx"); fi
 cat >"$TMP/nginx/template.conf" <<EOF
 worker_processes $WORKERS;
 daemon off;
@@ -142,7 +137,8 @@ events { worker_connections 4096; }
 http {
     access_log off;
     default_type text/plain;
-$nginx_temp_paths    server {
+$temp_paths
+    server {
         listen 127.0.0.1:$PORT_NGINX backlog=4096;
         location / { return 200 "@BODY@\n"; }
     }

@@ -7,9 +7,12 @@
 #include <signal.h>
 #include <spawn.h>
 #include <string.h>
+#include <linux/sched.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 ssize_t gw_sendmsg_fds(int sock, const void *buf, size_t len, const int *fds, int nfds) {
@@ -149,6 +152,105 @@ out:
     posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&actions);
     return rc;
+}
+
+int gw_spawn_sibling(pid_t *pid, int *pidfd, const char *path, char *const argv[], char *const envp[],
+                     int channel_fd) {
+    if (getpid() == 1) {
+        return EINVAL;
+    }
+    // The exec's error comes back on a pipe that the exec closes (CLOEXEC); its fds are kept
+    // above 3, where the channel goes.
+    int error_pipe[2];
+    if (pipe2(error_pipe, O_CLOEXEC) != 0) {
+        return errno;
+    }
+    for (int i = 0; i < 2; i++) {
+        if (error_pipe[i] <= 3) {
+            int moved = fcntl(error_pipe[i], F_DUPFD_CLOEXEC, 4);
+            int saved = errno;
+            close(error_pipe[i]);
+            error_pipe[i] = moved;
+            if (moved < 0) {
+                close(error_pipe[1 - i]);
+                return saved;
+            }
+        }
+    }
+    // No handler may run in the child before exec: every signal blocked around the clone.
+    sigset_t all, previous;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &previous);
+    int fd = -1;
+    struct clone_args args;
+    memset(&args, 0, sizeof(args));
+    // No CLONE_VM: a copy-on-write child, in which only async-signal-safe calls are made;
+    // CLONE_VFORK: the caller waits until the exec, so the pipe has the answer when it reads.
+    args.flags = CLONE_PARENT | CLONE_PIDFD | CLONE_VFORK;
+    args.pidfd = (uint64_t)(uintptr_t)&fd;
+    // 0, as clone3 requires with CLONE_PARENT: the child takes the caller's own exit signal
+    // (SIGCHLD), which goes to the caller's parent, now its parent too.
+    args.exit_signal = 0;
+    long rc = syscall(SYS_clone3, &args, sizeof(args));
+    if (rc < 0 && (errno == ENOSYS || errno == EPERM)) {
+        // systemd's seccomp filters (SystemCallFilter=, RestrictNamespaces=) make clone3 fail
+        // with ENOSYS, since they cannot see its flags; clone(2) takes the same ones in a
+        // register. parent_tid (third on x86-64 and arm64 alike) receives the pidfd; with
+        // CLONE_PARENT the exit signal is the caller's own, whatever is passed.
+        rc = syscall(SYS_clone, (unsigned long)(CLONE_PARENT | CLONE_PIDFD | CLONE_VFORK), 0UL, &fd, 0UL, 0UL);
+    }
+    if (rc == 0) {
+        struct sigaction action;
+        memset(&action, 0, sizeof(action));
+        action.sa_handler = SIG_DFL;
+        for (int signal = 1; signal < NSIG; signal++) {
+            sigaction(signal, &action, NULL);
+        }
+        int failed = 0;
+        if (channel_fd == 3) {
+            failed = fcntl(3, F_SETFD, 0) != 0;
+        } else {
+            failed = dup2(channel_fd, 3) != 3;
+        }
+        if (!failed) {
+            failed = syscall(SYS_close_range, 4, ~0U, CLOSE_RANGE_CLOEXEC) != 0;
+        }
+        sigset_t none;
+        sigemptyset(&none);
+        if (!failed) {
+            pthread_sigmask(SIG_SETMASK, &none, NULL);
+            execve(path, argv, envp);
+        }
+        int error = errno;
+        ssize_t ignored = write(error_pipe[1], &error, sizeof(error));
+        (void)ignored;
+        _exit(127);
+    }
+    int clone_error = errno;
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    close(error_pipe[1]);
+    if (rc < 0) {
+        close(error_pipe[0]);
+        return clone_error;
+    }
+    int exec_error = 0;
+    ssize_t n;
+    do {
+        n = read(error_pipe[0], &exec_error, sizeof(exec_error));
+    } while (n < 0 && errno == EINTR);
+    close(error_pipe[0]);
+    if (n == sizeof(exec_error)) {
+        // The child exits; its parent (the caller's) reaps it.
+        close(fd);
+        return exec_error;
+    }
+    *pid = (pid_t)rc;
+    *pidfd = fd;
+    return 0;
+}
+
+int gw_pidfd_send_signal(int pidfd, int signal) {
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, signal, NULL, 0);
 }
 
 int gw_spawn_with_output(pid_t *pid, const char *path, char *const argv[], char *const envp[], const char *output_path) {

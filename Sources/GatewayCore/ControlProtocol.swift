@@ -5,17 +5,22 @@
 // Framing: JSON lines. The client speaks first: one request line, at most
 // `maximumRequestLength` bytes. The master answers with one response line and closes.
 // A `reload` with `"wait": true` is answered when the reload has ended, which may take up to
-// ready_timeout plus the time to read the config.
+// ready_timeout plus the time to read the config. An `upgrade` is answered when the new master
+// is in charge (or the upgrade failed and the old one still is), by the old master, on the
+// connection it accepted.
 //
 // Requests:   {"version":1,"command":"status"}
 //             {"version":1,"command":"reload","wait":true}
 //             {"version":1,"command":"stop","now":false}
+//             {"version":1,"command":"upgrade","binary":"/usr/local/bin/gatewayd"}
 // Responses:  {"ok":true, ...command-specific fields}
 //             {"ok":false,"error":"what went wrong","details":["gateway.yaml:3:5: ..."]}
 //
-// Changes within version 1 are additions of optional fields only, which a client of an older
-// or newer master must tolerate missing or unknown (JSONDecoder ignores unknown keys):
+// Changes within version 1 are additions only, which a client of an older or newer master must
+// tolerate missing or unknown (JSONDecoder ignores unknown keys):
 // - status.version: the master's version string (gatewayd --version).
+// - the `upgrade` command (an older master answers "unknown command"), `master_pid` and
+//   `master_version` in its answer, and `status.upgrade_phase`.
 
 import Foundation
 
@@ -30,7 +35,7 @@ public enum ControlProtocol {
 
 public struct ControlRequest: Codable, Sendable, Equatable {
     public enum Command: String, Codable, Sendable, CaseIterable {
-        case status, reload, stop
+        case status, reload, stop, upgrade
     }
     public var version: Int
     public var command: Command
@@ -38,12 +43,16 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var wait: Bool?
     /// stop: skip the drain.
     public var now: Bool?
+    /// upgrade: the new binary, an absolute path (default: the one the master was started
+    /// from).
+    public var binary: String?
 
-    public init(command: Command, wait: Bool? = nil, now: Bool? = nil) {
+    public init(command: Command, wait: Bool? = nil, now: Bool? = nil, binary: String? = nil) {
         self.version = ControlProtocol.version
         self.command = command
         self.wait = wait
         self.now = now
+        self.binary = binary
     }
 }
 
@@ -72,16 +81,52 @@ public struct ReloadTimings: Codable, Sendable, Equatable {
         case validateMs = "validate_ms", bindMs = "bind_ms", spawnMs = "spawn_ms", readyMs = "ready_ms",
             switchMs = "switch_ms", totalMs = "total_ms"
     }
+
+    /// The time spent in one phase; `idle` has none (reads 0, writes are dropped).
+    public subscript(phase: ReloadPhase) -> Double {
+        get {
+            switch phase {
+            case .idle: return 0
+            case .validating: return validateMs
+            case .binding: return bindMs
+            case .spawning: return spawnMs
+            case .waitingForReady: return readyMs
+            case .switching: return switchMs
+            }
+        }
+        set {
+            switch phase {
+            case .idle: break
+            case .validating: validateMs = newValue
+            case .binding: bindMs = newValue
+            case .spawning: spawnMs = newValue
+            case .waitingForReady: readyMs = newValue
+            case .switching: switchMs = newValue
+            }
+        }
+    }
+
+    /// The JSON key (and log metadata key) of a phase's time; nil for `idle`.
+    public static func key(of phase: ReloadPhase) -> String? {
+        switch phase {
+        case .idle: return nil
+        case .validating: return CodingKeys.validateMs.rawValue
+        case .binding: return CodingKeys.bindMs.rawValue
+        case .spawning: return CodingKeys.spawnMs.rawValue
+        case .waitingForReady: return CodingKeys.readyMs.rawValue
+        case .switching: return CodingKeys.switchMs.rawValue
+        }
+    }
 }
 
 public struct StatusReport: Codable, Sendable, Equatable {
     public struct Worker: Codable, Sendable, Equatable {
         public var index: Int
         public var pid: Int32
-        public var state: String
+        public var state: WorkerState
         public var connections: Int
         public var restarts: Int
-        public init(index: Int, pid: Int32, state: String, connections: Int, restarts: Int) {
+        public init(index: Int, pid: Int32, state: WorkerState, connections: Int, restarts: Int) {
             self.index = index
             self.pid = pid
             self.state = state
@@ -91,13 +136,13 @@ public struct StatusReport: Codable, Sendable, Equatable {
     }
     public struct Generation: Codable, Sendable, Equatable {
         public var id: Int
-        public var state: String
+        public var state: GenerationState
         public var startedAt: Double
         public var workers: [Worker]
         /// Why a serving generation is below strength (a worker down, restarting or
         /// crash-looping), or nil when it is not.
         public var degraded: String?
-        public init(id: Int, state: String, startedAt: Double, workers: [Worker], degraded: String? = nil) {
+        public init(id: Int, state: GenerationState, startedAt: Double, workers: [Worker], degraded: String? = nil) {
             self.id = id
             self.state = state
             self.startedAt = startedAt
@@ -110,8 +155,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var name: String
         public var address: String
         public var fd: Int32
-        public var origin: String
-        public init(name: String, address: String, fd: Int32, origin: String) {
+        public var origin: ListenerTable.Origin
+        public init(name: String, address: String, fd: Int32, origin: ListenerTable.Origin) {
             self.name = name
             self.address = address
             self.fd = fd
@@ -119,9 +164,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
         }
     }
     public var masterPid: Int32
-    public var state: String
+    public var state: MasterState
     public var configPath: String
-    public var reloadPhase: String
+    public var reloadPhase: ReloadPhase
     public var reloads: Int
     public var failedReloads: Int
     public var generations: [Generation]
@@ -131,13 +176,17 @@ public struct StatusReport: Codable, Sendable, Equatable {
     /// The master's version (`gatewayd --version`). Added after version 1 was first released:
     /// a master from before sends none, and clients must take it as optional.
     public var version: String?
+    /// Where an upgrade of the master stands (`idle` when none runs); nil from a master
+    /// before upgrades.
+    public var upgradePhase: UpgradePhase?
 
     public init(
-        masterPid: Int32, state: String, configPath: String, reloadPhase: String, reloads: Int, failedReloads: Int,
-        generations: [Generation], listeners: [Listener], spareWorkers: [Int32] = [],
-        version: String? = GatewayVersion.current
+        masterPid: Int32, state: MasterState, configPath: String, reloadPhase: ReloadPhase, reloads: Int,
+        failedReloads: Int, generations: [Generation], listeners: [Listener], spareWorkers: [Int32] = [],
+        version: String? = GatewayVersion.current, upgradePhase: UpgradePhase? = nil
     ) {
         self.version = version
+        self.upgradePhase = upgradePhase
         self.spareWorkers = spareWorkers
         self.masterPid = masterPid
         self.state = state
@@ -151,7 +200,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case masterPid = "master_pid", state, configPath = "config_path", reloadPhase = "reload_phase", reloads,
-            failedReloads = "failed_reloads", generations, listeners, spareWorkers = "spare_workers", version
+            failedReloads = "failed_reloads", generations, listeners, spareWorkers = "spare_workers", version,
+            upgradePhase = "upgrade_phase"
     }
 }
 
@@ -165,11 +215,16 @@ public struct ControlResponse: Codable, Sendable, Equatable {
     /// reload --no-wait: accepted, outcome not known yet.
     public var accepted: Bool?
     public var status: StatusReport?
+    /// upgrade: the new master, in charge now, and its version (`gatewayd --version`).
+    public var masterPid: Int32?
+    public var masterVersion: String?
 
     public init(
         ok: Bool, error: String? = nil, details: [String]? = nil, generation: Int? = nil, timings: ReloadTimings? = nil,
-        accepted: Bool? = nil, status: StatusReport? = nil
+        accepted: Bool? = nil, status: StatusReport? = nil, masterPid: Int32? = nil, masterVersion: String? = nil
     ) {
+        self.masterPid = masterPid
+        self.masterVersion = masterVersion
         self.ok = ok
         self.error = error
         self.details = details
@@ -181,6 +236,11 @@ public struct ControlResponse: Codable, Sendable, Equatable {
 
     public static func failure(_ error: String, details: [String]? = nil) -> ControlResponse {
         ControlResponse(ok: false, error: error, details: details)
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case ok, error, details, generation, timings, accepted, status, masterPid = "master_pid",
+            masterVersion = "master_version"
     }
 }
 

@@ -1,11 +1,9 @@
-import CGatewayShim
-import Synchronization
-
 #if canImport(Glibc)
     import Glibc
 #endif
 
-/// One end of a master⇄worker socketpair, speaking `HandoffProtocol` with blocking I/O.
+/// One end of a master⇄worker socketpair, speaking `HandoffProtocol` with blocking I/O over a
+/// `FrameSocket`.
 ///
 /// Owns its fd. Sends may come from any thread (serialized by a lock); receives must come from
 /// one thread at a time, which in both processes is a dedicated reader thread, never the
@@ -28,169 +26,52 @@ public final class HandoffChannel: Sendable {
             descriptorRoom: 0, maximumFrameLength: HandoffProtocol.maximumWorkerFrameLength)
     }
 
-    public let descriptor: CInt
-    private let intake: Intake
-    private let sendLock = Mutex(())
-    private let receiveState = Mutex(ReceiveState())
-    private let closed = Atomic<Bool>(false)
+    private let socket: FrameSocket
 
-    private struct ReceiveState: ~Copyable {
-        var buffer: [UInt8] = []
-        /// Fds received but not yet claimed by a frame that carries fds, in arrival order.
-        var descriptors: [CInt] = []
-    }
+    public var descriptor: CInt { socket.descriptor }
 
     public init(descriptor: CInt, intake: Intake = .fromMaster) {
-        self.descriptor = descriptor
-        self.intake = intake
+        socket = FrameSocket(
+            descriptor: descriptor,
+            intake: .init(
+                descriptorRoom: intake.descriptorRoom, maximumFrameLength: intake.maximumFrameLength,
+                peer: "the worker"))
     }
 
     /// A connected socketpair, both ends CLOEXEC. `.0` is the master's end.
     public static func makePair() throws(SystemCallError) -> (master: HandoffChannel, workerEnd: CInt) {
-        var fds: [CInt] = [-1, -1]
-        try syscall("socketpair") {
-            socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds)
-        }
-        return (HandoffChannel(descriptor: fds[0], intake: .fromWorker), fds[1])
+        let (master, worker) = try FrameSocket.makePair()
+        return (HandoffChannel(descriptor: master, intake: .fromWorker), worker)
     }
 
-    /// Sends one message. A message that carries fds (`shared_memory`, `listeners`) must come
-    /// with exactly its fds.
+    /// Sends one message. A message that carries fds (`shared_memory`, `access_log`,
+    /// `listeners`) must come with exactly its fds.
     public func send(_ message: HandoffMessage, descriptors: [CInt] = []) throws(SystemCallError) {
         precondition(
             descriptors.count == message.descriptorCount, "\(message.type) frame with \(descriptors.count) fds")
         precondition(descriptors.count <= HandoffProtocol.maximumDescriptorsPerFrame)
-        let frame = message.encodeFrame()
-        try sendLock.withLock { (_) throws(SystemCallError) in
-            var offset = 0
-            var fdsToSend = descriptors
-            while offset < frame.count {
-                let sent = try syscall("sendmsg", on: "handoff channel fd \(descriptor)") {
-                    frame.withUnsafeBytes { raw in
-                        fdsToSend.withUnsafeBufferPointer { fdPtr in
-                            gw_sendmsg_fds(
-                                descriptor, raw.baseAddress! + offset, raw.count - offset, fdPtr.baseAddress,
-                                CInt(fdPtr.count))
-                        }
-                    }
-                }
-                offset += sent
-                // The fds went with the first byte; never send them twice.
-                fdsToSend = []
-            }
-        }
+        try socket.send(frame: message.encodeFrame(), descriptors: descriptors, what: "handoff channel")
     }
 
     /// Blocks until a whole frame arrives. Returns `nil` at end of file (the peer is gone).
     /// A protocol violation closes every fd that came with it and throws.
     public func receive() throws(HandoffChannelError) -> (message: HandoffMessage, descriptors: [CInt])? {
-        try receiveState.withLock { (state) throws(HandoffChannelError) in
-            while true {
-                if let frame = try Self.extractFrame(&state, maximumLength: intake.maximumFrameLength) {
-                    return frame
-                }
-                var chunk = [UInt8](repeating: 0, count: 64 * 1024)
-                var fds = [CInt](repeating: -1, count: max(1, intake.descriptorRoom))
-                var nfds: CInt = 0
-                var truncated: CInt = 0
-                let n: Int
-                do throws(SystemCallError) {
-                    n = try syscall("recvmsg", on: "handoff channel fd \(descriptor)") {
-                        chunk.withUnsafeMutableBytes { raw in
-                            gw_recvmsg_fds(
-                                descriptor, raw.baseAddress, raw.count, &fds, CInt(intake.descriptorRoom), &nfds,
-                                &truncated)
-                        }
-                    }
-                } catch {
-                    throw .system(error)
-                }
-                state.descriptors.append(contentsOf: fds.prefix(Int(nfds)))
-                if intake.descriptorRoom == 0, nfds > 0 || truncated != 0 {
-                    // With no room, the kernel installed none of them (MSG_CTRUNC says they
-                    // came); were one installed all the same, discard closes it.
-                    Self.discard(&state)
-                    throw .protocolViolation(
-                        HandoffProtocolError("fds came with a frame from the worker, which may send none (refused)"))
-                }
-                if truncated != 0 {
-                    Self.discard(&state)
-                    throw .protocolViolation(
-                        HandoffProtocolError("control data truncated (too many fds in one message)"))
-                }
-                if n == 0 {
-                    let leftover = state.buffer.count
-                    Self.discard(&state)
-                    if leftover > 0 {
-                        throw .protocolViolation(HandoffProtocolError("end of file inside a frame (\(leftover) bytes)"))
-                    }
-                    return nil
-                }
-                state.buffer.append(contentsOf: chunk.prefix(n))
+        do {
+            return try socket.receive(HandoffMessage.self, what: "handoff channel")
+        } catch {
+            switch error {
+            case .system(let error): throw .system(error)
+            case .violation(let violation): throw .protocolViolation(HandoffProtocolError(violation.description))
             }
         }
     }
 
-    private static func extractFrame(
-        _ state: inout ReceiveState, maximumLength: Int
-    ) throws(HandoffChannelError) -> (message: HandoffMessage, descriptors: [CInt])? {
-        guard state.buffer.count >= 4 else { return nil }
-        let length =
-            Int(state.buffer[0]) << 24 | Int(state.buffer[1]) << 16 | Int(state.buffer[2]) << 8 | Int(state.buffer[3])
-        // Judged on the length alone, before any of the frame is kept.
-        guard length > 0, length <= maximumLength else {
-            discard(&state)
-            throw .protocolViolation(
-                HandoffProtocolError("frame length \(length) out of range (1 to \(maximumLength) bytes)"))
-        }
-        guard state.buffer.count >= 4 + length else { return nil }
-        let message: HandoffMessage
-        do {
-            message = try HandoffMessage.decode(payload: state.buffer[4..<(4 + length)])
-        } catch {
-            discard(&state)
-            throw .protocolViolation(error)
-        }
-        state.buffer.removeFirst(4 + length)
-        // Fds arrive with the recvmsg that reads the first byte of their frame, and one
-        // recvmsg may also return frames sent before it. So pending fds belong to the next
-        // frame that wants some; once nothing more is buffered, no later frame can own them.
-        let wanted = message.descriptorCount
-        guard state.descriptors.count >= wanted else {
-            let got = state.descriptors.count
-            discard(&state)
-            throw .protocolViolation(HandoffProtocolError("\(message.type) frame names \(wanted) fds, \(got) arrived"))
-        }
-        let fds = Array(state.descriptors.prefix(wanted))
-        state.descriptors.removeFirst(wanted)
-        if !state.descriptors.isEmpty && state.buffer.isEmpty {
-            let extra = state.descriptors.count
-            for fd in fds { closeDescriptor(fd) }
-            discard(&state)
-            throw .protocolViolation(
-                HandoffProtocolError("\(extra) fds arrived that no frame may carry (after \(message.type))"))
-        }
-        return (message, fds)
-    }
-
-    private static func discard(_ state: inout ReceiveState) {
-        for fd in state.descriptors { closeDescriptor(fd) }
-        state.descriptors.removeAll()
-        state.buffer.removeAll()
-    }
-
     /// shutdown(2) both ways: wakes a reader blocked in `receive()` (it sees end of file)
     /// without closing the fd under it.
-    public func shutdown() {
-        _ = Glibc.shutdown(descriptor, Int32(SHUT_RDWR))
-    }
+    public func shutdown() { socket.shutdown() }
 
     /// Closes the fd. Call once, after the reader thread is done with it.
-    public func close() {
-        if closed.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged {
-            closeDescriptor(descriptor)
-        }
-    }
+    public func close() { socket.close() }
 }
 
 public enum HandoffChannelError: Error, Sendable, CustomStringConvertible {
@@ -204,6 +85,8 @@ public enum HandoffChannelError: Error, Sendable, CustomStringConvertible {
         }
     }
 }
+
+// MARK: - The handoff: send and receive side
 
 extension HandoffChannel {
     /// The master's side of the handoff: hello, a frame per file, the shared segment's fd, the
@@ -235,5 +118,93 @@ extension HandoffChannel {
             index += batch.count
         }
         try send(.start(listenerCount: listeners.count, fileCount: files.count))
+    }
+
+    /// What a worker receives in its handoff. Every fd in it is the receiver's to close.
+    public struct ReceivedHandoff: Sendable {
+        public struct Listener: Sendable, Equatable {
+            public var name: String
+            public var fd: CInt
+            public var backlog: Int32
+        }
+        public var hello: HandoffMessage.Hello
+        /// The files the config names (`file` frames), absolute path → bytes.
+        public var files: [String: [UInt8]]
+        /// The shared segment's memfd and what the master said of it (`shared_memory`).
+        public var sharedMemory: (fd: CInt, handoff: SharedMemory.Handoff)
+        /// The access log's file, when it is one (`access_log`).
+        public var accessLog: (path: String, fd: CInt)?
+        public var listeners: [Listener]
+    }
+
+    /// The worker's side of the handoff, the reverse of `sendHandoff`: every frame in the
+    /// order the protocol states, or an error naming what came instead. nil when the master
+    /// closed the channel before sending anything: a spare whose master stopped or died, which
+    /// has nothing to do but exit.
+    public func receiveHandoff() throws -> ReceivedHandoff? {
+        guard let (first, _) = try receive() else { return nil }
+        guard case .hello(let hello) = first else {
+            throw HandoffProtocolError("expected hello, got \(first.type)")
+        }
+        guard hello.version == HandoffProtocol.version else {
+            throw HandoffProtocolError(
+                "protocol version mismatch: master speaks \(hello.version), worker \(HandoffProtocol.version)")
+        }
+        var sharedMemory: (fd: CInt, handoff: SharedMemory.Handoff)?
+        var accessLog: (path: String, fd: CInt)?
+        var listeners: [ReceivedHandoff.Listener] = []
+        var files: [String: [UInt8]] = [:]
+        // On any refusal, nothing received is kept open.
+        var accepted = false
+        defer {
+            if !accepted {
+                for fd in [sharedMemory?.fd, accessLog?.fd].compactMap({ $0 }) + listeners.map(\.fd) {
+                    closeDescriptor(fd)
+                }
+            }
+        }
+        while true {
+            guard let (message, fds) = try receive() else {
+                throw HandoffProtocolError("the master closed the channel during the handoff")
+            }
+            switch message {
+            case .sharedMemory(let segment):
+                guard sharedMemory == nil, listeners.isEmpty else {
+                    for fd in fds { closeDescriptor(fd) }
+                    throw HandoffProtocolError("a second shared_memory frame, or one after the listeners")
+                }
+                sharedMemory = (fds[0], segment)
+            case .accessLog(let path):
+                guard sharedMemory != nil, accessLog == nil, listeners.isEmpty else {
+                    for fd in fds { closeDescriptor(fd) }
+                    throw HandoffProtocolError(
+                        "an access_log frame before shared_memory, twice, or after the listeners")
+                }
+                accessLog = (path, fds[0])
+            case .listeners(let batch):
+                for (i, fd) in fds.enumerated() {
+                    listeners.append(.init(name: batch.names[i], fd: fd, backlog: batch.backlogs[i]))
+                }
+            case .file(let path, let bytes):
+                guard sharedMemory == nil, files.updateValue(bytes, forKey: path) == nil else {
+                    throw HandoffProtocolError("file \(path) sent twice, or after shared_memory")
+                }
+            case .start(let count, let fileCount):
+                guard count == listeners.count else {
+                    throw HandoffProtocolError("start says \(count) listeners, \(listeners.count) arrived")
+                }
+                guard fileCount == files.count else {
+                    throw HandoffProtocolError("start says \(fileCount) files, \(files.count) arrived")
+                }
+                guard let sharedMemory else {
+                    throw HandoffProtocolError("no shared_memory frame before start")
+                }
+                accepted = true
+                return ReceivedHandoff(
+                    hello: hello, files: files, sharedMemory: sharedMemory, accessLog: accessLog, listeners: listeners)
+            default:
+                throw HandoffProtocolError("unexpected \(message.type) during the handoff")
+            }
+        }
     }
 }

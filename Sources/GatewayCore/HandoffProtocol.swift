@@ -46,6 +46,10 @@
 // End of file on either side means the peer is gone: a worker whose master vanished drains
 // and exits; a master that sees a worker's channel close reaps the worker.
 //
+// Both sides of the handoff are `HandoffChannel`'s (HandoffChannel.swift): `sendHandoff` (the
+// master) and `receiveHandoff` (the worker), over the framing `FrameSocket` shares with the
+// upgrade protocol.
+//
 // Any change to this file's frames or rules bumps `version`.
 
 import Foundation
@@ -157,7 +161,7 @@ public struct HandoffProtocolError: Error, Sendable, CustomStringConvertible {
 
 // MARK: - Encoding
 
-extension HandoffMessage {
+extension HandoffMessage: FramedMessage {
     private struct Wire: Codable {
         var type: String
         var version: Int?
@@ -220,14 +224,15 @@ extension HandoffMessage {
         case .drain, .draining:
             break
         }
-        let json = (try? JSONEncoder().encode(wire)) ?? Data()
-        let length = UInt32(json.count)
-        var frame: [UInt8] = [
-            UInt8(truncatingIfNeeded: length >> 24), UInt8(truncatingIfNeeded: length >> 16),
-            UInt8(truncatingIfNeeded: length >> 8), UInt8(truncatingIfNeeded: length),
-        ]
-        frame.append(contentsOf: json)
-        return frame
+        return lengthPrefixed(json: [UInt8]((try? JSONEncoder().encode(wire)) ?? Data()))
+    }
+
+    static func decodeFrame(_ payload: ArraySlice<UInt8>) throws(FrameViolation) -> HandoffMessage {
+        do {
+            return try decode(payload: payload)
+        } catch {
+            throw FrameViolation(error.description, underlying: error)
+        }
     }
 
     /// Decodes one frame's JSON payload (without the length prefix).
@@ -263,20 +268,14 @@ extension HandoffMessage {
             }
             return .file(path: path, bytes: [UInt8](bytes))
         case "shared_memory":
-            let size = try require(wire.size, "size")
-            guard size > 0 else { throw HandoffProtocolError("shared_memory frame: size \(size)") }
-            let seedText = try require(wire.seed, "seed")
-            guard
-                let segment = SharedMemory.Handoff(
-                    size: size, layoutVersion: try require(wire.layout_version, "layout_version"),
-                    layout: .init(
-                        rateSlots: try require(wire.rate_slots, "rate_slots"),
-                        metricSlots: try require(wire.metric_slots, "metric_slots")),
-                    seedText: seedText)
-            else {
-                throw HandoffProtocolError("shared_memory frame: seed '\(seedText)' is not 32 hex digits")
+            do {
+                return .sharedMemory(
+                    try .fromFrame(
+                        size: wire.size, layoutVersion: wire.layout_version, rateSlots: wire.rate_slots,
+                        metricSlots: wire.metric_slots, seed: wire.seed))
+            } catch {
+                throw HandoffProtocolError(error.description)
             }
-            return .sharedMemory(segment)
         case "access_log":
             return .accessLog(path: try require(wire.path, "path"))
         case "listeners":

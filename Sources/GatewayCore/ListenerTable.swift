@@ -21,10 +21,12 @@ public final class ListenerTable {
         }
     }
 
-    public enum Origin: Sendable, Equatable {
+    /// Where a socket came from; `status` reports it.
+    public enum Origin: String, Codable, Sendable, Equatable, CaseIterable {
         /// Bound by the master.
         case bound
-        /// Passed in at start (systemd socket activation); never closed by a reload.
+        /// Passed in at start by systemd (socket activation, or the fd store); never closed by
+        /// a reload. systemd passes both alike (LISTEN_FDS), so they cannot be told apart.
         case inherited
     }
 
@@ -58,14 +60,31 @@ public final class ListenerTable {
         self.bindSocket = bindSocket
     }
 
-    /// Adopts an already listening fd (socket activation). It is reused like any other and never
-    /// closed before `closeAll()`.
-    public func adopt(name: String, fd: CInt, backlog: Int32) throws(SystemCallError) {
+    /// Adopts an already listening fd: one systemd passed (socket activation, the fd store),
+    /// reused like any other and never closed before `closeAll()`; or, in an upgrade, one the
+    /// old master held, with the origin and configured address it had there (a `bound` one is
+    /// closed like any this table bound, once no generation uses it).
+    public func adopt(
+        name: String, fd: CInt, backlog: Int32, origin: Origin = .inherited, configuredAddress: ListenerAddress? = nil
+    ) throws(SystemCallError) {
         let bound = try ListeningSocket.localAddress(fd: fd)
         entries[fd] = Entry(
             listener: Listener(
-                name: name, configuredAddress: bound, boundAddress: bound, backlog: backlog, fd: fd, origin: .inherited)
-        )
+                name: name, configuredAddress: configuredAddress ?? bound, boundAddress: bound, backlog: backlog,
+                fd: fd, origin: origin))
+    }
+
+    /// Closes the bound sockets that no generation uses, and returns them: after an upgrade,
+    /// those the old master held for listeners the new config no longer has (tableflip closes
+    /// unused inherited fds at Ready the same way). Inherited ones stay open, as always.
+    @discardableResult
+    public func closeUnused() -> [Listener] {
+        let unused = entries.values.filter { $0.users.isEmpty && $0.listener.origin == .bound }.map(\.listener)
+        for listener in unused {
+            entries[listener.fd] = nil
+            closeDescriptor(listener.fd)
+        }
+        return unused.sorted { ($0.name, $0.fd) < ($1.name, $1.fd) }
     }
 
     /// Gives `generation` a socket for every spec: an existing one with the same configured

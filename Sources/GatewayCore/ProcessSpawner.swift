@@ -85,6 +85,69 @@ public struct ProcessSpawner: ProcessSpawning {
     }
 }
 
+/// A process started as this one's sibling (`spawnSibling`): its parent is this process's
+/// parent, not this process. It is held by a pidfd, so signals reach it and nothing else
+/// whoever gets its pid later, and its exit can be watched; it cannot be waited for, and its
+/// exit status goes to its parent.
+public final class SiblingProcess: Sendable {
+    public let pid: pid_t
+    private let pidfd: Mutex<CInt?>
+
+    init(pid: pid_t, pidfd: CInt) {
+        self.pid = pid
+        self.pidfd = Mutex(pidfd)
+    }
+
+    deinit {
+        if let fd = pidfd.withLock({ $0 }) { closeDescriptor(fd) }
+    }
+
+    /// Starts `executable` as this process's sibling (clone3 with CLONE_PARENT), with
+    /// `descriptor` as its fd 3 and nothing else of this process's above fd 2, signal mask and
+    /// dispositions reset. A service's main process starts its successor this way: systemd,
+    /// the parent of both, can then take the new one for its main process and see it exit.
+    /// EINVAL for PID 1 (a container's init), which has no parent to share.
+    public static func spawn(
+        executable: String, arguments: [String], environment: [String], descriptor: CInt
+    ) throws(SystemCallError) -> SiblingProcess {
+        var pid: pid_t = 0
+        var pidfd: CInt = -1
+        let argv = arguments.map { strdup($0) } + [nil]
+        let envp = environment.map { strdup($0) } + [nil]
+        defer {
+            for p in argv { free(p) }
+            for p in envp { free(p) }
+        }
+        let rc = gw_spawn_sibling(&pid, &pidfd, executable, argv, envp, descriptor)
+        guard rc == 0 else { throw SystemCallError("clone CLONE_PARENT, execve", on: executable, errno: Errno(rawValue: rc)) }
+        return SiblingProcess(pid: pid, pidfd: pidfd)
+    }
+
+    /// pidfd_send_signal(2); nothing once the process is known to be gone.
+    public func signal(_ signal: CInt) {
+        pidfd.withLock { fd in
+            if let fd { _ = gw_pidfd_send_signal(fd, signal) }
+        }
+    }
+
+    /// Blocks until the process has exited.
+    public func waitForExit() {
+        guard let copy = pidfd.withLock({ fd in fd.map { fcntl($0, F_DUPFD_CLOEXEC, 0) } }), copy >= 0 else { return }
+        defer { closeDescriptor(copy) }
+        var entry = pollfd(fd: copy, events: Int16(POLLIN), revents: 0)
+        while poll(&entry, 1, -1) < 0 && errno == EINTR {}
+    }
+
+    /// Whether the process has exited (its pidfd is readable).
+    public var hasExited: Bool {
+        pidfd.withLock { fd in
+            guard let fd else { return true }
+            var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            return poll(&entry, 1, 0) > 0
+        }
+    }
+}
+
 /// The one thread that starts workers, for the master's whole life.
 ///
 /// A worker's parent-death signal (`PR_SET_PDEATHSIG`) fires when the *thread* that spawned it

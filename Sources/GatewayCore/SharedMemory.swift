@@ -226,6 +226,19 @@ public final class SharedMemory: @unchecked Sendable {
     /// The fd's own size (fstat) must be the one announced, because a mapping past the end of
     /// a file faults (SIGBUS) instead of failing, and the layout must fill exactly that size.
     public static func map(descriptor fd: CInt, handoff: Handoff) throws(SharedMemoryError) -> SharedMemory {
+        SharedMemory(base: try checkedMapping(of: fd, handoff: handoff), handoff: handoff, descriptor: nil)
+    }
+
+    /// Takes over a segment an old master created (an upgrade): maps it as its handoff
+    /// describes, as a worker does, and keeps the fd, as `create` does, to hand to this
+    /// master's workers. On an error the caller still owns `fd`.
+    public static func adopt(descriptor fd: CInt, handoff: Handoff) throws(SharedMemoryError) -> SharedMemory {
+        SharedMemory(base: try checkedMapping(of: fd, handoff: handoff), handoff: handoff, descriptor: fd)
+    }
+
+    private static func checkedMapping(
+        of fd: CInt, handoff: Handoff
+    ) throws(SharedMemoryError) -> UnsafeMutableRawPointer {
         guard handoff.layoutVersion == Int(layoutVersion) else {
             throw SharedMemoryError(
                 .unsupportedVersion,
@@ -246,7 +259,7 @@ public final class SharedMemory: @unchecked Sendable {
                 .sizeMismatch, "shared memory fd \(fd) is \(info.st_size) bytes, the master announced \(handoff.size)")
         }
         do {
-            return SharedMemory(base: try mapShared(fd: fd, size: handoff.size), handoff: handoff, descriptor: nil)
+            return try mapShared(fd: fd, size: handoff.size)
         } catch {
             throw SharedMemoryError(system: error)
         }

@@ -5,6 +5,7 @@ import GatewayNIO
 import Logging
 import NIOCore
 import NIOPosix
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -21,21 +22,42 @@ final class ControlServer: Sendable {
     static let requestTimeout: TimeAmount = .seconds(10)
 
     let path: String
+    /// The listening socket's fd, owned by `channel`: an upgrade hands a copy to the new master.
+    let descriptor: CInt
     private let channel: Channel
     private let group: MultiThreadedEventLoopGroup
+    /// Connections accepted and not closed yet.
+    private let connections: ConnectionCount
 
-    private init(path: String, channel: Channel, group: MultiThreadedEventLoopGroup) {
+    private init(
+        path: String, descriptor: CInt, channel: Channel, group: MultiThreadedEventLoopGroup,
+        connections: ConnectionCount
+    ) {
         self.path = path
+        self.descriptor = descriptor
         self.channel = channel
         self.group = group
+        self.connections = connections
     }
 
+    /// Binds the control socket at `path` and serves it.
     static func start(path: String, master: Master, logger: Logger) async throws -> ControlServer {
         try prepareSocketPath(path)
+        let descriptor = try bindListeningSocket(path)
+        return try await start(listeningOn: descriptor, path: path, master: master, logger: logger)
+    }
+
+    /// Serves a control socket that already listens: one this master bound, one an old master
+    /// handed over in an upgrade, or its own again after a failed upgrade. The channel owns
+    /// `descriptor` from here on.
+    static func start(
+        listeningOn descriptor: CInt, path: String, master: Master, logger: Logger
+    ) async throws -> ControlServer {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let reserve = ReservedDescriptor()
+        let connections = ConnectionCount()
         let bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 128)
+            .serverChannelOption(.backlog, value: backlog)
             // Out of fds, the master would retry accept(2) at once, forever, and never say why
             // gatewayctl gets no answer. With the reserve, one client at a time is answered.
             .serverChannelInitializer { channel in
@@ -46,25 +68,69 @@ final class ControlServer: Sendable {
             }
             .childChannelInitializer { channel in
                 // Its fd may be the reserve's: taken back as soon as it is free again.
-                channel.closeFuture.whenComplete { _ in reserve.acquire() }
+                connections.count.add(1, ordering: .relaxed)
+                channel.closeFuture.whenComplete { _ in
+                    connections.count.subtract(1, ordering: .relaxed)
+                    reserve.acquire()
+                }
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
                         ControlConnectionHandler(master: master, logger: logger, requestTimeout: requestTimeout))
                 }
             }
-        // 0600 from birth: no window in which another user could connect.
-        let oldMask = umask(0o177)
         let channel: Channel
         do {
-            channel = try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: false).get()
+            channel = try await bootstrap.withBoundSocket(descriptor).get()
         } catch {
-            umask(oldMask)
             try? await group.shutdownGracefully()
             throw error
         }
-        umask(oldMask)
         logger.info("control socket ready", metadata: ["path": "\(path)"])
-        return ControlServer(path: path, channel: channel, group: group)
+        return ControlServer(
+            path: path, descriptor: descriptor, channel: channel, group: group, connections: connections)
+    }
+
+    /// The listen(2) queue: clients wait in it while the master is busy, and during an
+    /// upgrade's switch, when neither master accepts for a few milliseconds.
+    static let backlog: Int32 = 128
+
+    /// socket, bind and listen, CLOEXEC from birth, and mode 0600 from birth (the umask
+    /// around bind): no window in which another user could connect.
+    private static func bindListeningSocket(_ path: String) throws(SystemCallError) -> CInt {
+        guard var address = unixAddress(path) else {
+            throw SystemCallError("bind", on: path, errno: .fileNameTooLong)
+        }
+        let fd = try syscall("socket", on: path) {
+            socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        }
+        let oldMask = umask(0o177)
+        defer { umask(oldMask) }
+        do throws(SystemCallError) {
+            try syscall("bind", on: path) {
+                withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                    }
+                }
+            }
+            try syscall("listen", on: path) { listen(fd, backlog) }
+        } catch {
+            closeDescriptor(fd)
+            throw error
+        }
+        return fd
+    }
+
+    private static func unixAddress(_ path: String) -> sockaddr_un? {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return nil }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        return address
     }
 
     /// Makes the directory if needed, and removes a stale socket file, but refuses to take the
@@ -86,18 +152,11 @@ final class ControlServer: Sendable {
     }
 
     private static func isSomeoneListening(_ path: String) -> Bool {
+        guard var address = unixAddress(path) else { return false }
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { Glibc.close(fd) }
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { return false }
-        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        let rc = withUnsafePointer(to: &addr) {
+        let rc = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
             }
@@ -105,12 +164,35 @@ final class ControlServer: Sendable {
         return rc == 0
     }
 
-    /// Stops accepting and removes the socket file.
-    func close() {
-        unlink(path)
+    /// Stops accepting, at an upgrade's switch: this master's fd is closed, and the socket
+    /// lives on in the new master's copy, its queue included. Connections accepted before are
+    /// still answered.
+    func stopAccepting() async {
+        try? await channel.close()
+    }
+
+    /// Waits until every connection accepted has been answered and closed, at most `limit`:
+    /// a master that handed over in an upgrade exits only then, so that its last answers (the
+    /// upgrade's own, a request it forwarded) reach their callers.
+    func waitUntilAnswered(atMost limit: Duration) async {
+        let deadline = ContinuousClock.now + limit
+        while connections.count.load(ordering: .relaxed) > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+    }
+
+    /// Stops accepting and removes the socket file, unless another master serves it now
+    /// (`removingFile: false`).
+    func close(removingFile: Bool = true) {
+        if removingFile { unlink(path) }
         channel.close(promise: nil)
         group.shutdownGracefully { _ in }
     }
+}
+
+/// How many control connections are open, counted on the event loop, read by the actor.
+private final class ConnectionCount: Sendable {
+    let count = Atomic<Int>(0)
 }
 
 struct ControlServerError: Error, CustomStringConvertible {
@@ -245,34 +327,6 @@ private final class ControlConnectionHandler: ChannelInboundHandler, RemovableCh
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(out)).whenComplete { _ in
             channel.close(promise: nil)
-        }
-    }
-}
-
-extension Master {
-    /// Answers one control request.
-    func handle(_ request: ControlRequest) async -> ControlResponse {
-        switch request.command {
-        case .status:
-            return ControlResponse(ok: true, status: statusReport())
-        case .reload:
-            if request.wait == false {
-                guard state == .running else {
-                    return .failure("gatewayd is \(state == .starting ? "still starting" : "stopping")")
-                }
-                Task { _ = await self.reload(trigger: "control socket (no wait)") }
-                return ControlResponse(ok: true, accepted: true)
-            }
-            switch await reload(trigger: "control socket") {
-            case .succeeded(let generation, let timings):
-                return ControlResponse(ok: true, generation: generation, timings: timings)
-            case .failed(let reason, let details):
-                return .failure(reason, details: details.isEmpty ? nil : details)
-            }
-        case .stop:
-            let now = request.now ?? false
-            Task { await self.stop(now: now) }
-            return ControlResponse(ok: true, accepted: true)
         }
     }
 }

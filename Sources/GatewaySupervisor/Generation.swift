@@ -1,17 +1,11 @@
 import GatewayConfig
 import GatewayCore
 
-/// One set of workers started from one config. Owns its workers; owned by the master's actor.
+/// One set of workers started from one config. It starts its workers and waits for them
+/// (`Generation+Start.swift`), hears what they report (`Generation+Events.swift`), and drains
+/// and ends them (`Generation+Drain.swift`). Owns its worker slots; owned by the master's
+/// actor, and every method that acts runs on it (`in master: isolated Master`).
 final class Generation {
-    enum State: String {
-        /// Workers spawned, waiting for all of them to be ready.
-        case starting
-        case serving
-        case draining
-        /// Failed to start; its workers are being stopped.
-        case failed
-    }
-
     let id: Int
     let loaded: LoadedConfiguration
     let settings: EffectiveSettings
@@ -21,15 +15,9 @@ final class Generation {
     let accessLog: AccessLogFile?
     let startedAt: ContinuousClock.Instant = .now
     let wallClockStart: Double
-    var state: State = .starting
-    /// By worker index; a restarted worker replaces its slot.
-    var workers: [Int: Worker] = [:]
-    /// Restarts per worker slot, and consecutive quick failures (for backoff).
-    var restarts: [Int: Int] = [:]
-    var consecutiveCrashes: [Int: Int] = [:]
-    /// When each dead slot's next restart is due (for `status`).
-    var restartDue: [Int: ContinuousClock.Instant] = [:]
-    /// Exited workers kept only until the generation ends (for accounting).
+    var state: GenerationState = .starting
+    /// One per worker index, in index order.
+    var slots: [WorkerSlot]
     var drainStartedAt: ContinuousClock.Instant?
 
     /// Resumed once: every worker ready, one failed, or ready_timeout.
@@ -47,46 +35,46 @@ final class Generation {
         self.listeners = listeners
         self.accessLog = accessLog
         self.wallClockStart = wallClockStart
+        self.slots = (0..<settings.workers).map { WorkerSlot(index: $0) }
     }
 
-    var liveWorkers: [Worker] { workers.values.filter(\.isAlive).sorted { $0.index < $1.index } }
-    var allReady: Bool { workers.count == settings.workers && workers.values.allSatisfy { $0.state == .ready } }
+    /// The worker of every slot that has one, in index order.
+    var workers: [Worker] { slots.compactMap(\.worker) }
+    var liveWorkers: [Worker] { workers.filter(\.isAlive) }
+    var allReady: Bool { slots.allSatisfy { $0.worker?.state == .ready } }
     var connectionCount: Int { liveWorkers.map(\.connections).saturatingSum() }
     /// Only a generation on its way out can end: a serving generation whose workers all died
     /// is restarting them, not finished.
     var isFinished: Bool { (state == .draining || state == .failed) && liveWorkers.isEmpty }
 
-    /// Why a serving generation is below strength, or nil: a slot without a ready worker, or
-    /// a slot whose worker keeps crashing and has not yet lived `stableAfter` since its last
-    /// restart. Operators read this in `status` and in systemd's STATUS line.
-    /// `countdown` adds when a down slot's restart is due: for `status`, not for the STATUS line
-    /// (which would change every tick).
-    func degradation(
-        crashLoopAfter: Int, stableAfter: Duration, countdown: Bool = true, now: ContinuousClock.Instant = .now
-    ) -> String? {
+    /// Why a serving generation is below strength, or nil: each slot that is (see
+    /// `WorkerSlot.degradation`). Operators read this in `status` and in systemd's STATUS line.
+    func degradation(countdown: Bool = true, now: ContinuousClock.Instant = .now) -> String? {
         guard state == .serving else { return nil }
-        var reasons: [String] = []
-        for index in 0..<settings.workers {
-            let crashes = consecutiveCrashes[index] ?? 0
-            let inARow = crashes == 0 ? "" : " (\(crashes) crash\(crashes == 1 ? "" : "es") in a row)"
-            guard let worker = workers[index], worker.isAlive else {
-                let due = countdown ? restartDue[index].map { max(.zero, $0 - now) } : nil
-                let next = due.map { ", restart in \(Int($0.milliseconds)) ms" } ?? ""
-                reasons.append("worker \(index) down\(inARow)\(next)")
-                continue
-            }
-            if worker.state != .ready {
-                reasons.append("worker \(index) restarting\(inARow)")
-            } else if crashes >= crashLoopAfter, now - worker.spawnedAt < stableAfter {
-                reasons.append("worker \(index) crash-looping\(inARow)")
-            }
-        }
+        let reasons = slots.compactMap { $0.degradation(countdown: countdown, now: now) }
         return reasons.isEmpty ? nil : reasons.joined(separator: "; ")
     }
 
     func resumeReady(_ result: Result<Void, GenerationStartFailure>) {
         readyContinuation?.resume(returning: result)
         readyContinuation = nil
+    }
+
+    func resumeStoppedAccepting() {
+        stoppedAcceptingContinuation?.resume()
+        stoppedAcceptingContinuation = nil
+    }
+
+    func status() -> StatusReport.Generation {
+        StatusReport.Generation(
+            id: id, state: state, startedAt: wallClockStart,
+            workers: slots.compactMap { slot in
+                slot.worker.map {
+                    StatusReport.Worker(
+                        index: $0.index, pid: $0.pid, state: $0.state, connections: $0.connections,
+                        restarts: slot.restarts)
+                }
+            }, degraded: degradation())
     }
 }
 

@@ -7,53 +7,103 @@ extension Master {
     /// Asks for a reload and waits for the outcome of the reload that covers this request.
     ///
     /// Reloads are serialized and the newest config wins: a request that arrives while a
-    /// reload runs waits for the next one, which reads the file as it is then. Requests that
-    /// wait together are merged into that one reload and all get its outcome.
+    /// reload (or an upgrade) runs waits for the next one, which reads the file as it is then.
+    /// Requests that wait together are merged into that one reload and all get its outcome.
+    /// After an upgrade has handed over, the new master does the reload
+    /// (`forwardToSuccessor`).
     public func reload(trigger: String) async -> ReloadOutcome {
-        guard state == .running else {
-            return .failed(reason: "gatewayd is \(state == .starting ? "still starting" : "stopping")", details: [])
+        switch state {
+        case .running, .handedOver:
+            break
+        case .starting:
+            return .failed(reason: "gatewayd is still starting", details: [])
+        case .stopping, .stoppingNow, .stopped:
+            return .failed(reason: "gatewayd is stopping", details: [])
         }
         return await withCheckedContinuation { continuation in
-            reloadWaiters.append(continuation)
+            reloadWaiters.append((trigger, continuation))
             logger.info("reload requested", metadata: ["trigger": "\(trigger)"])
-            if !reloadLoopRunning {
-                reloadLoopRunning = true
-                Task { await self.runReloads() }
-            }
+            startLifecycleOperations()
         }
     }
 
-    private func runReloads() async {
-        while !reloadWaiters.isEmpty {
-            let waiters = reloadWaiters
-            reloadWaiters.removeAll()
-            let outcome: ReloadOutcome
-            if state == .running {
-                outcome = await performReload()
+    /// Reloads and upgrades run one at a time, in this one loop: an upgrade asked for during
+    /// a reload waits for it to end, and reloads asked for during an upgrade wait for the
+    /// upgrade, then run here or, if it handed over, in the new master.
+    func startLifecycleOperations() {
+        guard !operationRunning else { return }
+        operationRunning = true
+        Task { await self.runLifecycleOperations() }
+    }
+
+    private func runLifecycleOperations() async {
+        while true {
+            if let requested = pendingUpgrade {
+                pendingUpgrade = nil
+                requested.continuation.resume(returning: await performUpgrade(requested))
+            } else if !reloadWaiters.isEmpty {
+                let waiters = reloadWaiters
+                reloadWaiters.removeAll()
+                let triggers = waiters.map(\.trigger).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+                let outcome: ReloadOutcome
+                switch state {
+                case .running:
+                    outcome = await performReload(trigger: triggers.joined(separator: ", "))
+                case .handedOver:
+                    outcome = await forwardReloadToSuccessor()
+                default:
+                    outcome = .failed(reason: "gatewayd is stopping", details: [])
+                }
+                reloadPhase = .idle
+                for waiter in waiters { waiter.continuation.resume(returning: outcome) }
             } else {
-                outcome = .failed(reason: "gatewayd is stopping", details: [])
+                break
             }
-            reloadPhase = .idle
-            for waiter in waiters { waiter.resume(returning: outcome) }
         }
-        reloadLoopRunning = false
+        operationRunning = false
+        checkStopComplete()
     }
 
-    private func performReload() async -> ReloadOutcome {
-        let clock = ContinuousClock()
-        let begin = clock.now
-        var mark = begin
-        var timings = ReloadTimings()
-        func lap() -> Double {
-            let now = clock.now
-            defer { mark = now }
-            return (now - mark).milliseconds
+    private func performReload(trigger: String) async -> ReloadOutcome {
+        var progress = ReloadProgress()
+        let wallClockStart = Date().timeIntervalSince1970
+        let outcome = await performReload(&progress)
+        let timings = progress.finish()
+        var record = ReloadRecord(
+            kind: .reload, trigger: trigger, startedAt: wallClockStart, durationMilliseconds: timings.totalMs,
+            outcome: .ok, masterPid: getpid(), timings: timings)
+        guard case .succeeded(let generation, _) = outcome else {
+            if case .failed(let reason, _) = outcome {
+                record.outcome = .failed
+                record.reason = reason
+            }
+            history.record(record)
+            return outcome
         }
+        record.generation = generation
+        history.record(record)
+        logger.info(
+            "reload complete: generation \(generation) serving",
+            metadata: ReloadPhase.allCases.reduce(into: ["total_ms": "\(Self.format(timings.totalMs))"]) {
+                if let key = ReloadTimings.key(of: $1) { $0[key] = "\(Self.format(timings[$1]))" }
+            })
+        // A stop may have begun while the old generation's drain started: READY=1 after
+        // STOPPING=1 would take the unit back from deactivating.
+        if state == .running {
+            notifier.ready(status: statusLine())
+        }
+        // After the timings: starting spares is not part of this reload's latency.
+        replenishSpares()
+        return .succeeded(generation: generation, timings: timings)
+    }
+
+    /// The reload itself, phase by phase (`ReloadPhase`); `progress` times each.
+    private func performReload(_ progress: inout ReloadProgress) async -> ReloadOutcome {
         reloadCount += 1
         notifier.reloading(status: "reloading \(options.configPath)")
 
         // 1. Read and validate. The bytes read here are the bytes every new worker gets.
-        reloadPhase = .validating
+        enter(.validating, &progress)
         let newLoaded: LoadedConfiguration
         switch await Self.loadConfiguration(path: options.configPath) {
         case .success(let loaded):
@@ -74,58 +124,47 @@ extension Master {
         } catch {
             return failReload("access log: \(error)", details: [])
         }
-        timings.validateMs = lap()
 
         // 2. Sockets: kept ones are reused, new ones bound now; a failure changes nothing.
-        reloadPhase = .binding
+        enter(.binding, &progress)
         let generationID = nextGenerationID
         nextGenerationID += 1
-        let specs = newLoaded.configuration.listeners.map {
-            ListenerTable.Spec(name: $0.name, address: $0.address, backlog: $0.backlog)
-        }
         let listeners: [ListenerTable.Listener]
         do {
-            listeners = try listenerTable.acquire(specs, for: generationID)
+            listeners = try listenerTable.acquire(listenerSpecs(of: newLoaded.configuration), for: generationID)
         } catch {
             return failReload("\(error)", details: [])
         }
-        timings.bindMs = lap()
 
         // 3. The new generation.
-        reloadPhase = .spawning
-        let generation = Generation(
-            id: generationID, loaded: newLoaded, settings: newSettings, listeners: listeners, accessLog: accessLog,
-            wallClockStart: Date().timeIntervalSince1970)
-        generations[generationID] = generation
+        enter(.spawning, &progress)
+        let generation = addGeneration(
+            generationID, loaded: newLoaded, settings: newSettings, listeners: listeners, accessLog: accessLog)
         let diff = ConfigDiff(from: loaded.configuration, to: newLoaded.configuration)
         logger.info(
             "starting generation \(generationID)",
             metadata: ["workers": "\(newSettings.workers)", "changes": "\(Self.describe(diff))"])
-
-        let spawnFailure = spawnWorkers(of: generation)
-        timings.spawnMs = lap()
+        let spawnFailure = generation.spawnWorkers(in: self)
 
         // 4. Wait until every new worker is ready.
-        reloadPhase = .waitingForReady
+        enter(.waitingForReady, &progress)
         let result: Result<Void, GenerationStartFailure> =
-            if let spawnFailure { .failure(spawnFailure) } else { await waitUntilReady(generation) }
-        timings.readyMs = lap()
+            if let spawnFailure { .failure(spawnFailure) } else { await generation.waitUntilReady(in: self) }
         guard state == .running else {
-            await abandon(generation)
+            await generation.abandon(in: self)
             checkStopComplete()
             return failReload("gatewayd began stopping during the reload", details: [])
         }
         if case .failure(let failure) = result {
             // Its live workers drain (abandon): room for them first.
             enforceDrainingLimit(makingRoomFor: generation)
-            await abandon(generation)
+            await generation.abandon(in: self)
             return failReload("generation \(generationID) failed to start: \(failure)", details: [])
         }
 
         // 5. Switch: the new generation serves, the old one stops accepting and drains.
-        reloadPhase = .switching
-        generation.state = .serving
-        replaceDeadWorkers(of: generation)
+        enter(.switching, &progress)
+        generation.promote(in: self)
         storeInSystemd(listeners)
         let previousID = servingID
         servingID = generationID
@@ -134,31 +173,24 @@ extension Master {
         if let previousID, let previous = generations[previousID] {
             // Room first, then the drain: never one more draining than the limit, even briefly.
             enforceDrainingLimit(makingRoomFor: previous)
-            await drain(previous, reason: "replaced by generation \(generationID)")
+            await previous.drain(reason: "replaced by generation \(generationID)", in: self)
         }
-        timings.switchMs = lap()
-        timings.totalMs = (clock.now - begin).milliseconds
-        logger.info(
-            "reload complete: generation \(generationID) serving",
-            metadata: [
-                "validate_ms": "\(Self.format(timings.validateMs))", "bind_ms": "\(Self.format(timings.bindMs))",
-                "spawn_ms": "\(Self.format(timings.spawnMs))",
-                "ready_ms": "\(Self.format(timings.readyMs))", "switch_ms": "\(Self.format(timings.switchMs))",
-                "total_ms": "\(Self.format(timings.totalMs))",
-            ])
-        // A stop may have begun while the old generation's drain started: READY=1 after
-        // STOPPING=1 would take the unit back from deactivating.
-        if state == .running {
-            notifier.ready(status: statusLine())
-        }
-        // After the timings: starting spares is not part of this reload's latency.
-        replenishSpares()
-        return .succeeded(generation: generationID, timings: timings)
+        return .succeeded(generation: generationID, timings: progress.timings)
+    }
+
+    /// The next phase begins: `status` says so, the log (at debug) too, and the clock starts
+    /// timing it.
+    private func enter(_ phase: ReloadPhase, _ progress: inout ReloadProgress) {
+        reloadPhase = phase
+        progress.enter(phase)
+        logger.debug("reload: \(phase.rawValue)")
     }
 
     private func failReload(_ reason: String, details: [String]) -> ReloadOutcome {
         failedReloadCount += 1
-        logger.error("reload failed: \(reason)\(details.isEmpty ? "" : "\n" + details.joined(separator: "\n"))")
+        logger.error(
+            "reload failed: \(reason)\(details.isEmpty ? "" : "\n" + details.joined(separator: "\n"))",
+            metadata: ["phase": "\(reloadPhase.rawValue)"])
         // systemd waits for READY=1 after RELOADING=1 even when the reload failed; but once
         // STOPPING=1 was sent, READY=1 would take the unit back from deactivating.
         if state == .running {
@@ -188,7 +220,7 @@ extension Master {
             logger.warning(
                 "stopping generation \(generation.id) early: more than max_draining_generations (\(settings.maxDrainingGenerations)) are draining",
                 metadata: ["connections": "\(generation.connectionCount)"])
-            for worker in generation.liveWorkers { terminate(worker) }
+            generation.terminateWorkers(in: self)
         }
     }
 
@@ -223,56 +255,30 @@ extension Master {
     }
 }
 
-extension Master {
-    // MARK: - Stop
+/// A reload's clock: entering a phase ends the one before and books its time to it.
+struct ReloadProgress {
+    private let clock = ContinuousClock()
+    private let begin: ContinuousClock.Instant
+    private var mark: ContinuousClock.Instant
+    private var phase: ReloadPhase = .idle
+    private(set) var timings = ReloadTimings()
 
-    /// Graceful: every generation drains, then the master exits. Now: every worker gets
-    /// SIGTERM (SIGKILL after a grace). A graceful stop already under way can be escalated.
-    public func stop(now: Bool) async {
-        switch state {
-        case .stopped, .stoppingNow:
-            return
-        case .stopping where !now:
-            return
-        default:
-            break
-        }
-        let wasStarting = state == .starting
-        state = now ? .stoppingNow : .stopping
-        logger.info(now ? "stopping now" : "stopping gracefully: draining every generation")
-        notifier.stopping(status: now ? "stopping now" : "stopping: draining")
-        // The drain may take up to the longest drain_timeout of any generation (each drains
-        // under the config it was started with), then the kill grace: ask systemd for that
-        // much (with a margin for the exit itself), so TimeoutStopSec= does not cut it.
-        let longestDrain = now ? .zero : generations.values.map(\.settings.drainTimeout).max() ?? settings.drainTimeout
-        notifier.extendTimeout(by: longestDrain + Self.killGrace + .seconds(5))
-        for waiter in reloadWaiters { waiter.resume(returning: .failed(reason: "gatewayd is stopping", details: [])) }
-        reloadWaiters.removeAll()
-        stopSpares()
-        // A generation still starting (generation 1, or a reload's) belongs to whoever waits
-        // for it: waking them up makes them stop it (see `run` and `performReload`).
-        for generation in generations.values where generation.state == .starting {
-            generation.resumeReady(.failure(GenerationStartFailure(description: "gatewayd is stopping")))
-        }
-        if wasStarting { return }
-        if now {
-            for generation in generations.values {
-                for worker in generation.liveWorkers { terminate(worker) }
-            }
-        } else {
-            for generation in generations.values.sorted(by: { $0.id < $1.id }) where generation.state == .serving {
-                await drain(generation, reason: "gatewayd is stopping")
-            }
-        }
-        checkStopComplete()
+    init() {
+        begin = clock.now
+        mark = begin
     }
 
-    func checkStopComplete() {
-        guard state == .stopping || state == .stoppingNow else { return }
-        // A generation still starting is not done yet, even with no live worker: its owner
-        // (run or performReload) has yet to wake up and abandon it.
-        if spares.isEmpty, generations.values.allSatisfy({ $0.liveWorkers.isEmpty && $0.state != .starting }) {
-            finish()
-        }
+    mutating func enter(_ next: ReloadPhase) {
+        let now = clock.now
+        timings[phase] += (now - mark).milliseconds
+        mark = now
+        phase = next
+    }
+
+    /// Ends the last phase and sets the total.
+    mutating func finish() -> ReloadTimings {
+        enter(.idle)
+        timings.totalMs = (clock.now - begin).milliseconds
+        return timings
     }
 }

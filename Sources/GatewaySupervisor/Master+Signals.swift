@@ -6,13 +6,14 @@ import UnixSignals
 #endif
 
 extension Master {
-    /// SIGHUP reloads; SIGTERM or SIGINT stops gracefully, and a second one stops at once, as
-    /// does one that arrives while a graceful stop (`gatewayctl stop`) is already draining.
-    /// Runs until the master has stopped.
+    /// SIGHUP reloads; SIGUSR2 upgrades the master itself (nginx's signal for it) to the
+    /// binary it was started from; SIGTERM or SIGINT stops gracefully, and a second one stops
+    /// at once, as does one that arrives while a graceful stop (`gatewayctl stop`) is already
+    /// draining. Runs until the master has stopped.
     public func handleSignals() async {
         // A worker that died leaves a broken channel; writes to it must fail, not kill us.
         signal(SIGPIPE, SIG_IGN)
-        let signals = await UnixSignalsSequence(trapping: .sighup, .sigterm, .sigint)
+        let signals = await UnixSignalsSequence(trapping: .sighup, .sigterm, .sigint, .sigusr2)
         for await received in signals {
             switch received {
             case .sighup:
@@ -22,6 +23,9 @@ extension Master {
                     case .failed: break  // already logged by the reload
                     }
                 }
+            case .sigusr2:
+                // Its outcome, or why it was refused, is in the log.
+                Task { _ = await self.upgrade(trigger: "SIGUSR2") }
             case .sigterm, .sigint:
                 // Counted here, synchronously: two signals in a row escalate even if the
                 // first stop has not begun yet.

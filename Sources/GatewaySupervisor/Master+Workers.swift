@@ -7,71 +7,29 @@ import Logging
     import Glibc
 #endif
 
+/// Worker processes: starting them (spares first), handing them their generation, and routing
+/// what they report to the generation they belong to.
 extension Master {
-    // MARK: - Spawning
+    // MARK: - Starting
 
-    /// Starts every worker of a new generation, taking pre-started spares first. Returns the
-    /// first failure to spawn.
-    func spawnWorkers(of generation: Generation) -> GenerationStartFailure? {
-        for index in 0..<generation.settings.workers {
-            do {
-                if let spare = takeSpare() {
-                    try assign(spare, to: generation, index: index)
-                } else {
-                    try spawnWorker(generation: generation, index: index)
-                }
-            } catch {
-                return GenerationStartFailure(description: "cannot start worker \(index): \(error)")
-            }
+    /// Starts worker `index` of `generation`: a pre-started spare if there is one, else a new
+    /// process.
+    func startWorker(_ index: Int, of generation: Generation) throws(SystemCallError) {
+        if let spare = takeSpare() {
+            try assign(spare, to: generation, index: index)
+        } else {
+            try spawnWorker(index, of: generation)
         }
-        return nil
     }
 
-    /// Waits until every worker of a new generation is ready, one fails, or ready_timeout passes.
-    /// Workers that said ready may die before the caller acts on it (the actor runs their
-    /// exits first): a generation whose every worker did has failed, and the caller must not
-    /// switch to it, or it would drain the serving generation for nothing.
-    func waitUntilReady(_ generation: Generation) async -> Result<Void, GenerationStartFailure> {
-        if generation.allReady { return .success(()) }
-        if state != .starting && state != .running {
-            return .failure(GenerationStartFailure(description: "gatewayd is stopping"))
-        }
-        let timeout = generation.settings.readyTimeout
-        let id = generation.id
-        let timer = Task { [weak self] in
-            try? await Task.sleep(for: timeout)
-            if !Task.isCancelled { await self?.readyTimedOut(generationID: id, after: timeout) }
-        }
-        defer { timer.cancel() }
-        let result = await withCheckedContinuation { generation.readyContinuation = $0 }
-        guard case .success = result else { return result }
-        if let afterReadyHook { await afterReadyHook(generation.id) }
-        guard generation.liveWorkers.isEmpty else { return result }
-        let names = generation.workers.values.sorted { $0.index < $1.index }.map {
-            "worker \($0.index) (pid \($0.pid))"
-        }
-        return .failure(
-            GenerationStartFailure(
-                description:
-                    "every worker exited after it reported ready, before the switch: \(names.joined(separator: ", "))"))
-    }
-
-    private func readyTimedOut(generationID: Int, after timeout: Duration) {
-        guard let generation = generations[generationID], generation.readyContinuation != nil else { return }
-        let late = generation.workers.values.filter { $0.state == .starting }.sorted { $0.index < $1.index }
-        let names = late.map { "worker \($0.index) (pid \($0.pid))" }.joined(separator: ", ")
-        generation.resumeReady(
-            .failure(
-                GenerationStartFailure(
-                    description: "\(names) not ready within ready_timeout \(DurationText.format(timeout))")))
-    }
-
-    func spawnWorker(generation: Generation, index: Int) throws(SystemCallError) {
+    /// Starts a new process for worker `index` of `generation` (restarts never take spares:
+    /// those are for the next reload).
+    func spawnWorker(_ index: Int, of generation: Generation) throws(SystemCallError) {
         try assign(try launchWorkerProcess(), to: generation, index: index)
     }
 
     /// Starts a worker process that waits for its handoff, and the thread that reads from it.
-    /// Its events reach `handle(_:pid:)`, routed by pid, so the process may be a spare now and
+    /// Its events reach `handle(_:from:)`, routed by pid, so the process may be a spare now and
     /// a generation's worker later.
     func launchWorkerProcess() throws(SystemCallError) -> SpawnedProcess {
         let arguments = [
@@ -113,7 +71,7 @@ extension Master {
             throw error
         }
         let worker = Worker(generation: generation.id, index: index, process: process)
-        generation.workers[index] = worker
+        generation.slots[index].worker = worker
         workerLocations[process.pid] = (generation.id, index)
         logger.debug("starting \(worker.name)")
 
@@ -150,7 +108,7 @@ extension Master {
     }
 
     /// A CLOEXEC copy of one of the master's fds, for one handoff.
-    private static func copy(_ fd: CInt, of what: String) throws(SystemCallError) -> CInt {
+    static func copy(_ fd: CInt, of what: String) throws(SystemCallError) -> CInt {
         try syscall("fcntl F_DUPFD_CLOEXEC", on: what) { fcntl(fd, F_DUPFD_CLOEXEC, 0) }
     }
 
@@ -177,7 +135,8 @@ extension Master {
         spares.isEmpty ? nil : spares.removeFirst()
     }
 
-    /// At stop: spares hold no connection and have nothing to drain.
+    /// At stop (and at an upgrade's switch): spares hold no connection and have nothing to
+    /// drain.
     func stopSpares() {
         for spare in spares { spawner.signal(SIGKILL, to: spare.pid) }
     }
@@ -195,7 +154,9 @@ extension Master {
 
     // MARK: - Events
 
-    private func handle(_ event: WorkerEvent, from process: SpawnedProcess) async {
+    /// What a worker process's reader thread reported: a spare's death is the master's, any
+    /// other event belongs to the generation the process is a worker of.
+    private func handle(_ event: WorkerEvent, from process: SpawnedProcess) {
         let pid = process.pid
         if let spareIndex = spares.firstIndex(where: { $0.pid == pid }) {
             // A spare has nothing to say before its handoff; it can only die.
@@ -203,7 +164,7 @@ extension Master {
             let spare = spares.remove(at: spareIndex)
             let status = spawner.reap(pid: pid)
             spare.channel.close()
-            if state == .stopping || state == .stoppingNow {
+            if isEnding {
                 logger.debug("spare worker (pid \(pid)) stopped")
                 checkStopComplete()
             } else {
@@ -212,7 +173,7 @@ extension Master {
             return
         }
         guard let (generationID, index) = workerLocations[pid], let generation = generations[generationID],
-            let worker = generation.workers[index], worker.pid == pid
+            let worker = generation.slots[index].worker, worker.pid == pid
         else {
             // A process that is neither a spare nor a worker: one taken from the spares whose
             // handoff could not be made (`assign` threw). Nothing was queued to it.
@@ -223,267 +184,6 @@ extension Master {
             }
             return
         }
-        if case .message = event { worker.lastHeard = .now }
-        switch event {
-        case .message(.ready):
-            worker.reportedReady = true
-            guard worker.state == .starting else { return }
-            worker.state = .ready
-            logger.debug("\(worker.name) ready")
-            if generation.state == .starting, generation.allReady {
-                generation.resumeReady(.success(()))
-            } else if generation.state == .serving, state == .running {
-                // A restarted worker: its slot is back, and systemd's STATUS should say so.
-                logger.info("\(worker.name) ready after a restart")
-                notifyStatusIfChanged()
-            }
-        case .message(.failed(let reason)):
-            let reason = LogText.escaped(reason)
-            worker.failureReason = reason
-            logger.error("\(worker.name) failed: \(reason)")
-        case .message(.connections(let count)):
-            worker.connections = min(max(count, 0), Worker.maximumConnections)
-            if worker.connections != count, !worker.reportedImpossibleCount {
-                worker.reportedImpossibleCount = true
-                logger.warning(
-                    "\(worker.name) reported \(count) connections; counted as \(worker.connections) (a process holds at most 2^30 fds)"
-                )
-            }
-        case .message(.draining):
-            worker.stoppedAccepting = true
-            if generation.liveWorkers.allSatisfy({ $0.stoppedAccepting || $0.state != .draining }) {
-                generation.stoppedAcceptingContinuation?.resume()
-                generation.stoppedAcceptingContinuation = nil
-            }
-        case .message(let other):
-            logger.warning("\(worker.name) sent an unexpected \(other.type) frame")
-        case .channelError(let reason):
-            // The reason may quote what the worker sent (a frame's type).
-            let reason = LogText.escaped(reason)
-            worker.failureReason = worker.failureReason ?? reason
-            logger.error("\(worker.name): \(reason); killing it")
-        case .exited:
-            let status = spawner.reap(pid: pid)
-            workerLocations[pid] = nil
-            await workerExited(worker, in: generation, status: status)
-        }
-    }
-
-    private func workerExited(_ worker: Worker, in generation: Generation, status: ExitStatus) async {
-        let previous = worker.state
-        worker.state = .exited
-        worker.connections = 0
-        worker.closeChannel()
-        if worker.stoppedAccepting == false, previous == .draining || previous == .terminating {
-            worker.stoppedAccepting = true
-        }
-        if generation.stoppedAcceptingContinuation != nil,
-            generation.liveWorkers.allSatisfy({ $0.stoppedAccepting })
-        {
-            generation.stoppedAcceptingContinuation?.resume()
-            generation.stoppedAcceptingContinuation = nil
-        }
-
-        switch generation.state {
-        case .starting where generation.readyContinuation != nil:
-            let reason = worker.failureReason.map { ": \($0)" } ?? ""
-            let when = worker.reportedReady ? "after it reported ready, before its generation was" : "before it was"
-            generation.resumeReady(
-                .failure(
-                    GenerationStartFailure(
-                        description: "worker \(worker.index) (pid \(worker.pid)) \(status) \(when) ready\(reason)")))
-        case .serving where state == .running:
-            let lived = ContinuousClock.now - worker.spawnedAt
-            logger.error(
-                "\(worker.name) \(status)\(worker.failureReason.map { ": \($0)" } ?? ""); restarting",
-                metadata: ["lived_ms": "\(Int(lived.milliseconds))"])
-            scheduleRestart(of: worker.index, in: generation, lived: lived)
-        default:
-            if previous == .draining && status.isSuccess {
-                logger.debug("\(worker.name) drained and exited")
-            } else {
-                logger.info("\(worker.name) \(status)")
-            }
-        }
-        if generation.isFinished {
-            generationFinished(generation)
-        }
-        if state == .stopping || state == .stoppingNow {
-            checkStopComplete()
-        }
-    }
-
-    private func scheduleRestart(of index: Int, in generation: Generation, lived: Duration) {
-        let crashes = lived >= Self.restartStableAfter ? 1 : (generation.consecutiveCrashes[index] ?? 0) + 1
-        generation.consecutiveCrashes[index] = crashes
-        var delay = Self.restartBackoffBase
-        for _ in 1..<crashes where delay < Self.restartBackoffCap { delay *= 2 }
-        delay = min(delay, Self.restartBackoffCap)
-        generation.restartDue[index] = .now + delay
-        if crashes == Self.crashLoopAfter {
-            logger.error(
-                "worker \(index) of generation \(generation.id) is crash-looping: \(crashes) crashes in a row, each within \(DurationText.format(Self.restartStableAfter)) of its start; restarts back off up to \(DurationText.format(Self.restartBackoffCap)); a reload to a good config replaces the generation"
-            )
-        }
-        notifyStatusIfChanged()
-        let generationID = generation.id
-        Task { [weak self] in
-            try? await Task.sleep(for: delay)
-            await self?.restartWorker(index: index, generationID: generationID)
-        }
-    }
-
-    private func restartWorker(index: Int, generationID: Int) {
-        guard state == .running, let generation = generations[generationID], generation.state == .serving,
-            generation.workers[index]?.isAlive != true
-        else { return }
-        generation.restarts[index, default: 0] += 1
-        generation.restartDue[index] = nil
-        do {
-            try spawnWorker(generation: generation, index: index)
-            logger.info(
-                "restarted worker \(index) of generation \(generationID)",
-                metadata: ["restarts": "\(generation.restarts[index]!)"])
-            // A replacement gets ready_timeout like any new worker; a late one is terminated,
-            // and its exit schedules the next try with a longer backoff.
-            let pid = generation.workers[index]!.pid
-            let timeout = generation.settings.readyTimeout
-            Task { [weak self] in
-                try? await Task.sleep(for: timeout)
-                await self?.restartReadyTimedOut(generationID: generationID, index: index, pid: pid, after: timeout)
-            }
-        } catch {
-            logger.error("cannot restart worker \(index) of generation \(generationID): \(error)")
-            scheduleRestart(of: index, in: generation, lived: .zero)
-        }
-    }
-
-    private func restartReadyTimedOut(generationID: Int, index: Int, pid: Int32, after timeout: Duration) {
-        guard let worker = generations[generationID]?.workers[index], worker.pid == pid, worker.state == .starting
-        else { return }
-        logger.error("\(worker.name) not ready within ready_timeout \(DurationText.format(timeout)); terminating it")
-        terminate(worker)
-    }
-
-    /// A serving generation must have every slot filled: a worker that died between reporting
-    /// ready and the generation being promoted is replaced now.
-    func replaceDeadWorkers(of generation: Generation) {
-        for (index, worker) in generation.workers where !worker.isAlive {
-            scheduleRestart(of: index, in: generation, lived: ContinuousClock.now - worker.spawnedAt)
-        }
-    }
-
-    // MARK: - Drain and stop
-
-    /// Tells every worker of a generation to drain and arms its drain timeout. Returns once
-    /// every worker has confirmed that it stopped accepting (at most `stopAcceptingTimeout`).
-    func drain(_ generation: Generation, reason: String) async {
-        guard generation.drainStartedAt == nil else { return }
-        generation.state = .draining
-        generation.drainStartedAt = .now
-        let live = generation.liveWorkers
-        logger.info("draining generation \(generation.id): \(reason)", metadata: ["workers": "\(live.count)"])
-        for worker in live where worker.state == .ready || worker.state == .starting {
-            worker.state = .draining
-            worker.send(.drain, logger: logger)
-        }
-        armDrainTimeout(generation)
-        if !generation.liveWorkers.allSatisfy({ $0.stoppedAccepting || $0.state != .draining }) {
-            let id = generation.id
-            let timer = Task { [weak self] in
-                try? await Task.sleep(for: Self.stopAcceptingTimeout)
-                if !Task.isCancelled { await self?.stopAcceptingTimedOut(generationID: id) }
-            }
-            await withCheckedContinuation { generation.stoppedAcceptingContinuation = $0 }
-            timer.cancel()
-        }
-        // The workers no longer accept, so the generation no longer needs the master's copies
-        // of its sockets: one that no other generation uses (removed from the config, or every
-        // generation is stopping) is closed now, and new connections to it are refused at once
-        // instead of waiting in a queue nobody reads.
-        releaseListeners(of: generation)
-    }
-
-    func releaseListeners(of generation: Generation) {
-        for listener in listenerTable.release(generation: generation.id) {
-            logger.info("closed listener \(listener.name) (\(listener.boundAddress)): no serving generation uses it")
-            removeFromSystemdStore(listener)
-        }
-    }
-
-    private func stopAcceptingTimedOut(generationID: Int) {
-        guard let generation = generations[generationID], let continuation = generation.stoppedAcceptingContinuation
-        else { return }
-        let slow = generation.liveWorkers.filter { !$0.stoppedAccepting }.map(\.name)
-        logger.warning("\(slow.joined(separator: ", ")) did not confirm it stopped accepting")
-        generation.stoppedAcceptingContinuation = nil
-        continuation.resume()
-    }
-
-    private func armDrainTimeout(_ generation: Generation) {
-        let id = generation.id
-        let timeout = generation.settings.drainTimeout
-        Task { [weak self] in
-            try? await Task.sleep(for: timeout)
-            await self?.drainTimedOut(generationID: id, after: timeout)
-        }
-    }
-
-    private func drainTimedOut(generationID: Int, after timeout: Duration) {
-        guard let generation = generations[generationID], !generation.liveWorkers.isEmpty else { return }
-        let live = generation.liveWorkers
-        logger.warning(
-            "generation \(generationID) still has \(generation.connectionCount) connections after drain_timeout \(DurationText.format(timeout)); terminating \(live.count) workers"
-        )
-        for worker in live { terminate(worker) }
-    }
-
-    /// SIGTERM now, SIGKILL after `killGrace` if it is still there.
-    func terminate(_ worker: Worker) {
-        guard worker.isAlive else { return }
-        worker.state = .terminating
-        spawner.signal(SIGTERM, to: worker.pid)
-        let generationID = worker.generation
-        let index = worker.index
-        let pid = worker.pid
-        Task { [weak self] in
-            try? await Task.sleep(for: Self.killGrace)
-            await self?.killIfAlive(generationID: generationID, index: index, pid: pid)
-        }
-    }
-
-    private func killIfAlive(generationID: Int, index: Int, pid: Int32) {
-        guard let worker = generations[generationID]?.workers[index], worker.pid == pid, worker.isAlive else { return }
-        logger.warning(
-            "\(worker.name) still alive \(DurationText.format(Self.killGrace)) after SIGTERM; sending SIGKILL")
-        spawner.signal(SIGKILL, to: pid)
-    }
-
-    /// A generation that failed to start. Its workers drain, the ones not ready yet too: a
-    /// worker starts accepting just before it reports ready, so one the master still counts
-    /// as starting may hold connections, and a SIGTERM (close everything) would reset them.
-    /// A worker that does not even confirm it stopped accepting within `stopAcceptingTimeout`
-    /// is stuck, and is terminated.
-    func abandon(_ generation: Generation) async {
-        generation.resumeReady(.failure(GenerationStartFailure(description: "abandoned")))
-        if state == .stoppingNow {
-            for worker in generation.liveWorkers { terminate(worker) }
-        }
-        await drain(generation, reason: "failed to start")
-        for worker in generation.liveWorkers where !worker.stoppedAccepting && worker.state == .draining {
-            terminate(worker)
-        }
-        generation.state = .failed
-        if generation.isFinished { generationFinished(generation) }
-    }
-
-    func generationFinished(_ generation: Generation) {
-        guard generations[generation.id] != nil else { return }
-        generations[generation.id] = nil
-        releaseListeners(of: generation)
-        let took =
-            generation.drainStartedAt.map { " after \(Int((ContinuousClock.now - $0).milliseconds)) ms of drain" } ?? ""
-        logger.info("generation \(generation.id) ended\(took)")
-        if state == .running { notifyStatusIfChanged() }
+        generation.handle(event, from: worker, in: self)
     }
 }

@@ -7,22 +7,16 @@ import Logging
     import Glibc
 #endif
 
-/// The master process: owns the listening sockets (through its `ListenerTable`), the
-/// generations of workers, the reload state machine and the stop sequence.
+/// The master process: owns the listening sockets (through its `ListenerTable`), the shared
+/// segment, the control socket and the generations of workers, and runs three lifecycles on
+/// them: reload (`Master+Reload.swift`), stop (`Master+Stop.swift`) and upgrade, from the old
+/// master's side (`Master+Upgrade.swift`) and the new one's (`Master+Takeover.swift`).
+/// Generations start, drain and end themselves (`Generation+Start.swift`,
+/// `Generation+Drain.swift`); control requests arrive through `Master+Control.swift`.
 ///
 /// All state lives in this actor. Every method that awaits re-checks `state` afterwards:
-/// a stop may begin while a reload waits for its workers.
+/// a stop may begin while a reload or an upgrade waits.
 public actor Master {
-    enum State: Equatable {
-        case starting
-        case running
-        /// Draining every generation; the run ends when the last worker is gone.
-        case stopping
-        /// SIGTERM sent to every worker; the run ends when they are gone or killed.
-        case stoppingNow
-        case stopped
-    }
-
     /// Workers get this long after SIGTERM before SIGKILL. Their SIGTERM handler closes every
     /// connection and exits at once; 2 s covers a loaded machine without letting a stuck
     /// worker linger (HAProxy's hard-stop-after has no such grace; nginx waits forever).
@@ -31,33 +25,32 @@ public actor Master {
     /// worker answers within milliseconds; a worker that does not is stuck and the drain
     /// timeout will deal with it, so the reload must not hang on it.
     static let stopAcceptingTimeout: Duration = .seconds(2)
-    /// Restart backoff for a crashing serving worker: 100 ms doubling up to 10 s, reset after a
-    /// worker has lived 10 s. Fast enough that a one-off crash is invisible, slow enough that
-    /// a crash loop does not eat a core.
-    static let restartBackoffBase: Duration = .milliseconds(100)
-    static let restartBackoffCap: Duration = .seconds(10)
-    static let restartStableAfter: Duration = .seconds(10)
-    /// Three quick crashes in a row is a loop, not bad luck: one SIGKILL or OOM kill is a
-    /// single crash, and two is rare enough (the second one is ≥100 ms after the restart).
-    static let crashLoopAfter = 3
 
     let options: SupervisorOptions
     let logger: Logger
     let spawner: any ProcessSpawning
-    let notifier = SystemdNotifier()
+    /// systemd's notify socket; muted once an upgrade has made another master the service's
+    /// main process (systemd would refuse, and log, what this one still sent).
+    var notifier = SystemdNotifier()
     let listenerTable = ListenerTable()
     let cpuCount: Int
 
-    var state: State = .starting
+    var state: MasterState = .starting
     var loaded: LoadedConfiguration
     var settings: EffectiveSettings
     var generations: [Int: Generation] = [:]
     var servingID: Int?
     var nextGenerationID = 1
     var reloadPhase: ReloadPhase = .idle
-    var reloadWaiters: [CheckedContinuation<ReloadOutcome, Never>] = []
-    var reloadLoopRunning = false
+    /// Reloads asked for and not begun yet, each with what asked for it.
+    var reloadWaiters: [(trigger: String, continuation: CheckedContinuation<ReloadOutcome, Never>)] = []
+    /// A reload or an upgrade runs (`runLifecycleOperations`): they never overlap.
+    var operationRunning = false
     var reloadCount = 0
+    var failedReloadCount = 0
+    /// Reloads and upgrades as they ended, the last `ReloadHistory.capacity`; carried to the
+    /// next master by an upgrade.
+    var history = ReloadHistory()
     var stopSignals = 0
     /// Which generation and slot each live worker process is, by pid.
     var workerLocations: [Int32: (generation: Int, index: Int)] = [:]
@@ -66,18 +59,34 @@ public actor Master {
     /// What is in systemd's fd store, by FDNAME (the listener's name). systemd keeps every
     /// fd stored under a name and FDSTOREREMOVE drops them all, so one name maps to one fd.
     var storedListeners: [String: CInt] = [:]
-    var failedReloadCount = 0
     /// The last STATUS line sent by `notifyStatusIfChanged`.
     var lastNotifiedStatus = ""
     /// The gateway-wide shared segment (rate limits, metrics): created by `run` before the
-    /// first generation and handed to every worker of every generation, spares included. Kept
-    /// (fd and mapping) for the master's whole life, so that what workers keep in it outlives
-    /// every reload; the master itself never reads or writes its contents.
+    /// first generation (or taken over from the old master in an upgrade) and handed to every
+    /// worker of every generation, spares included. Kept (fd and mapping) for the master's
+    /// whole life, so that what workers keep in it outlives every reload; the master itself
+    /// never reads or writes its contents.
     var sharedMemory: SharedMemory?
     var finishedContinuation: CheckedContinuation<Void, Never>?
     var controlServer: ControlServer?
+    /// systemd's WatchdogSec= (from WATCHDOG_USEC, or from the old master in an upgrade).
+    var watchdogInterval: Duration?
+    /// The upgrade asked for and not begun yet, and the one running.
+    var pendingUpgrade: PendingUpgrade?
+    var upgrade: UpgradeAttempt?
+    var upgradePhase: UpgradePhase = .idle
+    /// Set when this master has handed over to a new one (state `.handedOver`).
+    var successor: Successor?
+    /// The new master's side of an upgrade: the channel to the old master, until it commits.
+    var takeoverChannel: UpgradeChannel?
+    /// Requests a handed-over master passes on to the new one and has not had answered yet:
+    /// it exits only once there are none.
+    var forwardsInFlight = 0
+    /// Whether this master wrote the pid file (and so removes it at exit).
+    var wrotePidFile = false
     /// Tests only: awaited once a new generation's workers have all said ready, before the
-    /// master acts on it, to hold open the window in which they may die (see `waitUntilReady`).
+    /// master acts on it, to hold open the window in which they may die (see
+    /// `Generation.waitUntilReady`).
     var afterReadyHook: (@Sendable (_ generation: Int) async -> Void)?
 
     func setAfterReadyHook(_ hook: @escaping @Sendable (_ generation: Int) async -> Void) {
@@ -100,12 +109,7 @@ public actor Master {
     /// stopped. Throws only when start-up fails; then nothing is left behind.
     public func run() async throws {
         guard state == .starting else { return }
-        // A parent may have left SIGCHLD ignored (exec keeps an ignored disposition): the
-        // kernel would then reap workers itself, waitpid(2) would say nothing of how they
-        // ended, and their pids could be reused while the master still signals them. The
-        // other dispositions the master relies on it sets itself (SIGPIPE, and SIGHUP, SIGTERM
-        // and SIGINT through UnixSignalsSequence); workers start with all of them at default.
-        signal(SIGCHLD, SIG_DFL)
+        prepareProcess()
         do {
             sharedMemory = try SharedMemory.create()
         } catch {
@@ -118,14 +122,11 @@ public actor Master {
             throw MasterError.startup("access log: \(error)")
         }
         try adoptActivatedSockets()
-        let specs = loaded.configuration.listeners.map {
-            ListenerTable.Spec(name: $0.name, address: $0.address, backlog: $0.backlog)
-        }
         let generationID = nextGenerationID
         nextGenerationID += 1
         let listeners: [ListenerTable.Listener]
         do {
-            listeners = try listenerTable.acquire(specs, for: generationID)
+            listeners = try listenerTable.acquire(listenerSpecs(of: loaded.configuration), for: generationID)
         } catch {
             throw MasterError.startup("\(error)")
         }
@@ -150,6 +151,54 @@ public actor Master {
             return
         }
         writePidFile()
+        logStartupWarnings()
+
+        let generation = addGeneration(
+            generationID, loaded: loaded, settings: settings, listeners: listeners, accessLog: accessLog)
+        let result = await generation.start(in: self)
+        guard state == .starting else {
+            // A stop arrived while generation 1 was starting. Ready workers may already hold
+            // connections: they drain; the others are terminated. The run ends when all are gone.
+            await generation.abandon(in: self)
+            checkStopComplete()
+            await waitUntilFinished()
+            return
+        }
+        if case .failure(let failure) = result {
+            logger.error("generation \(generationID) failed to start: \(failure)")
+            await failStartup(generation)
+            throw MasterError.startup("generation \(generationID) failed to start: \(failure)")
+        }
+        serve(generation)
+        logger.info(
+            "generation \(generationID) serving",
+            metadata: ["workers": "\(settings.workers)", "pid": "\(getpid())"])
+        notifier.ready(status: statusLine())
+        replenishSpares()
+        startWatchdog(interval: SystemdNotifier.watchdogInterval())
+        startWorkerWatchdog()
+        await waitUntilFinished()
+    }
+
+    /// What a master sets up in its own process before anything else, started afresh or by
+    /// an upgrade.
+    func prepareProcess() {
+        // A parent may have left SIGCHLD ignored (exec keeps an ignored disposition): the
+        // kernel would then reap workers itself, waitpid(2) would say nothing of how they
+        // ended, and their pids could be reused while the master still signals them. The
+        // other dispositions the master relies on it sets itself (SIGPIPE, and SIGHUP, SIGTERM,
+        // SIGINT and SIGUSR2 through UnixSignalsSequence); workers start with all of them at
+        // default.
+        signal(SIGCHLD, SIG_DFL)
+    }
+
+    func listenerSpecs(of configuration: GatewayConfiguration) -> [ListenerTable.Spec] {
+        configuration.listeners.map {
+            ListenerTable.Spec(name: $0.name, address: $0.address, backlog: $0.backlog)
+        }
+    }
+
+    func logStartupWarnings() {
         #if GATEWAYD_FAULT_INJECTION
             logger.warning(
                 "this gatewayd is a test build with fault injection (-DGATEWAYD_FAULT_INJECTION): not for production")
@@ -159,49 +208,55 @@ public actor Master {
             logger.warning(
                 "user: \(user) is not applied: gatewayd does not run as root, workers run as uid \(geteuid())")
         }
+    }
 
-        let generation = Generation(
-            id: generationID, loaded: loaded, settings: settings, listeners: listeners, accessLog: accessLog,
-            wallClockStart: Date().timeIntervalSince1970)
-        generations[generationID] = generation
-        let result: Result<Void, GenerationStartFailure>
-        if let failure = spawnWorkers(of: generation) {
-            result = .failure(failure)
-        } else {
-            result = await waitUntilReady(generation)
-        }
-        guard state == .starting else {
-            // A stop arrived while generation 1 was starting. Ready workers may already hold
-            // connections: they drain; the others are terminated. The run ends when all are gone.
-            await abandon(generation)
-            checkStopComplete()
-            await waitUntilFinished()
-            return
-        }
-        if case .failure(let failure) = result {
-            logger.error("generation \(generationID) failed to start: \(failure)")
-            // Nothing was ever announced as serving: no drain, and no worker may outlive us.
-            state = .stopping
-            // Not `.starting` any more: checkStopComplete waits for starting generations, and
-            // would have waited for this one forever (a hang at start, measured).
-            generation.state = .failed
-            for worker in generation.liveWorkers { terminate(worker) }
-            checkStopComplete()
-            await waitUntilFinished()
-            throw MasterError.startup("generation \(generationID) failed to start: \(failure)")
-        }
-        generation.state = .serving
-        servingID = generationID
-        state = .running
-        replaceDeadWorkers(of: generation)
-        logger.info(
-            "generation \(generationID) serving",
-            metadata: ["workers": "\(settings.workers)", "pid": "\(getpid())"])
-        notifier.ready(status: statusLine())
-        replenishSpares()
-        startWatchdog()
-        startWorkerWatchdog()
+    /// The first generation failed to start: nothing was ever announced as serving, so there
+    /// is no drain, and no worker may outlive the master.
+    func failStartup(_ generation: Generation) async {
+        state = .stopping
+        // Not `.starting` any more: checkStopComplete waits for starting generations, and
+        // would have waited for this one forever (a hang at start, measured).
+        generation.state = .failed
+        generation.terminateWorkers(in: self)
+        checkStopComplete()
         await waitUntilFinished()
+    }
+
+    /// A new generation, in the registry from now on (its workers' events find it there).
+    func addGeneration(
+        _ id: Int, loaded: LoadedConfiguration, settings: EffectiveSettings, listeners: [ListenerTable.Listener],
+        accessLog: AccessLogFile?
+    ) -> Generation {
+        let generation = Generation(
+            id: id, loaded: loaded, settings: settings, listeners: listeners, accessLog: accessLog,
+            wallClockStart: Date().timeIntervalSince1970)
+        generations[id] = generation
+        return generation
+    }
+
+    /// The first generation serves, and the master runs.
+    func serve(_ generation: Generation) {
+        generation.promote(in: self)
+        servingID = generation.id
+        state = .running
+    }
+
+    /// Runs `action` on the actor after `delay`, unless the master is gone by then. The action
+    /// gets the master, not the objects of the moment: it looks up what it acts on (by id and
+    /// pid) and re-checks its state, since anything may have changed while it waited.
+    @discardableResult
+    nonisolated func after(
+        _ delay: Duration, _ action: @escaping @Sendable (isolated Master) -> Void
+    ) -> Task<Void, Never> {
+        Task { [weak self] in
+            try? await Task.sleep(for: delay)
+            guard !Task.isCancelled, let self else { return }
+            await self.perform(action)
+        }
+    }
+
+    private func perform(_ action: @Sendable (isolated Master) -> Void) {
+        action(self)
     }
 
     // MARK: - systemd
@@ -281,8 +336,9 @@ public actor Master {
 
     /// WATCHDOG=1 at half systemd's interval, from the actor itself: if the master stops
     /// making progress, the pings stop and systemd restarts it.
-    private func startWatchdog() {
-        guard let interval = SystemdNotifier.watchdogInterval() else { return }
+    func startWatchdog(interval: Duration?) {
+        watchdogInterval = interval
+        guard let interval else { return }
         logger.info("systemd watchdog enabled", metadata: ["interval_ms": "\(Int(interval.milliseconds))"])
         Task {
             while self.pingWatchdog() {
@@ -297,48 +353,27 @@ public actor Master {
         return true
     }
 
-    private func waitUntilFinished() async {
-        if state == .stopped { return }
-        await withCheckedContinuation { finishedContinuation = $0 }
-    }
-
-    /// Called when the stop sequence is complete.
-    func finish() {
-        guard state != .stopped else { return }
-        state = .stopped
-        listenerTable.closeAll()
-        controlServer?.close()
-        removePidFile()
-        logger.info("stopped")
-        finishedContinuation?.resume()
-        finishedContinuation = nil
+    func waitUntilFinished() async {
+        if state != .stopped {
+            await withCheckedContinuation { finishedContinuation = $0 }
+        }
+        if successor != nil {
+            // A connection answered just now may not be written yet. Bounded by the kill grace:
+            // what is left is a client too slow to read a line.
+            await controlServer?.waitUntilAnswered(atMost: Self.killGrace)
+        }
     }
 
     // MARK: - Status
 
     func statusReport() -> StatusReport {
-        let gens = generations.values.sorted { $0.id < $1.id }.map { generation in
-            StatusReport.Generation(
-                id: generation.id, state: generation.state.rawValue, startedAt: generation.wallClockStart,
-                workers: generation.workers.values.sorted { $0.index < $1.index }.map { worker in
-                    StatusReport.Worker(
-                        index: worker.index, pid: worker.pid, state: worker.state.rawValue,
-                        connections: worker.connections, restarts: generation.restarts[worker.index] ?? 0)
-                }, degraded: degradation(of: generation))
-        }
-        return StatusReport(
-            masterPid: getpid(), state: "\(state)", configPath: loaded.path, reloadPhase: reloadPhase.rawValue,
-            reloads: reloadCount, failedReloads: failedReloadCount, generations: gens,
+        StatusReport(
+            masterPid: getpid(), state: state, configPath: loaded.path, reloadPhase: reloadPhase,
+            reloads: reloadCount, failedReloads: failedReloadCount,
+            generations: generations.values.sorted { $0.id < $1.id }.map { $0.status() },
             listeners: listenerTable.all.map {
-                StatusReport.Listener(
-                    name: $0.name, address: "\($0.boundAddress)", fd: $0.fd,
-                    origin: $0.origin == .bound ? "bound" : "inherited")
-            }, spareWorkers: spares.map(\.pid))
-    }
-
-    func degradation(of generation: Generation, countdown: Bool = true) -> String? {
-        generation.degradation(
-            crashLoopAfter: Self.crashLoopAfter, stableAfter: Self.restartStableAfter, countdown: countdown)
+                StatusReport.Listener(name: $0.name, address: "\($0.boundAddress)", fd: $0.fd, origin: $0.origin)
+            }, spareWorkers: spares.map(\.pid), upgradePhase: upgradePhase)
     }
 
     /// Sends systemd the STATUS line when it differs from the last one sent.
@@ -351,10 +386,10 @@ public actor Master {
 
     /// One line for `systemctl status` and logs.
     func statusLine() -> String {
-        guard let servingID, let serving = generations[servingID] else { return "\(state)" }
+        guard let servingID, let serving = generations[servingID] else { return state.rawValue }
         let draining = generations.values.filter { $0.state == .draining }
         var line = "generation \(servingID) serving, \(serving.liveWorkers.count) workers"
-        if let degraded = degradation(of: serving, countdown: false) { line += ", degraded: \(degraded)" }
+        if let degraded = serving.degradation(countdown: false) { line += ", degraded: \(degraded)" }
         if !draining.isEmpty {
             let connections = draining.map(\.connectionCount).saturatingSum()
             line +=
@@ -365,17 +400,18 @@ public actor Master {
 
     // MARK: - Pid file
 
-    private func writePidFile() {
+    func writePidFile() {
         guard let path = options.pidFile else { return }
         do {
             try "\(getpid())\n".write(toFile: path, atomically: true, encoding: .utf8)
+            wrotePidFile = true
         } catch {
             logger.warning("cannot write pid file \(path): \(error)")
         }
     }
 
-    private func removePidFile() {
-        guard let path = options.pidFile else { return }
+    func removePidFile() {
+        guard let path = options.pidFile, wrotePidFile else { return }
         unlink(path)
     }
 }

@@ -7,6 +7,10 @@ import CSystemd
 /// sd_notify(3) through libsystemd. With NOTIFY_SOCKET unset, libsystemd does nothing, so
 /// this is silently off outside systemd.
 struct SystemdNotifier: Sendable {
+    /// Says nothing while set: a master that is not (or no longer) the service's main process
+    /// would only have its messages refused under NotifyAccess=main, and logged by systemd.
+    var muted = false
+
     func ready(status: String) {
         send("READY=1\nMAINPID=\(getpid())\nSTATUS=\(status)")
     }
@@ -18,6 +22,14 @@ struct SystemdNotifier: Sendable {
         clock_gettime(CLOCK_MONOTONIC, &ts)
         let usec = UInt64(ts.tv_sec) * 1_000_000 + UInt64(ts.tv_nsec) / 1000
         send("RELOADING=1\nMONOTONIC_USEC=\(usec)\nSTATUS=\(status)")
+    }
+
+    /// An upgrade: the main process names its successor, which systemd then takes as the main
+    /// process (for `systemctl status`, `reload`, `stop`, and the notifications it accepts
+    /// under NotifyAccess=main). systemd accepts it from the main process for a pid of the
+    /// service's own cgroup, which a master started by the old one is.
+    func mainPID(_ pid: pid_t, status: String) {
+        send("MAINPID=\(pid)\nSTATUS=\(status)")
     }
 
     func stopping(status: String) {
@@ -41,6 +53,7 @@ struct SystemdNotifier: Sendable {
     /// Puts a listening socket in systemd's fd store, under the listener's name. False when
     /// the message could not be sent (no NOTIFY_SOCKET, or an error).
     func store(fd: CInt, name: String) -> Bool {
+        guard !muted else { return false }
         var fds = [fd]
         return sd_pid_notify_with_fds(0, 0, "FDSTORE=1\nFDNAME=\(name)", &fds, 1) > 0
     }
@@ -63,6 +76,7 @@ struct SystemdNotifier: Sendable {
     }
 
     private func send(_ message: String) {
+        guard !muted else { return }
         _ = sd_notify(0, message)
     }
 }

@@ -1,21 +1,15 @@
 import Dispatch
+import GatewayConfig
 import GatewayCore
 import Logging
 
-/// The master's view of one worker process (tableflip's child.go). Owned by its `Generation`;
-/// touched only from the master's actor.
-final class Worker {
-    enum State: String {
-        /// Spawned, handoff sent, not ready yet.
-        case starting
-        case ready
-        /// Told to drain; `stoppedAccepting` says whether it has confirmed.
-        case draining
-        /// SIGTERM sent (drain timeout, or stopped early).
-        case terminating
-        case exited
-    }
+#if canImport(Glibc)
+    import Glibc
+#endif
 
+/// The master's view of one worker process (tableflip's child.go). Owned by its generation's
+/// slot; touched only from the master's actor.
+final class Worker {
     /// Linux's ceiling for fs.nr_open, and so for any process's fds (2^30): a worker cannot
     /// hold more connections, and a count above it is a lie. With at most 1024 workers a
     /// generation, sums of clamped counts stay far from Int.max (they saturate all the same).
@@ -30,7 +24,7 @@ final class Worker {
     /// `drain`, and last the close. The actor never blocks on a worker that does not read,
     /// a `drain` can never land inside the handoff, and the fd is never closed under a send.
     let outbox: DispatchQueue
-    var state: State = .starting
+    var state: WorkerState = .starting
     /// As reported, clamped to `0...maximumConnections`.
     var connections = 0
     /// Whether a count outside that range was logged (once per worker).
@@ -71,6 +65,23 @@ final class Worker {
     func closeChannel() {
         let channel = self.channel
         outbox.async { channel.close() }
+    }
+
+    /// SIGTERM now (close every connection and exit), SIGKILL after `Master.killGrace` if it
+    /// is still there.
+    func terminate(in master: isolated Master) {
+        guard isAlive else { return }
+        state = .terminating
+        master.spawner.signal(SIGTERM, to: pid)
+        let (generation, index, pid) = (self.generation, self.index, self.pid)
+        master.after(Master.killGrace) { master in
+            guard let worker = master.generations[generation]?.slots[index].worker, worker.pid == pid,
+                worker.isAlive
+            else { return }
+            master.logger.warning(
+                "\(worker.name) still alive \(DurationText.format(Master.killGrace)) after SIGTERM; sending SIGKILL")
+            master.spawner.signal(SIGKILL, to: pid)
+        }
     }
 
     var isAlive: Bool { state != .exited }

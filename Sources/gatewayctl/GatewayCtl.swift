@@ -17,15 +17,16 @@ struct GatewayCtl: ParsableCommand {
             `gatewayctl reload --socket PATH` are the same.
 
             EXIT STATUS
-              0   done: reloaded, status shown, stopped.
+              0   done: reloaded, status shown, stopped, upgraded.
               1   gatewayd answered, but the command failed: the reload failed (the old generation \
-            keeps serving), or the master was still running when --timeout ran out after a stop.
+            keeps serving), the upgrade failed (the old master keeps serving), or the master was \
+            still running when --timeout ran out after a stop.
               2   gatewayd could not be asked: no control socket, connection refused, permission \
             denied, no answer within --timeout, or an answer that is not the control protocol.
               64  usage error: an unknown option or an invalid value on the command line.
             """,
         version: GatewayVersion.current,
-        subcommands: [Reload.self, Status.self, Stop.self]
+        subcommands: [Reload.self, Status.self, Stop.self, Upgrade.self]
     )
 
     // Declared here too so that they may come before the subcommand; the subcommands read their own copy.
@@ -149,9 +150,9 @@ struct Status: ParsableCommand {
             return
         }
         print(
-            "gatewayd \(status.version ?? "(older than 'version' in status)"), master pid \(status.masterPid), \(status.state), config \(status.configPath)"
+            "gatewayd \(status.version ?? "(older than 'version' in status)"), master pid \(status.masterPid), \(status.state.rawValue), config \(status.configPath)"
         )
-        print("reloads: \(status.reloads) (\(status.failedReloads) failed), reload phase: \(status.reloadPhase)")
+        print("reloads: \(status.reloads) (\(status.failedReloads) failed), reload phase: \(status.reloadPhase.rawValue)")
         print("spare workers (started ahead of the next reload): \(status.spareWorkers.count)")
         for generation in status.generations {
             if let degraded = generation.degraded { print("generation \(generation.id) DEGRADED: \(degraded)") }
@@ -162,19 +163,19 @@ struct Status: ParsableCommand {
                 + "RESTARTS")
         for generation in status.generations {
             if generation.workers.isEmpty {
-                print(pad("\(generation.id)", 5) + generation.state)
+                print(pad("\(generation.id)", 5) + generation.state.rawValue)
             }
             for worker in generation.workers {
                 print(
-                    pad("\(generation.id)", 5) + pad(generation.state, 10) + pad("\(worker.index)", 8)
-                        + pad("\(worker.pid)", 9) + pad(worker.state, 13) + pad("\(worker.connections)", 7)
+                    pad("\(generation.id)", 5) + pad(generation.state.rawValue, 10) + pad("\(worker.index)", 8)
+                        + pad("\(worker.pid)", 9) + pad(worker.state.rawValue, 13) + pad("\(worker.connections)", 7)
                         + "\(worker.restarts)")
             }
         }
         print("")
         print(pad("LISTENER", 20) + pad("ADDRESS", 26) + pad("FD", 6) + "ORIGIN")
         for listener in status.listeners {
-            print(pad(listener.name, 20) + pad(listener.address, 26) + pad("\(listener.fd)", 6) + listener.origin)
+            print(pad(listener.name, 20) + pad(listener.address, 26) + pad("\(listener.fd)", 6) + listener.origin.rawValue)
         }
     }
 
@@ -215,5 +216,38 @@ struct Stop: ParsableCommand {
             usleep(20_000)
         }
         print("stopped")
+    }
+}
+
+struct Upgrade: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Upgrade gatewayd itself: a new master takes over the sockets, then the old one drains and exits.",
+        discussion:
+            "Waits for the outcome: exit 0 when the new master serves and is in charge (its pid and version are printed), 1 when the upgrade failed (the old master keeps serving and stays in charge; the reason is printed)."
+    )
+    @OptionGroup var socket: SocketOptions
+    @Option(
+        name: .long,
+        help: "The new gatewayd binary (default: the path the running master was started from, as it is now).")
+    var binary: String?
+    @Flag(name: .long, help: "Print the answer as JSON.")
+    var json = false
+
+    func run() throws {
+        // The master resolves a relative path against its own working directory, not ours.
+        let path = binary.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
+        let response = try socket.send(ControlRequest(command: .upgrade, binary: path))
+        if json { printJSON(response) }
+        guard response.ok else {
+            if !json {
+                printError("upgrade failed: \(response.error ?? "unknown error")")
+                for line in response.details ?? [] { printError(line) }
+            }
+            throw ExitCode(1)
+        }
+        guard !json else { return }
+        print(
+            "upgraded: master pid \(response.masterPid.map(String.init) ?? "?") (\(response.masterVersion ?? "unknown version")) serves generation \(response.generation ?? 0)"
+        )
     }
 }

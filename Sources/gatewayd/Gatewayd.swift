@@ -119,6 +119,17 @@ struct Run: AsyncParsableCommand {
         let config = self.config.config
         logger.notice(
             "gatewayd \(GatewayVersion.current) starting", metadata: ["config": "\(config)", "pid": "\(getpid())"])
+        let options = SupervisorOptions(
+            configPath: config, workers: workers, controlSocket: controlSocket, drainTimeout: drainTimeout?.duration,
+            readyTimeout: readyTimeout?.duration, pidFile: pidFile, logLevel: log.logLevel, logFormat: log.logFormat,
+            prestartWorkers: prestartWorkers,
+            fdStore: fdStore || (Int(ProcessInfo.processInfo.environment["FDSTORE"] ?? "") ?? 0) > 0)
+        // Started by `gatewayctl upgrade` or SIGUSR2 (GATEWAYD_UPGRADE_FD): take over from the
+        // old master, which hears of every failure, its config check's included.
+        if let tookOver = await Master.takeOver(options: options, logger: logger) {
+            guard tookOver else { throw ExitCode(1) }
+            return
+        }
         let loaded: LoadedConfiguration
         do {
             loaded = try ConfigLoader.load(path: config)
@@ -127,11 +138,6 @@ struct Run: AsyncParsableCommand {
             throw ExitCode(1)
         }
         for warning in ConfigLoader.warnings(for: loaded) { logger.warning("\(warning)") }
-        let options = SupervisorOptions(
-            configPath: config, workers: workers, controlSocket: controlSocket, drainTimeout: drainTimeout?.duration,
-            readyTimeout: readyTimeout?.duration, pidFile: pidFile, logLevel: log.logLevel, logFormat: log.logFormat,
-            prestartWorkers: prestartWorkers,
-            fdStore: fdStore || (Int(ProcessInfo.processInfo.environment["FDSTORE"] ?? "") ?? 0) > 0)
         let master = Master(options: options, loaded: loaded, logger: logger)
         let signals = Task { await master.handleSignals() }
         defer { signals.cancel() }

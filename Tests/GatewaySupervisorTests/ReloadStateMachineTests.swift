@@ -40,7 +40,7 @@ struct ReloadStateMachineTests {
             master = Master(options: options, loaded: loaded, logger: logger, spawner: spawner)
             let master = self.master
             run = Task { try await master.run() }
-            try await waitFor("generation 1 to serve") { await master.statusReport().state == "running" }
+            try await waitFor("generation 1 to serve") { await master.statusReport().state == .running }
         }
 
         static func config(body: String, readyTimeout: String = "2s", drainTimeout: String = "5s", maxDraining: Int = 4)
@@ -136,7 +136,7 @@ struct ReloadStateMachineTests {
             await fixture.master.statusReport().generations.map(\.id) == [1]
         }
         let status = await fixture.master.statusReport()
-        #expect(status.generations.first?.state == "serving")
+        #expect(status.generations.first?.state == .serving)
         #expect(status.failedReloads == 1)
         try await fixture.stop()
     }
@@ -153,7 +153,7 @@ struct ReloadStateMachineTests {
             spawner.releaseHeldExits()
             try? await Self.waitFor("generation 2's workers to be seen exiting") {
                 let workers = await master.statusReport().generations.first { $0.id == 2 }?.workers ?? []
-                return workers.count == 2 && workers.allSatisfy { $0.state == "exited" }
+                return workers.count == 2 && workers.allSatisfy { $0.state == .exited }
             }
         }
         let outcome = await master.reload(trigger: "test")
@@ -167,7 +167,7 @@ struct ReloadStateMachineTests {
         try await Self.waitFor("generation 2 to be gone") {
             await master.statusReport().generations.map(\.id) == [1]
         }
-        #expect(await master.statusReport().generations.first?.state == "serving")
+        #expect(await master.statusReport().generations.first?.state == .serving)
         try await fixture.stop()
     }
 
@@ -198,7 +198,7 @@ struct ReloadStateMachineTests {
         }
         let master = fixture.master
         async let first = master.reload(trigger: "first")
-        try await Self.waitFor("the first reload to start") { await master.statusReport().reloadPhase != "idle" }
+        try await Self.waitFor("the first reload to start") { await master.statusReport().reloadPhase != .idle }
         try fixture.write(Fixture.config(body: "v3"))
         async let second = master.reload(trigger: "second")
         async let third = master.reload(trigger: "third")
@@ -225,8 +225,8 @@ struct ReloadStateMachineTests {
                 Issue.record("\(outcome)")
                 return
             }
-            let draining = await fixture.master.statusReport().generations.filter { $0.state == "draining" }
-            #expect(draining.count <= 2 || draining.contains { $0.workers.contains { $0.state == "terminating" } })
+            let draining = await fixture.master.statusReport().generations.filter { $0.state == .draining }
+            #expect(draining.count <= 2 || draining.contains { $0.workers.contains { $0.state == .terminating } })
         }
         try await Self.waitFor("generations 1 and 2 to be stopped") {
             fixture.spawner.records.filter { (1...2).contains($0.generation) }.allSatisfy {
@@ -243,7 +243,7 @@ struct ReloadStateMachineTests {
         let master = fixture.master
         async let outcome = master.reload(trigger: "test")
         try await Self.waitFor("the reload to wait for ready") {
-            await master.statusReport().reloadPhase == "waiting_for_ready"
+            await master.statusReport().reloadPhase == .waitingForReady
         }
         await master.stop(now: false)
         guard case .failed(let reason, _) = await outcome else {
@@ -253,7 +253,7 @@ struct ReloadStateMachineTests {
         #expect(reason.contains("stopping"), "\(reason)")
         try await fixture.run.value
         let state = await master.statusReport().state
-        #expect(state == "stopped")
+        #expect(state == .stopped)
         #expect(await master.reload(trigger: "late").isFailure)
     }
 }
@@ -271,11 +271,11 @@ struct SupervisionTests {
         }
         try await ReloadStateMachineTests.waitFor("two replacement workers") {
             let workers = await fixture.master.statusReport().generations.first?.workers ?? []
-            return workers.count == 2 && workers.allSatisfy { $0.state == "ready" && $0.restarts == 1 }
+            return workers.count == 2 && workers.allSatisfy { $0.state == .ready && $0.restarts == 1 }
         }
         let after = await fixture.master.statusReport()
         #expect(after.generations.map(\.id) == [1])
-        #expect(after.generations.first?.state == "serving")
+        #expect(after.generations.first?.state == .serving)
         #expect(after.listeners == before.listeners)
         try await fixture.stop()
     }
@@ -314,7 +314,7 @@ struct SupervisionTests {
         try await ReloadStateMachineTests.waitFor("the workers to be spawned") { spawner.records.count == 2 }
         await master.stop(now: false)
         try await run.value
-        #expect(await master.statusReport().state == "stopped")
+        #expect(await master.statusReport().state == .stopped)
         #expect(spawner.records.allSatisfy { $0.exited })
         #expect(!FileManager.default.fileExists(atPath: directory + "/control.sock"))
     }

@@ -59,7 +59,7 @@ struct ControlSocketTests {
             }
             #expect(outcome == .eof, "\(shown): the master closes after answering")
         }
-        #expect(try gatewayd.status().state == "running")
+        #expect(try gatewayd.status().state == .running)
     }
 
     @Test("a 10 MiB line: 'line too long' and a close, and the master's RSS stays within 4 MiB")
@@ -183,6 +183,6 @@ struct ControlSocketTests {
             }
         }
         // The master's own uid still gets in.
-        #expect(try gatewayd.status().state == "running")
+        #expect(try gatewayd.status().state == .running)
     }
 }

@@ -123,7 +123,7 @@ struct DrainTests {
             try gatewayd.status().generations.flatMap(\.workers).reduce(0) { $0 + $1.connections } > 0
         }
         gatewayd.signal(SIGTERM)
-        try waitUntil("the stop to begin") { (try? gatewayd.status().state) == "stopping" }
+        try waitUntil("the stop to begin") { (try? gatewayd.status().state) == .stopping }
         gatewayd.signal(SIGTERM)
         #expect(try gatewayd.waitForExit(timeout: .seconds(10)) == 0)
         #expect(workers.allSatisfy { !isProcessRunning($0) })
@@ -152,7 +152,7 @@ struct DrainTests {
         kill(victim.pid, SIGKILL)
         try waitUntil("a replacement worker") {
             let workers = try gatewayd.status().generations[0].workers
-            return workers.count == 2 && workers.allSatisfy { $0.state == "ready" && $0.pid != victim.pid }
+            return workers.count == 2 && workers.allSatisfy { $0.state == .ready && $0.pid != victim.pid }
         }
         let replaced = try gatewayd.status().generations[0].workers.first { $0.index == victim.index }
         #expect(replaced?.restarts == 1)

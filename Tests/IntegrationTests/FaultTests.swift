@@ -42,7 +42,7 @@ struct FaultTests {
             try first.status().generations.flatMap(\.workers).reduce(0) { $0 + $1.connections } > 0
         }
         #expect(try first.gatewayctl(["stop", "--no-wait"]).status == 0)
-        try waitUntil("the stop to begin") { (try? first.status().state) == "stopping" }
+        try waitUntil("the stop to begin") { (try? first.status().state) == .stopping }
         let refused = try first.reload()
         #expect(refused.status != 0)
         #expect(refused.stderr.lowercased().contains("stop"), "\(refused.stderr)")

@@ -45,7 +45,7 @@ struct HostileWorkerTests {
         func begin() throws {
             #expect(reload.status == 0, "\(reload.stderr)")
             let generation = try #require(try gatewayd.status().generations.first { $0.id == 2 })
-            #expect(generation.state == "serving")
+            #expect(generation.state == .serving)
             let hostile = try #require(generation.workers.first { $0.index == 1 })
             kill(hostile.pid, SIGUSR1)
         }

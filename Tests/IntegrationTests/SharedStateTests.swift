@@ -32,6 +32,23 @@ struct SharedStateTests {
             #expect(memfdDescriptors(pid: pid).isEmpty, "worker \(pid) kept its copy of the memfd")
         }
     }
+
+    @Test("an upgrade hands the new master the very segment: the counters carry on")
+    func countersCarryOverUpgrades() throws {
+        let gatewayd = try GatewaydProcess(config: Configs.hello(body: "v1", workers: 2))
+        let lineage = MasterLineage(gatewayd)
+        defer { lineage.stop() }
+        let (segment, inode) = try masterSegment(pid: gatewayd.pid)
+        #expect(handoffs(in: segment) == 2)
+        let upgrade = try lineage.upgrade()
+        #expect(upgrade.status == 0, "\(upgrade.stderr)")
+        let newMaster = try #require(MasterLineage.upgradedPid(upgrade.stdout))
+        #expect(try masterSegment(pid: newMaster).inode == inode)
+        // The new master's workers count their handoffs in it, after the old ones'.
+        try waitUntil("the new master's workers to count their handoff", timeout: .seconds(10)) {
+            handoffs(in: segment) == 4
+        }
+    }
 }
 
 /// The master's shared segment, mapped here, and the memfd's inode.

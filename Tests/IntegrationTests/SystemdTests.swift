@@ -51,7 +51,7 @@ struct SystemdTests {
         let listeners = try gatewayd.status().listeners
         #expect(listeners.count == 1)
         #expect(listeners.first?.name == "web")
-        #expect(listeners.first?.origin == "inherited")
+        #expect(listeners.first?.origin == .inherited)
         #expect(listeners.first?.address == "127.0.0.1:\(port)")
         try gatewayd.writeConfig(Self.config(listeners: [("web", "127.0.0.1:0")], body: "v2"))
         #expect(try gatewayd.reload().status == 0)
@@ -72,8 +72,8 @@ struct SystemdTests {
         let listeners = try gatewayd.status().listeners
         #expect(listeners.count == 2)
         #expect(
-            listeners.contains { $0.name == "web" && $0.address == "127.0.0.1:\(port)" && $0.origin == "inherited" })
-        #expect(listeners.contains { $0.address == "127.0.0.1:\(extra)" && $0.origin == "inherited" })
+            listeners.contains { $0.name == "web" && $0.address == "127.0.0.1:\(port)" && $0.origin == .inherited })
+        #expect(listeners.contains { $0.address == "127.0.0.1:\(extra)" && $0.origin == .inherited })
         #expect(gatewayd.log.contains("matches no listener"), "\(gatewayd.log)")
         // A reload that adds the listener for the kept socket uses it.
         try gatewayd.writeConfig(
@@ -240,11 +240,11 @@ struct SystemdTests {
         #expect(answer.status == 200)
         let second = ControlClient(socketPath: socketPath, timeout: .seconds(10))
         try waitUntil("the restarted master's control socket") {
-            (try? second.send(ControlRequest(command: .status)))?.status?.state == "running"
+            (try? second.send(ControlRequest(command: .status)))?.status?.state == .running
         }
         let listeners = try #require(try second.send(ControlRequest(command: .status)).status?.listeners)
         #expect(listeners.count == 1)
-        #expect(listeners.first?.origin == "inherited")
+        #expect(listeners.first?.origin == .inherited)
         #expect(listeners.first?.address == "127.0.0.1:\(port)")
         #expect(try httpGet(port: port).body == "v1")
     }

@@ -33,10 +33,10 @@ struct WorkerFaultTests {
         let killedAt = ContinuousClock.now
         var replacement: StatusReport.Worker?
         try waitUntil("a ready replacement for worker 0", timeout: .seconds(5)) {
-            let worker = try gatewayd.status().generations.first { $0.state == "serving" }?.workers.first {
+            let worker = try gatewayd.status().generations.first { $0.state == .serving }?.workers.first {
                 $0.index == 0
             }
-            guard let worker, worker.pid != victim.pid, worker.state == "ready" else { return false }
+            guard let worker, worker.pid != victim.pid, worker.state == .ready else { return false }
             replacement = worker
             return true
         }
@@ -76,7 +76,7 @@ struct WorkerFaultTests {
         let stoppedAt = ContinuousClock.now
         try waitUntil("a ready replacement for the stopped worker 0", timeout: .seconds(15)) {
             let worker = try gatewayd.status().generations[0].workers.first { $0.index == 0 }
-            return worker.map { $0.pid != victim.pid && $0.state == "ready" } ?? false
+            return worker.map { $0.pid != victim.pid && $0.state == .ready } ?? false
         }
         let replacedAfter = ContinuousClock.now - stoppedAt
         let summary = try load.stop()
@@ -130,7 +130,7 @@ struct WorkerFaultTests {
         try gatewayd.waitUntilSingleGeneration()
         let healed = try gatewayd.status().generations[0]
         #expect(healed.degraded == nil, "\(healed)")
-        #expect(healed.workers.allSatisfy { $0.restarts == 0 && $0.state == "ready" }, "\(healed)")
+        #expect(healed.workers.allSatisfy { $0.restarts == 0 && $0.state == .ready }, "\(healed)")
         #expect(try httpGet(port: try gatewayd.port()).body == "v3")
     }
 
@@ -217,7 +217,7 @@ struct WorkerFaultTests {
                 if let status = try? gatewayd.status() {
                     // A generation stopped early is still listed until its workers exit, but
                     // its workers are terminating, not draining.
-                    let draining = status.generations.filter { $0.workers.contains { $0.state == "draining" } }.count
+                    let draining = status.generations.filter { $0.workers.contains { $0.state == .draining } }.count
                     mostDraining.update { $0 = max($0, draining) }
                 }
                 usleep(5_000)

@@ -33,6 +33,20 @@ int gw_peer_credentials(int sock, pid_t *pid, uid_t *uid, gid_t *gid);
 /// default. Returns 0 or an errno value (posix_spawn does not set errno).
 int gw_spawn_worker(pid_t *pid, const char *path, char *const argv[], char *const envp[], int channel_fd);
 
+/// Starts `path` as the caller's sibling: clone3 with CLONE_PARENT makes the caller's parent
+/// (systemd, for a service's main process) the new process's parent, so that it can become the
+/// service's main process and systemd still sees it exit. As gw_spawn_worker otherwise: fd 3
+/// is `channel_fd`, fds 4 and up do not cross exec, signal mask and dispositions are reset.
+/// Returns 0 and the pid and a pidfd (CLOEXEC: the caller's to poll and signal, never to
+/// wait on: the process is not its child), or an errno: EINVAL for an init process (PID 1),
+/// which cannot have a sibling, or why the exec failed.
+int gw_spawn_sibling(pid_t *pid, int *pidfd, const char *path, char *const argv[], char *const envp[],
+                     int channel_fd);
+
+/// pidfd_send_signal(2): a signal to the process a pidfd refers to, never to a later owner of
+/// its pid. 0, or -1 with errno.
+int gw_pidfd_send_signal(int pidfd, int signal);
+
 /// posix_spawn(2) of `path` with stdin from /dev/null, stdout and stderr appended to
 /// `output_path`, every other fd closed, signal mask and dispositions reset. For tests and
 /// tools that start programs which exec again (Foundation's Process mistakes an exec for an

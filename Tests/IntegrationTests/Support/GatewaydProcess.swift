@@ -97,9 +97,9 @@ final class GatewaydProcess: @unchecked Sendable {
         try waitUntil("gatewayd to serve", timeout: timeout) {
             guard process.isRunning else { throw HarnessError("gatewayd exited with \(process.terminationStatus)") }
             guard FileManager.default.fileExists(atPath: socketPath), let status = try? status() else { return false }
-            return status.state == "running"
+            return status.state == .running
                 && status.generations.contains {
-                    $0.state == "serving" && $0.workers.allSatisfy { $0.state == "ready" }
+                    $0.state == .serving && $0.workers.allSatisfy { $0.state == .ready }
                 }
         }
     }
@@ -108,7 +108,7 @@ final class GatewaydProcess: @unchecked Sendable {
     func waitUntilSingleGeneration(timeout: Duration = .seconds(30)) throws {
         try waitUntil("old generations to finish", timeout: timeout) {
             let status = try status()
-            return status.generations.count == 1 && status.generations[0].state == "serving"
+            return status.generations.count == 1 && status.generations[0].state == .serving
         }
     }
 
