@@ -1,6 +1,14 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+// The data path's modules (GatewayHTTP, GatewayIO, Gateway) skip Swift's dynamic exclusivity
+// checks in release builds: perf put swift_beginAccess, AccessSet::insert and the TLS lookup
+// they make at about 15 % of a worker's user time on the proxy benchmark (docs/benchmarks.md).
+// Debug builds, where the tests are written and run while developing, keep the checks.
+let dataPathSettings: [SwiftSetting] = [
+    .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))
+]
+
 let package = Package(
     name: "gatewayd",
     platforms: [.macOS(.v14)],
@@ -39,7 +47,7 @@ let package = Package(
         // Client-side wire formats with no I/O (SwiftNIO's NIOHTTP1/NIOPosix split): HTTP/1.1
         // request targets and their canonical paths, the PROXY protocol header. The config
         // validator and the worker share it.
-        .target(name: "GatewayHTTP", dependencies: ["GatewayCore"]),
+        .target(name: "GatewayHTTP", dependencies: ["GatewayCore"], swiftSettings: dataPathSettings),
         .target(
             name: "GatewayConfig",
             dependencies: [
@@ -52,7 +60,7 @@ let package = Package(
         .target(name: "CGatewayIO"),
         // The worker's event loop (one thread, one epoll set, nginx's model) and its buffers: no
         // HTTP. Why not SwiftNIO on the data path: EventLoop.swift and docs/benchmarks.md.
-        .target(name: "GatewayIO", dependencies: ["CGatewayIO", "GatewayCore"]),
+        .target(name: "GatewayIO", dependencies: ["CGatewayIO", "GatewayCore"], swiftSettings: dataPathSettings),
         // The worker: HTTP/1.1 on the handed-off fds.
         .target(
             name: "Gateway",
@@ -66,7 +74,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Metrics", package: "swift-metrics"),
-            ]
+            ],
+            swiftSettings: dataPathSettings
         ),
         // SwiftNIO pieces of the master (accepting under fd exhaustion on its control socket).
         .target(

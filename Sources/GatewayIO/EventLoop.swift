@@ -329,10 +329,10 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     private func runInbox() {
-        let work = self.inbox.withLock { inbox -> [@Sendable () -> Void] in
-            defer { inbox.removeAll(keepingCapacity: true) }
-            return inbox
-        }
+        // Swapped out, not copied and cleared: clearing a buffer still shared with the copy
+        // would allocate a new one on every iteration of the loop, work or no work.
+        var work: [@Sendable () -> Void] = []
+        self.inbox.withLock { swap(&work, &$0) }
         for task in work { task() }
     }
 

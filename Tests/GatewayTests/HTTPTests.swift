@@ -220,6 +220,23 @@ struct HTTPTests {
     }
 
     @Test(
+        "Connection: close and nothing more sent: closed at once, without waiting for the client's FIN",
+        .timeLimit(.minutes(1)))
+    func closeWithoutLinger() async throws {
+        try await withRoutingServer { listener, server, _ in
+            let client = try RawClient(port: listener.port)
+            defer { client.close() }
+            try client.send("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            let response = try client.readResponse()
+            #expect(response.closesConnection)
+            #expect(client.readEnd() == .eof)
+            // The client keeps its side open: a lingering server would hold the connection
+            // for `lingerTimeout` (2 s) waiting for its FIN.
+            #expect(try await eventually(timeout: .milliseconds(500)) { server.connectionCount == 0 })
+        }
+    }
+
+    @Test(
         "Connection: close with a large upload behind it: the response survives (linger, no RST)",
         .timeLimit(.minutes(1)))
     func lingeringClose() async throws {

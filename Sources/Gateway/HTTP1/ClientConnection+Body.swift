@@ -128,6 +128,7 @@ extension ClientConnection {
             return
         }
         request.answer = .answered
+        request.bodyAbandoned = !request.bodyEnded
         request.bodyEnded = true
         request.closeAfterResponse = true
         self.writeLocal(.error(status, message, extraHeaders: []))

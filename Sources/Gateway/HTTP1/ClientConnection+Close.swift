@@ -47,7 +47,7 @@ extension ClientConnection {
     /// The last response is in the kernel: shut our side down and read until the peer closes.
     func shutDownOutput() {
         guard self.phase == .finishing else { return }
-        if self.inputClosed {
+        if self.inputClosed || (self.nothingMoreComing && !self.readable && self.input.isEmpty) {
             // Nothing left unread: a plain close sends FIN, not RST.
             self.closeNow()
             return

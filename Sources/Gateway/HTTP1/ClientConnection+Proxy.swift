@@ -11,6 +11,7 @@ extension ClientConnection {
             // Answered before its body ended (an early upstream answer): the rest of the body
             // is discarded by the close, never parsed as a request.
             request.bodyEnded = true
+            request.bodyAbandoned = true
         }
         self.responseEnded(close: close || bodyUnread || !request.keepAlive)
         self.flushOutput()

@@ -24,7 +24,8 @@ extension ClientConnection {
             self.writeDynamic(
                 request, status: Int(status), contentType: "application/json", body: body, extra: extra, close: close)
         case .dynamic(let status, let contentType, let body):
-            self.writeDynamic(request, status: Int(status), contentType: contentType, body: body, extra: [], close: close)
+            self.writeDynamic(
+                request, status: Int(status), contentType: contentType, body: body, extra: [], close: close)
         }
         self.responseEnded(close: close)
     }
@@ -79,7 +80,8 @@ extension ClientConnection {
         request.closeAfterResponse = true
         request.answer = .answered
         self.input.clear()
-        let message = error.status == 431
+        let message =
+            error.status == 431
             ? "request headers larger than \(self.services.limits.maxHeaderBytes) bytes"
             : "malformed request: \(error)"
         self.writeLocal(.error(error.status, message, extraHeaders: []))
@@ -93,6 +95,13 @@ extension ClientConnection {
         request.exchange = nil
         self.request = nil
         if close || self.phase != .serving {
+            // The client said this was its last request and all of it was read: nothing more
+            // can arrive, so no linger (nginx lingers only when unread input may follow,
+            // ngx_http_finalize_connection). Saves a wake-up, a read(2) and the wait for the
+            // client's FIN per connection on `Connection: close` traffic.
+            self.nothingMoreComing =
+                !request.keepAlive && request.bodyEnded && !request.bodyAbandoned && self.input.isEmpty
+                && !self.readable
             self.closePolitely()
             return
         }

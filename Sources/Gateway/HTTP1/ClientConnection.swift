@@ -98,6 +98,9 @@ final class ClientConnection: IOHandler {
     /// whatever it sent before: reads go on until they find it (a short read does not mean the
     /// socket is empty of news then, and no other edge will come).
     var peerShutDown = false
+    /// The last response answered a request that asked to close, all of whose bytes were
+    /// read: closing needs no linger.
+    var nothingMoreComing = false
     /// Any bytes since the last response: a request may be arriving (what "idle" means for
     /// a drain and for the header timeout's 408).
     var bytesSinceLastResponse = false

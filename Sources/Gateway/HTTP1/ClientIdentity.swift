@@ -16,7 +16,9 @@ final class ConnectionPeer {
         switch CInt(storage.ss_family) {
         case AF_INET:
             self.address = withUnsafePointer(to: &storage) {
-                $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { IPAddress(inAddr: $0.pointee.sin_addr.s_addr) }
+                $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
+                    IPAddress(inAddr: $0.pointee.sin_addr.s_addr)
+                }
             }
         case AF_INET6:
             self.address = withUnsafePointer(to: &storage) {

@@ -37,6 +37,9 @@ final class ClientRequest {
     var bodyRemaining: UInt64 = 0
     var chunked = ChunkedDecoder()
     var bodyEnded = true
+    /// Answered before its body arrived: `bodyEnded` is set so nothing more is parsed, but
+    /// the rest of the body may still come (the close lingers for it).
+    var bodyAbandoned = false
     /// Body bytes read so far, for `max_body_bytes`.
     var bodyBytes: Int64 = 0
 
@@ -76,6 +79,7 @@ final class ClientRequest {
         self.bodyRemaining = 0
         self.chunked.reset()
         self.bodyEnded = true
+        self.bodyAbandoned = false
         self.bodyBytes = 0
         self.closeAfterResponse = false
         self.responseStarted = false
@@ -98,8 +102,11 @@ final class ClientRequest {
 /// counter (unique across workers and restarts without a getrandom(2) per request).
 struct RequestIDBytes {
     static let capacity = 128
-    private var storage: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
-        UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (
+    private var storage:
+        (
+            UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
+            UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64
+        ) = (
             0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
         )
     var count = 0

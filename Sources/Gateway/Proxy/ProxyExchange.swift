@@ -72,8 +72,6 @@ final class ProxyExchange {
     private var replayable = true
 
     // The response.
-    private var parser = HeadParser(.response, maxHeadBytes: UpstreamConnection.inputLimit)
-    private var head = MessageHead()
     private var framing: ClientBodyFraming = .none
     private var remaining: UInt64 = 0
     private var decoder = ChunkedDecoder()
@@ -204,30 +202,42 @@ final class ProxyExchange {
     /// left.
     private func connect(to index: Int, fresh: Bool) {
         self.pool.endpoints[index].inFlight += 1
-        self.pool.connection(to: index, fresh: fresh) { [self] result in
-            guard case .connecting = self.state, self.client != nil else {
-                // The client left meanwhile.
-                self.pool.endpoints[index].inFlight -= 1
-                if case .success(let (connection, _)) = result { self.pool.release(connection, reusable: true) }
-                return
-            }
-            switch result {
-            case .success(let (connection, reused)):
-                self.connected(connection, reused: reused)
-            case .failure(let error):
-                self.pool.endpoints[index].inFlight -= 1
-                self.pool.recordFailure(index)
-                self.count("connect")
-                self.failedEndpoints.append(index)
-                let failure = ProxyFailure(
-                    status: 502, reason: "connect to upstream \(self.pool.configuration.name): \(error)")
-                self.lastFailure = failure
-                if self.retriesLeft > 0 {
-                    self.retriesLeft -= 1
-                    self.attempt()
-                } else {
-                    self.fail(failure)
-                }
+        // An idle connection (the common case) is taken at once: no completion closure to
+        // allocate per request.
+        if !fresh, let idle = self.pool.idleConnection(to: index) {
+            self.connectFinished(index, .success((idle, true)))
+            return
+        }
+        self.pool.newConnection(to: index) { [self] result in
+            self.connectFinished(index, result.map { ($0, false) })
+        }
+    }
+
+    private func connectFinished(
+        _ index: Int, _ result: Result<(connection: UpstreamConnection, reused: Bool), UpstreamConnectError>
+    ) {
+        guard case .connecting = self.state, self.client != nil else {
+            // The client left meanwhile.
+            self.pool.endpoints[index].inFlight -= 1
+            if case .success(let (connection, _)) = result { self.pool.release(connection, reusable: true) }
+            return
+        }
+        switch result {
+        case .success(let (connection, reused)):
+            self.connected(connection, reused: reused)
+        case .failure(let error):
+            self.pool.endpoints[index].inFlight -= 1
+            self.pool.recordFailure(index)
+            self.count("connect")
+            self.failedEndpoints.append(index)
+            let failure = ProxyFailure(
+                status: 502, reason: "connect to upstream \(self.pool.configuration.name): \(error)")
+            self.lastFailure = failure
+            if self.retriesLeft > 0 {
+                self.retriesLeft -= 1
+                self.attempt()
+            } else {
+                self.fail(failure)
             }
         }
     }
@@ -283,13 +293,13 @@ final class ProxyExchange {
             case .sending(let current) where current === connection:
                 // Waiting for the response head.
                 if !connection.input.isEmpty {
-                    switch self.parser.parse(connection.input.readable, into: &self.head) {
+                    switch connection.responseParser.parse(connection.input.readable, into: &connection.responseHead) {
                     case .complete:
-                        self.parser.reset()
+                        connection.responseParser.reset()
                         self.responseHead(connection)
                         continue
                     case .failed(let error):
-                        self.parser.reset()
+                        connection.responseParser.reset()
                         self.upstreamFailed(connection, kind: "protocol", reason: "invalid response: \(error)")
                         return
                     case .incomplete:
@@ -363,7 +373,7 @@ final class ProxyExchange {
             self.cancel()
             return
         }
-        let head = self.head
+        let head = connection.responseHead
         if head.status < 200, head.status != 101 {
             // An interim response (100, 103): the client got its own 100 already.
             connection.input.consume(head.length)
@@ -418,7 +428,9 @@ final class ProxyExchange {
             break
         }
         if case .responding = self.state {
-            client.flushOutput()
+            // Body bytes read with the head go out with it, in one writev (forwardBody's send):
+            // one segment to the client instead of two, and half the sends.
+            if connection.input.isEmpty { client.flushOutput() }
             connection.setDeadline(after: self.pool.readTimeout)
         }
     }
@@ -551,7 +563,6 @@ final class ProxyExchange {
                 // A stale keep-alive connection: resend on a fresh one (see the type's comment).
                 self.count("stale")
                 self.state = .connecting
-                self.parser.reset()
                 if let index = self.endpointIndex { self.connect(to: index, fresh: true) }
                 return
             }
@@ -595,7 +606,6 @@ final class ProxyExchange {
         self.failedEndpoints.append(index)
         self.lastFailure = failure
         self.state = .connecting
-        self.parser.reset()
         self.attempt()
         return true
     }

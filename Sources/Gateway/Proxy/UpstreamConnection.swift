@@ -44,6 +44,10 @@ final class UpstreamConnection: IOHandler {
     var peerShutDown = false
     /// The exchange using it (`lent`).
     weak var exchange: ProxyExchange?
+    /// The response head's parser and fields, kept with the connection rather than the
+    /// exchange: an exchange is made per request, and these would cost it two allocations.
+    var responseParser = HeadParser(.response, maxHeadBytes: UpstreamConnection.inputLimit)
+    var responseHead = MessageHead()
     /// The tunnel it carries (`tunnel`).
     weak var tunnel: Tunnel?
     /// Connect result, while `connecting`.
@@ -218,6 +222,7 @@ final class UpstreamConnection: IOHandler {
     func lend(to exchange: ProxyExchange) {
         self.state = .lent
         self.exchange = exchange
+        self.responseParser.reset()
         self.responseBytesReceived = false
         self.clearDeadline()
     }

@@ -169,23 +169,23 @@ final class UpstreamPool {
 
     // MARK: Connections
 
-    /// An idle connection to `index`, or a new one; `completion` runs on the loop (perhaps at
-    /// once), with the connect error if there is one. `reused`: the connection served before.
-    func connection(
-        to index: Int, fresh: Bool,
-        _ completion: @escaping (Result<(connection: UpstreamConnection, reused: Bool), UpstreamConnectError>) -> Void
-    ) {
+    /// An idle connection to endpoint `index` that is still usable, if the pool holds one
+    /// (newest first: the least likely to have been closed by the upstream meanwhile).
+    func idleConnection(to index: Int) -> UpstreamConnection? {
         let endpoint = self.endpoints[index]
-        while !fresh, let connection = endpoint.idle.popLast() {
-            if connection.isUsable {
-                completion(.success((connection, true)))
-                return
-            }
+        while let connection = endpoint.idle.popLast() {
+            if connection.isUsable { return connection }
             connection.close()
         }
-        UpstreamConnection.connect(to: endpoint, index: index, pool: self, timeout: self.connectTimeout) { result in
-            completion(result.map { ($0, false) })
-        }
+        return nil
+    }
+
+    /// A new connection to endpoint `index`, within `connect_timeout`.
+    func newConnection(
+        to index: Int, _ completion: @escaping (Result<UpstreamConnection, UpstreamConnectError>) -> Void
+    ) {
+        UpstreamConnection.connect(
+            to: self.endpoints[index], index: index, pool: self, timeout: self.connectTimeout, completion: completion)
     }
 
     /// Gives a connection back after a complete exchange. It stays for reuse if the pool

@@ -124,9 +124,12 @@ final class WorkerLoop: @unchecked Sendable {
 /// Accepts on one listening socket for one loop. Level-triggered with EPOLLEXCLUSIVE, as nginx
 /// does: of the loops and workers waiting on the socket, one is woken per connection.
 final class Listener: IOHandler {
-    /// accept4(2) calls per wake-up before the loop serves its connections again: enough to
-    /// empty a burst, few enough that a flood of connections does not starve the requests.
-    static let acceptsPerWakeUp = 64
+    /// accept4(2) calls per wake-up: one, as nginx's default (`multi_accept off`). The socket is
+    /// level-triggered, so a burst is still taken, one wake-up per connection, by whichever
+    /// worker is free. Measured (docs/benchmarks.md, wrk -c64, 2 workers): 64 per wake-up let
+    /// the first worker woken take the whole burst in about half the runs (80-99 % of the
+    /// connections on one worker, 20-29k req/s); one gives an even split and 28-41k.
+    static let acceptsPerWakeUp = 1
     /// nginx pauses accepting for 500 ms (`accept_mutex_delay`) when out of fds; 100 ms costs
     /// ten failed accept(2) a second and lets a waiting connection in within 100 ms of an fd
     /// coming free. (The same as `AcceptPauseHandler.pause` on the master's control socket.)
@@ -148,7 +151,9 @@ final class Listener: IOHandler {
         // description, which every generation's workers share: they all accept this way.
         let flags = fcntl(self.spec.fd, F_GETFL)
         if flags & O_NONBLOCK == 0 {
-            _ = try syscall("fcntl", on: "listener \(self.spec.name)") { fcntl(self.spec.fd, F_SETFL, flags | O_NONBLOCK) }
+            _ = try syscall("fcntl", on: "listener \(self.spec.name)") {
+                fcntl(self.spec.fd, F_SETFL, flags | O_NONBLOCK)
+            }
         }
         self.registration = try self.loop.eventLoop.register(self, fd: self.spec.fd, events: IOEvent.listener)
     }
