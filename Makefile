@@ -33,7 +33,7 @@ RELEASE_FLAGS := -c release --static-swift-stdlib
 # Where `make release` builds (swift build --scratch-path); the benchmark scripts pass their own.
 SCRATCH ?= $(CURDIR)/.build
 
-.PHONY: all deps build release run test check-config benchmark benchmark-upgrade benchmark-proxy chaos clean format \
+.PHONY: all deps build release run test check-config benchmark benchmark-upgrade benchmark-proxy benchmark-transfer chaos clean format \
 	man completions install uninstall deb package-deb
 
 all: build
@@ -111,6 +111,12 @@ benchmark-upgrade: release
 # Proxy throughput, gatewayd vs nginx (and HAProxy: make benchmark-proxy BENCH_ARGS=--with-haproxy).
 benchmark-proxy: release
 	GATEWAYD_BIN=$(SCRATCH)/release/gatewayd benchmarks/proxy-throughput.sh $(BENCH_ARGS)
+
+# Download and upload of 1 MiB and 100 MiB bodies, 10,000 idle keep-alive connections and memory
+# at rest, gatewayd vs nginx (make benchmark-transfer BENCH_ARGS=--quick: a short check).
+benchmark-transfer: release
+	GATEWAYD_BIN=$(SCRATCH)/release/gatewayd GATEWAYCTL_BIN=$(SCRATCH)/release/gatewayctl \
+		benchmarks/transfer-and-memory.sh $(BENCH_ARGS)
 
 # Load plus faults (reload storms, killed workers, upstreams and master, a stopped worker):
 # a few minutes, a table of failed requests and recovery times (docs/reliability.md, "Chaos

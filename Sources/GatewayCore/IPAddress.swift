@@ -69,18 +69,40 @@ public struct IPAddress: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String {
-        var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
         if self.isIPv4 {
-            var address = in_addr(s_addr: UInt32(truncatingIfNeeded: self.low).bigEndian)
-            inet_ntop(AF_INET, &address, &text, socklen_t(text.count))
-        } else {
-            var address = in6_addr()
-            withUnsafeMutableBytes(of: &address) { raw in
-                raw.storeBytes(of: self.high.bigEndian, toByteOffset: 0, as: UInt64.self)
-                raw.storeBytes(of: self.low.bigEndian, toByteOffset: 8, as: UInt64.self)
+            // Written by hand: at most 15 bytes, a small string with no allocation, where
+            // inet_ntop formats each octet with sprintf (a worker makes this text once per
+            // client connection, for X-Forwarded-For and the access log).
+            let value = UInt32(truncatingIfNeeded: self.low)
+            return String(unsafeUninitializedCapacity: 15) { buffer in
+                var count = 0
+                for shift in stride(from: 24, through: 0, by: -8) {
+                    let octet = Int((value >> UInt32(shift)) & 0xff)
+                    if octet >= 100 {
+                        buffer[count] = UInt8(ascii: "0") + UInt8(octet / 100)
+                        count += 1
+                    }
+                    if octet >= 10 {
+                        buffer[count] = UInt8(ascii: "0") + UInt8(octet / 10 % 10)
+                        count += 1
+                    }
+                    buffer[count] = UInt8(ascii: "0") + UInt8(octet % 10)
+                    count += 1
+                    if shift > 0 {
+                        buffer[count] = UInt8(ascii: ".")
+                        count += 1
+                    }
+                }
+                return count
             }
-            inet_ntop(AF_INET6, &address, &text, socklen_t(text.count))
         }
+        var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+        var address = in6_addr()
+        withUnsafeMutableBytes(of: &address) { raw in
+            raw.storeBytes(of: self.high.bigEndian, toByteOffset: 0, as: UInt64.self)
+            raw.storeBytes(of: self.low.bigEndian, toByteOffset: 8, as: UInt64.self)
+        }
+        inet_ntop(AF_INET6, &address, &text, socklen_t(text.count))
         return text.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
     }
 }

@@ -1,3 +1,5 @@
+import CGatewayIO
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -19,11 +21,15 @@ public final class IOBuffer {
     public init(capacity: Int, limit: Int) {
         self.capacity = capacity
         self.limit = max(limit, capacity)
-        self.storage = .allocate(capacity: capacity)
+        self.storage = Self.allocate(capacity)
     }
 
     deinit {
-        self.storage.deallocate()
+        gw_io_storage_give(self.storage, self.capacity)
+    }
+
+    private static func allocate(_ capacity: Int) -> UnsafeMutablePointer<UInt8> {
+        gw_io_storage_take(capacity).assumingMemoryBound(to: UInt8.self)
     }
 
     @inline(__always) public var readableCount: Int { self.writerIndex - self.readerIndex }
@@ -76,9 +82,9 @@ public final class IOBuffer {
         var newCapacity = self.capacity
         while newCapacity < needed { newCapacity *= 2 }
         newCapacity = min(newCapacity, ceiling)
-        let grown = UnsafeMutablePointer<UInt8>.allocate(capacity: newCapacity)
+        let grown = Self.allocate(newCapacity)
         grown.update(from: self.storage + self.readerIndex, count: self.readableCount)
-        self.storage.deallocate()
+        gw_io_storage_give(self.storage, self.capacity)
         self.writerIndex -= self.readerIndex
         self.readerIndex = 0
         self.storage = grown
@@ -88,8 +94,8 @@ public final class IOBuffer {
     /// Gives back memory a large burst needed: back to `capacity` when empty.
     public func shrink(to capacity: Int) {
         guard self.isEmpty, self.capacity > capacity else { return }
-        self.storage.deallocate()
-        self.storage = .allocate(capacity: capacity)
+        gw_io_storage_give(self.storage, self.capacity)
+        self.storage = Self.allocate(capacity)
         self.capacity = capacity
     }
 

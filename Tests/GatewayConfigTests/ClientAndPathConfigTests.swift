@@ -50,6 +50,9 @@ import Testing
         #expect(!(try AddressRange(parsing: "0.0.0.0/0").contains(try #require(IPAddress("2001:db8::1")))))
         #expect(IPAddress("2001:db8::1")?.description == "2001:db8::1")
         #expect(IPAddress("10.0.0.1")?.description == "10.0.0.1")
+        for text in ["0.0.0.0", "255.255.255.255", "192.0.2.10", "10.0.100.7", "1.22.203.99"] {
+            #expect(IPAddress(text)?.description == text)
+        }
     }
 
     @Test func mistakesAreNamedWhereTheyAre() {
