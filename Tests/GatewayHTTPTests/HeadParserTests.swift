@@ -142,6 +142,25 @@ struct HeadParserTests {
         }
     }
 
+    @Test("a chunk size with leading zeros is taken however long, as llhttp takes it; one past 64 bits is not")
+    func chunkSizeLeadingZeros() {
+        let zeros = String(repeating: "0", count: 49)
+        let body = Array("\(zeros)5\r\nhello\r\n\(zeros)\r\n\r\n".utf8)
+        var decoder = ChunkedDecoder()
+        var data: [UInt8] = []
+        let outcome = body.withUnsafeBufferPointer { bytes in
+            decoder.decode(bytes) { data.append(contentsOf: bytes[$0]) }
+        }
+        #expect(outcome == .consumed(body.count, finished: true))
+        #expect(String(decoding: data, as: UTF8.self) == "hello")
+        var overflowing = ChunkedDecoder()
+        let tooLarge = Array("\(zeros)10000000000000000\r\n".utf8).withUnsafeBufferPointer { overflowing.decode($0) }
+        guard case .failed = tooLarge else {
+            Issue.record("accepted a chunk size of 2^64: \(tooLarge)")
+            return
+        }
+    }
+
     @Test func chunkedRefusals() {
         for bad in [
             "zz\r\n", "5 \r\nhello\r\n", "5\r\nhelloXX", "5\nhello", "11111111111111111\r\n",

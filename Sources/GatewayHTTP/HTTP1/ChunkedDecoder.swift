@@ -30,8 +30,10 @@ public struct ChunkedDecoder: Sendable {
         case done
     }
 
-    /// At most 16 hex digits: past it the size overflows 64 bits (llhttp refuses the same).
-    private static let maxSizeDigits = 16
+    /// The size may take one more hex digit only while it stays within 64 bits: the test llhttp
+    /// makes, so leading zeros (`000…05`) are taken however many, as llhttp takes them (found
+    /// by the differential test).
+    private static let largestSizeBeforeDigit: UInt64 = (UInt64.max - 0xf) / 16
     /// Trailer fields, all together: a body's end is not a place for a second head.
     public static let maxTrailerBytes = 16 * 1024
 
@@ -69,7 +71,7 @@ public struct ChunkedDecoder: Sendable {
             switch self.state {
             case .size:
                 if let digit = ASCII.hexValue(byte) {
-                    guard self.sizeDigits < Self.maxSizeDigits else {
+                    guard self.remaining <= Self.largestSizeBeforeDigit else {
                         return .failed(.init(400, "chunk size too large"))
                     }
                     self.remaining = self.remaining << 4 | UInt64(digit)
