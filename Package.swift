@@ -132,7 +132,8 @@ let package = Package(
         .testTarget(
             name: "GatewayTests",
             dependencies: [
-                "Gateway", "GatewayCore", "CGatewayShim", .product(name: "CoreMetrics", package: "swift-metrics"),
+                "Gateway", "GatewayCore", "GatewayIO", "CGatewayShim",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ]
         ),
         .testTarget(name: "GatewaySupervisorTests", dependencies: ["GatewaySupervisor"]),

@@ -354,7 +354,8 @@ to_ms() { # wrk latency (e.g. 812.00us, 1.23ms, 2.01s) -> milliseconds
 declare -A R_RPS R_P50 R_P99 R_NON2XX R_ERRORS R_PROXY_CPU R_ORIGIN_CPU R_REQS R_ORIGIN_CONNS R_CPU100K R_ALLOCS
 # Connections the origin has accepted so far (its stub_status; the poll itself counts as one).
 origin_accepts() {
-    curl -fsS --max-time 2 "http://127.0.0.1:${PORT[origin]}/__origin_status" 2>/dev/null | awk 'NR == 3 {print $1}'
+    # No origin with --direct: nothing to count (and no failure under set -e).
+    curl -fsS --max-time 2 "http://127.0.0.1:${PORT[origin]}/__origin_status" 2>/dev/null | awk 'NR == 3 {print $1}' || true
 }
 run_wrk() { # run_wrk SERVER MODE SECONDS OUT
     local server=$1 mode=$2 secs=$3 out=$4 hdr=()

@@ -17,16 +17,36 @@ public final class IOBuffer {
     public private(set) var writerIndex = 0
     /// The most it may grow to.
     public let limit: Int
+    /// What it is made with, and what it takes again after `park`.
+    private let initialCapacity: Int
+    /// The storage of a parked buffer: no bytes, never written (capacity 0).
+    nonisolated(unsafe) private static let parkedStorage = UnsafeMutablePointer<UInt8>.allocate(capacity: 1)
 
     public init(capacity: Int, limit: Int) {
         self.capacity = capacity
+        self.initialCapacity = capacity
         self.limit = max(limit, capacity)
         self.storage = Self.allocate(capacity)
     }
 
     deinit {
-        gw_io_storage_give(self.storage, self.capacity)
+        if self.capacity > 0 { gw_io_storage_give(self.storage, self.capacity) }
     }
+
+    /// Gives the storage back while the buffer is empty and not in use; the next write or read
+    /// takes `initialCapacity` again (from the per-thread cache: no malloc). An idle keep-alive
+    /// connection then holds no buffer memory, as nginx frees a keep-alive connection's request
+    /// buffers (`ngx_http_set_keepalive`): 10k idle connections cost 10 KiB each before.
+    public func park() {
+        guard self.isEmpty, self.capacity > 0 else { return }
+        gw_io_storage_give(self.storage, self.capacity)
+        self.storage = Self.parkedStorage
+        self.capacity = 0
+        self.readerIndex = 0
+        self.writerIndex = 0
+    }
+
+    public var isParked: Bool { self.capacity == 0 }
 
     private static func allocate(_ capacity: Int) -> UnsafeMutablePointer<UInt8> {
         gw_io_storage_take(capacity).assumingMemoryBound(to: UInt8.self)
@@ -79,12 +99,12 @@ public final class IOBuffer {
 
     /// Moves the unconsumed bytes into new storage, doubling the capacity until `needed` fits.
     private func grow(toFit needed: Int, atMost ceiling: Int) {
-        var newCapacity = self.capacity
+        var newCapacity = max(self.capacity, self.initialCapacity, 1)
         while newCapacity < needed { newCapacity *= 2 }
         newCapacity = min(newCapacity, ceiling)
         let grown = Self.allocate(newCapacity)
         grown.update(from: self.storage + self.readerIndex, count: self.readableCount)
-        gw_io_storage_give(self.storage, self.capacity)
+        if self.capacity > 0 { gw_io_storage_give(self.storage, self.capacity) }
         self.writerIndex -= self.readerIndex
         self.readerIndex = 0
         self.storage = grown
@@ -93,7 +113,7 @@ public final class IOBuffer {
 
     /// Gives back memory a large burst needed: back to `capacity` when empty.
     public func shrink(to capacity: Int) {
-        guard self.isEmpty, self.capacity > capacity else { return }
+        guard self.isEmpty, self.capacity > capacity, capacity > 0 else { return }
         gw_io_storage_give(self.storage, self.capacity)
         self.storage = Self.allocate(capacity)
         self.capacity = capacity

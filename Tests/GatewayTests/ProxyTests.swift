@@ -526,11 +526,14 @@ struct ReadTimeoutTests {
             for target in ["/echo", "/direct"] {
                 let client = try RawClient(port: port)
                 defer { client.close() }
-                // 2 of the 10 bytes announced, then nothing.
+                // 2 of the 10 bytes announced, then nothing. Timed from before the send: the
+                // server's timer cannot start earlier, so a reading thread that starts late on a
+                // loaded machine does not make the 408 look early.
+                let sent = ContinuousClock.now
                 try client.send("POST \(target) HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
                 async let stalled = onThreadThrowing { () throws -> (TestResponse, Duration, ReadEnd) in
-                    let (response, elapsed) = try timed { try client.readResponse() }
-                    return (response, elapsed, client.readEnd())
+                    let response = try client.readResponse()
+                    return (response, ContinuousClock.now - sent, client.readEnd())
                 }
                 // Another client, served while the stalled one waits.
                 var neighbours: [Int] = []

@@ -109,6 +109,9 @@ extension ClientConnection {
         if self.bytesSinceLastResponse {
             self.arm(.header)
         } else {
+            // Idle: no buffer memory held until the next request's first byte.
+            self.input.park()
+            self.upstreamHead.park()
             self.arm(.idle)
             if self.draining { self.closeIfIdleAfterGrace() }
         }

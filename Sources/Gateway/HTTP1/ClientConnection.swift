@@ -33,6 +33,8 @@ final class ClientConnection: IOHandler {
     /// that read our `Connection: close` response closes within a round trip; 2 s covers slow
     /// clients and long RTTs while bounding what a silent peer can hold.
     static let lingerTimeout: UInt64 = 2_000_000_000
+    /// Free space a read makes while a request body streams through (see `readInput`).
+    static let bodyReadSize = 16 * 1024
     /// The input buffer's first size: a typical request head (and a read burst of small
     /// pipelined ones) fits without growing.
     static let inputCapacity = 4096
@@ -297,7 +299,10 @@ final class ClientConnection: IOHandler {
 
     /// One read into the input buffer. Returns whether anything changed.
     func readInput() -> Bool {
-        let result = self.input.read(from: self.fd, minimum: 1024)
+        // A body streaming through is read in 16 KiB steps (nginx's client_body_buffer_size on
+        // 64-bit): at the head's 1 KiB, a 100 MiB upload took 25,600 reads of 4 KiB.
+        let streamingBody = self.request.map { !$0.bodyEnded } ?? false
+        let result = self.input.read(from: self.fd, minimum: streamingBody ? Self.bodyReadSize : 1024)
         switch result {
         case .bytes(let count):
             if self.input.writableCount > 0, !self.peerShutDown {
@@ -456,7 +461,11 @@ final class ClientConnection: IOHandler {
         if self.phase == .finishing {
             self.shutDownOutput()
         }
-        self.output.shrink(to: 2048)
+        if self.request == nil {
+            self.output.park()
+        } else {
+            self.output.shrink(to: 2048)
+        }
     }
 }
 
