@@ -72,8 +72,13 @@ struct ClientIdentityTests {
             web, "/echo/a",
             headers:
                 "X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-For: 10.1.2.3\r\nX-Forwarded-Proto: https\r\n"
-                + "X-Forwarded-Host: public.example\r\nX-Request-Id: trusted-1\r\n")
+                + "X-Forwarded-Host: public.example\r\nX-Request-Id: trusted-1\r\n"
+                + "Forwarded: for=203.0.113.7\r\nX-Real-IP: 203.0.113.7\r\n")
         #expect(response.status == 200)
+        // Client addresses gatewayd does not rewrite pass on from a trusted proxy (and are
+        // dropped from anyone else: the reverse proxy tests).
+        #expect(Self.forwarded(response, "forwarded") == ["for=203.0.113.7"])
+        #expect(Self.forwarded(response, "x-real-ip") == ["203.0.113.7"])
         #expect(Self.forwarded(response, "x-forwarded-for") == ["203.0.113.7, 10.1.2.3, 127.0.0.1"])
         #expect(Self.forwarded(response, "x-forwarded-proto") == ["https"])
         #expect(Self.forwarded(response, "x-forwarded-host") == ["public.example"])

@@ -174,6 +174,10 @@ struct UpstreamHeadWriter {
             return false
         case .host:
             if self.target.authority != nil { return false }
+        case .forwarded, .xRealIP, .forwardingAlias:
+            // Client addresses gatewayd does not rewrite: believed only from a trusted proxy,
+            // like X-Forwarded-For's chain; from anyone else an upstream would read a made-up one.
+            if !self.peerTrusted { return false }
         default:
             break
         }

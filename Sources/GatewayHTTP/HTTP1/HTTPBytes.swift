@@ -138,6 +138,10 @@ extension FieldName {
             if HTTPBytes.equalsIgnoringCase(name, "upgrade") { return .upgrade }
             if HTTPBytes.equalsIgnoringCase(name, "trailer") { return .trailer }
             if HTTPBytes.equalsIgnoringCase(name, "referer") { return .referer }
+        case 9:
+            if HTTPBytes.equalsIgnoringCase(name, "forwarded") { return .forwarded }
+            if HTTPBytes.equalsIgnoringCase(name, "x-real-ip") { return .xRealIP }
+            if HTTPBytes.equalsIgnoringCase(name, "x_real_ip") { return .forwardingAlias }
         case 10:
             if HTTPBytes.equalsIgnoringCase(name, "connection") { return .connection }
             if HTTPBytes.equalsIgnoringCase(name, "keep-alive") { return .keepAlive }
@@ -150,12 +154,15 @@ extension FieldName {
             if HTTPBytes.equalsIgnoringCase(name, "content-length") { return .contentLength }
         case 15:
             if HTTPBytes.equalsIgnoringCase(name, "x-forwarded-for") { return .xForwardedFor }
+            if HTTPBytes.equalsIgnoringCase(name, "x_forwarded_for") { return .forwardingAlias }
         case 16:
             if HTTPBytes.equalsIgnoringCase(name, "proxy-connection") { return .proxyConnection }
             if HTTPBytes.equalsIgnoringCase(name, "x-forwarded-host") { return .xForwardedHost }
+            if HTTPBytes.equalsIgnoringCase(name, "x_forwarded_host") { return .forwardingAlias }
         case 17:
             if HTTPBytes.equalsIgnoringCase(name, "transfer-encoding") { return .transferEncoding }
             if HTTPBytes.equalsIgnoringCase(name, "x-forwarded-proto") { return .xForwardedProto }
+            if HTTPBytes.equalsIgnoringCase(name, "x_forwarded_proto") { return .forwardingAlias }
         case 19:
             if HTTPBytes.equalsIgnoringCase(name, "proxy-authorization") { return .proxyAuthorization }
         default:

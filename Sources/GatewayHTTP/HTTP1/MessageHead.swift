@@ -143,6 +143,15 @@ public enum FieldName: UInt8, Sendable, Equatable {
     case proxyAuthorization
     case userAgent
     case referer
+    /// RFC 7239's `Forwarded` and the de-facto `X-Real-IP`: client addresses an upstream may
+    /// trust, which gatewayd does not write, so it passes them on only from a trusted proxy.
+    case forwarded
+    case xRealIP
+    /// `x_forwarded_for`, `x_forwarded_host`, `x_forwarded_proto`, `x_real_ip`: underscore
+    /// spellings that CGI-style frameworks read as the real field (both become
+    /// `HTTP_X_FORWARDED_FOR`); nginx drops every field with an underscore by default
+    /// (`underscores_in_headers off`).
+    case forwardingAlias
 
     /// Hop-by-hop fields (RFC 9110 §7.6.1, plus the non-standard `keep-alive` and
     /// `proxy-connection` that clients still send): never forwarded. `Trailer` is not one.
