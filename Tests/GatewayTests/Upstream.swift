@@ -83,6 +83,8 @@ final class ScriptedUpstream: Sendable {
     private let stopping = Mutex<Bool>(false)
     private let running = DispatchGroup()
     let accepted = Mutex<Int>(0)
+    /// Connections whose script has returned (the gateway closed it, or the script ended it).
+    let finished = Mutex<Int>(0)
 
     init(_ script: @escaping @Sendable (RawClient, Int) throws -> Void) throws {
         self.listener = try TestListener(name: "upstream")
@@ -102,6 +104,7 @@ final class ScriptedUpstream: Sendable {
                     let client = RawClient(accepted: connection)
                     try? script(client, index)
                     client.close()
+                    self.finished.withLock { $0 += 1 }
                     self.running.leave()
                 }.start()
             }
