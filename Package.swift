@@ -43,6 +43,7 @@ let package = Package(
         .target(
             name: "GatewayConfig",
             dependencies: [
+                "CGatewayTLS",
                 "GatewayCore",
                 "GatewayHTTP",
                 .product(name: "Yams", package: "Yams"),
@@ -50,6 +51,12 @@ let package = Package(
         ),
         // What the worker's event loop needs that Glibc's Swift module lacks: epoll, eventfd, accept4.
         .target(name: "CGatewayIO"),
+        // TLS over the system's OpenSSL (Debian: libssl-dev), driving the connection's own
+        // nonblocking socket as nginx does; why not swift-nio-ssl: docs/architecture.md, "TLS".
+        .target(
+            name: "CGatewayTLS",
+            linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]
+        ),
         // The worker's event loop (one thread, one epoll set, nginx's model) and its buffers: no
         // HTTP. Why not SwiftNIO on the data path: EventLoop.swift and docs/benchmarks.md.
         .target(name: "GatewayIO", dependencies: ["CGatewayIO", "GatewayCore"]),
@@ -59,6 +66,7 @@ let package = Package(
             dependencies: [
                 "CGatewayShim",
                 "CGatewayIO",
+                "CGatewayTLS",
                 "GatewayCore",
                 "GatewayConfig",
                 "GatewayHTTP",
