@@ -39,6 +39,9 @@ extension ClientConnection {
             self.phase = .finishing
             self.disarm()
             self.flushOutput()
+        case .handshake:
+            // No HTTP yet, nothing to flush: a draining worker's half-open handshake.
+            self.closeNow()
         case .finishing, .lingering, .closed, .tunnel:
             return
         }
@@ -53,7 +56,7 @@ extension ClientConnection {
             return
         }
         self.phase = .lingering
-        _ = shutdown(self.fd, CInt(SHUT_WR))
+        self.shutDownWrite()
         self.arm(.linger)
         // The peer's bytes and FIN may be there already.
         self.readable = true
@@ -103,7 +106,7 @@ extension ClientConnection {
             case .complete(let length, let source, _):
                 if let source { self.peer.replace(with: source) }
                 self.input.consume(length)
-                self.phase = .serving
+                self.phase = self.tls != nil ? .handshake : .serving
                 self.arm(.header)
                 if !self.input.isEmpty { self.bytesSinceLastResponse = true }
                 return true

@@ -29,11 +29,12 @@ final class WrkLoad {
 
     init(
         port: UInt16, seconds: Int, connections: Int = 16, threads: Int = 2, closeEachRequest: Bool = false,
-        path: String = "/"
+        path: String = "/", scheme: String = "http"
     ) throws {
         var arguments = ["/usr/bin/wrk", "-t\(threads)", "-c\(connections)", "-d\(seconds)s", "--timeout", "5s"]
         if closeEachRequest { arguments += ["-H", "Connection: close"] }
-        arguments.append("http://127.0.0.1:\(port)\(path)")
+        // https: wrk speaks TLS (OpenSSL) and does not check the certificate.
+        arguments.append("\(scheme)://127.0.0.1:\(port)\(path)")
         outputPath = NSTemporaryDirectory() + "gatewayd-wrk-\(UUID().uuidString).txt"
         self.seconds = seconds
         process = try ChildProcess(arguments, environment: ProcessInfo.processInfo.environment, output: outputPath)

@@ -52,6 +52,16 @@ Commands:
       Good requests, each on a new connection, the paths in turn, until F exists (or the
       timeout); each must be a 200. Reports the count, failures and latencies (max, p50, p99).
       Exit 0 if every request succeeded.
+  tls --port P --server-name N --cafile F [--cafile F] [--alpn P] [--path /]
+      [--then-file F --then request|wait]
+      TLS with SNI N, the certificate checked against N and the CA files (Python's ssl, as a
+      client application would), then GET PATH. Prints "cert_sha256" (the certificate served),
+      "alpn", "version", "status", "connection" (the header) and "body". With --then-file, that
+      is printed as a first line; then, once F exists, "request" sends a second request on the
+      same connection ("second_status", "second_connection", "second_cert_sha256"), "wait" sends
+      nothing; either way it reads until the server closes and reports how in "closed":
+      "close_notify" (TLS close_notify, then the end), "eof" (the end without close_notify),
+      "reset". Exit 0 if every response was a 200.
 """
 
 import argparse
@@ -65,6 +75,7 @@ import resource
 import selectors
 import signal
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -1122,6 +1133,55 @@ def cmd_steady(args):
     return result, 0 if ok else 1
 
 
+def tls_request(reader, args, path):
+    reader.sock.sendall(request_head(args, "GET", path, []))
+    status, _, headers, _ = reader.head()
+    return status, header_of(headers, "connection"), reader.read_body(headers, status).decode("latin-1")
+
+
+def tls_close_kind(reader):
+    """Reads until the server ends the connection; how it did."""
+    try:
+        while reader.fill():
+            reader.take(len(reader.buf))
+    except ssl.SSLEOFError:
+        return "eof"
+    except (ConnectionResetError, BrokenPipeError):
+        return "reset"
+    return "close_notify"
+
+
+def cmd_tls(args):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    for path in args.cafile:
+        context.load_verify_locations(cafile=path)
+    if args.alpn:
+        context.set_alpn_protocols(args.alpn)
+    args.header.append("Host: %s" % args.server_name)
+    # Ragged EOFs raise: a close without close_notify must be told from one with it.
+    sock = context.wrap_socket(connect(args.port), server_hostname=args.server_name, suppress_ragged_eofs=False)
+    reader = Reader(sock)
+    certificate = hashlib.sha256(sock.getpeercert(binary_form=True)).hexdigest()
+    status, connection, body = tls_request(reader, args, args.path)
+    result = {"command": "tls", "cert_sha256": certificate, "alpn": sock.selected_alpn_protocol(),
+              "version": sock.version(), "status": status, "connection": connection, "body": body}
+    if not args.then_file:
+        return result, 0 if status == 200 else 1
+    sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
+    sys.stdout.flush()
+    while not os.path.exists(args.then_file):
+        remaining()
+        time.sleep(0.01)
+    ok = status == 200
+    if args.then == "request":
+        second, connection, _ = tls_request(reader, args, args.path)
+        result.update(second_status=second, second_connection=connection,
+                      second_cert_sha256=hashlib.sha256(sock.getpeercert(binary_form=True)).hexdigest())
+        ok = ok and second == 200
+    result["closed"] = tls_close_kind(reader)
+    return result, 0 if ok else 1
+
+
 def main():
     global DEADLINE
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -1188,6 +1248,14 @@ def main():
     p.add_argument("--stop-file", required=True)
     p.add_argument("--interval-ms", type=float, default=10.0, help="pause between requests (default 10)")
     p.add_argument("--request-timeout", type=float, default=5.0, help="seconds one request may take (default 5)")
+    p = sub.add_parser("tls")
+    common(p)
+    p.add_argument("--server-name", required=True)
+    p.add_argument("--cafile", action="append", default=[])
+    p.add_argument("--alpn", action="append", default=[])
+    p.add_argument("--path", default="/")
+    p.add_argument("--then-file")
+    p.add_argument("--then", choices=["request", "wait"], default="wait")
     args = ap.parse_args()
     args.header = [h.replace(":", ": ", 1) if ": " not in h and ":" in h else h for h in args.header]
 
@@ -1205,7 +1273,7 @@ def main():
     signal.setitimer(signal.ITIMER_REAL, args.timeout + 0.5)
     handler = {"ws-echo": cmd_ws_echo, "upload": cmd_upload, "download": cmd_download,
                "raw": cmd_raw, "slowloris": cmd_slowloris, "fuzz": cmd_fuzz, "steady": cmd_steady,
-               "corpus": cmd_corpus}[args.command]
+               "corpus": cmd_corpus, "tls": cmd_tls}[args.command]
     try:
         result, code = handler(args)
     except (Failure, OSError) as e:
