@@ -58,7 +58,9 @@ struct TLSTests {
         }
         text += "routes:\n"
         if upstream != nil {
-            text += "  - { name: echo, match: { path_prefix: /echo }, upstream: origin }\n"
+            for path in ["/echo", "/ws", "/bytes", "/upload"] {
+                text += "  - { name: \"\(path.dropFirst())\", match: { path_prefix: \(path) }, upstream: origin }\n"
+            }
         }
         text += """
               - name: hello
@@ -124,6 +126,28 @@ struct TLSTests {
         #expect(python["alpn"] as? String == "http/1.1" && python["version"] as? String == "TLSv1.3", "\(python)")
         let echoed = (python["body"] as? String ?? "").lowercased()
         #expect(echoed.contains("[\"x-forwarded-proto\", \"https\"]"), "\(python)")
+    }
+
+    @Test("through TLS: a WebSocket tunnel, a 16 MiB download and an 8 MiB upload, byte for byte")
+    func largeTransfers() throws {
+        let certificates = try Certificates([["a.test"]])
+        let upstream = try DemoUpstream()
+        defer { upstream.stop() }
+        let gatewayd = try GatewaydProcess(
+            config: Self.config(certificates, names: ["a.test"], upstream: upstream.port))
+        let tls = [
+            "--port", String(try gatewayd.port()), "--server-name", "a.test", "--cafile",
+            certificates.certificate("a.test"),
+        ]
+        let size = 16 << 20
+        // Records of 16 KiB, a socket that fills: partial writes and would-blocks on both sides.
+        let download = try runClient(["download", "--path", "/bytes?n=\(size)"] + tls, timeout: 60)
+        #expect(download.exit == 0 && download["length"] as? Int == size, "\(download)")
+        // Under limits.max_body_bytes (10 MiB by default).
+        let upload = try runClient(["upload", "--bytes", String(8 << 20)] + tls, timeout: 60)
+        #expect(upload.exit == 0 && upload["match"] as? Bool == true, "\(upload)")
+        let websocket = try runClient(["ws-echo", "--messages", "20", "--size", "70000"] + tls)
+        #expect(websocket.exit == 0 && websocket["echoed"] as? Int == 20, "\(websocket)")
     }
 
     @Test("plaintext, garbage and a stalled handshake are closed cleanly; the worker serves on")

@@ -10,6 +10,8 @@ JSON object on one line to stdout, and exits:
 
 Every command is bounded by --timeout seconds (default 30) in total. `--header 'name: value'`
 (repeatable) adds a request header; `Host` defaults to 127.0.0.1:PORT unless given that way.
+`--server-name N` makes any command speak TLS (Python's ssl, SNI N, the certificate checked
+against N and the `--cafile` files, `--alpn` offered).
 
 Commands:
 
@@ -54,8 +56,7 @@ Commands:
       Exit 0 if every request succeeded.
   tls --port P --server-name N --cafile F [--cafile F] [--alpn P] [--path /]
       [--then-file F --then request|wait]
-      TLS with SNI N, the certificate checked against N and the CA files (Python's ssl, as a
-      client application would), then GET PATH. Prints "cert_sha256" (the certificate served),
+      TLS as any command with --server-name, then GET PATH. Prints "cert_sha256" (the certificate served),
       "alpn", "version", "status", "connection" (the header) and "body". With --then-file, that
       is printed as a first line; then, once F exists, "request" sends a second request on the
       same connection ("second_status", "second_connection", "second_cert_sha256"), "wait" sends
@@ -84,6 +85,7 @@ import time
 BLOCK = bytes(range(256)) * 256  # 64 KiB of the pattern
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 DEADLINE = None  # time.monotonic() by which the command must be done
+TLS = None  # (ssl.SSLContext, server name) with --server-name: every connection speaks TLS
 
 
 class Failure(Exception):
@@ -119,9 +121,14 @@ def pattern_sha(n):
     return h.hexdigest()
 
 
-def connect(port):
+def connect(port, ragged_eofs_raise=False):
+    """A connection to 127.0.0.1:PORT, over TLS with --server-name. `ragged_eofs_raise`: an end
+    of stream without close_notify raises ssl.SSLEOFError instead of reading as an end."""
     s = socket.create_connection(("127.0.0.1", port), timeout=remaining())
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if TLS is not None:
+        context, name = TLS
+        s = context.wrap_socket(s, server_hostname=name, suppress_ragged_eofs=not ragged_eofs_raise)
     return s
 
 
@@ -410,6 +417,14 @@ def cmd_upload(args):
             if not events:
                 continue
             if events[0][1] & selectors.EVENT_READ:
+                if TLS is not None:
+                    # Readable may be TLS's own records (TLS 1.3 session tickets): an answer
+                    # only if they carry bytes.
+                    try:
+                        data = s.recv(65536)
+                    except ssl.SSLWantReadError:
+                        continue
+                    r.buf += data
                 early = True  # the server answered (or closed) before the whole body was sent
                 break
             try:
@@ -1152,14 +1167,11 @@ def tls_close_kind(reader):
 
 
 def cmd_tls(args):
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    for path in args.cafile:
-        context.load_verify_locations(cafile=path)
-    if args.alpn:
-        context.set_alpn_protocols(args.alpn)
+    if TLS is None:
+        raise Failure("tls needs --server-name")
     args.header.append("Host: %s" % args.server_name)
     # Ragged EOFs raise: a close without close_notify must be told from one with it.
-    sock = context.wrap_socket(connect(args.port), server_hostname=args.server_name, suppress_ragged_eofs=False)
+    sock = connect(args.port, ragged_eofs_raise=True)
     reader = Reader(sock)
     certificate = hashlib.sha256(sock.getpeercert(binary_form=True)).hexdigest()
     status, connection, body = tls_request(reader, args, args.path)
@@ -1183,7 +1195,7 @@ def cmd_tls(args):
 
 
 def main():
-    global DEADLINE
+    global DEADLINE, TLS
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -1191,6 +1203,9 @@ def main():
         p.add_argument("--port", type=int, required=True)
         p.add_argument("--timeout", type=float, default=30.0, help="seconds for the whole command (default 30)")
         p.add_argument("--header", action="append", default=[], help="'name: value', repeatable")
+        p.add_argument("--server-name", help="speak TLS, with this SNI name")
+        p.add_argument("--cafile", action="append", default=[], help="with --server-name: a trusted certificate")
+        p.add_argument("--alpn", action="append", default=[], help="with --server-name: a protocol to offer")
 
     p = sub.add_parser("ws-echo")
     common(p)
@@ -1250,9 +1265,6 @@ def main():
     p.add_argument("--request-timeout", type=float, default=5.0, help="seconds one request may take (default 5)")
     p = sub.add_parser("tls")
     common(p)
-    p.add_argument("--server-name", required=True)
-    p.add_argument("--cafile", action="append", default=[])
-    p.add_argument("--alpn", action="append", default=[])
     p.add_argument("--path", default="/")
     p.add_argument("--then-file")
     p.add_argument("--then", choices=["request", "wait"], default="wait")
@@ -1260,6 +1272,13 @@ def main():
     args.header = [h.replace(":", ": ", 1) if ": " not in h and ":" in h else h for h in args.header]
 
     DEADLINE = time.monotonic() + args.timeout
+    if getattr(args, "server_name", None):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        for path in args.cafile:
+            context.load_verify_locations(cafile=path)
+        if args.alpn:
+            context.set_alpn_protocols(args.alpn)
+        TLS = (context, args.server_name)
     # slowloris and fuzz hold a socket per connection: allow as many as the hard limit does.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
