@@ -9,8 +9,10 @@ CONFIG ?= examples/gateway-proxy.yaml
 # systemd for systemd-socket-activate, which the socket-activation tests run; haproxy as a real
 # PROXY protocol sender (send-proxy, send-proxy-v2) in front of gatewayd.
 # lintian checks the .deb the packaging test builds (dpkg-deb, in dpkg, is always there);
-# python3-pip installs the Kubernetes schema the manifest test validates against.
-DEB_PACKAGES := libsystemd-dev pkg-config curl wrk python3 procps iproute2 systemd haproxy lintian python3-pip
+# python3-pip installs the Kubernetes schema the manifest test validates against. libssl-dev: the
+# OpenSSL that TLS listeners link (Sources/CGatewayTLS); openssl makes the tests' certificates
+# and is the s_client they drive.
+DEB_PACKAGES := libsystemd-dev libssl-dev openssl pkg-config curl wrk python3 procps iproute2 systemd haproxy lintian python3-pip
 
 # The version both binaries report (--version, `gatewayctl status`, the master's start-up log
 # line, the .deb): `git describe` of the newest v* tag when there is one (v0.2.0-3-gabc1234 ->
@@ -33,7 +35,7 @@ RELEASE_FLAGS := -c release --static-swift-stdlib
 # Where `make release` builds (swift build --scratch-path); the benchmark scripts pass their own.
 SCRATCH ?= $(CURDIR)/.build
 
-.PHONY: all deps build release run test check-config benchmark benchmark-upgrade benchmark-proxy benchmark-transfer chaos clean format \
+.PHONY: all deps build release run test check-config benchmark benchmark-upgrade benchmark-proxy benchmark-transfer benchmark-tls chaos clean format \
 	man completions install uninstall deb package-deb
 
 all: build
@@ -56,6 +58,8 @@ release: deps
 
 # examples/run-demo.sh: demo upstreams on 127.0.0.1:9001-9003 (examples/demo-upstream.py), each
 # waited for by its READY line, then gatewayd; the upstreams stop when gatewayd exits.
+# make run CONFIG=examples/gateway-tls.yaml: the same behind TLS on 127.0.0.1:8443, with a
+# throwaway certificate made at the first run (examples/make-tls-certificate.sh).
 run: release
 	GATEWAYD_BIN=$(SCRATCH)/release/gatewayd CONFIG=$(CONFIG) examples/run-demo.sh
 
@@ -102,6 +106,10 @@ test: deps $(GENERATE_MANUAL) $(KUBERNETES_PYTHON)
 benchmark: release
 	GATEWAYD_BIN=$(SCRATCH)/release/gatewayd GATEWAYCTL_BIN=$(SCRATCH)/release/gatewayctl \
 		benchmarks/reload-under-load.sh
+
+# TLS termination, gatewayd vs nginx with the same certificate: handshakes/s, keep-alive req/s and p99.
+benchmark-tls: release
+	GATEWAYD_BIN=$(SCRATCH)/release/gatewayd benchmarks/tls-throughput.sh $(BENCH_ARGS)
 
 # Upgrading the master itself under load, gatewayd (`gatewayctl upgrade`) vs nginx (USR2, WINCH, QUIT).
 benchmark-upgrade: release

@@ -51,6 +51,7 @@ let package = Package(
         .target(
             name: "GatewayConfig",
             dependencies: [
+                "CGatewayTLS",
                 "GatewayCore",
                 "GatewayHTTP",
                 .product(name: "Yams", package: "Yams"),
@@ -58,6 +59,12 @@ let package = Package(
         ),
         // What the worker's event loop needs that Glibc's Swift module lacks: epoll, eventfd, accept4.
         .target(name: "CGatewayIO"),
+        // TLS over the system's OpenSSL (Debian: libssl-dev), driving the connection's own
+        // nonblocking socket as nginx does; why not swift-nio-ssl: docs/architecture.md, "TLS".
+        .target(
+            name: "CGatewayTLS",
+            linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]
+        ),
         // The worker's event loop (one thread, one epoll set, nginx's model) and its buffers: no
         // HTTP. Why not SwiftNIO on the data path: EventLoop.swift and docs/benchmarks.md.
         .target(name: "GatewayIO", dependencies: ["CGatewayIO", "GatewayCore"], swiftSettings: dataPathSettings),
@@ -67,6 +74,7 @@ let package = Package(
             dependencies: [
                 "CGatewayShim",
                 "CGatewayIO",
+                "CGatewayTLS",
                 "GatewayCore",
                 "GatewayConfig",
                 "GatewayHTTP",

@@ -126,6 +126,14 @@ build_gatewayd() {
     GATEWAYCTL_BIN=${GATEWAYCTL_BIN:-$scratch/release/gatewayctl}
 }
 
+# ---------------------------------------------------------------------------- wrk
+# to_ms LATENCY: a wrk latency (812.00us, 1.23ms, 2.01s, 1.5m) in milliseconds.
+to_ms() {
+    awk -v v="$1" 'BEGIN{
+        if (v ~ /us$/) printf "%.3f", v / 1000; else if (v ~ /ms$/) printf "%.3f", v + 0;
+        else if (v ~ /m$/) printf "%.3f", v * 60000; else if (v ~ /s$/) printf "%.3f", v * 1000; else print "?" }'
+}
+
 # ---------------------------------------------------------------------------- ports
 port_free() {
     python3 - "$1" <<'EOF'

@@ -345,11 +345,6 @@ cpu_ticks() {
 cpu_percent() { # cpu_percent TICKS SECONDS -> % of one core
     awk -v t="$1" -v s="$2" -v hz="$CLK_TCK" 'BEGIN{ if (s > 0) printf "%.0f", t / hz / s * 100; else print "?" }'
 }
-to_ms() { # wrk latency (e.g. 812.00us, 1.23ms, 2.01s) -> milliseconds
-    awk -v v="$1" 'BEGIN{
-        if (v ~ /us$/) printf "%.3f", v / 1000; else if (v ~ /ms$/) printf "%.3f", v + 0;
-        else if (v ~ /m$/) printf "%.3f", v * 60000; else if (v ~ /s$/) printf "%.3f", v * 1000; else print "?" }'
-}
 
 declare -A R_RPS R_P50 R_P99 R_NON2XX R_ERRORS R_PROXY_CPU R_ORIGIN_CPU R_REQS R_ORIGIN_CONNS R_CPU100K R_ALLOCS
 # Connections the origin has accepted so far (its stub_status; the poll itself counts as one).

@@ -7,7 +7,7 @@
 #   examples/run-demo.sh [extra gatewayd arguments]
 #
 # Environment: GATEWAYD_BIN (default .build/release/gatewayd), CONFIG (default
-# examples/gateway-proxy.yaml), PYTHON (default python3), READY_TIMEOUT (seconds, default 10).
+# examples/gateway-proxy.yaml; examples/gateway-tls.yaml serves HTTPS with a throwaway certificate), PYTHON (default python3), READY_TIMEOUT (seconds, default 10).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -49,6 +49,14 @@ for entry in "${UPSTREAMS[@]}"; do
         die "upstream $name did not start on 127.0.0.1:$port (is the port taken? its error is above)"
     printf 'run-demo: upstream %s on 127.0.0.1:%s (pid %s)\n' "$name" "$port" "${PIDS[-1]}" >&2
 done
+
+# A config with TLS listeners names certificates under examples/tls/: make a throwaway one for
+# localhost the first time (examples/make-tls-certificate.sh; git ignores the directory).
+if grep -q 'tls/localhost\.pem' "$CONFIG" && [[ ! -e $HERE/tls/localhost.pem ]]; then
+    "$HERE/make-tls-certificate.sh" "$HERE/tls" localhost >/dev/null ||
+        die "could not make a certificate in $HERE/tls (is openssl installed?)"
+    printf 'run-demo: made a throwaway certificate, %s/tls/localhost.pem\n' "$HERE" >&2
+fi
 
 printf 'run-demo: gatewayd on %s; try the curl commands at the top of it. Ctrl-C stops everything.\n' "$CONFIG" >&2
 # In the foreground, not exec'd: the upstreams are stopped when it returns.

@@ -47,6 +47,7 @@ for library in $(objdump -p "$stage/usr/bin/gatewayd" "$stage/usr/bin/gatewayctl
     case $library in
         libc.so.6 | libm.so.6 | libdl.so.2 | libpthread.so.0 | librt.so.1 | libutil.so.1 | ld-linux-*.so.2) package="libc6 (>= 2.34)" ;;
         libsystemd.so.0) package="libsystemd0" ;;
+        libssl.so.3 | libcrypto.so.3) package="libssl3" ;;
         libstdc++.so.6) package="libstdc++6" ;;
         libgcc_s.so.1) package="libgcc-s1" ;;
         libz.so.1) package="zlib1g" ;;

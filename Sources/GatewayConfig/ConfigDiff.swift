@@ -50,6 +50,10 @@ public struct ConfigDiff: Sendable, Equatable, CustomStringConvertible {
                     backlogChanges.append(
                         "listener '\(listener.name)' backlog \(previous.backlog) -> \(listener.backlog)")
                 }
+                if previous.tls != listener.tls {
+                    backlogChanges.append(
+                        "listener '\(listener.name)' tls \(Self.tlsChange(previous.tls, listener.tls))")
+                }
             }
         }
         removedListeners = old.listeners.filter { !newNames.contains($0.name) }
@@ -135,5 +139,20 @@ public struct ConfigDiff: Sendable, Equatable, CustomStringConvertible {
         if !changed.isEmpty { parts.append("\(changed.count) changed (\(list(changed)))") }
         if ordered && oldOrder != newOrder { parts.append("order changed") }
         return parts.isEmpty ? nil : "\(label): " + parts.joined(separator: ", ")
+    }
+}
+
+extension ConfigDiff {
+    /// `off -> on`, `on -> off`, or what changed (`certificates changed`): a certificate
+    /// rotation shows in a reload's summary, without a byte of a key.
+    fileprivate static func tlsChange(_ old: TLSConfig?, _ new: TLSConfig?) -> String {
+        guard let old, let new else { return old == nil ? "off -> on" : "on -> off" }
+        var changes: [String] = []
+        if old.certificates != new.certificates { changes.append("certificates changed") }
+        if old.alpn != new.alpn { changes.append("alpn changed") }
+        if old.minVersion != new.minVersion {
+            changes.append("min_version \(old.minVersion.rawValue) -> \(new.minVersion.rawValue)")
+        }
+        return changes.joined(separator: ", ")
     }
 }

@@ -32,6 +32,8 @@ struct ConfigSystem: Sendable {
     var resolveHost: @Sendable (_ host: String) -> Result<ListenerAddress, Failure>
     /// For relative configuration paths; `nil` if it cannot be read.
     var currentDirectory: @Sendable () -> String?
+    /// Seconds since the epoch: whether a certificate has expired.
+    var now: @Sendable () -> Int64 = { Int64(time(nil)) }
 
     static let live = ConfigSystem(
         readFile: { path, limit in

@@ -2,7 +2,7 @@ import GatewayCore
 import Yams
 
 extension ConfigValidator {
-    static let listenerKeys = ["name", "address", "backlog", "trusted_proxies", "proxy_protocol"]
+    static let listenerKeys = ["name", "address", "backlog", "trusted_proxies", "proxy_protocol", "tls"]
 
     /// The valid listeners, and every listener name declared (valid or not), so a route naming
     /// a listener that has some other error is not reported a second time.
@@ -79,11 +79,27 @@ extension ConfigValidator {
                 }
             }
 
+            var tls: TLSConfig?
+            if let node = fields.optionalValue("tls") {
+                tls = self.tls(node, path: fields.path(of: "tls"))
+                if tls == nil {
+                    ok = false
+                } else if proxyProtocol {
+                    // The PROXY header comes before the ClientHello, and OpenSSL reads the
+                    // socket itself: the header would have to be peeked, not read. Not yet.
+                    error(
+                        "\(fields.path(of: "tls")): a TLS listener cannot take the PROXY protocol yet "
+                            + "(remove proxy_protocol, or terminate TLS in front)",
+                        at: fields.entry("tls")?.keyPosition)
+                    ok = false
+                }
+            }
+
             if let name, let address, let backlog, ok {
                 listeners.append(
                     ListenerConfig(
                         name: name.name, address: address, backlog: backlog, trustedProxies: trustedProxies,
-                        proxyProtocol: proxyProtocol))
+                        proxyProtocol: proxyProtocol, tls: tls))
             }
         }
         return (listeners, names)

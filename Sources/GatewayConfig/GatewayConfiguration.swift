@@ -104,6 +104,8 @@ public struct ListenerConfig: Sendable, Equatable {
     /// Every connection starts with a PROXY protocol (v1 or v2) header, as HAProxy's
     /// `send-proxy` and AWS NLB send it; one that does not is closed.
     public var proxyProtocol: Bool
+    /// `nil`: plaintext HTTP/1.1.
+    public var tls: TLSConfig?
 
     /// 4096 is Linux's default somaxconn since 5.4; a deep queue is what keeps
     /// connections waiting (not refused) while generations change.
@@ -111,13 +113,14 @@ public struct ListenerConfig: Sendable, Equatable {
 
     public init(
         name: String, address: ListenerAddress, backlog: Int32 = ListenerConfig.defaultBacklog,
-        trustedProxies: [AddressRange]? = nil, proxyProtocol: Bool = false
+        trustedProxies: [AddressRange]? = nil, proxyProtocol: Bool = false, tls: TLSConfig? = nil
     ) {
         self.name = name
         self.address = address
         self.backlog = backlog
         self.trustedProxies = trustedProxies
         self.proxyProtocol = proxyProtocol
+        self.tls = tls
     }
 }
 

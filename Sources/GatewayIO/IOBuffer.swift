@@ -72,6 +72,12 @@ public final class IOBuffer {
         }
     }
 
+    /// Another reader (a TLS session) put `count` bytes into the free space.
+    @inline(__always) public func didWrite(_ count: Int) {
+        assert(count <= self.writableCount, "wrote \(count) into \(self.writableCount) bytes of room")
+        self.writerIndex += count
+    }
+
     public func clear() {
         self.readerIndex = 0
         self.writerIndex = 0

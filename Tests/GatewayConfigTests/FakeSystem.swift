@@ -4,6 +4,10 @@ import Testing
 
 @testable import GatewayConfig
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// A machine with only what a test puts on it: files, directories, users, groups and host
 /// names; and a log of every file read, to show when a parse reads nothing.
 struct FakeSystem {
@@ -16,6 +20,8 @@ struct FakeSystem {
         "backend.internal": ListenerAddress(family: .ipv6, host: "fd00::7", port: 0),
     ]
     var currentDirectory = "/etc/gw"
+    /// Seconds since the epoch; nil: the real clock.
+    var clock: Int64?
 
     final class Log: Sendable {
         let reads = Mutex<[String]>([])
@@ -26,8 +32,8 @@ struct FakeSystem {
 
     var system: ConfigSystem {
         let files = self.files.mapValues { Array($0.utf8) }
-        let (directories, users, groups, hosts, cwd, log) = (
-            self.directories, self.users, self.groups, self.hosts, self.currentDirectory, self.log
+        let (directories, users, groups, hosts, cwd, log, clock) = (
+            self.directories, self.users, self.groups, self.hosts, self.currentDirectory, self.log, self.clock
         )
         return ConfigSystem(
             readFile: { path, limit in
@@ -54,7 +60,8 @@ struct FakeSystem {
                 guard let address = hosts[host] else { return .failure(.init(reason: "Name or service not known")) }
                 return .success(address)
             },
-            currentDirectory: { cwd })
+            currentDirectory: { cwd },
+            now: { clock ?? Int64(time(nil)) })
     }
 
     /// The diagnostics for `yaml`, as `FILE:LINE:COL: message`; empty if it parsed.

@@ -32,7 +32,8 @@ struct HeadWriterTests {
 
     /// Parses `request`, writes its upstream head, returns it as text.
     static func upstreamHead(
-        _ request: String, trusted: Bool = false, rules: CompiledHeaderRules = .none, stripPrefix: String? = nil
+        _ request: String, trusted: Bool = false, rules: CompiledHeaderRules = .none, stripPrefix: String? = nil,
+        secure: Bool = false
     ) throws -> String {
         let bytes = Array(request.utf8)
         return try bytes.withUnsafeBufferPointer { buffer in
@@ -43,7 +44,7 @@ struct HeadWriterTests {
             let route = RouteHandling(name: "r", action: .notFound, requestHeaders: rules)
             let writer = UpstreamHeadWriter(
                 head: head, bytes: buffer, target: target, peer: peer("10.0.0.9"), peerTrusted: trusted,
-                route: route, requestID: requestID(), caseSensitive: true)
+                route: route, requestID: requestID(), caseSensitive: true, secure: secure)
             let output = IOBuffer(capacity: 256, limit: 256)
             _ = writer.write(into: output, stripPrefix: stripPrefix)
             return String(decoding: output.readable, as: UTF8.self)
@@ -73,6 +74,14 @@ struct HeadWriterTests {
                 == "GET / HTTP/1.1\r\nHost: h\r\nx-forwarded-for: 1.2.3.4, 5.6.7.8, 10.0.0.9\r\n"
                 + "x-forwarded-proto: https\r\nx-forwarded-host: public.test\r\nvia: 1.1 gatewayd\r\n"
                 + "x-request-id: id-1\r\n")
+    }
+
+    @Test("over TLS the scheme is https, whatever an untrusted client claims; a trusted proxy's value is kept")
+    func secureClient() throws {
+        let request = "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: http\r\n\r\n"
+        #expect(try Self.upstreamHead(request, secure: true).contains("\r\nx-forwarded-proto: https\r\n"))
+        #expect(try Self.upstreamHead(request, secure: false).contains("\r\nx-forwarded-proto: http\r\n"))
+        #expect(try Self.upstreamHead(request, trusted: true, secure: true).contains("\r\nx-forwarded-proto: http\r\n"))
     }
 
     @Test("absolute-form: the authority is the Host; strip_prefix on the canonical path; chunked framing")
@@ -130,7 +139,8 @@ struct HeadWriterTests {
                 == "HTTP/1.1 200 OK\r\nTrailer: x-sum\r\nX-Request-Id: up\r\ntransfer-encoding: chunked\r\n\r\n")
         #expect(chunked.1 == .chunkedAsIs && !chunked.2)
 
-        let old = try Self.clientHead("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n", http10: true)
+        let old = try Self.clientHead(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n", http10: true)
         #expect(old.0 == "HTTP/1.1 200 OK\r\nx-request-id: id-1\r\nconnection: close\r\n\r\n")
         #expect(old.1 == .unchunked && old.2)
 
@@ -144,7 +154,8 @@ struct HeadWriterTests {
 
         let rules = CompiledHeaderRules(set: [("x-served-by", "gw")], remove: ["server"])
         let ruled = try Self.clientHead("HTTP/1.1 404 \r\nServer: up\r\nContent-Length: 0\r\n\r\n", rules: rules)
-        #expect(ruled.0 == "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nx-served-by: gw\r\nx-request-id: id-1\r\n\r\n")
+        #expect(
+            ruled.0 == "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nx-served-by: gw\r\nx-request-id: id-1\r\n\r\n")
     }
 }
 

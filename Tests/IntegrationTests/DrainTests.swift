@@ -18,21 +18,9 @@ struct DrainTests {
         // 20 reloads take about 1.5 s (release build); 8 s of load covers them with room to
         // spare on a slow machine, and the test checks that they did happen under load.
         let load = try WrkLoad(port: port, seconds: 8, connections: 32, closeEachRequest: closeEachRequest)
-        // Let wrk reach full load before the first reload: wait until the workers report
-        // connections (a signal, not a fixed sleep).
-        try waitUntil("wrk to connect") {
-            try gatewayd.status().generations.flatMap(\.workers).reduce(0) { $0 + $1.connections } > 0
+        try gatewayd.reloadsUnderLoad(load, rounds: 20) { round in
+            Configs.hello(body: "v\(round % 2 == 0 ? 2 : 1)", drainTimeout: "10s")
         }
-        for round in 0..<20 {
-            try gatewayd.writeConfig(Configs.hello(body: "v\(round % 2 == 0 ? 2 : 1)", drainTimeout: "10s"))
-            let result = try gatewayd.reload()
-            #expect(result.status == 0, "round \(round): \(result.stderr)")
-        }
-        #expect(load.isRunning, "the reloads outlasted the load; they were not all under load")
-        let summary = try load.finish()
-        #expect(summary.failures == 0, "\(summary)\n\(summary.raw)")
-        #expect(summary.requests > 1000, "\(summary)")
-        try gatewayd.waitUntilSingleGeneration()
     }
 
     @Test("an idle keep-alive connection is closed politely by the draining worker")

@@ -111,6 +111,20 @@ struct ExamplesTests {
         }
     }
 
+    @Test("the TLS example checks clean with the certificate its script makes, and not without one")
+    func tlsExample() throws {
+        let directory = try TemporaryDirectory()
+        let config = directory.file("gateway-tls.yaml")
+        try FileManager.default.copyItem(atPath: Self.root + "/examples/gateway-tls.yaml", toPath: config)
+        let missing = try check(config)
+        #expect(missing.status != 0 && missing.stderr.contains("tls/localhost.pem"), "\(missing)")
+        let made = try runCommand(
+            Self.root + "/examples/make-tls-certificate.sh", [directory.file("tls"), "localhost"])
+        #expect(made.status == 0, "\(made)")
+        let result = try check(config)
+        #expect(result.status == 0 && result.stderr.isEmpty, "\(result)")
+    }
+
     @Test("the systemd units' exposure stays at or below 2.0 in systemd-analyze security")
     func unitHardening() throws {
         for unit in ["gatewayd.service", "gatewayd-debian12.service"] {

@@ -39,6 +39,9 @@ extension ClientConnection {
             self.phase = .finishing
             self.disarm()
             self.flushOutput()
+        case .handshake:
+            // No HTTP yet, nothing to flush: a draining worker's half-open handshake.
+            self.closeNow()
         case .finishing, .lingering, .closed, .tunnel:
             return
         }
@@ -47,13 +50,16 @@ extension ClientConnection {
     /// The last response is in the kernel: shut our side down and read until the peer closes.
     func shutDownOutput() {
         guard self.phase == .finishing else { return }
-        if self.inputClosed || (self.nothingMoreComing && !self.readable && self.input.isEmpty) {
+        // Plaintext only for the short cut: a TLS connection owes close_notify, and OpenSSL's
+        // read-ahead may hold bytes `readable` does not show.
+        let nothingUnread = self.tls == nil && self.nothingMoreComing && !self.readable && self.input.isEmpty
+        if self.inputClosed || nothingUnread {
             // Nothing left unread: a plain close sends FIN, not RST.
             self.closeNow()
             return
         }
         self.phase = .lingering
-        _ = shutdown(self.fd, CInt(SHUT_WR))
+        self.shutDownWrite()
         self.arm(.linger)
         // The peer's bytes and FIN may be there already.
         self.readable = true
@@ -103,7 +109,7 @@ extension ClientConnection {
             case .complete(let length, let source, _):
                 if let source { self.peer.replace(with: source) }
                 self.input.consume(length)
-                self.phase = .serving
+                self.phase = self.tls != nil ? .handshake : .serving
                 self.arm(.header)
                 if !self.input.isEmpty { self.bytesSinceLastResponse = true }
                 return true

@@ -60,6 +60,9 @@ final class ClientConnection: IOHandler {
 
     enum Phase {
         case proxyHeader
+        /// A TLS listener's handshake; bounded by `header_timeout` from accept, like the head
+        /// that follows it.
+        case handshake
         case serving
         /// The last response is being written: input is discarded, nothing more is answered.
         case finishing
@@ -74,6 +77,9 @@ final class ClientConnection: IOHandler {
     let spec: ListenerSpec
     let peer: ConnectionPeer
     let services: GatewayServices
+    /// On a TLS listener: the session every read and write of the client goes through. Nil
+    /// for plaintext, whose paths pay one well-predicted nil check and nothing else.
+    let tls: TLSSession?
     var registration: EventLoop.Registration?
     /// Index in `WorkerLoop.connections`.
     var loopIndex = -1
@@ -116,8 +122,9 @@ final class ClientConnection: IOHandler {
     private var processing = false
     private var processAgain = false
 
-    init(fd: CInt, loop: WorkerLoop, spec: ListenerSpec, peer: ConnectionPeer, lameDuck: Bool) {
+    init(fd: CInt, loop: WorkerLoop, spec: ListenerSpec, peer: ConnectionPeer, tls: TLSSession?, lameDuck: Bool) {
         self.fd = fd
+        self.tls = tls
         self.loop = loop
         self.spec = spec
         self.peer = peer
@@ -127,7 +134,7 @@ final class ClientConnection: IOHandler {
         self.output = IOBuffer(capacity: 2048, limit: 2048)
         self.parser = HeadParser(.request, maxHeadBytes: limits.maxHeaderBytes)
         self.draining = lameDuck
-        self.phase = spec.proxyProtocol ? .proxyHeader : .serving
+        self.phase = spec.proxyProtocol ? .proxyHeader : tls != nil ? .handshake : .serving
     }
 
     func register() throws(SystemCallError) {
@@ -191,6 +198,11 @@ final class ClientConnection: IOHandler {
         self.wait = nil
         switch wait {
         case .header:
+            if self.phase == .handshake {
+                // A handshake that stalled: no HTTP has been spoken, so nothing to answer.
+                self.closeNow()
+                return
+            }
             guard self.phase == .serving, self.request == nil else { return }
             if self.bytesSinceLastResponse {
                 // Part of a request arrived, too slowly: tell the client (408), then close.
@@ -258,6 +270,8 @@ final class ClientConnection: IOHandler {
                 return
             case .proxyHeader:
                 guard self.readProxyHeader() else { return }
+            case .handshake:
+                guard self.continueHandshake() else { return }
             case .finishing, .lingering:
                 self.discardInput()
                 return
@@ -297,20 +311,30 @@ final class ClientConnection: IOHandler {
         return self.readInput()
     }
 
+    /// One read from the client into `input` (through TLS on a TLS listener). Clears
+    /// `readable` when the read shows the socket empty, so no read(2) is wasted to learn
+    /// EAGAIN: the next edge says when there is more.
+    @inline(__always)
+    func receive(minimum: Int) -> IOResult {
+        if let tls = self.tls {
+            let result = tls.read(into: self.input, minimum: minimum)
+            if case .bytes = result, tls.socketEmptied, !self.peerShutDown { self.readable = false }
+            return result
+        }
+        let result = self.input.read(from: self.fd, minimum: minimum)
+        // A short read: the socket is empty now (TCP gives what it has).
+        if case .bytes = result, self.input.writableCount > 0, !self.peerShutDown { self.readable = false }
+        return result
+    }
+
     /// One read into the input buffer. Returns whether anything changed.
     func readInput() -> Bool {
         // A body streaming through is read in 16 KiB steps (nginx's client_body_buffer_size on
         // 64-bit): at the head's 1 KiB, a 100 MiB upload took 25,600 reads of 4 KiB.
         let streamingBody = self.request.map { !$0.bodyEnded } ?? false
-        let result = self.input.read(from: self.fd, minimum: streamingBody ? Self.bodyReadSize : 1024)
+        let result = self.receive(minimum: streamingBody ? Self.bodyReadSize : 1024)
         switch result {
-        case .bytes(let count):
-            if self.input.writableCount > 0, !self.peerShutDown {
-                // A short read: the socket is empty now (TCP gives what it has), so no read(2)
-                // is wasted to learn EAGAIN. The next edge says when there is more.
-                self.readable = false
-            }
-            _ = count
+        case .bytes:
             if self.request == nil, !self.bytesSinceLastResponse {
                 self.bytesSinceLastResponse = true
                 // The first byte of the next request: from now on it has `header_timeout`.
@@ -362,7 +386,8 @@ final class ClientConnection: IOHandler {
         }
     }
 
-    /// Input after the last response (or our FIN): read and dropped, never parsed.
+    /// Input after the last response (or our FIN): read and dropped, never parsed. Read from
+    /// the socket as it is, TLS or not: nothing of it will be looked at.
     private func discardInput() {
         while self.readable {
             self.input.clear()
@@ -393,9 +418,17 @@ final class ClientConnection: IOHandler {
             self.outputDrained()
             return true
         }
+        guard self.writeOutputBuffer() else { return false }
+        self.outputDrained()
+        return true
+    }
+
+    /// Writes `output` until it is empty or the socket is full; whether it all went out.
+    private func writeOutputBuffer() -> Bool {
         guard self.writable, self.phase != .closed else { return false }
         while !self.output.isEmpty {
-            switch self.output.write(to: self.fd) {
+            let result = if let tls = self.tls { tls.write(from: self.output) } else { self.output.write(to: self.fd) }
+            switch result {
             case .bytes(let count):
                 if count == 0 { return false }
             case .wouldBlock:
@@ -406,7 +439,6 @@ final class ClientConnection: IOHandler {
                 return false
             }
         }
-        self.outputDrained()
         return true
     }
 
@@ -422,7 +454,14 @@ final class ClientConnection: IOHandler {
         // What is pending goes first; `taken` counts the bytes of both that the socket took.
         let pending = self.output.readable
         let result: IOResult
-        if pending.isEmpty {
+        if let tls = self.tls {
+            // Records from one buffer: what is pending and `bytes` go out as one write.
+            guard pending.isEmpty else {
+                self.output.append(bytes)
+                return self.writeOutputBuffer()
+            }
+            result = tls.write(UnsafeRawBufferPointer(bytes))
+        } else if pending.isEmpty {
             result = Socket.write(self.fd, UnsafeRawBufferPointer(bytes))
         } else {
             var vectors: (iovec, iovec) = (

@@ -12,6 +12,7 @@ final class GatewayMetrics: Sendable {
     static let upstreamLatency = "gatewayd_upstream_latency_seconds"
     static let upstreamErrors = "gatewayd_upstream_errors_total"
     static let openConnections = "gatewayd_open_connections"
+    static let tlsHandshakeFailures = "gatewayd_tls_handshake_failures_total"
 
     private struct RequestKey: Hashable {
         var route: ObjectIdentifier?
@@ -23,9 +24,11 @@ final class GatewayMetrics: Sendable {
     private let latencies = Mutex<[String: Metrics.Timer]>([:])
     private let errors = Mutex<[String: Counter]>([:])
     private let connections: Gauge
+    private let handshakeFailures: Counter
 
     init() {
         self.connections = Gauge(label: Self.openConnections)
+        self.handshakeFailures = Counter(label: Self.tlsHandshakeFailures)
     }
 
     /// `route`: the route object when there is one (the key hashes a pointer, not a string).
@@ -61,6 +64,12 @@ final class GatewayMetrics: Sendable {
             return counter
         }
         counter.increment()
+    }
+
+    /// Garbage or plaintext on a TLS listener, no protocol or version in common, a client that
+    /// left mid-handshake.
+    func tlsHandshakeFailed() {
+        self.handshakeFailures.increment()
     }
 
     func connectionCount(_ count: Int) {

@@ -26,6 +26,8 @@ struct UpstreamHeadWriter {
     let route: RouteHandling
     let requestID: RequestIDBytes
     let caseSensitive: Bool
+    /// The client came over TLS: `X-Forwarded-Proto: https` (from an untrusted peer).
+    var secure = false
 
     /// Writes the head into `output`; returns whether it has a `Host` field.
     func write(into output: IOBuffer, stripPrefix: String?) -> Bool {
@@ -72,7 +74,7 @@ struct UpstreamHeadWriter {
             if self.peerTrusted, let field = self.head.first(.xForwardedProto) {
                 output.append(UnsafeBufferPointer(rebasing: self.bytes[field.valueRange]))
             } else {
-                output.append("http")
+                output.append(self.secure ? "https" : "http")
             }
             output.append("\r\n")
         }

@@ -1,8 +1,8 @@
 import CGatewayIO
+import Foundation
 import GatewayConfig
 import GatewayCore
 import GatewayIO
-import Foundation
 import Logging
 import Synchronization
 
@@ -139,13 +139,26 @@ public final class GatewayServer: Sendable {
             // The configured backlog, in case whoever held the socket shrank it.
             try? ListeningSocket.restoreBacklog(fd: listener.fd, backlog: listener.backlog)
         }
-        let specs = listeners.map { listener in
-            ListenerSpec(
-                name: listener.name, fd: listener.fd, router: routing.router(for: listener.name),
-                isAdmin: listener.name == self.configuration.admin?.listener,
-                trusted: TrustedProxies(ranges: self.configuration.trustedProxies(on: listener.name)),
-                proxyProtocol: self.configuration.listeners.first { $0.name == listener.name }?.proxyProtocol ?? false)
+        var made: [ListenerSpec] = []
+        for listener in listeners {
+            let configured = self.configuration.listeners.first { $0.name == listener.name }
+            var tls: TLSServerContext?
+            if let configuration = configured?.tls {
+                do throws(GatewayServerError) {
+                    tls = try TLSServerContext(configuration, listener: listener.name)
+                } catch {
+                    self.failStart(closing: listeners)
+                    throw error
+                }
+            }
+            made.append(
+                ListenerSpec(
+                    name: listener.name, fd: listener.fd, router: routing.router(for: listener.name),
+                    isAdmin: listener.name == self.configuration.admin?.listener,
+                    trusted: TrustedProxies(ranges: self.configuration.trustedProxies(on: listener.name)),
+                    proxyProtocol: configured?.proxyProtocol ?? false, tls: tls))
         }
+        let specs = made
         self.state.withLock { $0.listenerDescriptors = listeners.map(\.fd) }
         do {
             for loop in self.loops {
@@ -377,4 +390,6 @@ struct ListenerSpec: Sendable {
     var isAdmin: Bool
     var trusted: TrustedProxies
     var proxyProtocol: Bool
+    /// A TLS listener's certificates; nil for plaintext.
+    var tls: TLSServerContext?
 }

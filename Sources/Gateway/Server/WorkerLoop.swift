@@ -80,8 +80,17 @@ final class WorkerLoop: @unchecked Sendable {
         }
         var on: CInt = 1
         _ = setsockopt(fd, CInt(IPPROTO_TCP), TCP_NODELAY, &on, socklen_t(MemoryLayout<CInt>.size))
+        var tls: TLSSession?
+        if let context = spec.tls {
+            tls = TLSSession(context: context, fd: fd)
+            guard tls != nil else {
+                self.logger.warning("cannot serve a TLS connection: OpenSSL could not make one (out of memory?)")
+                closeDescriptor(fd)
+                return
+            }
+        }
         let connection = ClientConnection(
-            fd: fd, loop: self, spec: spec, peer: ConnectionPeer(address), lameDuck: self.draining)
+            fd: fd, loop: self, spec: spec, peer: ConnectionPeer(address), tls: tls, lameDuck: self.draining)
         do {
             try connection.register()
         } catch {

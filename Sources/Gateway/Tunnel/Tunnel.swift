@@ -55,7 +55,7 @@ final class Tunnel {
     func clientWritable() {
         if self.client.flushOutput(), self.clientShutdownPending {
             self.clientShutdownPending = false
-            _ = shutdown(self.client.fd, CInt(SHUT_WR))
+            self.client.shutDownWrite()
             self.endIfBothEnded()
         }
         self.pumpDown()
@@ -94,9 +94,8 @@ final class Tunnel {
     private func pumpUp() {
         while !self.closed, !self.clientEnded, self.client.readable, self.upstream.canTakeMore {
             self.client.input.clear()
-            switch self.client.input.read(from: self.client.fd, minimum: 16 * 1024) {
+            switch self.client.receive(minimum: 16 * 1024) {
             case .bytes:
-                if self.client.input.writableCount > 0, !self.client.peerShutDown { self.client.readable = false }
                 self.upstream.send(self.client.input.readable)
                 self.client.input.clear()
                 self.touch()
@@ -132,7 +131,7 @@ final class Tunnel {
             case .endOfFile:
                 self.upstreamEnded = true
                 if self.client.flushOutput() {
-                    _ = shutdown(self.client.fd, CInt(SHUT_WR))
+                    self.client.shutDownWrite()
                 } else {
                     self.clientShutdownPending = true
                 }

@@ -42,6 +42,22 @@ final class PythonClient: @unchecked Sendable {
 
     var isRunning: Bool { process.isRunning }
 
+    /// The first JSON line of a client that goes on after it (`tls --then-file`): its signal
+    /// that the first exchange is over.
+    func firstLine(timeout: Duration = .seconds(20)) throws -> [String: Any] {
+        var json: [String: Any] = [:]
+        try waitUntil("clients.py's first line", timeout: timeout) {
+            let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+            guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("{") }) else {
+                if !process.isRunning { throw HarnessError("clients.py exited without a line:\n\(text)") }
+                return false
+            }
+            json = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] ?? [:]
+            return true
+        }
+        return json
+    }
+
     func wait() throws -> Result {
         do {
             try waitUntil("clients.py to exit", timeout: .milliseconds(Int((timeout + 5) * 1000))) {

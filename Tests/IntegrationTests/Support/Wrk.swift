@@ -1,4 +1,5 @@
 import Foundation
+import Testing
 
 #if canImport(Glibc)
     import Glibc
@@ -29,11 +30,12 @@ final class WrkLoad {
 
     init(
         port: UInt16, seconds: Int, connections: Int = 16, threads: Int = 2, closeEachRequest: Bool = false,
-        path: String = "/"
+        path: String = "/", scheme: String = "http"
     ) throws {
         var arguments = ["/usr/bin/wrk", "-t\(threads)", "-c\(connections)", "-d\(seconds)s", "--timeout", "5s"]
         if closeEachRequest { arguments += ["-H", "Connection: close"] }
-        arguments.append("http://127.0.0.1:\(port)\(path)")
+        // https: wrk speaks TLS (OpenSSL) and does not check the certificate.
+        arguments.append("\(scheme)://127.0.0.1:\(port)\(path)")
         outputPath = NSTemporaryDirectory() + "gatewayd-wrk-\(UUID().uuidString).txt"
         self.seconds = seconds
         process = try ChildProcess(arguments, environment: ProcessInfo.processInfo.environment, output: outputPath)
@@ -77,5 +79,31 @@ final class WrkLoad {
         }
         guard summary.requests > 0 else { throw HarnessError("wrk reported no requests:\n\(text)") }
         return summary
+    }
+}
+
+extension GatewaydProcess {
+    /// The zero-loss promise under `load`: once wrk's connections are up (the workers report
+    /// them: a signal, not a sleep), `rounds` reloads, each after writing `config(round)`; the
+    /// load must outlast them, and no request may fail.
+    func reloadsUnderLoad(
+        _ load: WrkLoad, rounds: Int, sourceLocation: SourceLocation = #_sourceLocation,
+        config: (Int) -> String
+    ) throws {
+        try waitUntil("wrk to connect") {
+            try status().generations.flatMap(\.workers).reduce(0) { $0 + $1.connections } > 0
+        }
+        for round in 0..<rounds {
+            try writeConfig(config(round))
+            let result = try reload()
+            #expect(result.status == 0, "round \(round): \(result.stderr)", sourceLocation: sourceLocation)
+        }
+        #expect(
+            load.isRunning, "the reloads outlasted the load; they were not all under load",
+            sourceLocation: sourceLocation)
+        let summary = try load.finish()
+        #expect(summary.failures == 0, "\(summary)\n\(summary.raw)", sourceLocation: sourceLocation)
+        #expect(summary.requests > 1000, "\(summary)", sourceLocation: sourceLocation)
+        try waitUntilSingleGeneration()
     }
 }

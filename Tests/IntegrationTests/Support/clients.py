@@ -10,6 +10,8 @@ JSON object on one line to stdout, and exits:
 
 Every command is bounded by --timeout seconds (default 30) in total. `--header 'name: value'`
 (repeatable) adds a request header; `Host` defaults to 127.0.0.1:PORT unless given that way.
+`--server-name N` makes any command speak TLS (Python's ssl, SNI N, the certificate checked
+against N and the `--cafile` files, `--alpn` offered).
 
 Commands:
 
@@ -52,6 +54,15 @@ Commands:
       Good requests, each on a new connection, the paths in turn, until F exists (or the
       timeout); each must be a 200. Reports the count, failures and latencies (max, p50, p99).
       Exit 0 if every request succeeded.
+  tls --port P --server-name N --cafile F [--cafile F] [--alpn P] [--path /]
+      [--then-file F --then request|wait]
+      TLS as any command with --server-name, then GET PATH. Prints "cert_sha256" (the certificate served),
+      "alpn", "version", "status", "connection" (the header) and "body". With --then-file, that
+      is printed as a first line; then, once F exists, "request" sends a second request on the
+      same connection ("second_status", "second_connection", "second_cert_sha256"), "wait" sends
+      nothing; either way it reads until the server closes and reports how in "closed":
+      "close_notify" (TLS close_notify, then the end), "eof" (the end without close_notify),
+      "reset". Exit 0 if every response was a 200.
 """
 
 import argparse
@@ -65,6 +76,7 @@ import resource
 import selectors
 import signal
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -73,6 +85,7 @@ import time
 BLOCK = bytes(range(256)) * 256  # 64 KiB of the pattern
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 DEADLINE = None  # time.monotonic() by which the command must be done
+TLS = None  # (ssl.SSLContext, server name) with --server-name: every connection speaks TLS
 
 
 class Failure(Exception):
@@ -108,9 +121,14 @@ def pattern_sha(n):
     return h.hexdigest()
 
 
-def connect(port):
+def connect(port, ragged_eofs_raise=False):
+    """A connection to 127.0.0.1:PORT, over TLS with --server-name. `ragged_eofs_raise`: an end
+    of stream without close_notify raises ssl.SSLEOFError instead of reading as an end."""
     s = socket.create_connection(("127.0.0.1", port), timeout=remaining())
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if TLS is not None:
+        context, name = TLS
+        s = context.wrap_socket(s, server_hostname=name, suppress_ragged_eofs=not ragged_eofs_raise)
     return s
 
 
@@ -399,6 +417,14 @@ def cmd_upload(args):
             if not events:
                 continue
             if events[0][1] & selectors.EVENT_READ:
+                if TLS is not None:
+                    # Readable may be TLS's own records (TLS 1.3 session tickets): an answer
+                    # only if they carry bytes.
+                    try:
+                        data = s.recv(65536)
+                    except ssl.SSLWantReadError:
+                        continue
+                    r.buf += data
                 early = True  # the server answered (or closed) before the whole body was sent
                 break
             try:
@@ -1122,8 +1148,54 @@ def cmd_steady(args):
     return result, 0 if ok else 1
 
 
+def tls_request(reader, args, path):
+    reader.sock.sendall(request_head(args, "GET", path, []))
+    status, _, headers, _ = reader.head()
+    return status, header_of(headers, "connection"), reader.read_body(headers, status).decode("latin-1")
+
+
+def tls_close_kind(reader):
+    """Reads until the server ends the connection; how it did."""
+    try:
+        while reader.fill():
+            reader.take(len(reader.buf))
+    except ssl.SSLEOFError:
+        return "eof"
+    except (ConnectionResetError, BrokenPipeError):
+        return "reset"
+    return "close_notify"
+
+
+def cmd_tls(args):
+    if TLS is None:
+        raise Failure("tls needs --server-name")
+    args.header.append("Host: %s" % args.server_name)
+    # Ragged EOFs raise: a close without close_notify must be told from one with it.
+    sock = connect(args.port, ragged_eofs_raise=True)
+    reader = Reader(sock)
+    certificate = hashlib.sha256(sock.getpeercert(binary_form=True)).hexdigest()
+    status, connection, body = tls_request(reader, args, args.path)
+    result = {"command": "tls", "cert_sha256": certificate, "alpn": sock.selected_alpn_protocol(),
+              "version": sock.version(), "status": status, "connection": connection, "body": body}
+    if not args.then_file:
+        return result, 0 if status == 200 else 1
+    sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
+    sys.stdout.flush()
+    while not os.path.exists(args.then_file):
+        remaining()
+        time.sleep(0.01)
+    ok = status == 200
+    if args.then == "request":
+        second, connection, _ = tls_request(reader, args, args.path)
+        result.update(second_status=second, second_connection=connection,
+                      second_cert_sha256=hashlib.sha256(sock.getpeercert(binary_form=True)).hexdigest())
+        ok = ok and second == 200
+    result["closed"] = tls_close_kind(reader)
+    return result, 0 if ok else 1
+
+
 def main():
-    global DEADLINE
+    global DEADLINE, TLS
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -1131,6 +1203,9 @@ def main():
         p.add_argument("--port", type=int, required=True)
         p.add_argument("--timeout", type=float, default=30.0, help="seconds for the whole command (default 30)")
         p.add_argument("--header", action="append", default=[], help="'name: value', repeatable")
+        p.add_argument("--server-name", help="speak TLS, with this SNI name")
+        p.add_argument("--cafile", action="append", default=[], help="with --server-name: a trusted certificate")
+        p.add_argument("--alpn", action="append", default=[], help="with --server-name: a protocol to offer")
 
     p = sub.add_parser("ws-echo")
     common(p)
@@ -1188,10 +1263,22 @@ def main():
     p.add_argument("--stop-file", required=True)
     p.add_argument("--interval-ms", type=float, default=10.0, help="pause between requests (default 10)")
     p.add_argument("--request-timeout", type=float, default=5.0, help="seconds one request may take (default 5)")
+    p = sub.add_parser("tls")
+    common(p)
+    p.add_argument("--path", default="/")
+    p.add_argument("--then-file")
+    p.add_argument("--then", choices=["request", "wait"], default="wait")
     args = ap.parse_args()
     args.header = [h.replace(":", ": ", 1) if ": " not in h and ":" in h else h for h in args.header]
 
     DEADLINE = time.monotonic() + args.timeout
+    if getattr(args, "server_name", None):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        for path in args.cafile:
+            context.load_verify_locations(cafile=path)
+        if args.alpn:
+            context.set_alpn_protocols(args.alpn)
+        TLS = (context, args.server_name)
     # slowloris and fuzz hold a socket per connection: allow as many as the hard limit does.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
@@ -1205,7 +1292,7 @@ def main():
     signal.setitimer(signal.ITIMER_REAL, args.timeout + 0.5)
     handler = {"ws-echo": cmd_ws_echo, "upload": cmd_upload, "download": cmd_download,
                "raw": cmd_raw, "slowloris": cmd_slowloris, "fuzz": cmd_fuzz, "steady": cmd_steady,
-               "corpus": cmd_corpus}[args.command]
+               "corpus": cmd_corpus, "tls": cmd_tls}[args.command]
     try:
         result, code = handler(args)
     except (Failure, OSError) as e:

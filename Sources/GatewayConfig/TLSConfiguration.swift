@@ -1,0 +1,67 @@
+/// `tls:` on a listener: the listener terminates TLS (HTTP/1.1 inside), with certificates the
+/// master read and checked. Workers get the bytes with the generation's configuration (the
+/// handoff's `file` frames) and never read the disk, so a reload with new files rotates the
+/// certificates: the new generation serves them, connections already open keep theirs.
+public struct TLSConfig: Sendable, Equatable {
+    /// In file order: the first is the default, served when the client's SNI names no
+    /// certificate (or it sent none), as nginx's default server does.
+    public var certificates: [TLSCertificate]
+    /// ALPN protocols in the server's order of preference; a client that offers none of them
+    /// gets a `no_application_protocol` alert. A client that offers no ALPN at all is served.
+    public var alpn: [String]
+    public var minVersion: TLSVersion
+
+    /// The protocols a listener speaks inside TLS today.
+    public static let supportedProtocols = ["http/1.1"]
+
+    public init(certificates: [TLSCertificate], alpn: [String] = ["http/1.1"], minVersion: TLSVersion = .tls12) {
+        self.certificates = certificates
+        self.alpn = alpn
+        self.minVersion = minVersion
+    }
+
+    /// The ALPN list in its wire format: each protocol prefixed with its length (RFC 7301 §3.1).
+    public var alpnWireFormat: [UInt8] {
+        self.alpn.flatMap { [UInt8($0.utf8.count)] + Array($0.utf8) }
+    }
+}
+
+/// One certificate (with the chain behind it in the same file) and its key, as read at load.
+public struct TLSCertificate: Sendable, Equatable {
+    /// Absolute paths, for messages and logs.
+    public var certificatePath: String
+    public var keyPath: String
+    /// The files' bytes, PEM. The key is a secret: it appears in no message or log.
+    public var certificatePEM: [UInt8]
+    public var keyPEM: [UInt8]
+    /// The names SNI is matched against: subjectAltName's DNS names (else the subject's CN).
+    public var names: [String]
+    /// Seconds since the epoch.
+    public var notAfter: Int64
+
+    public init(
+        certificatePath: String, keyPath: String, certificatePEM: [UInt8], keyPEM: [UInt8], names: [String],
+        notAfter: Int64
+    ) {
+        self.certificatePath = certificatePath
+        self.keyPath = keyPath
+        self.certificatePEM = certificatePEM
+        self.keyPEM = keyPEM
+        self.names = names
+        self.notAfter = notAfter
+    }
+}
+
+/// The oldest TLS version a listener accepts. TLS 1.0 and 1.1 are not offered (RFC 8996).
+public enum TLSVersion: String, Sendable, Equatable, CaseIterable {
+    case tls12 = "tls1.2"
+    case tls13 = "tls1.3"
+
+    /// The protocol version's number on the wire (and OpenSSL's constant).
+    public var wireValue: Int32 {
+        switch self {
+        case .tls12: return 0x0303
+        case .tls13: return 0x0304
+        }
+    }
+}

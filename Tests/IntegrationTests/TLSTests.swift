@@ -1,0 +1,241 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// TLS listeners end to end: a real master reads the certificates (made at run time by
+/// examples/make-tls-certificate.sh, ECDSA P-256), its workers terminate TLS, and real clients
+/// (curl, openssl s_client, Python's ssl, wrk) check what they are served.
+@Suite("TLS listeners", .serialized, .timeLimit(.minutes(3)))
+struct TLSTests {
+    /// Certificates in `DIR/tls/`, each file named after its first name.
+    final class Certificates {
+        let directory: TemporaryDirectory
+        init(_ sets: [[String]]) throws {
+            directory = try TemporaryDirectory()
+            for names in sets { try Self.make(in: directory.path + "/tls", names) }
+        }
+
+        static func make(in directory: String, _ names: [String]) throws {
+            let script = repositoryRoot.appendingPathComponent("examples/make-tls-certificate.sh").path
+            let result = try runCommand(script, [directory] + names, timeout: .seconds(20))
+            guard result.status == 0 else { throw HarnessError("make-tls-certificate.sh: \(result.stderr)") }
+        }
+
+        func certificate(_ name: String) -> String { directory.path + "/tls/\(name).pem" }
+        func key(_ name: String) -> String { directory.path + "/tls/\(name).key" }
+
+        /// What Python's `getpeercert(binary_form=True)` hashes to: the DER's SHA-256, in hex.
+        static func fingerprint(_ path: String) throws -> String {
+            let result = try runCommand("/usr/bin/openssl", ["x509", "-in", path, "-noout", "-fingerprint", "-sha256"])
+            guard result.status == 0, let value = result.stdout.split(separator: "=").last else {
+                throw HarnessError("openssl x509 \(path): \(result.stderr)")
+            }
+            return value.filter { $0 != ":" && !$0.isWhitespace }.lowercased()
+        }
+    }
+
+    static func config(
+        _ certificates: Certificates, names: [String], workers: Int = 1, upstream: UInt16? = nil,
+        headerTimeout: String = "10s", body: String = "tls ok"
+    ) -> String {
+        var text = """
+            workers: \(workers)
+            drain_timeout: 10s
+            limits: { header_timeout: \(headerTimeout) }
+            listeners:
+              - name: web
+                address: "127.0.0.1:0"
+                backlog: 1024
+                tls:
+                  certificates:
+
+            """
+        for name in names {
+            text += "        - { cert: \(certificates.certificate(name)), key: \(certificates.key(name)) }\n"
+        }
+        text += "routes:\n"
+        if upstream != nil {
+            for path in ["/echo", "/ws", "/bytes", "/upload"] {
+                text += "  - { name: \"\(path.dropFirst())\", match: { path_prefix: \(path) }, upstream: origin }\n"
+            }
+        }
+        text += """
+              - name: hello
+                match: { path_prefix: / }
+                direct_response: { status: 200, headers: { content-type: text/plain }, body: "\(body)" }
+
+            """
+        if let upstream {
+            text += "upstreams:\n  origin: { endpoints: [\"127.0.0.1:\(upstream)\"] }\n"
+        }
+        return text
+    }
+
+    /// curl over HTTP/1.1 on TLS to `name` (resolved to 127.0.0.1), trusting `ca` only.
+    static func curl(_ port: UInt16, _ name: String, ca: String, path: String = "/") throws -> CommandResult {
+        try runCommand(
+            "/usr/bin/curl",
+            [
+                "--silent", "--show-error", "--http1.1", "--max-time", "10", "--cacert", ca, "--resolve",
+                "\(name):\(port):127.0.0.1", "--write-out", "\n%{http_code} %{http_version}",
+                "https://\(name):\(port)\(path)",
+            ])
+    }
+
+    static func sClient(_ port: UInt16, _ arguments: [String]) throws -> CommandResult {
+        try runCommand(
+            "/usr/bin/openssl", ["s_client", "-connect", "127.0.0.1:\(port)"] + arguments,
+            timeout: .seconds(20))
+    }
+
+    @Test("SNI chooses the certificate (the first for an unknown name), ALPN is http/1.1, upstreams hear https")
+    func handshakes() throws {
+        let certificates = try Certificates([["a.test", "*.a.test"], ["b.test"]])
+        let upstream = try DemoUpstream()
+        defer { upstream.stop() }
+        let gatewayd = try GatewaydProcess(
+            config: Self.config(certificates, names: ["a.test", "b.test"], upstream: upstream.port))
+        let port = try gatewayd.port()
+
+        // Each name verifies against its own certificate only: the right one was served.
+        for (name, file) in [("a.test", "a.test"), ("b.test", "b.test"), ("x.a.test", "a.test")] {
+            let result = try Self.curl(port, name, ca: certificates.certificate(file))
+            #expect(result.status == 0 && result.stdout == "tls ok\n200 1.1", "\(name): \(result)")
+        }
+        let wrong = try Self.curl(port, "b.test", ca: certificates.certificate("a.test"))
+        #expect(wrong.status == 60, "b.test must not verify with a.test's certificate: \(wrong)")
+
+        // An unknown name gets the default (first) certificate; ALPN picks http/1.1.
+        let unknown = try Self.sClient(port, ["-servername", "c.test", "-alpn", "h2,http/1.1"])
+        let said = unknown.stdout + unknown.stderr
+        #expect(said.contains("CN = a.test") && said.contains("ALPN protocol: http/1.1"), "\(unknown)")
+        // A client that speaks only h2 is refused with no_application_protocol (RFC 7301).
+        let h2 = try Self.sClient(port, ["-servername", "a.test", "-alpn", "h2"])
+        #expect(h2.status != 0 && (h2.stdout + h2.stderr).contains("no application protocol"), "\(h2)")
+
+        // Python's ssl, as an application would use it: checked certificate, ALPN, TLS 1.3, and
+        // the upstream told the client came over https.
+        let python = try runClient([
+            "tls", "--port", String(port), "--server-name", "b.test", "--cafile", certificates.certificate("b.test"),
+            "--alpn", "http/1.1", "--path", "/echo",
+        ])
+        #expect(python.exit == 0, "\(python)")
+        #expect(python["alpn"] as? String == "http/1.1" && python["version"] as? String == "TLSv1.3", "\(python)")
+        let echoed = (python["body"] as? String ?? "").lowercased()
+        #expect(echoed.contains("[\"x-forwarded-proto\", \"https\"]"), "\(python)")
+    }
+
+    @Test("through TLS: a WebSocket tunnel, a 16 MiB download and an 8 MiB upload, byte for byte")
+    func largeTransfers() throws {
+        let certificates = try Certificates([["a.test"]])
+        let upstream = try DemoUpstream()
+        defer { upstream.stop() }
+        let gatewayd = try GatewaydProcess(
+            config: Self.config(certificates, names: ["a.test"], upstream: upstream.port))
+        let tls = [
+            "--port", String(try gatewayd.port()), "--server-name", "a.test", "--cafile",
+            certificates.certificate("a.test"),
+        ]
+        let size = 16 << 20
+        // Records of 16 KiB, a socket that fills: partial writes and would-blocks on both sides.
+        let download = try runClient(["download", "--path", "/bytes?n=\(size)"] + tls, timeout: 60)
+        #expect(download.exit == 0 && download["length"] as? Int == size, "\(download)")
+        // Under limits.max_body_bytes (10 MiB by default).
+        let upload = try runClient(["upload", "--bytes", String(8 << 20)] + tls, timeout: 60)
+        #expect(upload.exit == 0 && upload["match"] as? Bool == true, "\(upload)")
+        let websocket = try runClient(["ws-echo", "--messages", "20", "--size", "70000"] + tls)
+        #expect(websocket.exit == 0 && websocket["echoed"] as? Int == 20, "\(websocket)")
+    }
+
+    @Test("plaintext, garbage and a stalled handshake are closed cleanly; the worker serves on")
+    func badInput() throws {
+        let certificates = try Certificates([["a.test"]])
+        let gatewayd = try GatewaydProcess(
+            config: Self.config(certificates, names: ["a.test"], headerTimeout: "1s"))
+        let port = try gatewayd.port()
+        let workers = try gatewayd.status().generations.flatMap(\.workers).map(\.pid)
+
+        let plaintext = Array("GET / HTTP/1.1\r\nHost: a.test\r\n\r\n".utf8).map { String(format: "%02x", $0) }
+        let garbage = (0..<512).map { String(format: "%02x", ($0 * 37 + 11) % 256) }
+        for (what, bytes) in [("plaintext", plaintext.joined()), ("garbage", garbage.joined())] {
+            let result = try runClient(["raw", "--port", String(port), "--send-hex", bytes, "--idle-ms", "5000"])
+            #expect(result["peer"] as? String == "closed", "\(what): \(result)")
+            #expect((result["statuses"] as? [Int])?.isEmpty == true, "\(what): \(result)")
+            #expect((result["elapsed_ms"] as? Double ?? 9e9) < 900, "\(what): closed at once, \(result)")
+        }
+        // Half a record header, then nothing: cut at header_timeout (1 s), not before.
+        let stalled = try runClient(["raw", "--port", String(port), "--send-hex", "160301", "--idle-ms", "5000"])
+        #expect(stalled["peer"] as? String == "closed", "\(stalled)")
+        let elapsed = stalled["elapsed_ms"] as? Double ?? 0
+        #expect(elapsed > 900 && elapsed < 4000, "\(stalled)")
+
+        let after = try Self.curl(port, "a.test", ca: certificates.certificate("a.test"))
+        #expect(after.status == 0 && after.stdout.hasSuffix("200 1.1"), "\(after)")
+        #expect(try gatewayd.status().generations.flatMap(\.workers).map(\.pid) == workers, "a worker was replaced")
+    }
+
+    @Test(
+        "a reload rotates the certificate: new connections get the new one, one held across it keeps working and is closed with close_notify"
+    )
+    func rotation() throws {
+        let certificates = try Certificates([["a.test"]])
+        let next = certificates.directory.path + "/next"
+        try Certificates.make(in: next, ["a.test"])
+        let old = try Certificates.fingerprint(certificates.certificate("a.test"))
+        let new = try Certificates.fingerprint(next + "/a.test.pem")
+        #expect(old != new)
+        let config = Self.config(certificates, names: ["a.test"])
+        let gatewayd = try GatewaydProcess(config: config)
+        let port = try gatewayd.port()
+
+        let go = certificates.directory.path + "/go"
+        func holder(_ then: String) throws -> PythonClient {
+            try PythonClient([
+                "tls", "--port", String(port), "--server-name", "a.test", "--cafile",
+                certificates.certificate("a.test"),
+                "--cafile", next + "/a.test.pem", "--then-file", go, "--then", then,
+            ])
+        }
+        let requesting = try holder("request")
+        let idle = try holder("wait")
+        #expect(try requesting.firstLine()["cert_sha256"] as? String == old)
+        #expect(try idle.firstLine()["cert_sha256"] as? String == old)
+
+        // New files under the same names (renamed over, as certbot's deploy hooks do), then a reload.
+        for suffix in ["pem", "key"] {
+            #expect(rename(next + "/a.test.\(suffix)", certificates.directory.path + "/tls/a.test.\(suffix)") == 0)
+        }
+        let reload = try gatewayd.reload()
+        #expect(reload.status == 0, "\(reload)")
+        // Within the draining worker's idle grace (1 s): one holder asks again on its old connection.
+        #expect(FileManager.default.createFile(atPath: go, contents: nil))
+
+        let held = try requesting.wait()
+        #expect(held.exit == 0, "\(held)")
+        #expect(held["second_status"] as? Int == 200 && held["second_connection"] as? String == "close", "\(held)")
+        #expect(held["second_cert_sha256"] as? String == old, "\(held)")
+        #expect(held["closed"] as? String == "close_notify", "\(held)")
+        let waited = try idle.wait()
+        #expect(waited["closed"] as? String == "close_notify", "the idle connection: \(waited)")
+
+        let fresh = try runClient([
+            "tls", "--port", String(port), "--server-name", "a.test", "--cafile", certificates.certificate("a.test"),
+        ])
+        #expect(fresh.exit == 0 && fresh["cert_sha256"] as? String == new, "\(fresh)")
+        try gatewayd.waitUntilSingleGeneration()
+    }
+
+    @Test("wrk over HTTPS across 10 reloads: zero failed requests")
+    func reloadsUnderLoad() throws {
+        let certificates = try Certificates([["a.test"]])
+        let gatewayd = try GatewaydProcess(config: Self.config(certificates, names: ["a.test"], workers: 2))
+        let port = try gatewayd.port()
+        let load = try WrkLoad(port: port, seconds: 6, connections: 16, scheme: "https")
+        try gatewayd.reloadsUnderLoad(load, rounds: 10) { round in
+            Self.config(certificates, names: ["a.test"], workers: 2, body: "v\(round)")
+        }
+    }
+}
