@@ -24,7 +24,8 @@ extension ClientConnection {
             self.writeDynamic(
                 request, status: Int(status), contentType: "application/json", body: body, extra: extra, close: close)
         case .dynamic(let status, let contentType, let body):
-            self.writeDynamic(request, status: Int(status), contentType: contentType, body: body, extra: [], close: close)
+            self.writeDynamic(
+                request, status: Int(status), contentType: contentType, body: body, extra: [], close: close)
         }
         self.responseEnded(close: close)
     }
@@ -79,7 +80,8 @@ extension ClientConnection {
         request.closeAfterResponse = true
         request.answer = .answered
         self.input.clear()
-        let message = error.status == 431
+        let message =
+            error.status == 431
             ? "request headers larger than \(self.services.limits.maxHeaderBytes) bytes"
             : "malformed request: \(error)"
         self.writeLocal(.error(error.status, message, extraHeaders: []))
@@ -89,6 +91,12 @@ extension ClientConnection {
     /// logged and counted; then the connection closes, or waits for the next request.
     func responseEnded(close: Bool) {
         guard let request = self.request else { return }
+        ProxyLog.step(
+            "answered",
+            [
+                "status": "\(request.status)", "route": "\(request.routeName ?? request.route.name)",
+                "upstream": "\(request.upstreamEndpoint ?? "-")",
+            ])
         self.services.completed(request, now: self.eventLoop.now)
         request.exchange = nil
         self.request = nil

@@ -55,6 +55,10 @@ final class ClientRequest {
     var target = ""
     var userAgent: String?
     var referer: String?
+    /// The Host field (or an absolute-form target's authority), as sent.
+    var host: String?
+    /// What the upstream answered, when a response head came back.
+    var upstreamStatus: Int?
     var upstreamName: String?
     var upstreamEndpoint: String?
     /// From the request head going upstream to the response head coming back.
@@ -86,6 +90,8 @@ final class ClientRequest {
         self.target = ""
         self.userAgent = nil
         self.referer = nil
+        self.host = nil
+        self.upstreamStatus = nil
         self.upstreamName = nil
         self.upstreamEndpoint = nil
         self.upstreamLatency = nil
@@ -98,8 +104,11 @@ final class ClientRequest {
 /// counter (unique across workers and restarts without a getrandom(2) per request).
 struct RequestIDBytes {
     static let capacity = 128
-    private var storage: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
-        UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (
+    private var storage:
+        (
+            UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
+            UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64
+        ) = (
             0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
         )
     var count = 0

@@ -89,6 +89,7 @@ final class WorkerLoop: @unchecked Sendable {
             closeDescriptor(fd)
             return
         }
+        ProxyLog.step("accepted", ["listener": "\(spec.name)", "client": "\(connection.peer.text)", "fd": "\(fd)"])
         connection.loopIndex = self.connections.count
         self.connections.append(connection)
         server.connectionOpened()
@@ -148,7 +149,9 @@ final class Listener: IOHandler {
         // description, which every generation's workers share: they all accept this way.
         let flags = fcntl(self.spec.fd, F_GETFL)
         if flags & O_NONBLOCK == 0 {
-            _ = try syscall("fcntl", on: "listener \(self.spec.name)") { fcntl(self.spec.fd, F_SETFL, flags | O_NONBLOCK) }
+            _ = try syscall("fcntl", on: "listener \(self.spec.name)") {
+                fcntl(self.spec.fd, F_SETFL, flags | O_NONBLOCK)
+            }
         }
         self.registration = try self.loop.eventLoop.register(self, fd: self.spec.fd, events: IOEvent.listener)
     }
