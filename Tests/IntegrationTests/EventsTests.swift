@@ -108,4 +108,44 @@ struct EventsTests {
         #expect(follower.terminationStatus == 0)
         #expect(lines().contains("\"type\":\"stop\""))
     }
+
+    @Test("events carry over an upgrade, whose new master records it; a follower goes on with the new master")
+    func acrossAnUpgrade() throws {
+        let gatewayd = try GatewaydProcess(config: Configs.hello(body: "v1", workers: 1, drainTimeout: "2s"))
+        let lineage = MasterLineage(gatewayd)
+        defer { lineage.stop() }
+        try gatewayd.writeConfig(Configs.hello(body: "v2", workers: 1, drainTimeout: "2s"))
+        #expect(try gatewayd.reload().status == 0)
+        let output = gatewayd.directory.file("follow.out")
+        let follower = try ChildProcess(
+            [Binaries.gatewayctl, "events", "--follow", "--json", "--socket", gatewayd.socketPath],
+            environment: ProcessInfo.processInfo.environment, output: output)
+        defer { if follower.isRunning { kill(follower.pid, SIGKILL) } }
+        let lines = { (try? String(contentsOfFile: output, encoding: .utf8)) ?? "" }
+        try waitUntil("the follower to print the reload") { lines().contains("\"type\":\"reload\"") }
+
+        let upgrade = try lineage.upgrade()
+        #expect(upgrade.status == 0, "\(upgrade.stderr)")
+        let newMaster = try #require(MasterLineage.upgradedPid(upgrade.stdout))
+        let events = try gatewayd.gatewayctl(["events", "--json"]).stdout.split(separator: "\n").map {
+            try JSONDecoder().decode(GatewayEvent.self, from: Data($0.utf8))
+        }
+        #expect(events.map(\.type).prefix(3) == [.start, .reload, .drain], "\(events)")
+        let upgraded = try #require(events.first { $0.type == .upgrade })
+        #expect(upgraded.outcome == .ok && upgraded.masterPid == gatewayd.pid && upgraded.id > events[2].id)
+        // The old master ends its followers when it has drained (drain_timeout 2 s at most); the
+        // follower then connects again and hears the new master.
+        try gatewayd.writeConfig(Configs.hello(body: "v3", workers: 1, drainTimeout: "2s"))
+        #expect(try gatewayd.reload().status == 0)
+        try waitUntil("the follower to print the new master's reload") {
+            lines().split(separator: "\n").contains {
+                $0.contains("\"master_pid\":\(newMaster)") && $0.contains("\"type\":\"reload\"")
+            }
+        }
+        #expect(follower.isRunning)
+        let ids = lines().split(separator: "\n").compactMap {
+            try? JSONDecoder().decode(GatewayEvent.self, from: Data($0.utf8)).id
+        }
+        #expect(ids == Array(Set(ids)).sorted(), "each event once, in order: \(ids)")
+    }
 }
