@@ -10,6 +10,15 @@ import Testing
 /// worker's death and a drain, and what `events --follow` and `reload --json` stream.
 @Suite("Events", .serialized, .timeLimit(.minutes(3)))
 struct EventsTests {
+    /// `gatewayctl events --follow --json` as a process of its own, and what it printed so far.
+    static func follow(_ gatewayd: GatewaydProcess) throws -> (ChildProcess, () -> String) {
+        let output = gatewayd.directory.file("follow.out")
+        let follower = try ChildProcess(
+            [Binaries.gatewayctl, "events", "--follow", "--json", "--socket", gatewayd.socketPath],
+            environment: ProcessInfo.processInfo.environment, output: output)
+        return (follower, { (try? String(contentsOfFile: output, encoding: .utf8)) ?? "" })
+    }
+
     @Test(
         "a reload, a failed reload (file:line:col), a worker's exit and restart and a drain are events, with phases, diff and the peer's uid"
     )
@@ -83,12 +92,8 @@ struct EventsTests {
         try waitUntil("the worker to report the connection") {
             try gatewayd.status().generations.first?.workers.first?.connections == 1
         }
-        let output = gatewayd.directory.file("follow.out")
-        let follower = try ChildProcess(
-            [Binaries.gatewayctl, "events", "--follow", "--json", "--socket", gatewayd.socketPath],
-            environment: ProcessInfo.processInfo.environment, output: output)
+        let (follower, lines) = try Self.follow(gatewayd)
         defer { if follower.isRunning { kill(follower.pid, SIGKILL) } }
-        let lines = { (try? String(contentsOfFile: output, encoding: .utf8)) ?? "" }
         try waitUntil("the follower to print the start event") { lines().contains("\"type\":\"start\"") }
 
         try gatewayd.writeConfig(Configs.hello(body: "v2", workers: 1))
@@ -116,12 +121,8 @@ struct EventsTests {
         defer { lineage.stop() }
         try gatewayd.writeConfig(Configs.hello(body: "v2", workers: 1, drainTimeout: "2s"))
         #expect(try gatewayd.reload().status == 0)
-        let output = gatewayd.directory.file("follow.out")
-        let follower = try ChildProcess(
-            [Binaries.gatewayctl, "events", "--follow", "--json", "--socket", gatewayd.socketPath],
-            environment: ProcessInfo.processInfo.environment, output: output)
+        let (follower, lines) = try Self.follow(gatewayd)
         defer { if follower.isRunning { kill(follower.pid, SIGKILL) } }
-        let lines = { (try? String(contentsOfFile: output, encoding: .utf8)) ?? "" }
         try waitUntil("the follower to print the reload") { lines().contains("\"type\":\"reload\"") }
 
         let upgrade = try lineage.upgrade()
