@@ -11,8 +11,11 @@ CONFIG ?= examples/gateway-proxy.yaml
 # lintian checks the .deb the packaging test builds (dpkg-deb, in dpkg, is always there);
 # python3-pip installs the Kubernetes schema the manifest test validates against. libssl-dev: the
 # OpenSSL that TLS listeners link (Sources/CGatewayTLS); openssl makes the tests' certificates
-# and is the s_client they drive.
-DEB_PACKAGES := libsystemd-dev libssl-dev openssl pkg-config curl wrk python3 procps iproute2 systemd haproxy lintian python3-pip
+# and is the s_client they drive. prometheus for promtool, which checks /metrics against
+# Prometheus' conventions (ObservabilityTests); chromium, a real browser that loads the status
+# page headless (StatusPageTests).
+DEB_PACKAGES := libsystemd-dev libssl-dev openssl pkg-config curl wrk python3 procps iproute2 systemd haproxy lintian \
+	python3-pip prometheus chromium
 
 # The version both binaries report (--version, `gatewayctl status`, the master's start-up log
 # line, the .deb): `git describe` of the newest v* tag when there is one (v0.2.0-3-gabc1234 ->

@@ -12,6 +12,43 @@ public struct ListenerChange: Sendable, Equatable {
     public var name: String { new.name }
 }
 
+/// Items of one kind (routes, upstreams) matched by name between two configs.
+public struct NamedChanges: Sendable, Equatable {
+    public var added: [String] = []
+    public var removed: [String] = []
+    public var changed: [String] = []
+    /// The kept ones are in another order (it counts for routes: the first match wins).
+    public var orderChanged = false
+
+    /// Upstreams and routes are matched by name. For routes order counts, because the first
+    /// matching route wins; upstreams are looked up by name, so their order does not.
+    init<T: Equatable>(from old: [T], to new: [T], _ name: (T) -> String, ordered: Bool) {
+        let oldByName = Dictionary(old.map { (name($0), $0) }, uniquingKeysWith: { first, _ in first })
+        let newNames = Set(new.map(name))
+        added = new.filter { oldByName[name($0)] == nil }.map(name)
+        removed = old.filter { !newNames.contains(name($0)) }.map(name)
+        changed = new.filter { item in oldByName[name(item)].map { $0 != item } ?? false }.map(name)
+        orderChanged =
+            ordered && old.map(name).filter(newNames.contains) != new.map(name).filter { oldByName[$0] != nil }
+    }
+
+    public var isEmpty: Bool { added.isEmpty && removed.isEmpty && changed.isEmpty && !orderChanged }
+
+    /// `routes: 1 added (x), 1 removed (y), 2 changed (a, b)`; nil when nothing changed.
+    func line(_ label: String) -> String? {
+        var parts: [String] = []
+        func list(_ names: [String]) -> String {
+            let shown = names.prefix(5).joined(separator: ", ")
+            return names.count > 5 ? "\(shown), ..." : shown
+        }
+        if !added.isEmpty { parts.append("\(added.count) added (\(list(added)))") }
+        if !removed.isEmpty { parts.append("\(removed.count) removed (\(list(removed)))") }
+        if !changed.isEmpty { parts.append("\(changed.count) changed (\(list(changed)))") }
+        if orderChanged { parts.append("order changed") }
+        return parts.isEmpty ? nil : "\(label): " + parts.joined(separator: ", ")
+    }
+}
+
 /// What a reload from `old` to `new` changes. Listeners are matched by name, because the name
 /// is what a socket is known by across generations (and by systemd's FileDescriptorName=).
 public struct ConfigDiff: Sendable, Equatable, CustomStringConvertible {
@@ -28,6 +65,13 @@ public struct ConfigDiff: Sendable, Equatable, CustomStringConvertible {
     /// `routes: 1 added (x), 1 removed (y), 2 changed (a, b)`, `upstreams: 1 changed (api)`,
     /// `limits.max_body_bytes 10MiB -> unlimited`, `access_log off -> stdout (json)`.
     public var changedSettings: [String]
+    /// Routes and upstreams by name (also summed up in `changedSettings`).
+    public var routes: NamedChanges
+    public var upstreams: NamedChanges
+    /// Kept listeners (same name and address) whose backlog changed.
+    public var backlogChangedListeners: [String]
+    /// The lines of `changedSettings` that are neither listeners, routes nor upstreams.
+    public var otherSettings: [String]
 
     public init(from old: GatewayConfiguration, to new: GatewayConfiguration) {
         let oldByName = Dictionary(old.listeners.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
@@ -37,6 +81,7 @@ public struct ConfigDiff: Sendable, Equatable, CustomStringConvertible {
         rebindListeners = []
         keptListeners = []
         var backlogChanges: [String] = []
+        backlogChangedListeners = []
         for listener in new.listeners {
             guard let previous = oldByName[listener.name] else {
                 addedListeners.append(listener)
@@ -49,6 +94,7 @@ public struct ConfigDiff: Sendable, Equatable, CustomStringConvertible {
                 if previous.backlog != listener.backlog {
                     backlogChanges.append(
                         "listener '\(listener.name)' backlog \(previous.backlog) -> \(listener.backlog)")
+                    backlogChangedListeners.append(listener.name)
                 }
                 if previous.tls != listener.tls {
                     backlogChanges.append(
@@ -59,8 +105,11 @@ public struct ConfigDiff: Sendable, Equatable, CustomStringConvertible {
         removedListeners = old.listeners.filter { !newNames.contains($0.name) }
 
         var settings: [String] = []
+        var plain: [String] = []
         func note<T: Equatable>(_ key: String, _ a: T, _ b: T, _ show: (T) -> String) {
-            if a != b { settings.append("\(key) \(show(a)) -> \(show(b))") }
+            guard a != b else { return }
+            settings.append("\(key) \(show(a)) -> \(show(b))")
+            plain.append("\(key) \(show(a)) -> \(show(b))")
         }
         note("workers", old.workers, new.workers) { $0.map(String.init) ?? "auto" }
         note("drain_timeout", old.drainTimeout, new.drainTimeout, DurationText.format)
@@ -69,12 +118,10 @@ public struct ConfigDiff: Sendable, Equatable, CustomStringConvertible {
         note("worker_watchdog_timeout", old.workerWatchdogTimeout, new.workerWatchdogTimeout, DurationText.format)
         note("control_socket", old.controlSocket, new.controlSocket) { $0 ?? "default" }
         settings += backlogChanges
-        if let upstreams = ConfigDiff.namedChanges("upstreams", from: old.upstreams, to: new.upstreams, \.name) {
-            settings.append(upstreams)
-        }
-        if let routes = ConfigDiff.namedChanges("routes", from: old.routes, to: new.routes, \.name, ordered: true) {
-            settings.append(routes)
-        }
+        upstreams = NamedChanges(from: old.upstreams, to: new.upstreams, \.name, ordered: false)
+        routes = NamedChanges(from: old.routes, to: new.routes, \.name, ordered: true)
+        if let line = upstreams.line("upstreams") { settings.append(line) }
+        if let line = routes.line("routes") { settings.append(line) }
         note("limits.max_header_bytes", old.limits.maxHeaderBytes, new.limits.maxHeaderBytes) {
             ByteSizeText.format(Int64($0))
         }
@@ -92,6 +139,7 @@ public struct ConfigDiff: Sendable, Equatable, CustomStringConvertible {
         note("user", old.user, new.user) { $0 ?? "none" }
         note("group", old.group, new.group) { $0 ?? "none" }
         changedSettings = settings
+        otherSettings = plain
     }
 
     /// Kept listeners do not count: a reload that keeps every socket and changes nothing else
@@ -114,31 +162,6 @@ public struct ConfigDiff: Sendable, Equatable, CustomStringConvertible {
         }
         parts += changedSettings
         return parts.joined(separator: "; ")
-    }
-
-    /// Upstreams and routes are matched by name. For routes order counts, because the first
-    /// matching route wins; upstreams are looked up by name, so their order does not.
-    private static func namedChanges<T: Equatable>(
-        _ label: String, from old: [T], to new: [T], _ name: (T) -> String, ordered: Bool = false
-    ) -> String? {
-        let oldByName = Dictionary(old.map { (name($0), $0) }, uniquingKeysWith: { first, _ in first })
-        let newNames = Set(new.map(name))
-        let added = new.filter { oldByName[name($0)] == nil }.map(name)
-        let removed = old.filter { !newNames.contains(name($0)) }.map(name)
-        let changed = new.filter { item in oldByName[name(item)].map { $0 != item } ?? false }.map(name)
-        let oldOrder = old.map(name).filter(newNames.contains)
-        let newOrder = new.map(name).filter { oldByName[$0] != nil }
-
-        var parts: [String] = []
-        func list(_ names: [String]) -> String {
-            let shown = names.prefix(5).joined(separator: ", ")
-            return names.count > 5 ? "\(shown), ..." : shown
-        }
-        if !added.isEmpty { parts.append("\(added.count) added (\(list(added)))") }
-        if !removed.isEmpty { parts.append("\(removed.count) removed (\(list(removed)))") }
-        if !changed.isEmpty { parts.append("\(changed.count) changed (\(list(changed)))") }
-        if ordered && oldOrder != newOrder { parts.append("order changed") }
-        return parts.isEmpty ? nil : "\(label): " + parts.joined(separator: ", ")
     }
 }
 

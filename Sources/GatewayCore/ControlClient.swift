@@ -35,44 +35,22 @@ public struct ControlClient: Sendable {
         }
     }
 
+    /// Sends one request and returns the response; stream lines, if any, are skipped.
     public func send(_ request: ControlRequest) throws(Failure) -> ControlResponse {
-        let fd: CInt
-        do {
-            fd = try syscall("socket", on: socketPath) {
-                socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            }
-        } catch {
-            throw .connect(error)
+        var response: ControlResponse?
+        try exchange(request) { line in
+            if case .response(let answer) = line { response = answer }
+            return response == nil
         }
-        defer { closeDescriptor(fd) }
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let pathBytes = Array(socketPath.utf8)
-        guard pathBytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
-            throw .connect(SystemCallError("connect", on: socketPath, errno: .fileNameTooLong))
-        }
-        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
-            raw.copyBytes(from: pathBytes)
-            raw[pathBytes.count] = 0
-        }
-        do {
-            try syscall("connect", on: socketPath) {
-                withUnsafePointer(to: &addr) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                        connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-                    }
-                }
-            }
-        } catch {
-            throw .connect(error)
-        }
-        if let timeout {
-            let (seconds, attoseconds) = timeout.components
-            var tv = timeval(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        }
+        guard let response else { throw Failure.badResponse("connection closed without an answer") }
+        return response
+    }
 
+    /// Sends one request and hands every line to `body` as it arrives, until the master closes
+    /// the connection or `body` returns false (a follower that is done).
+    public func exchange(_ request: ControlRequest, _ body: (ControlLine) -> Bool) throws(Failure) {
+        let fd = try connect()
+        defer { closeDescriptor(fd) }
         let line = request.encodedLine()
         do {
             var offset = 0
@@ -94,21 +72,27 @@ public struct ControlClient: Sendable {
                 sendError = error
                 break
             }
-            var response: [UInt8] = []
+            var pending: [UInt8] = []
+            var received = false
             var chunk = [UInt8](repeating: 0, count: 64 * 1024)
-            while !response.contains(UInt8(ascii: "\n")) {
+            reading: while true {
                 let n = try syscall("recv", on: socketPath) {
                     chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
                 }
-                if n == 0 { break }
-                response.append(contentsOf: chunk.prefix(n))
+                if n > 0 { received = true }
+                pending.append(contentsOf: chunk.prefix(n))
+                while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                    let text = pending[..<newline]
+                    pending.removeSubrange(...newline)
+                    guard body(try Self.decode(text)) else { break reading }
+                }
+                if n == 0 {
+                    // A last line without its newline is still a line.
+                    if !pending.isEmpty { _ = body(try Self.decode(pending[...])) }
+                    break
+                }
             }
-            if response.isEmpty, let sendError { throw sendError }
-            guard let decoded = try? JSONDecoder().decode(ControlResponse.self, from: Data(response)) else {
-                let text = String(decoding: response.prefix(200), as: UTF8.self)
-                throw Failure.badResponse(text.isEmpty ? "connection closed without an answer" : text)
-            }
-            return decoded
+            if !received, let sendError { throw sendError }
         } catch let error as SystemCallError {
             if error.errno == .resourceTemporarilyUnavailable {
                 throw .io(
@@ -122,5 +106,62 @@ public struct ControlClient: Sendable {
         } catch {
             throw .badResponse("\(error)")
         }
+    }
+
+    /// A response has `ok`; a stream line has not.
+    private static func decode(_ text: ArraySlice<UInt8>) throws(Failure) -> ControlLine {
+        struct Probe: Decodable { var ok: Bool? }
+        let data = Data(text)
+        if let probe = try? JSONDecoder().decode(Probe.self, from: data), probe.ok == nil,
+            let line = try? JSONDecoder().decode(ControlStreamLine.self, from: data)
+        {
+            return .stream(line)
+        }
+        guard let decoded = try? JSONDecoder().decode(ControlResponse.self, from: data) else {
+            let shown = String(decoding: text.prefix(200), as: UTF8.self)
+            throw Failure.badResponse(shown.isEmpty ? "connection closed without an answer" : shown)
+        }
+        return .response(decoded)
+    }
+
+    private func connect() throws(Failure) -> CInt {
+        let fd: CInt
+        do {
+            fd = try syscall("socket", on: socketPath) {
+                socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            }
+        } catch {
+            throw .connect(error)
+        }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let pathBytes = Array(socketPath.utf8)
+        guard pathBytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+            closeDescriptor(fd)
+            throw .connect(SystemCallError("connect", on: socketPath, errno: .fileNameTooLong))
+        }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            raw.copyBytes(from: pathBytes)
+            raw[pathBytes.count] = 0
+        }
+        do {
+            try syscall("connect", on: socketPath) {
+                withUnsafePointer(to: &addr) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                    }
+                }
+            }
+        } catch {
+            closeDescriptor(fd)
+            throw .connect(error)
+        }
+        if let timeout {
+            let (seconds, attoseconds) = timeout.components
+            var tv = timeval(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        }
+        return fd
     }
 }

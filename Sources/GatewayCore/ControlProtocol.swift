@@ -3,7 +3,11 @@
 // Transport: a Unix stream socket (default path `ControlProtocol.defaultSocketPath`), mode
 // 0600; the master also checks the peer's uid with SO_PEERCRED (same uid or root).
 // Framing: JSON lines. The client speaks first: one request line, at most
-// `maximumRequestLength` bytes. The master answers with one response line and closes.
+// `maximumRequestLength` bytes. The master answers with one response line and closes; a
+// request that asks for progress (`reload` with `"progress": true`) or follows events
+// (`events` with `"follow": true`) also gets stream lines (`ControlStreamLine`: objects
+// without `ok`), before the response (progress) or after it (follow, until the client
+// closes or the master ends). A client tells them apart by `ok`, which only a response has.
 // A `reload` with `"wait": true` is answered when the reload has ended, which may take up to
 // ready_timeout plus the time to read the config. An `upgrade` is answered when the new master
 // is in charge (or the upgrade failed and the old one still is), by the old master, on the
@@ -13,6 +17,9 @@
 //             {"version":1,"command":"reload","wait":true}
 //             {"version":1,"command":"stop","now":false}
 //             {"version":1,"command":"upgrade","binary":"/usr/local/bin/gatewayd"}
+//             {"version":1,"command":"reload","progress":true}
+//             {"version":1,"command":"events","follow":true,"since":41}
+//             {"version":1,"command":"log_level","level":"debug","target":"proxy"}
 // Responses:  {"ok":true, ...command-specific fields}
 //             {"ok":false,"error":"what went wrong","details":["gateway.yaml:3:5: ..."]}
 //
@@ -21,6 +28,10 @@
 // - status.version: the master's version string (gatewayd --version).
 // - the `upgrade` command (an older master answers "unknown command"), `master_pid` and
 //   `master_version` in its answer, and `status.upgrade_phase`.
+// - the `events` command (`events` in its answer, then stream lines with `follow`), and
+//   `progress` on `reload` (stream lines a master that does not know it never sends: a client
+//   then sees the response alone).
+// - the `log_level` command, and `log_levels` in its answer.
 
 import Foundation
 
@@ -35,7 +46,8 @@ public enum ControlProtocol {
 
 public struct ControlRequest: Codable, Sendable, Equatable {
     public enum Command: String, Codable, Sendable, CaseIterable {
-        case status, reload, stop, upgrade
+        case status, reload, stop, upgrade, events
+        case logLevel = "log_level"
     }
     public var version: Int
     public var command: Command
@@ -46,14 +58,82 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     /// upgrade: the new binary, an absolute path (default: the one the master was started
     /// from).
     public var binary: String?
+    /// reload: send a stream line (`phase`) as each phase ends, before the response.
+    public var progress: Bool?
+    /// events: after the response, send each new event (and drain progress) as a stream line
+    /// until the client closes.
+    public var follow: Bool?
+    /// events: only those with a greater id (a follower that reconnects).
+    public var since: Int?
+    /// log_level: the level to set (`trace` … `critical`); without it, the levels are only read.
+    public var level: String?
+    /// log_level: the target (`LogTarget`) to set; without it, every target.
+    public var target: String?
 
-    public init(command: Command, wait: Bool? = nil, now: Bool? = nil, binary: String? = nil) {
+    public init(
+        command: Command, wait: Bool? = nil, now: Bool? = nil, binary: String? = nil, progress: Bool? = nil,
+        follow: Bool? = nil, since: Int? = nil, level: String? = nil, target: String? = nil
+    ) {
+        self.level = level
+        self.target = target
         self.version = ControlProtocol.version
         self.command = command
         self.wait = wait
         self.now = now
         self.binary = binary
+        self.progress = progress
+        self.follow = follow
+        self.since = since
     }
+}
+
+/// A line the master sends: the response, or a stream line around it.
+public enum ControlLine: Sendable, Equatable {
+    case response(ControlResponse)
+    case stream(ControlStreamLine)
+
+    public func encodedLine() -> [UInt8] {
+        switch self {
+        case .response(let response): return response.encodedLine()
+        case .stream(let line): return line.encodedLine()
+        }
+    }
+}
+
+/// A line of a stream, sent beside a response (see the header): one of its fields is set.
+public struct ControlStreamLine: Codable, Sendable, Equatable {
+    /// A reload's phase that just ended, and how long it took.
+    public struct Phase: Codable, Sendable, Equatable {
+        /// `validate`, `bind`, `spawn`, `ready`, `switch` (`ReloadPhase.eventName`).
+        public var name: String
+        public var ms: Double
+        public init(name: String, ms: Double) {
+            self.name = name
+            self.ms = ms
+        }
+    }
+
+    /// A draining generation's open connections, each time the count changes.
+    public struct Drain: Codable, Sendable, Equatable {
+        public var generation: Int
+        public var connections: Int
+        public init(generation: Int, connections: Int) {
+            self.generation = generation
+            self.connections = connections
+        }
+    }
+
+    public var phase: Phase?
+    public var event: GatewayEvent?
+    public var drain: Drain?
+
+    public init(phase: Phase? = nil, event: GatewayEvent? = nil, drain: Drain? = nil) {
+        self.phase = phase
+        self.event = event
+        self.drain = drain
+    }
+
+    public func encodedLine() -> [UInt8] { ControlProtocol.encodedLine(self) }
 }
 
 /// How long each phase of a reload took, in milliseconds.
@@ -218,11 +298,18 @@ public struct ControlResponse: Codable, Sendable, Equatable {
     /// upgrade: the new master, in charge now, and its version (`gatewayd --version`).
     public var masterPid: Int32?
     public var masterVersion: String?
+    /// events: the recent events, oldest first.
+    public var events: [GatewayEvent]?
+    /// log_level: every target's level (after the change, if one was asked for).
+    public var logLevels: [String: String]?
 
     public init(
         ok: Bool, error: String? = nil, details: [String]? = nil, generation: Int? = nil, timings: ReloadTimings? = nil,
-        accepted: Bool? = nil, status: StatusReport? = nil, masterPid: Int32? = nil, masterVersion: String? = nil
+        accepted: Bool? = nil, status: StatusReport? = nil, masterPid: Int32? = nil, masterVersion: String? = nil,
+        events: [GatewayEvent]? = nil, logLevels: [String: String]? = nil
     ) {
+        self.events = events
+        self.logLevels = logLevels
         self.masterPid = masterPid
         self.masterVersion = masterVersion
         self.ok = ok
@@ -240,7 +327,7 @@ public struct ControlResponse: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case ok, error, details, generation, timings, accepted, status, masterPid = "master_pid",
-            masterVersion = "master_version"
+            masterVersion = "master_version", events, logLevels = "log_levels"
     }
 }
 
@@ -308,17 +395,18 @@ extension ControlRequest {
         }
     }
 
-    public func encodedLine() -> [UInt8] {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        return [UInt8]((try? encoder.encode(self)) ?? Data()) + [UInt8(ascii: "\n")]
-    }
+    public func encodedLine() -> [UInt8] { ControlProtocol.encodedLine(self) }
 }
 
 extension ControlResponse {
-    public func encodedLine() -> [UInt8] {
+    public func encodedLine() -> [UInt8] { ControlProtocol.encodedLine(self) }
+}
+
+extension ControlProtocol {
+    /// One line of the protocol: compact JSON with sorted keys, and a newline.
+    static func encodedLine(_ value: some Encodable) -> [UInt8] {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        return [UInt8]((try? encoder.encode(self)) ?? Data()) + [UInt8(ascii: "\n")]
+        return [UInt8]((try? encoder.encode(value)) ?? Data()) + [UInt8(ascii: "\n")]
     }
 }

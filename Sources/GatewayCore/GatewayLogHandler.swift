@@ -7,31 +7,39 @@ import Synchronization
 #endif
 
 /// Logs to stderr, one line per event, as text for people or JSON for collectors.
-/// Master and workers share it, so every line carries the pid and the role.
+/// Master and workers share it, so every line carries the pid and the role. The level is the
+/// process's live level for the logger's target (`LiveLogLevels`, chosen by the label): setting
+/// it on one logger sets it for every logger of that target in the process.
 public struct GatewayLogHandler: LogHandler {
     public enum Format: String, Sendable, CaseIterable {
         case text, json
     }
 
-    public var logLevel: Logger.Level
+    public var logLevel: Logger.Level {
+        get { LiveLogLevels.level(of: target) }
+        set { LiveLogLevels.set(newValue, for: target) }
+    }
     public var metadata: Logger.Metadata = [:]
     public var metadataProvider: Logger.MetadataProvider?
     private let label: String
+    /// A label that names no target logs as the worker's (tests' loggers, libraries').
+    private let target: LogTarget
     private let format: Format
     private let pid = getpid()
 
     /// One lock for the process: lines from several threads never interleave.
     private static let output = Mutex(())
 
-    public init(label: String, format: Format, level: Logger.Level) {
+    public init(label: String, format: Format) {
         self.label = label
+        self.target = LogTarget(label: label) ?? .worker
         self.format = format
-        self.logLevel = level
     }
 
-    /// Installs the handler for the whole process.
+    /// Installs the handler for the whole process, every target at `level` to begin with.
     public static func bootstrap(format: Format, level: Logger.Level) {
-        LoggingSystem.bootstrap { label in GatewayLogHandler(label: label, format: format, level: level) }
+        for target in LogTarget.allCases { LiveLogLevels.set(level, for: target) }
+        LoggingSystem.bootstrap { label in GatewayLogHandler(label: label, format: format) }
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {

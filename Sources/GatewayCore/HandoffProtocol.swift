@@ -1,4 +1,4 @@
-// The master ⇄ worker handoff protocol, version 5.
+// The master ⇄ worker handoff protocol, version 6.
 //
 // Transport: one private AF_UNIX SOCK_STREAM socketpair per worker, made by the master just
 // before it spawns the worker. The worker's end is its fd 3 (HandoffProtocol.workerDescriptor);
@@ -26,7 +26,7 @@
 // layout and hash seed travel in `shared_memory`.
 //
 // Who speaks first: the master. It writes, without waiting for anything:
-//   hello{version, generation, worker, config_path, config, drain_timeout_ms}   then
+//   hello{version, generation, worker, config_path, config, drain_timeout_ms, log_levels}   then
 //   file{path, bytes}   (one per file the config names, API keys files: each in a frame of its
 //                        own, so no number of them makes one frame too long)   then
 //   shared_memory{size, layout_version, rate_slots, metric_slots, seed} + 1 fd
@@ -41,7 +41,10 @@
 // on exactly the listening fds it got, and answers `ready` or `failed{reason}`.
 // After that the worker sends `connections{count}` when its count changes (rate-limited) and at
 // least every 500 ms while its event loop runs: the heartbeat. A worker silent for
-// worker_watchdog_timeout is stopped or stuck, and the master kills it. The master may send `drain`; the worker answers `draining` once it has stopped accepting
+// worker_watchdog_timeout is stopped or stuck, and the master kills it. The master may send
+// `log_levels{levels}` at any time after the handoff (`gatewayctl log-level`: the worker applies
+// them at once, and answers nothing), `status_page{snapshot}` (what `/status` on the admin
+// listener shows: the worker keeps the last one), and `drain`; the worker answers `draining` once it has stopped accepting
 // (its copies of the listening sockets are closed) and exits when its last connection is gone.
 // End of file on either side means the peer is gone: a worker whose master vanished drains
 // and exits; a master that sees a worker's channel close reaps the worker.
@@ -62,7 +65,9 @@ public enum HandoffProtocol {
     /// opened it as root followed a link planted in the log directory); `shared_memory`
     /// carries the segment's layout and hash seed, which workers read from the segment's
     /// header before (a worker could rewrite it under the next one).
-    public static let version = 5
+    /// 6: `log_levels` in `hello` and as a frame of its own after the handoff (the live log
+    /// level, `gatewayctl log-level`); `status_page` (the master's status for `/status`).
+    public static let version = 6
     /// The worker's end of the channel, where posix_spawn puts it.
     public static let workerDescriptor: CInt = 3
     /// Large enough for a config of ConfigLoader's 1 MiB cap, or a keys file of the validator's
@@ -89,6 +94,10 @@ public enum HandoffMessage: Sendable, Equatable {
     case listeners(ListenerBatch)
     case start(listenerCount: Int, fileCount: Int)
     case drain
+    /// The log level of each target (`LogTarget` name → `Logger.Level` name), now.
+    case logLevels([String: String])
+    /// What `/status` shows, as the master sees it now.
+    case statusPage(StatusSnapshot)
     // worker → master
     case ready(pid: Int32)
     case failed(reason: String)
@@ -105,11 +114,15 @@ public enum HandoffMessage: Sendable, Equatable {
         /// The master's drain_timeout (command line included). A worker whose master died
         /// enforces it on itself, since no one else will send it SIGTERM.
         public var drainTimeoutMilliseconds: Int
+        /// The master's live log levels by target: a spare started before a `log-level`
+        /// change, or a worker started after one, logs at the level of the moment.
+        public var logLevels: [String: String]
 
         public init(
             version: Int = HandoffProtocol.version, generation: Int, worker: Int, configPath: String, config: [UInt8],
-            drainTimeoutMilliseconds: Int = 30_000
+            drainTimeoutMilliseconds: Int = 30_000, logLevels: [String: String] = [:]
         ) {
+            self.logLevels = logLevels
             self.version = version
             self.generation = generation
             self.worker = worker
@@ -137,6 +150,8 @@ public enum HandoffMessage: Sendable, Equatable {
         case .listeners: return "listeners"
         case .start: return "start"
         case .drain: return "drain"
+        case .logLevels: return "log_levels"
+        case .statusPage: return "status_page"
         case .ready: return "ready"
         case .failed: return "failed"
         case .connections: return "connections"
@@ -185,6 +200,8 @@ extension HandoffMessage: FramedMessage {
         var metric_slots: Int?
         /// 128 bits as 32 hex digits: JSON numbers do not all survive 64 bits.
         var seed: String?
+        var log_levels: [String: String]?
+        var snapshot: StatusSnapshot?
     }
 
     /// The whole frame: length prefix and JSON.
@@ -198,6 +215,7 @@ extension HandoffMessage: FramedMessage {
             wire.config_path = hello.configPath
             wire.config = Data(hello.config).base64EncodedString()
             wire.drain_timeout_ms = hello.drainTimeoutMilliseconds
+            wire.log_levels = hello.logLevels
         case .file(let path, let bytes):
             wire.path = path
             wire.bytes = Data(bytes).base64EncodedString()
@@ -221,6 +239,10 @@ extension HandoffMessage: FramedMessage {
             wire.reason = reason
         case .connections(let count):
             wire.count = count
+        case .logLevels(let levels):
+            wire.log_levels = levels
+        case .statusPage(let snapshot):
+            wire.snapshot = snapshot
         case .drain, .draining:
             break
         }
@@ -259,7 +281,8 @@ extension HandoffMessage: FramedMessage {
                     worker: try require(wire.worker, "worker"),
                     configPath: try require(wire.config_path, "config_path"),
                     config: [UInt8](config),
-                    drainTimeoutMilliseconds: try require(wire.drain_timeout_ms, "drain_timeout_ms")
+                    drainTimeoutMilliseconds: try require(wire.drain_timeout_ms, "drain_timeout_ms"),
+                    logLevels: try require(wire.log_levels, "log_levels")
                 ))
         case "file":
             let path = try require(wire.path, "path")
@@ -292,6 +315,8 @@ extension HandoffMessage: FramedMessage {
                 listenerCount: try require(wire.listener_count, "listener_count"),
                 fileCount: try require(wire.file_count, "file_count"))
         case "drain": return .drain
+        case "log_levels": return .logLevels(try require(wire.log_levels, "log_levels"))
+        case "status_page": return .statusPage(try require(wire.snapshot, "snapshot"))
         case "ready": return .ready(pid: try require(wire.pid, "pid"))
         case "failed": return .failed(reason: try require(wire.reason, "reason"))
         case "connections": return .connections(count: try require(wire.count, "count"))

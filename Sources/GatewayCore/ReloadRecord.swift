@@ -1,6 +1,8 @@
-/// One reload or upgrade as it ended: what a master keeps of its recent past
-/// (GatewaySupervisor's `ReloadHistory`) and hands to the next master in an upgrade, so that
-/// the history of a gateway does not end with the process that wrote it.
+/// One reload or upgrade as it ended, as the upgrade protocol's `history` frame has carried it
+/// since version 2 (`records`). A master now keeps `GatewayEvent`s, of every type; it still
+/// writes its reloads and upgrades in this form beside them (`events`), so that a master that
+/// reads only `records` takes over with its reload history, and reads them from a master that
+/// sends nothing else.
 public struct ReloadRecord: Codable, Sendable, Equatable {
     public enum Kind: String, Codable, Sendable, CaseIterable {
         case reload
@@ -46,5 +48,42 @@ public struct ReloadRecord: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case kind, trigger, startedAt = "started_at", durationMilliseconds = "duration_ms", outcome, reason,
             generation, masterPid = "master_pid", timings
+    }
+}
+
+extension ReloadRecord {
+    /// A reload or upgrade event in the old form; nil for every other type.
+    public init?(_ event: GatewayEvent) {
+        let kind: Kind
+        switch event.type {
+        case .reload: kind = .reload
+        case .upgrade: kind = .upgrade
+        default: return nil
+        }
+        self.init(
+            kind: kind, trigger: event.trigger ?? "", startedAt: event.time,
+            durationMilliseconds: event.durationMs ?? 0,
+            outcome: event.outcome == .failed ? .failed : .ok, reason: event.reason, generation: event.generation,
+            masterPid: event.masterPid, timings: event.reloadTimings)
+    }
+}
+
+extension GatewayEvent {
+    /// A record from a master that sent only `records`.
+    public init(_ record: ReloadRecord, id: Int) {
+        self.init(
+            id: id, type: record.kind == .reload ? .reload : .upgrade, time: record.startedAt, trigger: record.trigger,
+            outcome: record.outcome == .ok ? .ok : .failed, reason: record.reason, generation: record.generation,
+            phases: record.timings?.phases, durationMs: record.durationMilliseconds, masterPid: record.masterPid)
+    }
+
+    /// A reload's phases as `ReloadTimings`; nil when it has none.
+    public var reloadTimings: ReloadTimings? {
+        guard let phases else { return nil }
+        var timings = ReloadTimings(totalMs: durationMs ?? 0)
+        for phase in ReloadPhase.allCases {
+            if let name = phase.eventName, let ms = phases[name] { timings[phase] = ms }
+        }
+        return timings
     }
 }

@@ -131,12 +131,12 @@ public struct UpgradeInheritance: Sendable {
     public var sharedMemory: (fd: CInt, handoff: SharedMemory.Handoff)
     public var controlSocket: (path: String, fd: CInt)
     /// Empty from a version-1 master, which sends none.
-    public var history: [ReloadRecord]
+    public var history: [GatewayEvent]
 
     public init(
         state: UpgradeMessage.State, listeners: [HandedOverListener],
         sharedMemory: (fd: CInt, handoff: SharedMemory.Handoff), controlSocket: (path: String, fd: CInt),
-        history: [ReloadRecord]
+        history: [GatewayEvent]
     ) {
         self.state = state
         self.listeners = listeners
@@ -187,7 +187,7 @@ extension UpgradeChannel {
         var listeners: [HandedOverListener] = []
         var sharedMemory: (fd: CInt, handoff: SharedMemory.Handoff)?
         var controlSocket: (path: String, fd: CInt)?
-        var history: [ReloadRecord]?
+        var history: [GatewayEvent]?
         var accepted = false
         defer {
             if !accepted {

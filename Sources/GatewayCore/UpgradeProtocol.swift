@@ -28,7 +28,9 @@
 //                    (port 0 stays 0) and whether it is in systemd's fd store)
 //              shared_memory{size, layout_version, rate_slots, metric_slots, seed} + 1 fd
 //              control_socket{path} + 1 fd
-//              history{records}   (version 2 and later: the recent reloads and upgrades)
+//              history{records, events?}   (version 2 and later: the recent reloads and
+//                    upgrades in `records`; and, from masters that keep them, every recent
+//                    event in `events` (`GatewayEvent`), which a reader prefers when present)
 //              end{listener_count}
 //   new → old  starting{generation, ready_timeout_ms}   (the config on disk is valid; its
 //                    first generation starts), then ready{generation} once every worker of
@@ -47,7 +49,9 @@
 // `committed` changes nothing: the new master is in charge.
 //
 // Any change to this file's frames or rules bumps `version`; a master must keep reading the
-// version before its own.
+// version before its own. One addition was made within version 2, because it changes nothing
+// for a reader that does not know it: `events` beside `records` in `history` (JSON decoders
+// ignore a key they do not know, and `records` is still written in full).
 
 import Foundation
 
@@ -104,7 +108,9 @@ public enum UpgradeMessage: Sendable, Equatable {
     case sharedMemory(SharedMemory.Handoff)
     /// The control socket's listening fd travels with it.
     case controlSocket(path: String)
-    case history([ReloadRecord])
+    /// The recent events (`GatewayEvent`): `events` on the wire, and the reloads and upgrades
+    /// among them also as `records`.
+    case history([GatewayEvent])
     case end(listenerCount: Int)
     case commit
     case released
@@ -266,6 +272,7 @@ extension UpgradeMessage: FramedMessage {
         var seed: String?
         var path: String?
         var records: [ReloadRecord]?
+        var events: [GatewayEvent]?
         var listener_count: Int?
     }
 
@@ -308,8 +315,9 @@ extension UpgradeMessage: FramedMessage {
             wire.seed = segment.seedText
         case .controlSocket(let path):
             wire.path = path
-        case .history(let records):
-            wire.records = records
+        case .history(let events):
+            wire.records = events.compactMap(ReloadRecord.init)
+            wire.events = events
         case .end(let count):
             wire.listener_count = count
         case .committed, .commit, .released:
@@ -412,7 +420,8 @@ extension UpgradeMessage: FramedMessage {
         case "control_socket":
             return .controlSocket(path: try require(wire.path, "path"))
         case "history":
-            return .history(try require(wire.records, "records"))
+            if let events = wire.events { return .history(events) }
+            return .history(try require(wire.records, "records").enumerated().map { GatewayEvent($1, id: $0 + 1) })
         case "end":
             return .end(listenerCount: try require(wire.listener_count, "listener_count"))
         case "commit": return .commit

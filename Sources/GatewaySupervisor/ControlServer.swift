@@ -195,6 +195,15 @@ private final class ConnectionCount: Sendable {
     let count = Atomic<Int>(0)
 }
 
+/// The process on the other end of a control connection, as SO_PEERCRED tells it.
+struct ControlPeer: Sendable, Equatable {
+    var uid: UInt32
+    var pid: Int32
+
+    /// How an event names it: the uid, because that is who asked.
+    var trigger: String { "control socket (uid \(uid))" }
+}
+
 struct ControlServerError: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }
@@ -211,6 +220,11 @@ private final class ControlConnectionHandler: ChannelInboundHandler, RemovableCh
     private var state: State = .checkingPeer
     private let requestTimeout: TimeAmount
     private var deadline: Scheduled<Void>?
+    /// Who is on the other end (SO_PEERCRED), once checked.
+    private var peer: ControlPeer?
+    /// The request being answered; cancelled when the client goes away (a follower that
+    /// stops following).
+    private var answering: Task<Void, Never>?
 
     private enum State {
         case checkingPeer
@@ -242,6 +256,7 @@ private final class ControlConnectionHandler: ChannelInboundHandler, RemovableCh
             let (handler, context) = loopBound.value
             switch result {
             case .success(let cred) where cred.uid == 0 || cred.uid == getuid():
+                handler.peer = ControlPeer(uid: cred.uid, pid: cred.pid)
                 handler.state = .reading
                 handler.processBuffer(context: context)
             case .success(let cred):
@@ -270,6 +285,8 @@ private final class ControlConnectionHandler: ChannelInboundHandler, RemovableCh
     func channelInactive(context: ChannelHandlerContext) {
         deadline?.cancel()
         deadline = nil
+        answering?.cancel()
+        answering = nil
         context.fireChannelInactive()
     }
 
@@ -305,13 +322,34 @@ private final class ControlConnectionHandler: ChannelInboundHandler, RemovableCh
         let master = self.master
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
-        Task {
-            let response = await master.handle(request)
+        let peer = self.peer
+        // Lines and the response are written in the order they are made: each is one task on
+        // the connection's event loop, which runs them in order.
+        let emit: @Sendable (ControlLine) -> Void = { line in
             eventLoop.execute {
                 let (handler, context) = loopBound.value
-                handler.respond(context: context, response)
+                handler.write(context: context, line.encodedLine())
             }
         }
+        answering = Task {
+            let response = await master.handle(request, from: peer, emit: emit)
+            eventLoop.execute {
+                let (handler, context) = loopBound.value
+                if let response {
+                    handler.respond(context: context, response)
+                } else {
+                    context.close(promise: nil)
+                }
+            }
+        }
+    }
+
+    /// A stream line: the connection stays open.
+    private func write(context: ChannelHandlerContext, _ bytes: [UInt8]) {
+        guard context.channel.isActive else { return }
+        var out = context.channel.allocator.buffer(capacity: bytes.count)
+        out.writeBytes(bytes)
+        context.writeAndFlush(wrapOutboundOut(out), promise: nil)
     }
 
     private func refuse(context: ChannelHandlerContext, reason: String) {

@@ -1,3 +1,4 @@
+import Foundation
 import GatewayConfig
 import GatewayCore
 
@@ -8,6 +9,7 @@ extension Generation {
         guard drainStartedAt == nil else { return }
         state = .draining
         drainStartedAt = .now
+        drainConnectionsAtStart = connectionCount
         let live = liveWorkers
         master.logger.info("draining generation \(id): \(reason)", metadata: ["workers": "\(live.count)"])
         for worker in live where worker.state == .ready || worker.state == .starting {
@@ -42,6 +44,7 @@ extension Generation {
     private func drainTimedOut(after timeout: Duration, in master: isolated Master) {
         let live = liveWorkers
         guard !live.isEmpty else { return }
+        drainCut = connectionCount
         master.logger.warning(
             "generation \(id) still has \(connectionCount) connections after drain_timeout \(DurationText.format(timeout)); terminating \(live.count) workers"
         )
@@ -69,5 +72,35 @@ extension Generation {
         }
         state = .failed
         if isFinished { master.generationFinished(self) }
+    }
+}
+
+extension Generation {
+    /// A draining generation's count changed: its followers see it count down.
+    func publishDrainProgress(in master: isolated Master) {
+        guard state == .draining || state == .failed, drainStartedAt != nil else { return }
+        let count = connectionCount
+        guard count != drainConnectionsPublished else { return }
+        drainConnectionsPublished = count
+        master.publish(ControlStreamLine(drain: ControlStreamLine.Drain(generation: id, connections: count)))
+    }
+
+    /// The drain's event, once the generation has ended: how long, from how many connections,
+    /// and how many drain_timeout cut.
+    func drainEvent(in master: isolated Master) -> GatewayEvent? {
+        guard let drainStartedAt else { return nil }
+        let took = (ContinuousClock.now - drainStartedAt).milliseconds
+        var event = master.newEvent(.drain, at: Date().timeIntervalSince1970 - took / 1000)
+        event.generation = id
+        event.durationMs = took
+        event.phases = ["drain": took]
+        event.connections = drainConnectionsAtStart
+        event.outcome = drainCut == nil ? .ok : .failed
+        if let drainCut {
+            event.cut = drainCut
+            event.reason =
+                "drain_timeout \(DurationText.format(settings.drainTimeout)): \(drainCut) connection\(drainCut == 1 ? "" : "s") cut"
+        }
+        return event
     }
 }

@@ -16,6 +16,12 @@ extension Generation {
             } else if state == .serving, master.state == .running {
                 // A restarted worker: its slot is back, and systemd's STATUS should say so.
                 logger.info("\(worker.name) ready after a restart")
+                var event = master.newEvent(.workerRestart)
+                event.generation = id
+                event.worker = worker.index
+                event.pid = worker.pid
+                event.outcome = .ok
+                master.record(event)
                 master.notifyStatusIfChanged()
             }
         case .message(.failed(let reason)):
@@ -30,6 +36,7 @@ extension Generation {
                     "\(worker.name) reported \(count) connections; counted as \(worker.connections) (a process holds at most 2^30 fds)"
                 )
             }
+            publishDrainProgress(in: master)
         case .message(.draining):
             worker.stoppedAccepting = true
             if liveWorkers.allSatisfy({ $0.stoppedAccepting || $0.state != .draining }) {
@@ -71,6 +78,14 @@ extension Generation {
                         description: "worker \(worker.index) (pid \(worker.pid)) \(status) \(when) ready\(reason)")))
         case .serving where master.state == .running:
             let lived = ContinuousClock.now - worker.spawnedAt
+            var event = master.newEvent(.workerExit)
+            event.generation = id
+            event.worker = worker.index
+            event.pid = worker.pid
+            event.outcome = .failed
+            event.reason = "\(status)\(worker.failureReason.map { ": \($0)" } ?? "")"
+            event.durationMs = lived.milliseconds
+            master.record(event)
             master.logger.error(
                 "\(worker.name) \(status)\(worker.failureReason.map { ": \($0)" } ?? ""); restarting",
                 metadata: ["lived_ms": "\(Int(lived.milliseconds))"])
@@ -82,6 +97,7 @@ extension Generation {
                 master.logger.info("\(worker.name) \(status)")
             }
         }
+        publishDrainProgress(in: master)
         if isFinished {
             master.generationFinished(self)
         }

@@ -19,6 +19,11 @@ final class Generation {
     /// One per worker index, in index order.
     var slots: [WorkerSlot]
     var drainStartedAt: ContinuousClock.Instant?
+    /// The drain, for its event: the connections open when it began, the count last sent to
+    /// followers, and how many drain_timeout cut (nil while none was).
+    var drainConnectionsAtStart = 0
+    var drainConnectionsPublished: Int?
+    var drainCut: Int?
 
     /// Resumed once: every worker ready, one failed, or ready_timeout.
     var readyContinuation: CheckedContinuation<Result<Void, GenerationStartFailure>, Never>?

@@ -11,7 +11,11 @@ extension Master {
     /// Requests that wait together are merged into that one reload and all get its outcome.
     /// After an upgrade has handed over, the new master does the reload
     /// (`forwardToSuccessor`).
-    public func reload(trigger: String) async -> ReloadOutcome {
+    /// `progress` gets each phase as it ends (`gatewayctl reload` shows them live); `peerUID` is
+    /// the control socket peer that asked, for the event.
+    public func reload(
+        trigger: String, peerUID: UInt32? = nil, progress: (@Sendable (ControlStreamLine.Phase) -> Void)? = nil
+    ) async -> ReloadOutcome {
         switch state {
         case .running, .handedOver:
             break
@@ -21,7 +25,8 @@ extension Master {
             return .failed(reason: "gatewayd is stopping", details: [])
         }
         return await withCheckedContinuation { continuation in
-            reloadWaiters.append((trigger, continuation))
+            reloadWaiters.append(
+                ReloadWaiter(trigger: trigger, peerUID: peerUID, progress: progress, continuation: continuation))
             logger.info("reload requested", metadata: ["trigger": "\(trigger)"])
             startLifecycleOperations()
         }
@@ -48,7 +53,10 @@ extension Master {
                 let outcome: ReloadOutcome
                 switch state {
                 case .running:
-                    outcome = await performReload(trigger: triggers.joined(separator: ", "))
+                    reloadProgressSinks = waiters.compactMap(\.progress)
+                    outcome = await performReload(
+                        trigger: triggers.joined(separator: ", "), peerUID: waiters.lazy.compactMap(\.peerUID).first)
+                    reloadProgressSinks = []
                 case .handedOver:
                     outcome = await forwardReloadToSuccessor()
                 default:
@@ -64,24 +72,29 @@ extension Master {
         checkStopComplete()
     }
 
-    private func performReload(trigger: String) async -> ReloadOutcome {
+    private func performReload(trigger: String, peerUID: UInt32?) async -> ReloadOutcome {
         var progress = ReloadProgress()
-        let wallClockStart = Date().timeIntervalSince1970
+        var event = newEvent(.reload)
         let outcome = await performReload(&progress)
         let timings = progress.finish()
-        var record = ReloadRecord(
-            kind: .reload, trigger: trigger, startedAt: wallClockStart, durationMilliseconds: timings.totalMs,
-            outcome: .ok, masterPid: getpid(), timings: timings)
+        emitProgress(progress.lastEnded)
+        event.trigger = trigger
+        event.peerUID = peerUID
+        event.durationMs = timings.totalMs
+        event.phases = progress.phases
+        event.diff = progress.diff
         guard case .succeeded(let generation, _) = outcome else {
-            if case .failed(let reason, _) = outcome {
-                record.outcome = .failed
-                record.reason = reason
+            if case .failed(let reason, let details) = outcome {
+                event.outcome = .failed
+                event.reason = reason
+                event.details = details.isEmpty ? nil : details
             }
-            history.record(record)
+            recordReload(event)
             return outcome
         }
-        record.generation = generation
-        history.record(record)
+        event.outcome = .ok
+        event.generation = generation
+        recordReload(event)
         logger.info(
             "reload complete: generation \(generation) serving",
             metadata: ReloadPhase.allCases.reduce(into: ["total_ms": "\(Self.format(timings.totalMs))"]) {
@@ -141,6 +154,7 @@ extension Master {
         let generation = addGeneration(
             generationID, loaded: newLoaded, settings: newSettings, listeners: listeners, accessLog: accessLog)
         let diff = ConfigDiff(from: loaded.configuration, to: newLoaded.configuration)
+        progress.diff = GatewayEvent.Diff(diff)
         logger.info(
             "starting generation \(generationID)",
             metadata: ["workers": "\(newSettings.workers)", "changes": "\(Self.describe(diff))"])
@@ -183,7 +197,22 @@ extension Master {
     private func enter(_ phase: ReloadPhase, _ progress: inout ReloadProgress) {
         reloadPhase = phase
         progress.enter(phase)
+        emitProgress(progress.lastEnded)
         logger.debug("reload: \(phase.rawValue)")
+    }
+
+    /// The reload's event, then what happened while it ran.
+    private func recordReload(_ event: GatewayEvent) {
+        record(event)
+        for later in eventsAfterReload { record(later) }
+        eventsAfterReload.removeAll()
+    }
+
+    /// The phase that just ended, to the callers that asked for progress.
+    private func emitProgress(_ ended: (phase: ReloadPhase, ms: Double)?) {
+        guard let ended, let name = ended.phase.eventName else { return }
+        let line = ControlStreamLine.Phase(name: name, ms: ended.ms)
+        for sink in reloadProgressSinks { sink(line) }
     }
 
     private func failReload(_ reason: String, details: [String]) -> ReloadOutcome {
@@ -255,6 +284,14 @@ extension Master {
     }
 }
 
+/// One caller of `reload`, waiting for the reload that covers its request.
+struct ReloadWaiter {
+    var trigger: String
+    var peerUID: UInt32?
+    var progress: (@Sendable (ControlStreamLine.Phase) -> Void)?
+    var continuation: CheckedContinuation<ReloadOutcome, Never>
+}
+
 /// A reload's clock: entering a phase ends the one before and books its time to it.
 struct ReloadProgress {
     private let clock = ContinuousClock()
@@ -262,6 +299,13 @@ struct ReloadProgress {
     private var mark: ContinuousClock.Instant
     private var phase: ReloadPhase = .idle
     private(set) var timings = ReloadTimings()
+    /// The phase the last `enter` ended, and its time (nil before the first).
+    private(set) var lastEnded: (phase: ReloadPhase, ms: Double)?
+    /// The phases entered so far, by their event names (a reload that failed early has only
+    /// those it reached).
+    private(set) var phases: [String: Double] = [:]
+    /// What the new config changes, once it is known (after validation).
+    var diff: GatewayEvent.Diff?
 
     init() {
         begin = clock.now
@@ -270,7 +314,10 @@ struct ReloadProgress {
 
     mutating func enter(_ next: ReloadPhase) {
         let now = clock.now
-        timings[phase] += (now - mark).milliseconds
+        let spent = (now - mark).milliseconds
+        timings[phase] += spent
+        lastEnded = phase == .idle ? nil : (phase, spent)
+        if let name = phase.eventName { phases[name, default: 0] += spent }
         mark = now
         phase = next
     }

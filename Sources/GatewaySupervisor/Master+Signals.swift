@@ -32,7 +32,7 @@ extension Master {
                 stopSignals += 1
                 let escalate = stopSignals > 1 || state == .stopping
                 logger.info("received \(received)\(escalate ? " again: stopping now" : "")")
-                Task { await self.stop(now: escalate) }
+                Task { await self.stop(now: escalate, trigger: "\(received)") }
             default:
                 break
             }

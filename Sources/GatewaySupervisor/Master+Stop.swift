@@ -14,7 +14,8 @@ extension Master {
     /// SIGTERM (SIGKILL after a grace). A graceful stop already under way can be escalated.
     /// An upgrade under way is abandoned: the new master drains what it may have accepted and
     /// exits, and this one stops as asked.
-    public func stop(now: Bool) async {
+    /// `trigger` (and `peerUID`, for a control request) say who asked, in the stop's event.
+    public func stop(now: Bool, trigger: String = "gatewayd", peerUID: UInt32? = nil) async {
         switch state {
         case .stopped, .stoppingNow:
             return
@@ -31,6 +32,11 @@ extension Master {
             break
         }
         let wasStarting = state == .starting
+        var event = newEvent(.stop)
+        event.trigger = trigger
+        event.peerUID = peerUID
+        event.reason = now ? "now" : "drain"
+        record(event)
         state = now ? .stoppingNow : .stopping
         logger.info(now ? "stopping now" : "stopping gracefully: draining every generation")
         notifier.stopping(status: now ? "stopping now" : "stopping: draining")
@@ -77,6 +83,8 @@ extension Master {
     func finish() {
         guard state != .stopped else { return }
         state = .stopped
+        // Followers first: their connections close while the control server still runs.
+        endFollowers()
         listenerTable.closeAll()
         if let successor {
             // The control socket's file and the pid file are the new master's now.
@@ -101,6 +109,9 @@ extension Master {
         let took =
             generation.drainStartedAt.map { " after \(Int((ContinuousClock.now - $0).milliseconds)) ms of drain" } ?? ""
         logger.info("generation \(generation.id) ended\(took)")
+        if let event = generation.drainEvent(in: self) {
+            if reloadPhase == .idle { record(event) } else { eventsAfterReload.append(event) }
+        }
         if state == .running { notifyStatusIfChanged() }
     }
 

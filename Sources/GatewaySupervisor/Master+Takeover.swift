@@ -224,11 +224,10 @@ extension Master {
         // In charge: this master serves and answers the control socket.
         serve(generation)
         writePidFile()
-        history.record(
-            ReloadRecord(
-                kind: .upgrade, trigger: state.trigger, startedAt: state.startedAt,
-                durationMilliseconds: max(0, Date().timeIntervalSince1970 - state.startedAt) * 1000, outcome: .ok,
-                generation: generationID, masterPid: state.masterPid))
+        record(
+            GatewayEvent(
+                type: .upgrade, time: state.startedAt, trigger: state.trigger, outcome: .ok, generation: generationID,
+                durationMs: max(0, Date().timeIntervalSince1970 - state.startedAt) * 1000, masterPid: state.masterPid))
         logger.info(
             "generation \(generationID) serving: took over from master pid \(state.masterPid)",
             metadata: ["workers": "\(settings.workers)", "pid": "\(getpid())"])

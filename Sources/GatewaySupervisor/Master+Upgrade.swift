@@ -135,7 +135,8 @@ extension Master {
         case .running where getpid() == 1:
             // The new master would be this one's child, and this one's exit ends the
             // container, new master and all.
-            return "gatewayd is PID 1 (a container's init), whose exit would end the container: replace the container instead"
+            return
+                "gatewayd is PID 1 (a container's init), whose exit would end the container: replace the container instead"
         case .handedOver:
             let pid = successor.map { "master pid \($0.pid)" } ?? "a new master"
             return "this master has handed over to \(pid); the control socket reaches it now: ask again"
@@ -172,10 +173,13 @@ extension Master {
                 "upgrade complete: master pid \(pid) (\(version)) serves generation \(generation) and is in charge; this master drains and exits",
                 metadata: ["total_ms": "\(Self.format(took))"])
         case .failed(let reason, let details):
-            history.record(
-                ReloadRecord(
-                    kind: .upgrade, trigger: attempt.trigger, startedAt: attempt.wallClockStart, durationMilliseconds: took,
-                    outcome: .failed, reason: reason, masterPid: getpid()))
+            var event = newEvent(.upgrade, at: attempt.wallClockStart)
+            event.trigger = attempt.trigger
+            event.durationMs = took
+            event.outcome = .failed
+            event.reason = reason
+            event.details = details.isEmpty ? nil : details
+            record(event)
             logger.error(
                 "upgrade to \(attempt.binary) failed: \(reason)\(details.isEmpty ? "" : "\n" + details.joined(separator: "\n"))"
             )
@@ -380,7 +384,7 @@ extension Master {
                     watchdogMicroseconds: watchdogInterval.map { SystemdNotifier.microseconds($0) },
                     trigger: attempt.trigger, startedAt: attempt.wallClockStart),
                 listeners: listeners, sharedMemory: (segmentCopy, segment.handoff),
-                controlSocket: (settings.controlSocket, controlCopy), history: history.records)
+                controlSocket: (settings.controlSocket, controlCopy), history: history.events)
         } catch {
             for copy in copies { closeDescriptor(copy) }
             throw error
@@ -442,7 +446,8 @@ extension Master {
                 if !attempt.exited {
                     arm(Self.killGrace, for: attempt, "exit after closing the channel")
                     while !attempt.exited {
-                        if case .timedOut(let deadline, _) = await attempt.next(in: self), deadline == attempt.deadline {
+                        if case .timedOut(let deadline, _) = await attempt.next(in: self), deadline == attempt.deadline
+                        {
                             break
                         }
                     }

@@ -53,9 +53,18 @@ extension Master {
                 worker.failureReason = reason
                 worker.state = .terminating
                 logger.error("\(worker.name) \(reason)")
+                var event = newEvent(.watchdogKill)
+                event.generation = generation.id
+                event.worker = worker.index
+                event.pid = worker.pid
+                event.reason = reason
+                record(event)
                 spawner.signal(SIGKILL, to: worker.pid)
             }
         }
+        // The gauges follow the generations at this pace too.
+        metrics?.sample(generations.values)
+        publishStatusPage()
         // The degraded text changes with time alone (a crash loop ends after 10 s of life, a
         // restart comes due): systemd's STATUS follows it here, not only on events.
         notifyStatusIfChanged()

@@ -34,7 +34,7 @@ extension Master {
     func launchWorkerProcess() throws(SystemCallError) -> SpawnedProcess {
         let arguments = [
             options.workerExecutable == "/proc/self/exe" ? "gatewayd" : options.workerExecutable,
-            "worker", "--log-level", "\(options.logLevel)", "--log-format", options.logFormat.rawValue,
+            "worker", "--log-level", "\(LiveLogLevels.level(of: .worker))", "--log-format", options.logFormat.rawValue,
             "--master-pid", "\(getpid())",
         ]
         let process = try spawner.spawn(arguments: arguments, environment: Self.workerEnvironment())
@@ -78,7 +78,8 @@ extension Master {
         let hello = HandoffMessage.Hello(
             generation: generation.id, worker: index, configPath: generation.loaded.path,
             config: generation.loaded.bytes,
-            drainTimeoutMilliseconds: Int(generation.settings.drainTimeout.milliseconds))
+            drainTimeoutMilliseconds: Int(generation.settings.drainTimeout.milliseconds),
+            logLevels: LiveLogLevels.all)
         let files = generation.loaded.files
         let channel = process.channel
         let pid = process.pid

@@ -43,14 +43,26 @@ public actor Master {
     var nextGenerationID = 1
     var reloadPhase: ReloadPhase = .idle
     /// Reloads asked for and not begun yet, each with what asked for it.
-    var reloadWaiters: [(trigger: String, continuation: CheckedContinuation<ReloadOutcome, Never>)] = []
+    var reloadWaiters: [ReloadWaiter] = []
+    /// Where the running reload's phases go as they end (its callers that asked for progress).
+    var reloadProgressSinks: [@Sendable (ControlStreamLine.Phase) -> Void] = []
     /// A reload or an upgrade runs (`runLifecycleOperations`): they never overlap.
     var operationRunning = false
     var reloadCount = 0
     var failedReloadCount = 0
-    /// Reloads and upgrades as they ended, the last `ReloadHistory.capacity`; carried to the
-    /// next master by an upgrade.
-    var history = ReloadHistory()
+    /// The recent events, the last `EventHistory.capacity`; carried to the next master by an
+    /// upgrade.
+    var history = EventHistory()
+    /// `events --follow` connections, by an id of their own (`Master+Events.swift`).
+    var eventFollowers: [Int: AsyncStream<ControlStreamLine>.Continuation] = [:]
+    var nextFollowerID = 0
+    /// Events that happened while a reload ran (the old generation's drain may end before the
+    /// reload does), recorded right after the reload's own so that the timeline reads in order.
+    var eventsAfterReload: [GatewayEvent] = []
+    /// The status page's last snapshot (its `time` left at 0, to compare) and its version, which
+    /// each worker's `statusSnapshotVersion` is checked against (`Master+StatusPage.swift`).
+    var lastStatusSnapshot: StatusSnapshot?
+    var statusSnapshotVersion = 0
     var stopSignals = 0
     /// Which generation and slot each live worker process is, by pid.
     var workerLocations: [Int32: (generation: Int, index: Int)] = [:]
@@ -66,7 +78,11 @@ public actor Master {
     /// worker of every generation, spares included. Kept (fd and mapping) for the master's
     /// whole life, so that what workers keep in it outlives every reload; the master itself
     /// never reads or writes its contents.
-    var sharedMemory: SharedMemory?
+    var sharedMemory: SharedMemory? {
+        didSet { metrics = sharedMemory.map(MasterMetrics.init) }
+    }
+    /// The master's own series in the shared segment, once there is one.
+    var metrics: MasterMetrics?
     var finishedContinuation: CheckedContinuation<Void, Never>?
     var controlServer: ControlServer?
     /// systemd's WatchdogSec= (from WATCHDOG_USEC, or from the old master in an upgrade).
@@ -173,6 +189,11 @@ public actor Master {
         logger.info(
             "generation \(generationID) serving",
             metadata: ["workers": "\(settings.workers)", "pid": "\(getpid())"])
+        var started = newEvent(.start, at: generation.wallClockStart)
+        started.generation = generationID
+        started.outcome = .ok
+        started.durationMs = (ContinuousClock.now - generation.startedAt).milliseconds
+        record(started)
         notifier.ready(status: statusLine())
         replenishSpares()
         startWatchdog(interval: SystemdNotifier.watchdogInterval())

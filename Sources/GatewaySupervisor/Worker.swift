@@ -37,6 +37,8 @@ final class Worker {
     /// a worker heartbeats only once it serves).
     var lastHeard: ContinuousClock.Instant
     var reportedReady = false
+    /// The version of the status page's snapshot last sent to it (`Master+StatusPage.swift`).
+    var statusSnapshotVersion = 0
 
     init(generation: Int, index: Int, process: SpawnedProcess) {
         self.generation = generation

@@ -17,16 +17,17 @@ struct GatewayCtl: ParsableCommand {
             `gatewayctl reload --socket PATH` are the same.
 
             EXIT STATUS
-              0   done: reloaded, status shown, stopped, upgraded.
+              0   done: reloaded, status shown, events shown (or followed until gatewayd stopped), log \
+            level shown or changed, stopped, upgraded.
               1   gatewayd answered, but the command failed: the reload failed (the old generation \
-            keeps serving), the upgrade failed (the old master keeps serving), or the master was \
+            keeps serving), an unknown log level or target, the upgrade failed (the old master keeps serving), or the master was \
             still running when --timeout ran out after a stop.
               2   gatewayd could not be asked: no control socket, connection refused, permission \
             denied, no answer within --timeout, or an answer that is not the control protocol.
               64  usage error: an unknown option or an invalid value on the command line.
             """,
         version: GatewayVersion.current,
-        subcommands: [Reload.self, Status.self, Stop.self, Upgrade.self]
+        subcommands: [Reload.self, Status.self, Events.self, LogLevel.self, Stop.self, Upgrade.self]
     )
 
     // Declared here too so that they may come before the subcommand; the subcommands read their own copy.
@@ -79,6 +80,43 @@ struct SocketOptions: ParsableArguments {
             throw ExitCode(2)
         }
     }
+
+    /// Sends `request`, hands each stream line to `onStream` as it arrives, and returns the
+    /// response.
+    func send(_ request: ControlRequest, onStream: (ControlStreamLine) -> Void) throws -> ControlResponse {
+        var response: ControlResponse?
+        do {
+            try client.exchange(request) { line in
+                switch line {
+                case .response(let answer): response = answer
+                case .stream(let streamed): onStream(streamed)
+                }
+                return true
+            }
+        } catch {
+            printError("gatewayctl: \(error)")
+            throw ExitCode(2)
+        }
+        guard let response else {
+            printError("gatewayctl: \(ControlClient.Failure.badResponse("connection closed without an answer"))")
+            throw ExitCode(2)
+        }
+        return response
+    }
+}
+
+/// Whether standard output is a terminal (live progress is for people).
+var standardOutputIsTerminal: Bool { isatty(STDOUT_FILENO) != 0 }
+
+/// One compact JSON object on a line of its own, flushed at once (a stream's consumer reads it
+/// as it comes).
+func printJSONLine<T: Encodable>(_ value: T) {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    if let data = try? encoder.encode(value) {
+        print(String(decoding: data, as: UTF8.self))
+        fflush(nil)
+    }
 }
 
 func printError(_ text: String) {
@@ -97,7 +135,7 @@ struct Reload: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Reload the config: start a new generation, then drain the old one.",
         discussion:
-            "Waits for the outcome: exit 0 when the new generation serves, 1 when the reload failed (the old generation keeps serving)."
+            "Waits for the outcome: exit 0 when the new generation serves, 1 when the reload failed (the old generation keeps serving). On a terminal, each phase is shown as it ends; with --json, each phase is a JSON line ({\"phase\":{\"name\",\"ms\"}}) before the answer."
     )
     @OptionGroup var socket: SocketOptions
     @Flag(name: .long, help: "Return once the reload is accepted, without waiting for its outcome.")
@@ -106,7 +144,20 @@ struct Reload: ParsableCommand {
     var json = false
 
     func run() throws {
-        let response = try socket.send(ControlRequest(command: .reload, wait: !noWait))
+        // Phases as they end: JSON lines with --json, a line each on a terminal; otherwise the
+        // output is the answer alone, as it always was.
+        let live = !noWait && (json || standardOutputIsTerminal)
+        let request = ControlRequest(command: .reload, wait: !noWait, progress: live ? true : nil)
+        let response = try socket.send(request) { line in
+            guard let phase = line.phase else { return }
+            if json {
+                printJSONLine(line)
+            } else {
+                let name = phase.name.padding(toLength: 8, withPad: " ", startingAt: 0)
+                print("  \(name)\(String(format: "%8.1f", phase.ms)) ms")
+                fflush(nil)
+            }
+        }
         if json { printJSON(response) }
         guard response.ok else {
             if !json {
@@ -152,7 +203,8 @@ struct Status: ParsableCommand {
         print(
             "gatewayd \(status.version ?? "(older than 'version' in status)"), master pid \(status.masterPid), \(status.state.rawValue), config \(status.configPath)"
         )
-        print("reloads: \(status.reloads) (\(status.failedReloads) failed), reload phase: \(status.reloadPhase.rawValue)")
+        print(
+            "reloads: \(status.reloads) (\(status.failedReloads) failed), reload phase: \(status.reloadPhase.rawValue)")
         print("spare workers (started ahead of the next reload): \(status.spareWorkers.count)")
         for generation in status.generations {
             if let degraded = generation.degraded { print("generation \(generation.id) DEGRADED: \(degraded)") }
@@ -175,7 +227,9 @@ struct Status: ParsableCommand {
         print("")
         print(pad("LISTENER", 20) + pad("ADDRESS", 26) + pad("FD", 6) + "ORIGIN")
         for listener in status.listeners {
-            print(pad(listener.name, 20) + pad(listener.address, 26) + pad("\(listener.fd)", 6) + listener.origin.rawValue)
+            print(
+                pad(listener.name, 20) + pad(listener.address, 26) + pad("\(listener.fd)", 6) + listener.origin.rawValue
+            )
         }
     }
 

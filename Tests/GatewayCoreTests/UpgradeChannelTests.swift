@@ -29,9 +29,13 @@ struct UpgradeChannelTests {
     }
 
     func inheritance(version: Int = UpgradeProtocol.spokenVersion) throws -> UpgradeInheritance {
-        let record = ReloadRecord(
-            kind: .reload, trigger: "SIGHUP", startedAt: 1_795_000_000, durationMilliseconds: 4.5, outcome: .failed,
-            reason: "invalid config", masterPid: 42)
+        let reload = GatewayEvent(
+            id: 1, type: .reload, time: 1_795_000_000, trigger: "SIGHUP", outcome: .failed, reason: "invalid config",
+            details: ["/etc/g.yaml:3:5: unknown key 'adress'"], phases: ["validate": 0.5], durationMs: 4.5,
+            masterPid: 42)
+        let exit = GatewayEvent(
+            id: 2, type: .workerExit, time: 1_795_000_001, outcome: .failed, reason: "killed by SIGKILL",
+            generation: 3, worker: 1, pid: 4711, masterPid: 42)
         return UpgradeInheritance(
             state: .init(
                 version: version, masterPid: 42, configPath: "/etc/g.yaml", nextGeneration: 9, reloads: 7,
@@ -43,7 +47,7 @@ struct UpgradeChannelTests {
                     stored: index == 2, fd: fd)
             },
             sharedMemory: (try #require(segment.descriptor), segment.handoff),
-            controlSocket: ("/run/gatewayd/control.sock", control), history: [record])
+            controlSocket: ("/run/gatewayd/control.sock", control), history: [reload, exit])
     }
 
     /// `send` runs on another thread against the new master's side.
@@ -64,7 +68,9 @@ struct UpgradeChannelTests {
         return result
     }
 
-    @Test("everything the old master holds crosses: sockets with name, origin and store flag, segment, control socket, state, history")
+    @Test(
+        "everything the old master holds crosses: sockets with name, origin and store flag, segment, control socket, state, history"
+    )
     func wholeHandover() throws {
         defer { close() }
         let sending = try inheritance()
@@ -82,7 +88,8 @@ struct UpgradeChannelTests {
         }
         #expect(received.sharedMemory.handoff == segment.handoff)
         // The new master maps the very segment: what one writes, the other reads.
-        let adopted = try SharedMemory.adopt(descriptor: received.sharedMemory.fd, handoff: received.sharedMemory.handoff)
+        let adopted = try SharedMemory.adopt(
+            descriptor: received.sharedMemory.fd, handoff: received.sharedMemory.handoff)
         #expect(adopted.hashSeed == segment.hashSeed)
         #expect(received.controlSocket.path == "/run/gatewayd/control.sock")
         var info = stat()
@@ -123,7 +130,9 @@ struct UpgradeChannelTests {
     func outOfPlace() throws {
         defer { close() }
         let state = try inheritance().state
-        let (segmentFD, handoff, control, listener) = (try #require(segment.descriptor), segment.handoff, control, listeners[0])
+        let (segmentFD, handoff, control, listener) = (
+            try #require(segment.descriptor), segment.handoff, control, listeners[0]
+        )
         let before = openSockets()
         let cases: [(String, @Sendable (UpgradeChannel) -> Void)] = [
             ("expected state, got end", { try? $0.send(.end(listenerCount: 0)) }),
@@ -141,7 +150,8 @@ struct UpgradeChannelTests {
                     try? channel.send(
                         .listeners(
                             .init(
-                                names: ["a"], origins: [.bound], addresses: [try! ListenerAddress(parsing: "127.0.0.1:1")],
+                                names: ["a"], origins: [.bound],
+                                addresses: [try! ListenerAddress(parsing: "127.0.0.1:1")],
                                 backlogs: [1], stored: [false])), descriptors: [listener])
                     try? channel.send(.sharedMemory(handoff), descriptors: [segmentFD])
                     try? channel.send(.controlSocket(path: "/c"), descriptors: [control])
@@ -183,6 +193,23 @@ struct UpgradeChannelTests {
             try a.send(message)
             #expect(try #require(try b.receive()).message == message)
         }
+    }
+
+    @Test("a history frame with records alone, as a master from before events sends it, arrives as reload events")
+    func historyFromRecordsAlone() throws {
+        let frame = Array(
+            #"{"type":"history","records":[{"kind":"reload","trigger":"SIGHUP","started_at":1795000000,"duration_ms":4.5,"outcome":"ok","generation":3,"master_pid":42,"timings":{"validate_ms":0.5,"bind_ms":0,"spawn_ms":1,"ready_ms":2,"switch_ms":1,"total_ms":4.5}}]}"#
+                .utf8)
+        guard case .history(let events) = try UpgradeMessage.decode(payload: frame) else {
+            Issue.record("not a history frame")
+            return
+        }
+        #expect(events.count == 1)
+        #expect(events.first?.type == .reload && events.first?.generation == 3 && events.first?.id == 1)
+        #expect(events.first?.phases?["ready"] == 2)
+        // And every frame still carries `records`, for a master that reads nothing else.
+        let written = String(decoding: UpgradeMessage.history(events).encodeFrame().dropFirst(4), as: UTF8.self)
+        #expect(written.contains(#""records":[{"#) && written.contains(#""events":[{"#), "\(written)")
     }
 
     /// This process's open sockets and memfds: received copies that were not closed show here.

@@ -49,11 +49,13 @@ struct SharedMetricsTests {
             body_bytes_count 2
             # TYPE gatewayd_dotted_name counter
             gatewayd_dotted_name 5
+            # HELP gatewayd_open_connections Client connections open now, summed over the live worker processes.
             # TYPE gatewayd_open_connections gauge
             gatewayd_open_connections 1
             # HELP gatewayd_rate_limit_evictions_total Rate-limit buckets evicted while live because every probed slot of the shared table was live.
             # TYPE gatewayd_rate_limit_evictions_total counter
             gatewayd_rate_limit_evictions_total 0
+            # HELP gatewayd_request_duration_seconds Time from a request's parsed head to the last byte of its response handed to the socket, in seconds, by route.
             # TYPE gatewayd_request_duration_seconds histogram
             gatewayd_request_duration_seconds_bucket{route="api",le="0.005"} 1
             gatewayd_request_duration_seconds_bucket{route="api",le="0.01"} 1

@@ -138,15 +138,18 @@ struct ProxyIntegrationTests {
         let lines = try waitForLines(logPath, count: 11)
         #expect(lines.count == 11, "\(lines)")
         let fields = [
-            "time", "generation", "pid", "client", "method", "path", "status", "bytes", "upstream", "duration_ms",
-            "request_id",
+            "time", "generation", "pid", "client", "method", "path", "query", "protocol", "host", "status", "bytes",
+            "upstream", "upstream_status", "user_agent", "referer", "duration_ms", "request_id",
         ]
         for line in lines {
             let entry = try #require(
                 try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "not a JSON object: \(line)")
             #expect(fields.allSatisfy { entry[$0] != nil }, "missing fields in \(line)")
-            let path = try #require(entry["path"] as? String)
+            // The path and the query are apart; together they are the target as sent.
+            let path = try #require(entry["path"] as? String) + "?" + (entry["query"] as? String ?? "")
+            #expect(entry["path"] as? String == "/echo")
             #expect(entry["request_id"] as? String == requestIDs[path], "\(line)")
+            #expect(entry["upstream_status"] as? Int == 200 && entry["protocol"] as? String == "HTTP/1.1", "\(line)")
             #expect(entry["generation"] as? Int == 1)
             #expect(workers.contains(Int32(entry["pid"] as? Int ?? -1)), "\(line)")
             #expect(entry["client"] as? String == "127.0.0.1")
@@ -181,7 +184,8 @@ struct ProxyIntegrationTests {
         #expect(first.count == 5, "\(first)")
         let pattern =
             #"^127\.0\.0\.1 - - \[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d \+0000\] "GET /echo\?i=\d HTTP/1\.1" 200 \d+ "-" "-" "#
-            + #"request_id=(\S+) duration_ms=[0-9.]+ upstream=127\.0\.0\.1:\#(upstream.port) route=all generation=(\d+) pid=\d+$"#
+            + #"request_id=(\S+) duration_ms=[0-9.]+ upstream=127\.0\.0\.1:\#(upstream.port) upstream_status=200 "#
+            + #"host="localhost" route=all generation=(\d+) pid=\d+$"#
         let regex = try NSRegularExpression(pattern: pattern)
         func parsed(_ line: String) -> (requestID: String, generation: String)? {
             guard let match = regex.firstMatch(in: line, range: NSRange(line.startIndex..., in: line)) else {

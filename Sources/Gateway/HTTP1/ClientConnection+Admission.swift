@@ -78,6 +78,12 @@ extension ClientConnection {
             }
         }
         request.route = route
+        ProxyLog.step(
+            "routed",
+            [
+                "method": "\(request.methodText)", "target": "\(String(decoding: targetBytes, as: UTF8.self))",
+                "route": "\(route.name)",
+            ])
 
         if let field = head.first(.xRequestID),
             request.requestID.adopt(UnsafeBufferPointer(rebasing: bytes[field.valueRange]))
@@ -90,6 +96,9 @@ extension ClientConnection {
             request.target = String(decoding: targetBytes, as: UTF8.self)
             request.userAgent = head.first(.userAgent).map { String(decoding: bytes[$0.valueRange], as: UTF8.self) }
             request.referer = head.first(.referer).map { String(decoding: bytes[$0.valueRange], as: UTF8.self) }
+            request.host =
+                target.authority.map { String(decoding: targetBytes[$0], as: UTF8.self) }
+                ?? head.host.map { String(decoding: bytes[$0], as: UTF8.self) }
         }
         request.closeAfterResponse = !request.keepAlive || self.draining || request.wantsUpgrade
 
@@ -247,6 +256,10 @@ extension ClientConnection {
             return .dynamic(
                 200, contentType: "text/plain; version=0.0.4; charset=utf-8",
                 body: self.services.metricsExposition?() ?? "")
+        case .status:
+            return .dynamic(
+                200, contentType: "text/html; charset=utf-8",
+                body: StatusPage.render(StatusBoard.shared.latest))
         }
     }
 }

@@ -91,6 +91,12 @@ extension ClientConnection {
     /// logged and counted; then the connection closes, or waits for the next request.
     func responseEnded(close: Bool) {
         guard let request = self.request else { return }
+        ProxyLog.step(
+            "answered",
+            [
+                "status": "\(request.status)", "route": "\(request.routeName ?? request.route.name)",
+                "upstream": "\(request.upstreamEndpoint ?? "-")",
+            ])
         self.services.completed(request, now: self.eventLoop.now)
         request.exchange = nil
         self.request = nil

@@ -58,6 +58,10 @@ final class ClientRequest {
     var target = ""
     var userAgent: String?
     var referer: String?
+    /// The Host field (or an absolute-form target's authority), as sent.
+    var host: String?
+    /// What the upstream answered, when a response head came back.
+    var upstreamStatus: Int?
     var upstreamName: String?
     var upstreamEndpoint: String?
     /// From the request head going upstream to the response head coming back.
@@ -90,6 +94,8 @@ final class ClientRequest {
         self.target = ""
         self.userAgent = nil
         self.referer = nil
+        self.host = nil
+        self.upstreamStatus = nil
         self.upstreamName = nil
         self.upstreamEndpoint = nil
         self.upstreamLatency = nil

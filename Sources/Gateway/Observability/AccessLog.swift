@@ -175,10 +175,19 @@ public final class AccessLog: Sendable {
         line += ",\"generation\":\(self.generation),\"pid\":\(self.pid)"
         line += ",\"client\":\"\(jsonEscaped(record.client))\""
         line += ",\"method\":\"\(jsonEscaped(record.method))\""
-        line += ",\"path\":\"\(jsonEscaped(record.uri))\""
+        // The path and the query apart: a query is often what tells two requests apart, and a
+        // collector should not have to split it out of the path.
+        let query = record.uri.firstIndex(of: "?")
+        line += ",\"path\":\"\(jsonEscaped(String(record.uri[..<(query ?? record.uri.endIndex)])))\""
+        line += ",\"query\":" + jsonString(query.map { String(record.uri[record.uri.index(after: $0)...]) })
+        line += ",\"protocol\":\"\(record.isHTTP10 ? "HTTP/1.0" : "HTTP/1.1")\""
+        line += ",\"host\":" + jsonString(record.host)
         line += ",\"status\":\(record.status),\"bytes\":\(record.bytesSent)"
         line += ",\"route\":\"\(jsonEscaped(record.route))\""
-        line += ",\"upstream\":" + (record.upstream.map { "\"\(jsonEscaped($0))\"" } ?? "null")
+        line += ",\"upstream\":" + jsonString(record.upstream)
+        line += ",\"upstream_status\":" + (record.upstreamStatus.map(String.init) ?? "null")
+        line += ",\"user_agent\":" + jsonString(record.userAgent)
+        line += ",\"referer\":" + jsonString(record.referer)
         line += ",\"duration_ms\":\(Self.milliseconds(duration))"
         line += ",\"request_id\":\"\(jsonEscaped(record.requestID))\""
         if record.aborted {
@@ -196,12 +205,18 @@ public final class AccessLog: Sendable {
         var line = "\(record.client) - - [\(Self.commonLogTime())] \(request) \(record.status) \(record.bytesSent)"
         line += " \(Self.quoted(record.referer ?? "-")) \(Self.quoted(record.userAgent ?? "-"))"
         line += " request_id=\(record.requestID) duration_ms=\(Self.milliseconds(duration))"
-        line += " upstream=\(record.upstream ?? "-") route=\(record.route)"
+        line += " upstream=\(record.upstream ?? "-") upstream_status=\(record.upstreamStatus.map(String.init) ?? "-")"
+        line += " host=\(Self.quoted(record.host ?? "-")) route=\(record.route)"
         line += " generation=\(self.generation) pid=\(self.pid)"
         if record.aborted {
             line += " aborted=1"
         }
         return line
+    }
+
+    /// A JSON string, or `null`.
+    private func jsonString(_ text: String?) -> String {
+        text.map { "\"\(jsonEscaped($0))\"" } ?? "null"
     }
 
     private static func quoted(_ text: String) -> String {

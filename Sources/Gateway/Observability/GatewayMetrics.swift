@@ -1,3 +1,4 @@
+import GatewayCore
 import Metrics
 import Synchronization
 
@@ -8,11 +9,12 @@ import Synchronization
 /// Metric objects are made once per label set and cached: swift-metrics looks a handler up in
 /// its factory on creation, which costs more than the increment itself.
 final class GatewayMetrics: Sendable {
-    static let requestsTotal = "gatewayd_requests_total"
-    static let upstreamLatency = "gatewayd_upstream_latency_seconds"
-    static let upstreamErrors = "gatewayd_upstream_errors_total"
-    static let openConnections = "gatewayd_open_connections"
-    static let tlsHandshakeFailures = "gatewayd_tls_handshake_failures_total"
+    static let requestsTotal = MetricCatalog.requestsTotal
+    static let requestDuration = MetricCatalog.requestDuration
+    static let upstreamLatency = MetricCatalog.upstreamLatency
+    static let upstreamErrors = MetricCatalog.upstreamErrors
+    static let openConnections = MetricCatalog.openConnections
+    static let tlsHandshakeFailures = MetricCatalog.tlsHandshakeFailures
 
     private struct RequestKey: Hashable {
         var route: ObjectIdentifier?
@@ -21,6 +23,8 @@ final class GatewayMetrics: Sendable {
     }
 
     private let requests = Mutex<[RequestKey: Counter]>([:])
+    /// By route (the status is left out of the key: `status: 0`).
+    private let durations = Mutex<[RequestKey: Metrics.Timer]>([:])
     private let latencies = Mutex<[String: Metrics.Timer]>([:])
     private let errors = Mutex<[String: Counter]>([:])
     private let connections: Gauge
@@ -32,38 +36,43 @@ final class GatewayMetrics: Sendable {
     }
 
     /// `route`: the route object when there is one (the key hashes a pointer, not a string).
-    func record(route: RouteHandling?, routeName: String, status: Int, upstream: String?, latency: UInt64?) {
-        let key = RequestKey(
+    /// `duration`: from the parsed head to the response's last byte, in nanoseconds.
+    func record(
+        route: RouteHandling?, routeName: String, status: Int, upstream: String?, latency: UInt64?, duration: UInt64
+    ) {
+        var key = RequestKey(
             route: route.map(ObjectIdentifier.init), routeName: route == nil ? routeName : nil, status: status)
-        let counter = self.requests.withLock { cache in
-            if let counter = cache[key] { return counter }
-            let counter = Counter(
-                label: Self.requestsTotal, dimensions: [("route", routeName), ("status", String(status))])
-            cache[key] = counter
-            return counter
-        }
-        counter.increment()
+        Self.cached(self.requests, key) {
+            Counter(label: Self.requestsTotal, dimensions: [("route", routeName), ("status", String(status))])
+        }.increment()
+        key.status = 0
+        Self.cached(self.durations, key) {
+            Metrics.Timer(label: Self.requestDuration, dimensions: [("route", routeName)])
+        }.recordNanoseconds(Int64(clamping: duration))
         if let upstream, let latency {
-            let timer = self.latencies.withLock { cache in
-                if let timer = cache[upstream] { return timer }
-                let timer = Metrics.Timer(label: Self.upstreamLatency, dimensions: [("upstream", upstream)])
-                cache[upstream] = timer
-                return timer
-            }
-            timer.recordNanoseconds(Int64(clamping: latency))
+            Self.cached(self.latencies, upstream) {
+                Metrics.Timer(label: Self.upstreamLatency, dimensions: [("upstream", upstream)])
+            }.recordNanoseconds(Int64(clamping: latency))
         }
     }
 
     /// `kind`: connect, timeout, read_timeout, reset, stale, protocol, unavailable.
     func upstreamError(upstream: String, kind: String) {
-        let key = upstream + "\u{0}" + kind
-        let counter = self.errors.withLock { cache in
-            if let counter = cache[key] { return counter }
-            let counter = Counter(label: Self.upstreamErrors, dimensions: [("upstream", upstream), ("kind", kind)])
-            cache[key] = counter
-            return counter
+        Self.cached(self.errors, upstream + "\u{0}" + kind) {
+            Counter(label: Self.upstreamErrors, dimensions: [("upstream", upstream), ("kind", kind)])
+        }.increment()
+    }
+
+    /// The metric cached under `key`, made on first use.
+    private static func cached<Key: Hashable & Sendable, Metric: Sendable>(
+        _ cache: borrowing Mutex<[Key: Metric]>, _ key: Key, _ make: () -> Metric
+    ) -> Metric {
+        cache.withLock { cache in
+            if let metric = cache[key] { return metric }
+            let metric = make()
+            cache[key] = metric
+            return metric
         }
-        counter.increment()
     }
 
     /// Garbage or plaintext on a TLS listener, no protocol or version in common, a client that

@@ -10,11 +10,15 @@ struct RequestRecord {
     var client: String
     var userAgent: String?
     var referer: String?
+    /// The Host field (or an absolute-form target's authority), as sent.
+    var host: String?
     var status: Int
     /// Response body bytes written to the client.
     var bytesSent: Int
     /// `host:port` of the endpoint of the last attempt, for proxied requests.
     var upstream: String?
+    /// What the upstream answered (nil: no response head came back, or not proxied).
+    var upstreamStatus: Int?
     /// The response was cut (the upstream failed mid-response, or the client left).
     var aborted: Bool
 }

@@ -134,14 +134,8 @@ public final class SharedMetricsFactory: MetricsFactory {
 
     // MARK: - Rendering
 
-    static let builtInHelp = [
-        "gatewayd_shared_metrics_overflow_total":
-            "Metric series dropped because the shared metric table was full or their name and labels too long.",
-        "gatewayd_rate_limit_evictions_total":
-            "Rate-limit buckets evicted while live because every probed slot of the shared table was live.",
-        "gatewayd_worker_handoffs_total":
-            "Worker processes that received a handoff and mapped the shared segment since the master started.",
-    ]
+    /// Every family's help, the master's included (it writes into the same table).
+    static let builtInHelp = MetricCatalog.help
 
     /// The whole gateway's metrics in the Prometheus text exposition format (version 0.0.4,
     /// `Content-Type: text/plain; version=0.0.4`): families sorted by name, each with `# HELP`
@@ -153,8 +147,8 @@ public final class SharedMetricsFactory: MetricsFactory {
             families[entry.series.name, default: PrometheusText.Family(name: entry.series.name)].add(entry)
         }
         for (name, value) in [
-            ("gatewayd_shared_metrics_overflow_total", memory.metricOverflows),
-            ("gatewayd_rate_limit_evictions_total", memory.rateEvictions),
+            (MetricCatalog.sharedMetricsOverflow, memory.metricOverflows),
+            (MetricCatalog.rateLimitEvictions, memory.rateEvictions),
         ] {
             families[name, default: PrometheusText.Family(name: name)].add(
                 .init(series: .init(kind: .counter, name: name), value: value))

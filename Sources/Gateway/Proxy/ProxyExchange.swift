@@ -194,6 +194,13 @@ final class ProxyExchange {
             return
         }
         self.endpointIndex = index
+        ProxyLog.step(
+            "upstream chosen",
+            [
+                "upstream": "\(self.pool.configuration.name)",
+                "endpoint": "\(self.pool.endpoints[index].endpoint.text)",
+                "failed_before": "\(self.failedEndpoints.count)",
+            ])
         self.connect(to: index, fresh: false)
     }
 
@@ -397,6 +404,7 @@ final class ProxyExchange {
         if let index = self.endpointIndex { self.pool.recordSuccess(index) }
         self.request.responseStarted = true
         self.request.status = Int(head.status)
+        self.request.upstreamStatus = Int(head.status)
         var close = client.responseCloses(self.request)
         let body = ResponseFraming.body(status: head.status, framing: head.framing, requestMethod: self.request.method)
         // A body that ends with the connection ends it; a 204, 304 or HEAD answer has none

@@ -54,19 +54,23 @@ enum AdminEndpoint: Sendable {
     case ready
     /// `/metrics`: Prometheus text.
     case metrics
+    /// `/status`: the status page (HTML, from the master's last snapshot).
+    case status
 }
 
 extension ListenerRouter {
     /// The admin listener's routes: no configured route applies there.
     static let admin = ListenerRouter(
         listenerName: "<admin>",
-        routes: [("/healthz", AdminEndpoint.health), ("/readyz", .ready), ("/metrics", .metrics)].map {
-            path, endpoint in
-            CompiledRoute(
-                pathPrefix: nil, exactPath: Array(path.utf8), host: nil, methods: [Array("GET".utf8), Array("HEAD".utf8)],
-                handling: RouteHandling(
-                    name: "admin" + path.replacingOccurrences(of: "/", with: ":"), action: .admin(endpoint)))
-        })
+        routes: [("/healthz", AdminEndpoint.health), ("/readyz", .ready), ("/metrics", .metrics), ("/status", .status)]
+            .map {
+                path, endpoint in
+                CompiledRoute(
+                    pathPrefix: nil, exactPath: Array(path.utf8), host: nil,
+                    methods: [Array("GET".utf8), Array("HEAD".utf8)],
+                    handling: RouteHandling(
+                        name: "admin" + path.replacingOccurrences(of: "/", with: ":"), action: .admin(endpoint)))
+            })
 }
 
 /// `upstream:` on a route.

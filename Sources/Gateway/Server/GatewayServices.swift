@@ -90,14 +90,15 @@ final class GatewayServices: Sendable {
         let routeName = request.routeName ?? request.route.name
         self.metrics.record(
             route: request.routeName == nil ? request.route : nil, routeName: routeName, status: request.status,
-            upstream: request.upstreamName, latency: request.upstreamLatency)
+            upstream: request.upstreamName, latency: request.upstreamLatency, duration: now &- request.start)
         guard let accessLog = self.accessLog else { return }
         accessLog.log(
             RequestRecord(
                 durationNanoseconds: now &- request.start, method: request.methodText, uri: request.target,
                 isHTTP10: request.isHTTP10, route: routeName, requestID: request.requestID.string,
                 client: request.clientAddress, userAgent: request.userAgent, referer: request.referer,
-                status: request.status, bytesSent: request.bytesSent, upstream: request.upstreamEndpoint,
+                host: request.host, status: request.status, bytesSent: request.bytesSent,
+                upstream: request.upstreamEndpoint, upstreamStatus: request.upstreamStatus,
                 aborted: request.aborted))
     }
 }

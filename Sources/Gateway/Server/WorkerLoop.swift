@@ -98,6 +98,7 @@ final class WorkerLoop: @unchecked Sendable {
             closeDescriptor(fd)
             return
         }
+        ProxyLog.step("accepted", ["listener": "\(spec.name)", "client": "\(connection.peer.text)", "fd": "\(fd)"])
         connection.loopIndex = self.connections.count
         self.connections.append(connection)
         server.connectionOpened()

@@ -3,8 +3,8 @@ import Dispatch
 import Foundation
 import GatewayConfig
 import GatewayCore
-import Logging
 import GatewayIO
+import Logging
 import Synchronization
 
 #if canImport(Glibc)
@@ -73,6 +73,8 @@ public enum WorkerProcess {
             try? channel.send(.failed(reason: "handoff failed: \(error)"))
             exit(1)
         }
+        // The master's levels of the moment: a spare may have waited through a change.
+        LiveLogLevels.apply(handoff.hello.logLevels)
         let generation = handoff.hello.generation
         logger[metadataKey: "generation"] = "\(generation)"
         logger[metadataKey: "worker"] = "\(handoff.hello.worker)"
@@ -151,7 +153,8 @@ public enum WorkerProcess {
         logger.debug("ready", metadata: ["listeners": "\(handoff.listeners.count)"])
 
         Thread.detachNewThread {
-            // The master speaks rarely after the handoff: `drain`, or end of file when it is gone.
+            // The master speaks rarely after the handoff: `log_levels`, `drain`, or end of file
+            // when it is gone.
             while true {
                 do {
                     guard let (message, fds) = try channel.receive() else {
@@ -160,7 +163,12 @@ public enum WorkerProcess {
                     }
                     // Only the handoff may carry fds; never keep one sent later.
                     for fd in fds { closeDescriptor(fd) }
-                    if message == .drain { lifecycle.signal(.drain) }
+                    switch message {
+                    case .drain: lifecycle.signal(.drain)
+                    case .logLevels(let levels): LiveLogLevels.apply(levels)
+                    case .statusPage(let snapshot): StatusBoard.shared.update(snapshot)
+                    default: break
+                    }
                 } catch {
                     lifecycle.signal(.masterGone)
                     return
