@@ -102,6 +102,20 @@ ensure_packages() {
 }
 
 # ---------------------------------------------------------------------------- nginx
+# stop_server SERVER: the server's graceful stop signal (nginx: QUIT, haproxy: USR1, the rest
+# TERM), then SIGKILL after 10 s (idle servers stop in milliseconds; still there after 10 s
+# means stuck). The pid is the caller's PID[SERVER], forgotten afterwards.
+stop_server() {
+    local server=$1 sig=TERM
+    case $server in
+        origin | nginx) sig=QUIT ;;
+        haproxy) sig=USR1 ;;
+    esac
+    stop_process "${PID[$server]:-}" "$sig" 10
+    # shellcheck disable=SC2004  # PID is the caller's associative array, not an indexed one
+    PID[$server]=""
+}
+
 # nginx_temp_paths NGINX DIR: the *_temp_path lines for an nginx.conf's http block, under DIR
 # (the compiled-in ones are under /var/lib/nginx), for every module this nginx has.
 nginx_temp_paths() {

@@ -90,19 +90,6 @@ RESULTS_DIR=${RESULTS_DIR-$REPO_ROOT/benchmarks/results/proxy-throughput-$(date 
 WRK_PID=""
 declare -A PID=()            # server -> master pid
 
-# stop_server SERVER: the server's graceful stop signal, then SIGKILL after 10 s (these idle
-# servers stop in milliseconds; still there after 10 s means stuck).
-stop_server() {
-    local server=$1 sig
-    case $server in
-        origin | nginx) sig=QUIT ;;
-        haproxy) sig=USR1 ;;
-        *) sig=TERM ;;
-    esac
-    stop_process "${PID[$server]:-}" "$sig" 10
-    PID[$server]=""
-}
-
 # shellcheck disable=SC2317  # reached through the trap below
 cleanup() {
     local rc=$? s
@@ -144,17 +131,6 @@ done
 url_of() { echo "http://127.0.0.1:${PORT[$1]}/"; }
 
 # ---------------------------------------------------------------------------- configs
-# Temp paths of every module this nginx has, inside the temp dir.
-nginx_temp_paths() {
-    local dir=$1 t build out=""
-    build=$("$NGINX" -V 2>&1 || true)
-    for t in client_body proxy fastcgi uwsgi scgi; do
-        [[ $build == *"--without-http_${t}_module"* ]] && continue
-        out+="    ${t}_temp_path $dir/${t}_temp;"$'\n'
-    done
-    printf '%s' "$out"
-}
-
 mkdir -p "$TMP/origin" "$TMP/nginx" "$TMP/gatewayd" "$TMP/haproxy"
 # keepalive_requests: 1.22 closes a keep-alive connection after 1000 requests by default,
 # which would make both proxies reconnect to the origin (and nginx reconnect wrk) during the
@@ -171,7 +147,7 @@ http {
     default_type text/plain;
     keepalive_requests 10000000;
     keepalive_timeout 75s;
-$(nginx_temp_paths "$TMP/origin")
+$(nginx_temp_paths "$NGINX" "$TMP/origin")
     server {
         listen 127.0.0.1:${PORT[origin]} backlog=4096;
         location / { return 200 "$BODY\n"; }
@@ -192,7 +168,7 @@ http {
     access_log off;
     keepalive_requests 10000000;
     keepalive_timeout 75s;
-$(nginx_temp_paths "$TMP/nginx")
+$(nginx_temp_paths "$NGINX" "$TMP/nginx")
     upstream origin {
         server 127.0.0.1:${PORT[origin]};
         keepalive $KEEPALIVE;

@@ -92,17 +92,6 @@ declare -A PID=()            # server -> master pid
 HELPER_PIDS=()               # the sink, samplers, the idle client
 WATCHDOG_PID=""
 
-stop_server() {
-    local server=$1 sig
-    case $server in
-        origin | nginx) sig=QUIT ;;
-        sink) sig=TERM ;;
-        *) sig=TERM ;;
-    esac
-    stop_process "${PID[$server]:-}" "$sig" 10
-    PID[$server]=""
-}
-
 # shellcheck disable=SC2317  # reached through the trap below
 cleanup() {
     local rc=$? s p

@@ -157,6 +157,7 @@ start_server() {
     if [[ $1 == gatewayd ]]; then SERVER_PID=$!; else SERVER_PID=$(cat "$TMP/nginx/nginx.pid"); fi
     remember_pid "$SERVER_PID"
     wait_body "$(url_of "$1")" "hello" "$STEP_TIMEOUT" "$SERVER_PID" || die "$1 did not answer on $(url_of "$1")"
+    # shellcheck disable=SC2016  # expanded by eval, at each try
     until_true "$STEP_TIMEOUT" eval '(($(children_of "$SERVER_PID" | wc -l) >= WORKERS))' || die "$1: workers missing"
 }
 
