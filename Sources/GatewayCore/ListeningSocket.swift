@@ -84,30 +84,40 @@ public enum ListeningSocket {
         }
     }
 
-    static func withSockaddr<R>(
-        _ address: ListenerAddress,
-        _ body: (UnsafePointer<sockaddr>, socklen_t) throws(SystemCallError) -> R
-    ) throws(SystemCallError) -> R {
+    /// `address` as the socket address bind(2) and connect(2) take; nil when its host is not
+    /// a literal of its family. The listeners bind with it, the worker's upstream pools
+    /// connect with it.
+    public static func socketAddress(_ address: ListenerAddress) -> (storage: sockaddr_storage, length: socklen_t)? {
+        var storage = sockaddr_storage()
+        let length: socklen_t
         switch address.family {
         case .ipv4:
             var sin = sockaddr_in()
             sin.sin_family = sa_family_t(AF_INET)
             sin.sin_port = address.port.bigEndian
-            _ = address.host.withCString { inet_pton(AF_INET, $0, &sin.sin_addr) }
-            return try withUnsafePointer(to: &sin) { (ptr) throws(SystemCallError) in
-                try ptr.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sa) throws(SystemCallError) in
-                    try body(sa, socklen_t(MemoryLayout<sockaddr_in>.size))
-                }
-            }
+            guard inet_pton(AF_INET, address.host, &sin.sin_addr) == 1 else { return nil }
+            withUnsafeMutableBytes(of: &storage) { raw in withUnsafeBytes(of: sin) { raw.copyMemory(from: $0) } }
+            length = socklen_t(MemoryLayout<sockaddr_in>.size)
         case .ipv6:
             var sin6 = sockaddr_in6()
             sin6.sin6_family = sa_family_t(AF_INET6)
             sin6.sin6_port = address.port.bigEndian
-            _ = address.host.withCString { inet_pton(AF_INET6, $0, &sin6.sin6_addr) }
-            return try withUnsafePointer(to: &sin6) { (ptr) throws(SystemCallError) in
-                try ptr.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sa) throws(SystemCallError) in
-                    try body(sa, socklen_t(MemoryLayout<sockaddr_in6>.size))
-                }
+            guard inet_pton(AF_INET6, address.host, &sin6.sin6_addr) == 1 else { return nil }
+            withUnsafeMutableBytes(of: &storage) { raw in withUnsafeBytes(of: sin6) { raw.copyMemory(from: $0) } }
+            length = socklen_t(MemoryLayout<sockaddr_in6>.size)
+        }
+        return (storage, length)
+    }
+
+    static func withSockaddr<R>(
+        _ address: ListenerAddress,
+        _ body: (UnsafePointer<sockaddr>, socklen_t) throws(SystemCallError) -> R
+    ) throws(SystemCallError) -> R {
+        // A ListenerAddress is parsed from a literal of its family: the conversion holds.
+        var (storage, length) = socketAddress(address) ?? (sockaddr_storage(), 0)
+        return try withUnsafePointer(to: &storage) { (ptr) throws(SystemCallError) in
+            try ptr.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sa) throws(SystemCallError) in
+                try body(sa, length)
             }
         }
     }

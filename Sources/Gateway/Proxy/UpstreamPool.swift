@@ -27,32 +27,10 @@ final class UpstreamPool {
 
         init?(endpoint: UpstreamEndpoint) {
             self.endpoint = endpoint
-            var storage = sockaddr_storage()
-            let host = endpoint.address.host
-            let port = endpoint.address.port.bigEndian
-            switch endpoint.address.family {
-            case .ipv4:
-                var address = sockaddr_in()
-                address.sin_family = sa_family_t(AF_INET)
-                address.sin_port = port
-                guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else { return nil }
-                withUnsafeMutableBytes(of: &storage) { raw in
-                    withUnsafeBytes(of: address) { raw.copyMemory(from: $0) }
-                }
-                self.family = AF_INET
-                self.length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            case .ipv6:
-                var address = sockaddr_in6()
-                address.sin6_family = sa_family_t(AF_INET6)
-                address.sin6_port = port
-                guard inet_pton(AF_INET6, host, &address.sin6_addr) == 1 else { return nil }
-                withUnsafeMutableBytes(of: &storage) { raw in
-                    withUnsafeBytes(of: address) { raw.copyMemory(from: $0) }
-                }
-                self.family = AF_INET6
-                self.length = socklen_t(MemoryLayout<sockaddr_in6>.size)
-            }
+            guard let (storage, length) = ListeningSocket.socketAddress(endpoint.address) else { return nil }
+            self.family = endpoint.address.family == .ipv4 ? AF_INET : AF_INET6
             self.address = storage
+            self.length = length
         }
 
         func withAddress<T>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> T) -> T {

@@ -133,7 +133,8 @@ public enum WorkerProcess {
             server = try GatewayServer(
                 configuration: configuration, generation: generation, logger: logger, sharedState: sharedState,
                 accessLog: accessLog, connectionCountDidChange: { _ in })
-            try await server.start(listeners: handoff.listeners)
+            try await server.start(
+                listeners: handoff.listeners.map { HandedOffListener(name: $0.name, fd: $0.fd, backlog: $0.backlog) })
         } catch {
             logger.error("cannot serve: \(error)")
             try? channel.send(.failed(reason: "\(error)"))
@@ -245,74 +246,13 @@ public enum WorkerProcess {
         }
     }
 
-    struct Handoff: Sendable {
-        var hello: HandoffMessage.Hello
-        /// The files the config names (`file` frames), absolute path → bytes.
-        var files: [String: [UInt8]]
-        /// The shared segment's memfd and what the master said of it (the `shared_memory` frame).
-        var sharedMemory: (fd: CInt, handoff: SharedMemory.Handoff)
-        /// The access log's file, when it is one (the `access_log` frame).
-        var accessLog: (path: String, fd: CInt)?
-        var listeners: [HandedOffListener]
-    }
+    typealias Handoff = HandoffChannel.ReceivedHandoff
 
-    /// nil when the master closed the channel before sending anything: a spare whose master
-    /// stopped or died, which has nothing to do but exit.
+    /// The handoff, received by GatewayCore's side of the protocol (`HandoffChannel`); nil when
+    /// the master closed the channel before sending anything: a spare whose master stopped or
+    /// died, which has nothing to do but exit.
     static func receiveHandoff(_ channel: HandoffChannel) throws -> Handoff? {
-        guard let (first, _) = try channel.receive() else { return nil }
-        guard case .hello(let hello) = first else {
-            throw HandoffProtocolError("expected hello, got \(first.type)")
-        }
-        guard hello.version == HandoffProtocol.version else {
-            throw HandoffProtocolError(
-                "protocol version mismatch: master speaks \(hello.version), worker \(HandoffProtocol.version)")
-        }
-        var sharedMemory: (fd: CInt, handoff: SharedMemory.Handoff)?
-        var accessLog: (path: String, fd: CInt)?
-        var listeners: [HandedOffListener] = []
-        var files: [String: [UInt8]] = [:]
-        while true {
-            guard let (message, fds) = try channel.receive() else {
-                throw HandoffProtocolError("the master closed the channel during the handoff")
-            }
-            switch message {
-            case .sharedMemory(let segment):
-                guard sharedMemory == nil, listeners.isEmpty else {
-                    for fd in fds { closeDescriptor(fd) }
-                    throw HandoffProtocolError("a second shared_memory frame, or one after the listeners")
-                }
-                sharedMemory = (fds[0], segment)
-            case .accessLog(let path):
-                guard sharedMemory != nil, accessLog == nil, listeners.isEmpty else {
-                    for fd in fds { closeDescriptor(fd) }
-                    throw HandoffProtocolError(
-                        "an access_log frame before shared_memory, twice, or after the listeners")
-                }
-                accessLog = (path, fds[0])
-            case .listeners(let batch):
-                for (i, fd) in fds.enumerated() {
-                    listeners.append(HandedOffListener(name: batch.names[i], fd: fd, backlog: batch.backlogs[i]))
-                }
-            case .file(let path, let bytes):
-                guard sharedMemory == nil, files.updateValue(bytes, forKey: path) == nil else {
-                    throw HandoffProtocolError("file \(path) sent twice, or after shared_memory")
-                }
-            case .start(let count, let fileCount):
-                guard count == listeners.count else {
-                    throw HandoffProtocolError("start says \(count) listeners, \(listeners.count) arrived")
-                }
-                guard fileCount == files.count else {
-                    throw HandoffProtocolError("start says \(fileCount) files, \(files.count) arrived")
-                }
-                guard let sharedMemory else {
-                    throw HandoffProtocolError("no shared_memory frame before start")
-                }
-                return Handoff(
-                    hello: hello, files: files, sharedMemory: sharedMemory, accessLog: accessLog, listeners: listeners)
-            default:
-                throw HandoffProtocolError("unexpected \(message.type) during the handoff")
-            }
-        }
+        try channel.receiveHandoff()
     }
 }
 
