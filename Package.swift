@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
+        .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.46.0"),
     ],
     targets: [
         // What Swift cannot import: the CMSG_* macros for SCM_RIGHTS, struct ucred for SO_PEERCRED,
@@ -68,7 +69,7 @@ let package = Package(
         // The worker's event loop (one thread, one epoll set, nginx's model) and its buffers: no
         // HTTP. Why not SwiftNIO on the data path: EventLoop.swift and docs/benchmarks.md.
         .target(name: "GatewayIO", dependencies: ["CGatewayIO", "GatewayCore"], swiftSettings: dataPathSettings),
-        // The worker: HTTP/1.1 on the handed-off fds.
+        // The worker: HTTP/1.1 and HTTP/2 on the handed-off fds.
         .target(
             name: "Gateway",
             dependencies: [
@@ -79,6 +80,9 @@ let package = Package(
                 "GatewayConfig",
                 "GatewayHTTP",
                 "GatewayIO",
+                // HPACK only: the HTTP/2 frames are read and written on the worker's own loop
+                // (Sources/Gateway/HTTP2; why: docs/architecture.md, "HTTP/2").
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -2,7 +2,7 @@ import GatewayCore
 import Yams
 
 extension ConfigValidator {
-    static let listenerKeys = ["name", "address", "backlog", "trusted_proxies", "proxy_protocol", "tls"]
+    static let listenerKeys = ["name", "address", "backlog", "trusted_proxies", "proxy_protocol", "tls", "h2c"]
 
     /// The valid listeners, and every listener name declared (valid or not), so a route naming
     /// a listener that has some other error is not reported a second time.
@@ -95,11 +95,26 @@ extension ConfigValidator {
                 }
             }
 
+            var h2c = false
+            if let node = fields.optionalValue("h2c") {
+                if let value = boolean(node, path: fields.path(of: "h2c")) {
+                    h2c = value
+                    if value, tls != nil {
+                        error(
+                            "\(fields.path(of: "h2c")): h2c is HTTP/2 without TLS; on a TLS listener, offer h2 "
+                                + "in tls.alpn instead", at: fields.entry("h2c")?.keyPosition)
+                        ok = false
+                    }
+                } else {
+                    ok = false
+                }
+            }
+
             if let name, let address, let backlog, ok {
                 listeners.append(
                     ListenerConfig(
                         name: name.name, address: address, backlog: backlog, trustedProxies: trustedProxies,
-                        proxyProtocol: proxyProtocol, tls: tls))
+                        proxyProtocol: proxyProtocol, tls: tls, h2c: h2c))
             }
         }
         return (listeners, names)

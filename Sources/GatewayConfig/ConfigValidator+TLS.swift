@@ -37,7 +37,7 @@ extension ConfigValidator {
         } else {
             ok = false
         }
-        var alpn = TLSConfig.supportedProtocols
+        var alpn = TLSConfig.defaultProtocols
         if let node = fields.optionalValue("alpn") {
             if let parsed = alpnList(node, path: fields.path(of: "alpn")) { alpn = parsed } else { ok = false }
         }
@@ -66,9 +66,7 @@ extension ConfigValidator {
             guard let name = string(item, path: itemPath) else { return nil }
             guard TLSConfig.supportedProtocols.contains(name) else {
                 let why =
-                    name == "h2"
-                    ? "HTTP/2 is not supported yet: gatewayd speaks HTTP/1.1 inside TLS"
-                    : "the protocols gatewayd speaks inside TLS are \(TLSConfig.supportedProtocols.joined(separator: ", "))"
+                    "the protocols gatewayd speaks inside TLS are \(TLSConfig.supportedProtocols.joined(separator: ", "))"
                 error("\(itemPath): \(quoted(name)) is not supported (\(why))", at: item.position)
                 return nil
             }

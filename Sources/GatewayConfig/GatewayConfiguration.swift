@@ -106,6 +106,9 @@ public struct ListenerConfig: Sendable, Equatable {
     public var proxyProtocol: Bool
     /// `nil`: plaintext HTTP/1.1.
     public var tls: TLSConfig?
+    /// A plaintext listener also takes HTTP/2 with prior knowledge (h2c, RFC 9113 §3.3): a
+    /// connection that starts with the HTTP/2 preface is served as HTTP/2.
+    public var h2c: Bool
 
     /// 4096 is Linux's default somaxconn since 5.4; a deep queue is what keeps
     /// connections waiting (not refused) while generations change.
@@ -113,8 +116,9 @@ public struct ListenerConfig: Sendable, Equatable {
 
     public init(
         name: String, address: ListenerAddress, backlog: Int32 = ListenerConfig.defaultBacklog,
-        trustedProxies: [AddressRange]? = nil, proxyProtocol: Bool = false, tls: TLSConfig? = nil
+        trustedProxies: [AddressRange]? = nil, proxyProtocol: Bool = false, tls: TLSConfig? = nil, h2c: Bool = false
     ) {
+        self.h2c = h2c
         self.name = name
         self.address = address
         self.backlog = backlog

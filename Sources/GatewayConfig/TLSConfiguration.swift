@@ -12,7 +12,10 @@ public struct TLSConfig: Sendable, Equatable {
     public var minVersion: TLSVersion
 
     /// The protocols a listener speaks inside TLS today.
-    public static let supportedProtocols = ["http/1.1"]
+    public static let supportedProtocols = ["h2", "http/1.1"]
+    /// What a listener offers when `alpn` is not set: HTTP/1.1 only, as nginx does until
+    /// `http2 on` (HTTP/2 is opted into per listener, with `alpn: [h2, http/1.1]`).
+    public static let defaultProtocols = ["http/1.1"]
 
     public init(certificates: [TLSCertificate], alpn: [String] = ["http/1.1"], minVersion: TLSVersion = .tls12) {
         self.certificates = certificates

@@ -160,16 +160,8 @@ public final class EventLoop: @unchecked Sendable {
 
     /// Adds `fd` to the epoll set with `events` (level-triggered unless EPOLLET is in them).
     public func register(_ handler: any IOHandler, fd: CInt, events: UInt32) throws(SystemCallError) -> Registration {
-        let slot: UInt32
-        if let free = self.freeSlots.popLast() {
-            slot = free
-        } else {
-            slot = UInt32(self.slots.count)
-            self.slots.append(Slot())
-        }
-        self.slots[Int(slot)].handler = handler
-        self.slots[Int(slot)].generation &+= 1
-        let registration = Registration(slot: slot, generation: self.slots[Int(slot)].generation)
+        let registration = self.registerTimer(handler)
+        let slot = registration.slot
         do {
             try syscall("epoll_ctl", on: "fd \(fd)") {
                 gw_io_epoll_ctl(self.epoll, EPOLL_CTL_ADD, fd, events, Self.data(registration))
@@ -179,6 +171,21 @@ public final class EventLoop: @unchecked Sendable {
             throw error
         }
         return registration
+    }
+
+    /// A registration with no fd: a deadline only, for what lives on the loop without a socket
+    /// of its own (an HTTP/2 stream's request). Released with `forget`.
+    public func registerTimer(_ handler: any IOHandler) -> Registration {
+        let slot: UInt32
+        if let free = self.freeSlots.popLast() {
+            slot = free
+        } else {
+            slot = UInt32(self.slots.count)
+            self.slots.append(Slot())
+        }
+        self.slots[Int(slot)].handler = handler
+        self.slots[Int(slot)].generation &+= 1
+        return Registration(slot: slot, generation: self.slots[Int(slot)].generation)
     }
 
     public func modify(_ registration: Registration, fd: CInt, events: UInt32) throws(SystemCallError) {

@@ -19,6 +19,8 @@ extension ClientConnection {
         request.method = head.method
         request.methodText = Self.methodText(head, bytes)
         request.isHTTP10 = head.isHTTP10
+        request.isHTTP2 = self.stream != nil
+        self.mayStartHTTP2 = false
         request.isHEAD = head.method == .head
         request.keepAlive = head.keepAlive
         request.wantsUpgrade = head.wantsUpgrade
@@ -187,7 +189,7 @@ extension ClientConnection {
             let writer = UpstreamHeadWriter(
                 head: head, bytes: bytes, target: target, peer: self.peer, peerTrusted: peerTrusted,
                 route: route, requestID: request.requestID, caseSensitive: self.services.paths.caseSensitive,
-                secure: self.tls != nil)
+                secure: self.secure)
             self.upstreamHead.clear()
             let hasHost = writer.write(into: self.upstreamHead, stripPrefix: proxyTarget.stripPrefix)
             let exchange = ProxyExchange(client: self, request: request, pool: pool, setsHost: !hasHost)

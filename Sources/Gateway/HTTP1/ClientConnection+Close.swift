@@ -50,6 +50,12 @@ extension ClientConnection {
     /// The last response is in the kernel: shut our side down and read until the peer closes.
     func shutDownOutput() {
         guard self.phase == .finishing else { return }
+        if let stream = self.stream {
+            // The response is whole; a stream has no FIN to send and nothing to linger for.
+            stream.responseFinished()
+            self.closeNow()
+            return
+        }
         // Plaintext only for the short cut: a TLS connection owes close_notify, and OpenSSL's
         // read-ahead may hold bytes `readable` does not show.
         let nothingUnread = self.tls == nil && self.nothingMoreComing && !self.readable && self.input.isEmpty
@@ -88,9 +94,13 @@ extension ClientConnection {
             self.registration = nil
             self.eventLoop.forget(registration)
         }
-        closeDescriptor(self.fd)
         self.input.clear()
         self.output.clear()
+        if let stream = self.stream {
+            stream.clientClosed()
+            return
+        }
+        closeDescriptor(self.fd)
         self.loop.connectionClosed(self)
     }
 

@@ -15,6 +15,10 @@ extension ClientConnection {
         }
         switch tls.handshake() {
         case .done:
+            if self.spec.http2, tls.negotiatedProtocol == "h2" {
+                self.switchToHTTP2()
+                return false
+            }
             self.phase = .serving
             // The client's first records (a request behind its Finished) may be in OpenSSL's
             // buffer already, where no edge will announce them: read once to see.

@@ -23,7 +23,7 @@ import GatewayIO
 /// unread bytes makes the kernel send RST instead of FIN, and an RST can destroy the response
 /// just written before the client read it. So after the final response only our side is shut
 /// down (FIN); input is read and discarded until the peer closes, or `lingerTimeout`.
-final class ClientConnection: IOHandler {
+final class ClientConnection: IOHandler, LoopConnection {
     /// How long a draining server keeps an idle keep-alive connection before closing it.
     /// Long enough for a client that just got a response to send its next request and get a
     /// `Connection: close` response instead of having the connection closed under it (which
@@ -80,6 +80,13 @@ final class ClientConnection: IOHandler {
     /// On a TLS listener: the session every read and write of the client goes through. Nil
     /// for plaintext, whose paths pay one well-predicted nil check and nothing else.
     let tls: TLSSession?
+    /// On an HTTP/2 stream: the stream is this request's socket (`HTTP2Stream`); nil for a
+    /// real connection, whose paths pay one well-predicted nil check for it.
+    let stream: HTTP2Stream?
+    /// The client came over TLS (this connection's, or its HTTP/2 connection's).
+    let secure: Bool
+    /// An h2c listener's connection before its first request: the HTTP/2 preface may come.
+    var mayStartHTTP2: Bool
     var registration: EventLoop.Registration?
     /// Index in `WorkerLoop.connections`.
     var loopIndex = -1
@@ -122,9 +129,15 @@ final class ClientConnection: IOHandler {
     private var processing = false
     private var processAgain = false
 
-    init(fd: CInt, loop: WorkerLoop, spec: ListenerSpec, peer: ConnectionPeer, tls: TLSSession?, lameDuck: Bool) {
+    init(
+        fd: CInt, loop: WorkerLoop, spec: ListenerSpec, peer: ConnectionPeer, tls: TLSSession?, lameDuck: Bool,
+        stream: HTTP2Stream? = nil
+    ) {
         self.fd = fd
         self.tls = tls
+        self.stream = stream
+        self.secure = tls != nil || stream?.secure == true
+        self.mayStartHTTP2 = spec.h2c && stream == nil
         self.loop = loop
         self.spec = spec
         self.peer = peer
@@ -134,7 +147,8 @@ final class ClientConnection: IOHandler {
         self.output = IOBuffer(capacity: 2048, limit: 2048)
         self.parser = HeadParser(.request, maxHeadBytes: limits.maxHeaderBytes)
         self.draining = lameDuck
-        self.phase = spec.proxyProtocol ? .proxyHeader : tls != nil ? .handshake : .serving
+        self.phase =
+            stream != nil ? .serving : spec.proxyProtocol ? .proxyHeader : tls != nil ? .handshake : .serving
     }
 
     func register() throws(SystemCallError) {
@@ -288,6 +302,18 @@ final class ClientConnection: IOHandler {
     /// Parses the next request head from the input, reading more when it needs to. Returns
     /// whether progress was made (a request began, or the connection ended).
     private func parseNextHead() -> Bool {
+        if self.mayStartHTTP2, !self.input.isEmpty {
+            switch self.http2Preface() {
+            case .found:
+                self.switchToHTTP2()
+                return false
+            case .partial:
+                guard self.readable else { return false }
+                return self.readInput()
+            case .absent:
+                self.mayStartHTTP2 = false
+            }
+        }
         if !self.input.isEmpty {
             let outcome = self.parser.parse(self.input.readable, into: &self.head)
             switch outcome {
@@ -316,6 +342,11 @@ final class ClientConnection: IOHandler {
     /// EAGAIN: the next edge says when there is more.
     @inline(__always)
     func receive(minimum: Int) -> IOResult {
+        if let stream = self.stream {
+            let result = stream.read(into: self.input, minimum: minimum)
+            if stream.inboundDrained { self.readable = false }
+            return result
+        }
         if let tls = self.tls {
             let result = tls.read(into: self.input, minimum: minimum)
             if case .bytes = result, tls.socketEmptied, !self.peerShutDown { self.readable = false }
@@ -391,7 +422,11 @@ final class ClientConnection: IOHandler {
     private func discardInput() {
         while self.readable {
             self.input.clear()
-            switch self.input.read(from: self.fd, minimum: 1024) {
+            let result =
+                if let stream = self.stream { stream.read(into: self.input, minimum: 1024) } else {
+                    self.input.read(from: self.fd, minimum: 1024)
+                }
+            switch result {
             case .bytes:
                 continue
             case .endOfFile:
@@ -427,7 +462,14 @@ final class ClientConnection: IOHandler {
     private func writeOutputBuffer() -> Bool {
         guard self.writable, self.phase != .closed else { return false }
         while !self.output.isEmpty {
-            let result = if let tls = self.tls { tls.write(from: self.output) } else { self.output.write(to: self.fd) }
+            let result =
+                if let tls = self.tls {
+                    tls.write(from: self.output)
+                } else if let stream = self.stream {
+                    stream.write(from: self.output)
+                } else {
+                    self.output.write(to: self.fd)
+                }
             switch result {
             case .bytes(let count):
                 if count == 0 { return false }
@@ -454,7 +496,11 @@ final class ClientConnection: IOHandler {
         // What is pending goes first; `taken` counts the bytes of both that the socket took.
         let pending = self.output.readable
         let result: IOResult
-        if let tls = self.tls {
+        if self.stream != nil {
+            // A stream takes what it can of one buffer, as TLS below.
+            self.output.append(bytes)
+            return self.writeOutputBuffer()
+        } else if let tls = self.tls {
             // Records from one buffer: what is pending and `bytes` go out as one write.
             guard pending.isEmpty else {
                 self.output.append(bytes)

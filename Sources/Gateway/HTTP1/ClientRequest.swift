@@ -21,6 +21,8 @@ final class ClientRequest {
     /// The method as text, for the access log and the upstream (`Method.other`'s bytes).
     var methodText = "GET"
     var isHTTP10 = false
+    /// Came on an HTTP/2 stream (the access log's protocol).
+    var isHTTP2 = false
     var isHEAD = false
     var keepAlive = true
     /// As llhttp decides it: after such a request nothing more is parsed, so unless it becomes
@@ -72,6 +74,7 @@ final class ClientRequest {
         self.method = .get
         self.methodText = "GET"
         self.isHTTP10 = false
+        self.isHTTP2 = false
         self.isHEAD = false
         self.keepAlive = true
         self.wantsUpgrade = false

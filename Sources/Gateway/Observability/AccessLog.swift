@@ -180,7 +180,7 @@ public final class AccessLog: Sendable {
         let query = record.uri.firstIndex(of: "?")
         line += ",\"path\":\"\(jsonEscaped(String(record.uri[..<(query ?? record.uri.endIndex)])))\""
         line += ",\"query\":" + jsonString(query.map { String(record.uri[record.uri.index(after: $0)...]) })
-        line += ",\"protocol\":\"\(record.isHTTP10 ? "HTTP/1.0" : "HTTP/1.1")\""
+        line += ",\"protocol\":\"\(record.protocolName)\""
         line += ",\"host\":" + jsonString(record.host)
         line += ",\"status\":\(record.status),\"bytes\":\(record.bytesSent)"
         line += ",\"route\":\"\(jsonEscaped(record.route))\""
@@ -200,7 +200,7 @@ public final class AccessLog: Sendable {
     /// Apache's combined format, then the fields it lacks as `key=value`.
     private func combinedLine(_ record: RequestRecord) -> String {
         let duration = Double(record.durationNanoseconds) / 1e6
-        let version = record.isHTTP10 ? "HTTP/1.0" : "HTTP/1.1"
+        let version = record.protocolName
         let request = Self.quoted("\(record.method) \(record.uri) \(version)")
         var line = "\(record.client) - - [\(Self.commonLogTime())] \(request) \(record.status) \(record.bytesSent)"
         line += " \(Self.quoted(record.referer ?? "-")) \(Self.quoted(record.userAgent ?? "-"))"

@@ -29,10 +29,16 @@ final class GatewayMetrics: Sendable {
     private let errors = Mutex<[String: Counter]>([:])
     private let connections: Gauge
     private let handshakeFailures: Counter
+    private let streamResets: Counter
+    private let http2Errors: Counter
+    private let rapidResets: Counter
 
     init() {
         self.connections = Gauge(label: Self.openConnections)
         self.handshakeFailures = Counter(label: Self.tlsHandshakeFailures)
+        self.streamResets = Counter(label: MetricCatalog.http2StreamResets)
+        self.http2Errors = Counter(label: MetricCatalog.http2ConnectionErrors, dimensions: [("kind", "protocol")])
+        self.rapidResets = Counter(label: MetricCatalog.http2ConnectionErrors, dimensions: [("kind", "rapid_reset")])
     }
 
     /// `route`: the route object when there is one (the key hashes a pointer, not a string).
@@ -79,6 +85,15 @@ final class GatewayMetrics: Sendable {
     /// left mid-handshake.
     func tlsHandshakeFailed() {
         self.handshakeFailures.increment()
+    }
+
+    func http2StreamReset() {
+        self.streamResets.increment()
+    }
+
+    /// A GOAWAY with an error; `rapidReset` for CVE-2023-44487's pattern.
+    func http2ConnectionError(rapidReset: Bool = false) {
+        (rapidReset ? self.rapidResets : self.http2Errors).increment()
     }
 
     func connectionCount(_ count: Int) {

@@ -5,6 +5,7 @@ struct RequestRecord {
     /// The target as the client sent it.
     var uri: String
     var isHTTP10: Bool
+    var isHTTP2 = false
     var route: String
     var requestID: String
     var client: String
@@ -21,4 +22,8 @@ struct RequestRecord {
     var upstreamStatus: Int?
     /// The response was cut (the upstream failed mid-response, or the client left).
     var aborted: Bool
+}
+
+extension RequestRecord {
+    var protocolName: String { self.isHTTP2 ? "HTTP/2.0" : self.isHTTP10 ? "HTTP/1.0" : "HTTP/1.1" }
 }

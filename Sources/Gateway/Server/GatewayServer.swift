@@ -156,7 +156,8 @@ public final class GatewayServer: Sendable {
                     name: listener.name, fd: listener.fd, router: routing.router(for: listener.name),
                     isAdmin: listener.name == self.configuration.admin?.listener,
                     trusted: TrustedProxies(ranges: self.configuration.trustedProxies(on: listener.name)),
-                    proxyProtocol: configured?.proxyProtocol ?? false, tls: tls))
+                    proxyProtocol: configured?.proxyProtocol ?? false, tls: tls,
+                    h2c: configured?.h2c ?? false, http2: configured?.tls?.alpn.contains("h2") ?? false))
         }
         let specs = made
         self.state.withLock { $0.listenerDescriptors = listeners.map(\.fd) }
@@ -392,4 +393,8 @@ struct ListenerSpec: Sendable {
     var proxyProtocol: Bool
     /// A TLS listener's certificates; nil for plaintext.
     var tls: TLSServerContext?
+    /// Prior-knowledge HTTP/2 on this plaintext listener.
+    var h2c = false
+    /// `h2` is offered in ALPN on this TLS listener.
+    var http2 = false
 }

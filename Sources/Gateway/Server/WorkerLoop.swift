@@ -22,7 +22,7 @@ final class WorkerLoop: @unchecked Sendable {
 
     private var listeners: [Listener] = []
     /// Every open client connection; each knows its index here (removal swaps the last in).
-    private(set) var connections: [ClientConnection] = []
+    private(set) var connections: [any LoopConnection] = []
     /// New connections start as lame ducks, idle ones close after the grace.
     private(set) var draining = false
     /// After `closeEverything`: a connection accepted now is closed at once.
@@ -105,8 +105,18 @@ final class WorkerLoop: @unchecked Sendable {
         connection.started()
     }
 
+    /// An HTTP/1.1 connection that found HTTP/2 (ALPN `h2`, or the h2c preface) hands its fd
+    /// and its place in the table to the `HTTP2Connection` that serves it from now on.
+    func replace(_ old: ClientConnection, with new: HTTP2Connection) {
+        let index = old.loopIndex
+        guard index >= 0, index < self.connections.count, self.connections[index] === old else { return }
+        self.connections[index] = new
+        new.loopIndex = index
+        old.loopIndex = -1
+    }
+
     /// From a connection that closed its fd.
-    func connectionClosed(_ connection: ClientConnection) {
+    func connectionClosed(_ connection: any LoopConnection) {
         let index = connection.loopIndex
         guard index >= 0, index < self.connections.count, self.connections[index] === connection else { return }
         let last = self.connections.removeLast()
