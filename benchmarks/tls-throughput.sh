@@ -6,7 +6,9 @@
 #
 #   handshakes: wrk with "Connection: close": every request is a new TCP connection and a full
 #               TLS handshake (TLS 1.3, X25519, ECDSA): new handshakes per second;
-#   keep-alive: wrk on kept-alive TLS connections: HTTPS requests per second and p99.
+#   keep-alive: wrk on kept-alive TLS connections: HTTPS requests per second and p99;
+#   h2:         h2load (nghttp2-client) over HTTP/2 chosen by ALPN, -m 16 streams per connection:
+#               requests per second, and the mean request time (h2load reports no percentiles).
 #
 # Then the ratios gatewayd / nginx (req/s: higher is better; p99: lower). Everything listens on
 # 127.0.0.1; everything started here is stopped on exit. Run it on a quiet machine.
@@ -56,7 +58,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-ensure_packages curl:curl wrk:wrk nginx:nginx openssl:openssl ps:procps
+ensure_packages curl:curl wrk:wrk nginx:nginx openssl:openssl ps:procps h2load:nghttp2-client
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 if [[ -z ${GATEWAYD_BIN:-} ]]; then
     GATEWAYD_BIN=$REPO_ROOT/.build/release/gatewayd
@@ -92,7 +94,7 @@ http {
     keepalive_timeout 75s;
 $(nginx_temp_paths "$NGINX" "$TMP/nginx")
     server {
-        listen 127.0.0.1:${PORT[nginx]} ssl backlog=4096;
+        listen 127.0.0.1:${PORT[nginx]} ssl http2 backlog=4096;
         ssl_certificate $CERT;
         ssl_certificate_key $KEY;
         ssl_protocols TLSv1.2 TLSv1.3;
@@ -108,6 +110,7 @@ listeners:
     backlog: 4096
     tls:
       certificates: [{ cert: $CERT, key: $KEY }]
+      alpn: [h2, http/1.1]
 routes:
   - name: all
     match: { path_prefix: / }
@@ -151,6 +154,13 @@ run_wrk() { # run_wrk SERVER MODE SECONDS OUT
     WRK_PID=""
 }
 
+run_h2load() { # run_h2load SERVER SECONDS OUT
+    h2load -t"$THREADS" -c"$CONNECTIONS" -m16 -D"$2" "$(url_of "$1")" >"$3" 2>&1 &
+    WRK_PID=$!
+    wait "$WRK_PID" || warn "h2load exited with status $? ($3)"
+    WRK_PID=""
+}
+
 declare -A RPS P99 ERRORS
 for server in nginx gatewayd; do
     start_server "$server"
@@ -163,6 +173,13 @@ for server in nginx gatewayd; do
         P99[$server/$mode]=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
         ERRORS[$server/$mode]=$(awk '/Socket errors|Non-2xx/ {for (i = 1; i <= NF; i++) if ($i + 0 == $i) s += $i} END {print s + 0}' "$out")
     done
+    out=$TMP/$server/h2load.txt
+    log "$server, h2: h2load -t$THREADS -c$CONNECTIONS -m16 -D$DURATION"
+    run_h2load "$server" "$DURATION" "$out"
+    RPS[$server/h2]=$(awk '/^finished in/ {gsub(",", "", $4); printf "%.0f", $4}' "$out")
+    # The mean time per request (h2load has no percentiles), in ms.
+    P99[$server/h2]=$(to_ms "$(awk '/^time for request:/ {print $6}' "$out")")
+    ERRORS[$server/h2]=$(awk '/^requests:/ {print $10 + $12}' "$out")
     stop_process "${PID[$server]}" "$([[ $server == nginx ]] && echo QUIT || echo TERM)" 10
     PID[$server]=""
 done
@@ -172,13 +189,14 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
     printf 'tls-throughput: %s, wrk -t%s -c%s -d%ss --latency, %s workers each, ECDSA P-256, %s\n' \
         "$(date -u +%FT%TZ)" "$THREADS" "$CONNECTIONS" "$DURATION" "$WORKERS" "$(openssl version)"
     printf '%-10s %-10s %12s %10s %8s\n' server mode req/s p99_ms errors
-    for mode in handshakes keepalive; do
+    for mode in handshakes keepalive h2; do
         for server in nginx gatewayd; do
             printf '%-10s %-10s %12s %10s %8s\n' "$server" "$mode" "${RPS[$server/$mode]}" \
                 "${P99[$server/$mode]}" "${ERRORS[$server/$mode]}"
         done
     done
-    for mode in handshakes keepalive; do
+    printf '(h2: the p99_ms column is h2load'"'"'s mean request time)\n'
+    for mode in handshakes keepalive h2; do
         printf 'gatewayd/nginx %-10s req/s %s   p99 %s\n' "$mode" \
             "$(ratio "${RPS[gatewayd/$mode]}" "${RPS[nginx/$mode]}")" \
             "$(ratio "${P99[gatewayd/$mode]}" "${P99[nginx/$mode]}")"

@@ -143,10 +143,16 @@ import Testing
                 "gateway.yaml:5:21: listeners[0].tls.certificates: at least one certificate is required"
             ])
         let valid = "      certificates: [{ cert: tls/a.test.pem, key: tls/a.test.key }]\n"
+        #expect(problems(valid + "      alpn: [h2, http/1.1]") == [])
         #expect(
-            problems(valid + "      alpn: [h2, http/1.1]") == [
-                "gateway.yaml:6:14: listeners[0].tls.alpn[0]: \"h2\" is not supported (HTTP/2 is not supported yet: "
-                    + "gatewayd speaks HTTP/1.1 inside TLS)"
+            problems(valid + "      alpn: [h3, http/1.1]") == [
+                "gateway.yaml:6:14: listeners[0].tls.alpn[0]: \"h3\" is not supported (the protocols gatewayd "
+                    + "speaks inside TLS are h2, http/1.1)"
+            ])
+        #expect(
+            problems(valid, extra: "\n    h2c: true") == [
+                "gateway.yaml:4:5: listeners[0].h2c: h2c is HTTP/2 without TLS; on a TLS listener, offer h2 in "
+                    + "tls.alpn instead"
             ])
         #expect(
             problems(valid + "      min_version: tls1.1") == [

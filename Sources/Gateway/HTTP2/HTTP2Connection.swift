@@ -337,9 +337,11 @@ final class HTTP2Connection: IOHandler, LoopConnection {
                 self.streams[header.streamID] = nil
                 stream.resetByClient()
                 self.services.metrics.http2StreamReset()
-                if !self.countReset() { return false }
+                self.streamClosed(stream)
             }
-            return true
+            // Every reset counts, also of a stream already answered: the attack's streams are
+            // often answered before their reset arrives, and still cost a request each.
+            return self.countReset()
         case .settings:
             return self.receiveSettings(header, payload)
         case .pushPromise:
@@ -595,20 +597,30 @@ final class HTTP2Connection: IOHandler, LoopConnection {
     }
 
     func flush() {
-        while !self.output.isEmpty, self.writable, self.phase != .closed {
-            let result = if let tls = self.tls { tls.write(from: self.output) } else { self.output.write(to: self.fd) }
-            switch result {
-            case .bytes(let count):
-                if count == 0 { return }
-            case .wouldBlock:
-                self.writable = false
-            case .failed, .endOfFile, .full:
-                self.closeNow()
-                return
+        while true {
+            while !self.output.isEmpty, self.writable, self.phase != .closed {
+                let result = if let tls = self.tls { tls.write(from: self.output) } else { self.output.write(to: self.fd) }
+                switch result {
+                case .bytes(let count):
+                    if count == 0 { return }
+                case .wouldBlock:
+                    self.writable = false
+                case .failed, .endOfFile, .full:
+                    self.closeNow()
+                    return
+                }
             }
+            guard self.phase != .closed else { return }
+            // Room again: streams that waited for it frame their DATA now, and it goes out in
+            // this same flush (a flush scheduled from here would be dropped while processing,
+            // and no output edge comes for a socket that is not full).
+            guard self.writable, !self.blocked.isEmpty, self.output.readableCount < Self.outputHighWater / 2 else {
+                break
+            }
+            let before = self.output.readableCount
+            self.wakeBlocked()
+            if self.output.readableCount == before { break }
         }
-        guard self.phase != .closed else { return }
-        if self.output.readableCount < Self.outputHighWater / 2 { self.wakeBlocked() }
         if self.output.isEmpty {
             if self.phase == .lingering, !self.outputShutDown { self.shutDownWrite() }
             self.output.shrink(to: 16 * 1024)

@@ -197,7 +197,13 @@ final class HTTP2Stream {
                     self.responseHead(rest)
                 }
             case .body:
-                guard self.pending.readableCount < Self.pendingHighWater else { break loop }
+                if self.pending.readableCount >= Self.pendingHighWater {
+                    // Full: frame what the windows allow first. Still full means the stream
+                    // waits for a window (it is on the connection's blocked list), which wakes
+                    // the HTTP/1.1 side when it drains.
+                    self.frameData()
+                    guard self.pending.readableCount < Self.pendingHighWater else { break loop }
+                }
                 consumed += self.takeBody(rest)
             case .ended:
                 // Nothing follows a whole response on a stream.

@@ -1194,6 +1194,139 @@ def cmd_tls(args):
     return result, 0 if ok else 1
 
 
+# --- HTTP/2, by hand: frames and HPACK literals (no Huffman), enough to misbehave on purpose.
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+H2_DATA, H2_HEADERS, H2_RST, H2_SETTINGS, H2_PING, H2_GOAWAY, H2_WINDOW = 0, 1, 3, 4, 6, 7, 8
+
+
+def h2_frame(kind, flags, stream, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+
+
+def hpack_int(n, prefix):
+    top = (1 << prefix) - 1
+    if n < top:
+        return bytes([n])
+    out = [top]
+    n -= top
+    while n >= 128:
+        out.append((n & 127) | 128)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def hpack_block(fields):
+    """Literal fields without indexing, new names, raw strings."""
+    out = b""
+    for name, value in fields:
+        out += b"\x00" + hpack_int(len(name), 7) + name + hpack_int(len(value), 7) + value
+    return out
+
+
+def h2_get(path, extra=()):
+    return hpack_block([(b":method", b"GET"), (b":scheme", b"http"), (b":path", path),
+                        (b":authority", b"localhost")] + list(extra))
+
+
+class H2Reader:
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+
+    def frame(self):
+        """The next frame (kind, flags, stream, payload), or None at the end of the connection."""
+        while True:
+            if len(self.buf) >= 9:
+                length = int.from_bytes(self.buf[:3], "big")
+                if len(self.buf) >= 9 + length:
+                    head, self.buf = self.buf[:9 + length], self.buf[9 + length:]
+                    return head[3], head[4], int.from_bytes(head[5:9], "big") & 0x7fffffff, head[9:]
+            self.sock.settimeout(remaining())
+            try:
+                data = self.sock.recv(65536)
+            except (ConnectionResetError, BrokenPipeError):
+                return None
+            if not data:
+                return None
+            self.buf += data
+
+
+def cmd_h2(args):
+    sock = connect(args.port)
+    reader = H2Reader(sock)
+    sock.sendall(H2_PREFACE + h2_frame(H2_SETTINGS, 0, 0))
+    result = {"command": "h2", "scenario": args.scenario, "goaways": [], "resets": {}, "bodies": {}}
+
+    def read_all(until_stream_end=None, answer_pings=True):
+        """Frames until the connection ends (or the given stream ends): GOAWAYs, resets, bodies."""
+        while True:
+            frame = reader.frame()
+            if frame is None:
+                result["closed"] = True
+                return
+            kind, flags, stream, payload = frame
+            if kind == H2_GOAWAY:
+                result["goaways"].append([int.from_bytes(payload[:4], "big") & 0x7fffffff,
+                                          int.from_bytes(payload[4:8], "big")])
+            elif kind == H2_RST:
+                result["resets"][str(stream)] = int.from_bytes(payload[:4], "big")
+            elif kind == H2_PING and not flags & 1 and answer_pings:
+                sock.sendall(h2_frame(H2_PING, 1, 0, payload))
+            elif kind == H2_SETTINGS and not flags & 1:
+                sock.sendall(h2_frame(H2_SETTINGS, 1, 0))
+            elif kind == H2_DATA:
+                key = str(stream)
+                result["bodies"][key] = result["bodies"].get(key, "") + payload.decode("latin-1")
+            if kind in (H2_DATA, H2_HEADERS) and flags & 1 and stream == until_stream_end:
+                return
+
+    if args.scenario == "rapid-reset":
+        # CVE-2023-44487: open streams and cancel them at once, as fast as the socket takes it.
+        block = h2_get(args.path.encode())
+        batch = b""
+        for i in range(args.streams):
+            stream = 2 * i + 1
+            batch += h2_frame(H2_HEADERS, 0x5, stream, block) + h2_frame(H2_RST, 0, stream, struct.pack(">I", 8))
+            if len(batch) > 16384:
+                try:
+                    sock.sendall(batch)
+                except (ConnectionResetError, BrokenPipeError):
+                    break
+                batch = b""
+        try:
+            sock.sendall(batch)
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+        result["closed"] = False
+        read_all()
+        codes = [code for _, code in result["goaways"]]
+        return result, 0 if 11 in codes and result["closed"] else 1
+    if args.scenario == "malformed":
+        # An uppercase name, a connection-specific field, then a good request on the same connection.
+        sock.sendall(h2_frame(H2_HEADERS, 0x5, 1, h2_get(args.path.encode(), [(b"X-Upper", b"1")]))
+                     + h2_frame(H2_HEADERS, 0x5, 3, h2_get(args.path.encode(), [(b"transfer-encoding", b"chunked")]))
+                     + h2_frame(H2_HEADERS, 0x5, 5, h2_get(args.path.encode(), [(b"x-bad", b"a\r\nb: c")]))
+                     + h2_frame(H2_HEADERS, 0x5, 7, h2_get(args.path.encode())))
+        result["closed"] = False
+        read_all(until_stream_end=7)
+        ok = all(result["resets"].get(s) == 1 for s in ("1", "3", "5")) and "7" in result["bodies"]
+        return result, 0 if ok else 1
+    if args.scenario == "goaway":
+        # One request, then wait for the drain: a GOAWAY pair, then the close.
+        sock.sendall(h2_frame(H2_HEADERS, 0x5, 1, h2_get(args.path.encode())))
+        result["closed"] = False
+        read_all(until_stream_end=1)
+        sys.stdout.write(json.dumps({"command": "h2", "first": True, "bodies": result["bodies"]}) + "\n")
+        sys.stdout.flush()
+        read_all()
+        ids = [last for last, _ in result["goaways"]]
+        ok = result["closed"] and ids == [0x7fffffff, 1] and all(code == 0 for _, code in result["goaways"])
+        return result, 0 if ok else 1
+    raise Failure("unknown scenario %s" % args.scenario)
+
+
 def main():
     global DEADLINE, TLS
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -1263,6 +1396,11 @@ def main():
     p.add_argument("--stop-file", required=True)
     p.add_argument("--interval-ms", type=float, default=10.0, help="pause between requests (default 10)")
     p.add_argument("--request-timeout", type=float, default=5.0, help="seconds one request may take (default 5)")
+    p = sub.add_parser("h2", help="HTTP/2 written by hand: rapid reset, malformed requests, the GOAWAY drain")
+    common(p)
+    p.add_argument("--scenario", choices=["rapid-reset", "malformed", "goaway"], required=True)
+    p.add_argument("--path", default="/")
+    p.add_argument("--streams", type=int, default=2000, help="rapid-reset: streams opened and reset")
     p = sub.add_parser("tls")
     common(p)
     p.add_argument("--path", default="/")
@@ -1292,7 +1430,7 @@ def main():
     signal.setitimer(signal.ITIMER_REAL, args.timeout + 0.5)
     handler = {"ws-echo": cmd_ws_echo, "upload": cmd_upload, "download": cmd_download,
                "raw": cmd_raw, "slowloris": cmd_slowloris, "fuzz": cmd_fuzz, "steady": cmd_steady,
-               "corpus": cmd_corpus, "tls": cmd_tls}[args.command]
+               "corpus": cmd_corpus, "tls": cmd_tls, "h2": cmd_h2}[args.command]
     try:
         result, code = handler(args)
     except (Failure, OSError) as e:
