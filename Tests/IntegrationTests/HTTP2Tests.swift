@@ -12,6 +12,24 @@ import Testing
 struct HTTP2Tests {
     static let key = "h2-test-key-not-secret"
 
+    /// What every test here starts from: a certificate for a.test, the demo upstream, a keys file.
+    final class Fixture {
+        let certificates: TLSTests.Certificates
+        let upstream: DemoUpstream
+        let files: TemporaryDirectory
+
+        init() throws {
+            certificates = try TLSTests.Certificates([["a.test"]])
+            upstream = try DemoUpstream()
+            files = try TemporaryDirectory()
+            try "\(HTTP2Tests.key)\n".write(toFile: files.file("keys"), atomically: true, encoding: .utf8)
+        }
+
+        func config(workers: Int = 1, body: String = "h2 ok") -> String {
+            HTTP2Tests.config(certificates, upstream: upstream, keysFile: files.file("keys"), workers: workers, body: body)
+        }
+    }
+
     static func config(
         _ certificates: TLSTests.Certificates, upstream: DemoUpstream, keysFile: String, workers: Int = 1,
         body: String = "h2 ok"
@@ -56,13 +74,10 @@ struct HTTP2Tests {
 
     @Test("h2 by ALPN and h2c by prior knowledge: routing, auth on every path form, bodies both ways, https upstream")
     func serving() throws {
-        let certificates = try TLSTests.Certificates([["a.test"]])
-        let upstream = try DemoUpstream()
-        defer { upstream.stop() }
-        let files = try TemporaryDirectory()
-        try "\(Self.key)\n".write(toFile: files.file("keys"), atomically: true, encoding: .utf8)
-        let gatewayd = try GatewaydProcess(
-            config: Self.config(certificates, upstream: upstream, keysFile: files.file("keys")))
+        let fixture = try Fixture()
+        defer { fixture.upstream.stop() }
+        let (certificates, upstream, files) = (fixture.certificates, fixture.upstream, fixture.files)
+        let gatewayd = try GatewaydProcess(config: fixture.config())
         let tlsPort = try gatewayd.port(of: "web")
         let plainPort = try gatewayd.port(of: "plain")
         let ca = certificates.certificate("a.test")
@@ -85,6 +100,7 @@ struct HTTP2Tests {
         let echo = try Self.curl(["--http2", "--data-binary", "over h2"], https + "/echo/x?y=1", ca: ca, port: tlsPort)
         #expect(echo.stdout.hasSuffix("\n200 2"), "\(echo)")
         #expect(echo.stdout.contains(#"["x-forwarded-proto", "https"]"#), "\(echo)")
+        #expect(echo.stdout.contains(#"["via", "2 gatewayd"]"#), "\(echo)")
         #expect(echo.stdout.contains(#""path": "/echo/x?y=1""#) && echo.stdout.contains(#""body_length": 7"#), "\(echo)")
 
         // The guarded route holds over HTTP/2 for every spelling of its path (the HTTP/1.1
@@ -128,13 +144,9 @@ struct HTTP2Tests {
 
     @Test("malformed requests are stream errors, rapid reset closes the connection, the worker goes on")
     func abuse() throws {
-        let certificates = try TLSTests.Certificates([["a.test"]])
-        let upstream = try DemoUpstream()
-        defer { upstream.stop() }
-        let files = try TemporaryDirectory()
-        try "\(Self.key)\n".write(toFile: files.file("keys"), atomically: true, encoding: .utf8)
-        let gatewayd = try GatewaydProcess(
-            config: Self.config(certificates, upstream: upstream, keysFile: files.file("keys")))
+        let fixture = try Fixture()
+        defer { fixture.upstream.stop() }
+        let gatewayd = try GatewaydProcess(config: fixture.config())
         let port = try gatewayd.port(of: "plain")
         let workers = try gatewayd.status().generations.flatMap(\.workers).map(\.pid)
 
@@ -154,13 +166,9 @@ struct HTTP2Tests {
 
     @Test("a drain sends GOAWAY twice (2^31-1, then the last stream) and closes the connection")
     func goAwayDrain() throws {
-        let certificates = try TLSTests.Certificates([["a.test"]])
-        let upstream = try DemoUpstream()
-        defer { upstream.stop() }
-        let files = try TemporaryDirectory()
-        try "\(Self.key)\n".write(toFile: files.file("keys"), atomically: true, encoding: .utf8)
-        let gatewayd = try GatewaydProcess(
-            config: Self.config(certificates, upstream: upstream, keysFile: files.file("keys")))
+        let fixture = try Fixture()
+        defer { fixture.upstream.stop() }
+        let gatewayd = try GatewaydProcess(config: fixture.config())
         let port = try gatewayd.port(of: "plain")
         let client = try PythonClient(["h2", "--port", String(port), "--scenario", "goaway"], timeout: 20)
         let first = try client.firstLine()
@@ -174,14 +182,10 @@ struct HTTP2Tests {
 
     @Test("5,000 multiplexed requests (curl --parallel, 32 streams) across reloads: zero failed")
     func multiplexedAcrossReloads() throws {
-        let certificates = try TLSTests.Certificates([["a.test"]])
-        let upstream = try DemoUpstream()
-        defer { upstream.stop() }
-        let files = try TemporaryDirectory()
-        try "\(Self.key)\n".write(toFile: files.file("keys"), atomically: true, encoding: .utf8)
-        let config = { (round: Int) in
-            Self.config(certificates, upstream: upstream, keysFile: files.file("keys"), workers: 2, body: "v\(round)")
-        }
+        let fixture = try Fixture()
+        defer { fixture.upstream.stop() }
+        let (certificates, files) = (fixture.certificates, fixture.files)
+        let config = { (round: Int) in fixture.config(workers: 2, body: "v\(round)") }
         let gatewayd = try GatewaydProcess(config: config(0))
         let port = try gatewayd.port(of: "web")
         // One in ten proxied, the rest answered by the worker: the drain must finish both kinds.

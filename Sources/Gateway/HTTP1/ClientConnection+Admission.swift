@@ -189,7 +189,7 @@ extension ClientConnection {
             let writer = UpstreamHeadWriter(
                 head: head, bytes: bytes, target: target, peer: self.peer, peerTrusted: peerTrusted,
                 route: route, requestID: request.requestID, caseSensitive: self.services.paths.caseSensitive,
-                secure: self.secure)
+                secure: self.secure, http2: self.stream != nil)
             self.upstreamHead.clear()
             let hasHost = writer.write(into: self.upstreamHead, stripPrefix: proxyTarget.stripPrefix)
             let exchange = ProxyExchange(client: self, request: request, pool: pool, setsHost: !hasHost)

@@ -28,6 +28,9 @@ struct UpstreamHeadWriter {
     let caseSensitive: Bool
     /// The client came over TLS: `X-Forwarded-Proto: https` (from an untrusted peer).
     var secure = false
+    /// The request came on an HTTP/2 stream: `Via: 2 gatewayd` (RFC 9110 §7.6.3 names the
+    /// protocol the request was received with).
+    var http2 = false
 
     /// Writes the head into `output`; returns whether it has a `Host` field.
     func write(into output: IOBuffer, stripPrefix: String?) -> Bool {
@@ -99,7 +102,7 @@ struct UpstreamHeadWriter {
                 output.append(UnsafeBufferPointer(rebasing: self.bytes[field.valueRange]))
                 output.append(", ")
             }
-            output.append(self.head.isHTTP10 ? "1.0 gatewayd\r\n" : "1.1 gatewayd\r\n")
+            output.append(self.http2 ? "2 gatewayd\r\n" : self.head.isHTTP10 ? "1.0 gatewayd\r\n" : "1.1 gatewayd\r\n")
         }
         for (name, value) in rules.set {
             if name.utf8.count == 4, name.lowercased() == "host" { hasHost = true }
