@@ -150,7 +150,8 @@ struct HTTP2Tests {
         let port = try gatewayd.port(of: "plain")
         let workers = try gatewayd.status().generations.flatMap(\.workers).map(\.pid)
 
-        // An uppercase name, a connection-specific field, a CR LF in a value: each its stream's
+        // An uppercase name, a connection-specific field, a CR LF in a value, an absolute-form
+        // :path naming another host: each its stream's
         // PROTOCOL_ERROR, and the next request on the same connection is served.
         let malformed = try runClient(["h2", "--port", String(port), "--scenario", "malformed", "--path", "/echo"])
         #expect(malformed.exit == 0, "\(malformed)")

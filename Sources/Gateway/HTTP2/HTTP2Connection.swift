@@ -37,6 +37,9 @@ final class HTTP2Connection: IOHandler, LoopConnection {
     /// frames still go out): the connection's share of a slow client, as `outputHighWater` is
     /// for an HTTP/1.1 one, times a few streams.
     static let outputHighWater = 256 * 1024
+    /// Frames waiting for the socket past which the client is not read: twice the DATA
+    /// high-water mark, so control frames (which go out regardless) cannot grow it unbounded.
+    static let readPauseOutput = 2 * outputHighWater
     /// RST_STREAMs from the client per second before it is treated as the rapid-reset attack.
     /// A browser resets a handful when the user navigates away; the attack sends thousands.
     /// Twice the concurrent streams lets a client cancel everything it has open, twice.
@@ -62,7 +65,8 @@ final class HTTP2Connection: IOHandler, LoopConnection {
     }
 
     private enum Wait {
-        case preface, idle, goAwayAck, linger
+        /// The stalled case: streams wait for a window the client does not open.
+        case preface, idle, goAwayAck, linger, stalled
     }
 
     let fd: CInt
@@ -181,6 +185,9 @@ final class HTTP2Connection: IOHandler, LoopConnection {
             self.sendFinalGoAway()
         case .linger:
             self.closeNow()
+        case .stalled:
+            guard !self.blocked.isEmpty else { return }
+            self.connectionError(.enhanceYourCalm, "no flow-control window for idle_timeout")
         }
     }
 
@@ -190,7 +197,7 @@ final class HTTP2Connection: IOHandler, LoopConnection {
         let timeout: UInt64
         switch wait {
         case .preface: timeout = limits.headerTimeoutNanoseconds
-        case .idle: timeout = limits.idleTimeoutNanoseconds
+        case .idle, .stalled: timeout = limits.idleTimeoutNanoseconds
         case .goAwayAck: timeout = Self.goAwayRoundTrip
         case .linger: timeout = Self.lingerTimeout
         }
@@ -217,6 +224,13 @@ final class HTTP2Connection: IOHandler, LoopConnection {
             }
             if !self.handleFrames() { break }
             guard self.readable, self.phase != .closed else { break }
+            if self.output.readableCount >= Self.readPauseOutput {
+                // A client that does not read what it asks for (PING, SETTINGS, resets: the
+                // 2019 flood family) is not read either until its answers drain. The socket
+                // being full, its output edge resumes this loop.
+                self.flush()
+                guard self.output.readableCount < Self.readPauseOutput, self.phase != .closed else { break }
+            }
             guard self.readInput() else { break }
         }
         self.flush()
@@ -376,7 +390,7 @@ final class HTTP2Connection: IOHandler, LoopConnection {
                     return self.streamError(header.streamID, .flowControlError)
                 }
                 stream.sendWindow += increment
-                stream.pump()
+                if stream.isBlocked { self.wakeBlocked() } else { stream.pump() }
             }
             return true
         }
@@ -390,6 +404,8 @@ final class HTTP2Connection: IOHandler, LoopConnection {
         }
         guard payload.count % 6 == 0 else { return self.connectionError(.frameSizeError, "SETTINGS of \(payload.count) bytes") }
         var offset = 0
+        // Applied once, after the frame: a frame can repeat a setting thousands of times.
+        var newInitialWindow: Int?
         while offset < payload.count {
             let identifier = HTTP2.uint16(payload, at: offset)
             let value = HTTP2.uint32(payload, at: offset + 2)
@@ -404,11 +420,7 @@ final class HTTP2Connection: IOHandler, LoopConnection {
                 guard value <= UInt32(HTTP2.maxWindow) else {
                     return self.connectionError(.flowControlError, "INITIAL_WINDOW_SIZE above 2^31-1")
                 }
-                // RFC 9113 §6.9.2: every open stream's window moves by the difference.
-                let delta = Int(value) - self.peerInitialWindow
-                self.peerInitialWindow = Int(value)
-                for stream in self.streams.values { stream.sendWindow += delta }
-                if delta > 0 { self.wakeAll() }
+                newInitialWindow = Int(value)
             case .maxFrameSize:
                 guard value >= 16_384, value <= 16_777_215 else {
                     return self.connectionError(.protocolError, "MAX_FRAME_SIZE of \(value)")
@@ -418,6 +430,18 @@ final class HTTP2Connection: IOHandler, LoopConnection {
                 // Server push is off; what the client takes of our headers is what we send.
                 break
             }
+        }
+        if let window = newInitialWindow, window != self.peerInitialWindow {
+            // RFC 9113 §6.9.2: every open stream's window moves by the difference.
+            let delta = window - self.peerInitialWindow
+            self.peerInitialWindow = window
+            for stream in self.streams.values {
+                stream.sendWindow += delta
+                guard stream.sendWindow <= HTTP2.maxWindow else {
+                    return self.connectionError(.flowControlError, "a stream window above 2^31-1")
+                }
+            }
+            if delta > 0 { self.wakeAll() }
         }
         self.output.appendFrameHeader(length: 0, type: .settings, flags: HTTP2.Flags.ack, streamID: 0)
         return true
@@ -461,8 +485,11 @@ final class HTTP2Connection: IOHandler, LoopConnection {
             stream.receiveEnd()
             return true
         }
-        guard id & 1 == 1, id > self.lastStreamID else {
-            return self.connectionError(.protocolError, "HEADERS on stream \(id) after \(self.lastStreamID)")
+        guard id & 1 == 1 else { return self.connectionError(.protocolError, "HEADERS on even stream \(id)") }
+        guard id > self.lastStreamID else {
+            // A stream we already ended or reset (trailers still in flight after an early
+            // answer): decoded above for the HPACK state, and dropped (RFC 9113 §5.1).
+            return true
         }
         self.lastStreamID = id
         if id > self.goAwayLastStreamID {
@@ -475,7 +502,7 @@ final class HTTP2Connection: IOHandler, LoopConnection {
         }
         let stream = HTTP2Stream(id: id, connection: self)
         self.streams[id] = stream
-        self.disarm()
+        if self.wait == .idle { self.disarm() }
         stream.start(headers: headers, endStream: endStream)
         return true
     }
@@ -532,6 +559,10 @@ final class HTTP2Connection: IOHandler, LoopConnection {
     /// A stream's response and request are both over: it leaves the table.
     func streamClosed(_ stream: HTTP2Stream) {
         if self.streams[stream.id] === stream { self.streams[stream.id] = nil }
+        if stream.isBlocked {
+            stream.isBlocked = false
+            self.blocked.removeAll { $0 === stream }
+        }
         if self.streams.isEmpty {
             if self.phase == .goingAway, self.goAwayLastStreamID != HTTP2.maxStreamID {
                 self.finish()
@@ -542,6 +573,11 @@ final class HTTP2Connection: IOHandler, LoopConnection {
     }
 
     /// The stream stops before its end (a malformed request, our reset): RST_STREAM.
+    ///
+    /// A reset the client caused (a malformed request, a flow-control error) counts against the
+    /// same budget as its own resets: otherwise a client could have its streams reset for it,
+    /// each one routed and proxied first ("MadeYouReset", CVE-2025-8671). Our own failures
+    /// (`internalError`) do not count.
     @discardableResult
     func streamError(_ id: UInt32, _ error: HTTP2.ErrorCode) -> Bool {
         self.output.appendResetStream(streamID: id, error: error)
@@ -551,25 +587,32 @@ final class HTTP2Connection: IOHandler, LoopConnection {
             self.streamClosed(stream)
         }
         self.scheduleFlush()
-        return true
+        return error == .internalError || self.countReset()
     }
 
     /// Whether DATA may be added to the output now.
     var outputHasRoom: Bool { self.output.readableCount < Self.outputHighWater && self.phase != .closed }
 
     func waitForWindow(_ stream: HTTP2Stream) {
-        if !self.blocked.contains(where: { $0 === stream }) { self.blocked.append(stream) }
+        guard !stream.isBlocked else { return }
+        stream.isBlocked = true
+        self.blocked.append(stream)
+        // A client that opens no window holds the stream (and its upstream connection): it
+        // has `idle_timeout` to open one, as an HTTP/1.1 client that stops reading does.
+        if self.wait == nil { self.arm(.stalled) }
     }
 
     private func wakeBlocked() {
         guard !self.blocked.isEmpty else { return }
         let waiting = self.blocked
         self.blocked = []
+        for stream in waiting { stream.isBlocked = false }
+        if self.wait == .stalled { self.disarm() }
         for stream in waiting where self.sendWindow > 0 && self.outputHasRoom {
             stream.pump()
         }
-        for stream in waiting where !stream.isDone && !self.blocked.contains(where: { $0 === stream }) {
-            if stream.hasPendingData { self.blocked.append(stream) }
+        for stream in waiting where !stream.isDone && !stream.isBlocked && stream.hasPendingData {
+            self.waitForWindow(stream)
         }
     }
 

@@ -38,7 +38,10 @@ struct HTTP2RequestHead {
                     guard scheme == nil, !value.isEmpty else { return nil }
                     scheme = value
                 case ":path":
-                    guard path == nil, !value.isEmpty, Self.isVisible(value) else { return nil }
+                    // RFC 9113 §8.3.1: origin-form, or `*` (OPTIONS). An absolute-form
+                    // target would name a host other than `:authority` to the router.
+                    guard path == nil, value.utf8.first == UInt8(ascii: "/") || value == "*", Self.isVisible(value)
+                    else { return nil }
                     path = value
                 case ":authority":
                     // RFC 9113 §8.3.1: no userinfo.
@@ -68,7 +71,9 @@ struct HTTP2RequestHead {
                 // The body is taken as it comes; no interim response is sent.
                 continue
             case "content-length":
-                guard self.contentLength == nil, let length = UInt64(value) else { return nil }
+                guard self.contentLength == nil, !value.isEmpty, value.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
+                    let length = UInt64(value)
+                else { return nil }
                 self.contentLength = length
                 self.fields.append((name, value))
             default:
@@ -81,7 +86,7 @@ struct HTTP2RequestHead {
             guard let authority, path == nil, scheme == nil else { return nil }
             self.target = authority
         } else {
-            guard let path, scheme != nil else { return nil }
+            guard let path, scheme != nil, path != "*" || method == "OPTIONS" else { return nil }
             self.target = path
         }
         // RFC 9113 §8.3.1: `:authority` stands for Host; a Host that says otherwise is not the

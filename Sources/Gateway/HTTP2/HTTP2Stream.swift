@@ -65,6 +65,8 @@ final class HTTP2Stream {
     /// Out of the connection's table.
     private var closed = false
     var sendWindow: Int
+    /// On the connection's list of streams waiting for a window or for room in its output.
+    var isBlocked = false
 
     init(id: UInt32, connection: HTTP2Connection) {
         self.id = id
@@ -157,7 +159,12 @@ final class HTTP2Stream {
         (buffer.storage + buffer.writerIndex).update(from: self.inbound.storage + self.inbound.readerIndex, count: count)
         buffer.didWrite(count)
         self.inbound.consume(count)
-        let refund = min(count, self.unrefunded)
+        // What the read took is body and chunk framing mixed; window is given back for the
+        // body's share only (all of it once `inbound` is empty), so that one-byte DATA frames,
+        // six bytes each once framed, cannot make `inbound` outgrow the window.
+        let before = self.inbound.readableCount + count
+        let refund =
+            self.inbound.isEmpty ? self.unrefunded : min(self.unrefunded, self.unrefunded * count / max(before, 1))
         self.unrefunded -= refund
         self.refundDue += refund
         if self.refundDue >= Self.windowRefundStep || (self.inbound.isEmpty && self.refundDue > 0), !self.inboundEnded {
@@ -363,6 +370,9 @@ final class HTTP2Stream {
         self.closed = true
         self.response = .reset
         self.pending.clear()
+        self.pending.park()
+        self.inbound.clear()
+        self.inbound.park()
         self.client?.closeNow()
         self.client = nil
     }

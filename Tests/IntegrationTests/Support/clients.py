@@ -1304,14 +1304,16 @@ def cmd_h2(args):
         codes = [code for _, code in result["goaways"]]
         return result, 0 if 11 in codes and result["closed"] else 1
     if args.scenario == "malformed":
-        # An uppercase name, a connection-specific field, then a good request on the same connection.
+        # An uppercase name, a connection-specific field, a CR LF in a value, an absolute-form
+        # :path, then a good request on the same connection.
         sock.sendall(h2_frame(H2_HEADERS, 0x5, 1, h2_get(args.path.encode(), [(b"X-Upper", b"1")]))
                      + h2_frame(H2_HEADERS, 0x5, 3, h2_get(args.path.encode(), [(b"transfer-encoding", b"chunked")]))
                      + h2_frame(H2_HEADERS, 0x5, 5, h2_get(args.path.encode(), [(b"x-bad", b"a\r\nb: c")]))
-                     + h2_frame(H2_HEADERS, 0x5, 7, h2_get(args.path.encode())))
+                     + h2_frame(H2_HEADERS, 0x5, 7, h2_get(b"http://elsewhere" + args.path.encode()))
+                     + h2_frame(H2_HEADERS, 0x5, 9, h2_get(args.path.encode())))
         result["closed"] = False
-        read_all(until_stream_end=7)
-        ok = all(result["resets"].get(s) == 1 for s in ("1", "3", "5")) and "7" in result["bodies"]
+        read_all(until_stream_end=9)
+        ok = all(result["resets"].get(s) == 1 for s in ("1", "3", "5", "7")) and "9" in result["bodies"]
         return result, 0 if ok else 1
     if args.scenario == "goaway":
         # One request, then wait for the drain: a GOAWAY pair, then the close.
