@@ -39,16 +39,18 @@ struct TLSTests {
 
     static func config(
         _ certificates: Certificates, names: [String], workers: Int = 1, upstream: UInt16? = nil,
-        headerTimeout: String = "10s", body: String = "tls ok"
+        headerTimeout: String = "10s", body: String = "tls ok", proxyProtocol: Bool = false, settings: String = ""
     ) -> String {
         var text = """
             workers: \(workers)
             drain_timeout: 10s
             limits: { header_timeout: \(headerTimeout) }
+            \(settings)
             listeners:
               - name: web
                 address: "127.0.0.1:0"
                 backlog: 1024
+                proxy_protocol: \(proxyProtocol)
                 tls:
                   certificates:
 
@@ -226,6 +228,39 @@ struct TLSTests {
         ])
         #expect(fresh.exit == 0 && fresh["cert_sha256"] as? String == new, "\(fresh)")
         try gatewayd.waitUntilSingleGeneration()
+    }
+
+    @Test("behind HAProxy in TCP mode (send-proxy, send-proxy-v2): the PROXY header is read before the handshake")
+    func proxyProtocol() throws {
+        let certificates = try Certificates([["a.test"]])
+        let upstream = try DemoUpstream()
+        defer { upstream.stop() }
+        let accessLog = certificates.directory.file("access.log")
+        let gatewayd = try GatewaydProcess(
+            config: Self.config(
+                certificates, names: ["a.test"], upstream: upstream.port, proxyProtocol: true,
+                settings: "access_log: { path: \(accessLog), format: json }"))
+        let port = try gatewayd.port()
+        let clients = ["198.51.100.21", "198.51.100.22"]
+        guard
+            let haproxy = try HAProxyProcess([
+                .init(source: clients[0], sendProxy: "send-proxy", target: port),
+                .init(source: clients[1], sendProxy: "send-proxy-v2", target: port),
+            ])
+        else { return }
+        for (through, client) in zip(haproxy.ports, clients) {
+            let result = try Self.curl(through, "a.test", ca: certificates.certificate("a.test"), path: "/echo")
+            #expect(result.status == 0 && result.stdout.hasSuffix("200 1.1"), "\(result)")
+            #expect(result.stdout.lowercased().contains("[\"x-forwarded-for\", \"\(client)\"]"), "\(result)")
+        }
+        try waitUntil("two access log lines") {
+            readWholeFile(accessLog).split(separator: "\n").count >= 2
+        }
+        let logged = readWholeFile(accessLog)
+        #expect(clients.allSatisfy { logged.contains("\"client\":\"\($0)\"") }, "\(logged)")
+        // A ClientHello where the header should be: closed, as any connection without one is.
+        let direct = try Self.curl(port, "a.test", ca: certificates.certificate("a.test"))
+        #expect(direct.status != 0, "\(direct)")
     }
 
     @Test("wrk over HTTPS across 10 reloads: zero failed requests")
