@@ -1,13 +1,18 @@
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
 
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -160,6 +165,80 @@ int gw_tls_inspect(const void *certificate, size_t certificate_length, const voi
     return code;
 }
 
+// MARK: Session tickets
+
+typedef struct gw_ticket_key {
+    unsigned char name[16];
+    unsigned char hmac[32];
+    unsigned char aes[32];
+} gw_ticket_key;
+
+/// The process's ticket keys, the first the current. A mutex, not a lock-free swap: it is held
+/// for an 80-byte copy once per handshake, and the writer (a rotation) comes once an hour.
+static pthread_mutex_t ticket_lock = PTHREAD_MUTEX_INITIALIZER;
+static gw_ticket_key ticket_keys[GW_TLS_MAX_TICKET_KEYS];
+static size_t ticket_key_count;
+
+void gw_tls_set_ticket_keys(const unsigned char *keys, size_t count) {
+    if (count > GW_TLS_MAX_TICKET_KEYS) count = GW_TLS_MAX_TICKET_KEYS;
+    pthread_mutex_lock(&ticket_lock);
+    OPENSSL_cleanse(ticket_keys, sizeof(ticket_keys));
+    for (size_t i = 0; i < count; i++) {
+        const unsigned char *key = keys + i * GW_TLS_TICKET_KEY_LENGTH;
+        memcpy(ticket_keys[i].name, key, 16);
+        memcpy(ticket_keys[i].hmac, key + 16, 32);
+        memcpy(ticket_keys[i].aes, key + 48, 32);
+    }
+    ticket_key_count = count;
+    pthread_mutex_unlock(&ticket_lock);
+}
+
+/// OpenSSL's ticket key callback (SSL_CTX_set_tlsext_ticket_key_evp_cb(3), whose example this
+/// follows): encrypt with the current key; decrypt with the key the ticket names. Returns 1
+/// (done), 2 (decrypted with an older key: issue a new ticket under the current one), 0 (no
+/// ticket to issue, or an unknown key: a full handshake), -1 (failure).
+static int ticket_key(SSL *ssl, unsigned char key_name[16], unsigned char iv[EVP_MAX_IV_LENGTH],
+                      EVP_CIPHER_CTX *cipher, EVP_MAC_CTX *mac, int encrypt) {
+    (void)ssl;
+    gw_ticket_key key;
+    int found = -1;
+    pthread_mutex_lock(&ticket_lock);
+    if (encrypt) {
+        if (ticket_key_count > 0) found = 0;
+    } else {
+        for (size_t i = 0; i < ticket_key_count; i++) {
+            if (CRYPTO_memcmp(key_name, ticket_keys[i].name, 16) == 0) {
+                found = (int)i;
+                break;
+            }
+        }
+    }
+    if (found >= 0) key = ticket_keys[found];
+    pthread_mutex_unlock(&ticket_lock);
+    if (found < 0) return 0;
+
+    int result = found == 0 ? 1 : 2;
+    if (encrypt) {
+        memcpy(key_name, key.name, 16);
+        if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) != 1 ||
+            !EVP_EncryptInit_ex(cipher, EVP_aes_256_cbc(), NULL, key.aes, iv)) {
+            result = -1;
+        }
+    } else if (!EVP_DecryptInit_ex(cipher, EVP_aes_256_cbc(), NULL, key.aes, iv)) {
+        result = -1;
+    }
+    if (result > 0) {
+        OSSL_PARAM params[] = {
+            OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, key.hmac, sizeof(key.hmac)),
+            OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0),
+            OSSL_PARAM_construct_end(),
+        };
+        if (!EVP_MAC_CTX_set_params(mac, params)) result = -1;
+    }
+    OPENSSL_cleanse(&key, sizeof(key));
+    return result;
+}
+
 // MARK: Servers
 
 typedef struct gw_tls_entry {
@@ -169,6 +248,7 @@ typedef struct gw_tls_entry {
 
 struct gw_tls_server {
     int min_version;
+    long session_lifetime;
     unsigned char *alpn;
     size_t alpn_length;
     gw_tls_entry *entries;
@@ -223,8 +303,8 @@ static int select_protocol(SSL *ssl, const unsigned char **out, unsigned char *o
     return SSL_TLSEXT_ERR_OK;
 }
 
-gw_tls_server *gw_tls_server_new(int min_version, const unsigned char *alpn, size_t alpn_length, char *error,
-                                 size_t error_length) {
+gw_tls_server *gw_tls_server_new(int min_version, long session_lifetime, const unsigned char *alpn,
+                                 size_t alpn_length, char *error, size_t error_length) {
     gw_tls_server *server = calloc(1, sizeof(*server));
     if (server == NULL || (alpn_length > 0 && (server->alpn = malloc(alpn_length)) == NULL)) {
         free(server);
@@ -232,6 +312,7 @@ gw_tls_server *gw_tls_server_new(int min_version, const unsigned char *alpn, siz
         return NULL;
     }
     server->min_version = min_version;
+    server->session_lifetime = session_lifetime;
     if (alpn_length > 0) memcpy(server->alpn, alpn, alpn_length);
     server->alpn_length = alpn_length;
     return server;
@@ -274,9 +355,12 @@ int gw_tls_server_add_certificate(gw_tls_server *server, const void *certificate
                                   SSL_MODE_RELEASE_BUFFERS);
     // Read ahead: one read(2) takes every record the socket has, instead of a header then a body.
     SSL_CTX_set_read_ahead(context, 1);
-    // No server-side session cache: its entries would be per worker and per generation anyway.
-    // Stateless tickets still resume, on the worker that issued them (keys are per process).
+    // No server-side session cache: its entries would be per worker and per generation.
+    // Stateless tickets resume instead, on any worker of any generation: their keys are the
+    // master's, shared by every worker (gw_tls_set_ticket_keys).
     SSL_CTX_set_session_cache_mode(context, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_tlsext_ticket_key_evp_cb(context, ticket_key);
+    SSL_CTX_set_timeout(context, server->session_lifetime);
     SSL_CTX_set_tlsext_servername_callback(context, select_certificate);
     SSL_CTX_set_tlsext_servername_arg(context, server);
     if (server->alpn_length > 0) SSL_CTX_set_alpn_select_cb(context, select_protocol, server);

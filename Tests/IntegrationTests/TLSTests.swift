@@ -263,6 +263,88 @@ struct TLSTests {
         #expect(direct.status != 0, "\(direct)")
     }
 
+    /// One request over `openssl s_client` (`-tls1_2` or `-tls1_3`), saving the session to
+    /// `saveTo` or resuming the one in `resume`. Returns whether the handshake resumed.
+    static func ticketRequest(
+        _ port: UInt16, _ version: String, path: String, saveTo: String? = nil, resume: String? = nil
+    ) throws -> Bool {
+        var options = "-connect 127.0.0.1:\(port) -servername a.test \(version) -ign_eof"
+        if let saveTo { options += " -sess_out \(saveTo)" }
+        if let resume { options += " -sess_in \(resume)" }
+        // -ign_eof: s_client stays for the response (and, in TLS 1.3, the tickets before it),
+        // and leaves when the server closes after it.
+        let request = "GET \(path) HTTP/1.1\\r\\nHost: a.test\\r\\nConnection: close\\r\\n\\r\\n"
+        let result = try runCommand(
+            "/bin/sh", ["-c", "printf '\(request)' | /usr/bin/openssl s_client \(options)"], timeout: .seconds(20))
+        let said = result.stdout + result.stderr
+        guard said.contains("HTTP/1.1 200") else { throw HarnessError("s_client \(options): \(said)") }
+        guard let line = said.split(separator: "\n").first(where: { $0.hasPrefix("Reused,") || $0.hasPrefix("New,") })
+        else { throw HarnessError("s_client \(options): no session line: \(said)") }
+        return line.hasPrefix("Reused,")
+    }
+
+    /// The pid of the worker that logged `path` in the JSON access log.
+    static func servedBy(_ accessLog: String, path: String) throws -> Int32 {
+        var pid: Int32?
+        try waitUntil("\(path) in the access log") {
+            for line in readWholeFile(accessLog).split(separator: "\n") where line.contains("\"path\":\"\(path)\"") {
+                let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+                pid = (object?["pid"] as? Int).map(Int32.init)
+            }
+            return pid != nil
+        }
+        return pid ?? 0
+    }
+
+    @Test("session tickets (TLS 1.2 and 1.3) resume on another worker and across a reload: the master's keys")
+    func sessionResumption() throws {
+        let certificates = try Certificates([["a.test"]])
+        let accessLog = certificates.directory.file("access.log")
+        let config = Self.config(
+            certificates, names: ["a.test"], workers: 2, settings: "access_log: { path: \(accessLog), format: json }")
+        let gatewayd = try GatewaydProcess(config: config)
+        let port = try gatewayd.port()
+        for version in ["-tls1_2", "-tls1_3"] {
+            let session = certificates.directory.file("session\(version)")
+            #expect(try !Self.ticketRequest(port, version, path: "/issue\(version)", saveTo: session))
+            let issuer = try Self.servedBy(accessLog, path: "/issue\(version)")
+            // The issuer stopped, the kernel gives the connection to the other worker (an idle
+            // worker would otherwise get every connection: EPOLLEXCLUSIVE wakes the first).
+            kill(issuer, SIGSTOP)
+            let resumed = Result { try Self.ticketRequest(port, version, path: "/other\(version)", resume: session) }
+            kill(issuer, SIGCONT)
+            #expect(try resumed.get(), "\(version): no resumption on the other worker")
+            #expect(try Self.servedBy(accessLog, path: "/other\(version)") != issuer)
+        }
+        let before = Set(try gatewayd.status().generations.flatMap(\.workers).map(\.pid))
+        #expect(try gatewayd.reload().status == 0)
+        try gatewayd.waitUntilSingleGeneration()
+        for version in ["-tls1_2", "-tls1_3"] {
+            let session = certificates.directory.file("session\(version)")
+            #expect(try Self.ticketRequest(port, version, path: "/reloaded\(version)", resume: session), "\(version)")
+            #expect(!before.contains(try Self.servedBy(accessLog, path: "/reloaded\(version)")))
+        }
+    }
+
+    @Test("a ticket resumes after one rotation of the keys, and gets a full handshake once its key is gone")
+    func ticketKeyRotation() throws {
+        let certificates = try Certificates([["a.test"]])
+        // Test builds only: the keys rotate every second instead of every hour.
+        let config = "# gatewayd-fault: ticket-key-rotation=1s\n" + Self.config(certificates, names: ["a.test"])
+        let gatewayd = try GatewaydProcess(config: config)
+        let port = try gatewayd.port()
+        func rotations() -> Int { gatewayd.log.components(separatedBy: "TLS session ticket keys rotated").count - 1 }
+        let session = certificates.directory.file("session")
+        #expect(try !Self.ticketRequest(port, "-tls1_3", path: "/issue", saveTo: session))
+        // Counted after the ticket: its key is at most this many rotations old.
+        let issued = rotations()
+        try waitUntil("one rotation") { rotations() >= issued + 1 }
+        #expect(try Self.ticketRequest(port, "-tls1_3", path: "/kept", resume: session), "the previous key decrypts")
+        // The third rotation drops the key; one more, so the worker has surely applied it.
+        try waitUntil("four rotations", timeout: .seconds(10)) { rotations() >= issued + 4 }
+        #expect(try !Self.ticketRequest(port, "-tls1_3", path: "/dropped", resume: session), "a full handshake")
+    }
+
     @Test("wrk over HTTPS across 10 reloads: zero failed requests")
     func reloadsUnderLoad() throws {
         let certificates = try Certificates([["a.test"]])

@@ -54,15 +54,26 @@ int gw_tls_inspect(const void *certificate, size_t certificate_length, const voi
 /// the client's SNI. Immutable once built, so every loop thread may create connections from it.
 typedef struct gw_tls_server gw_tls_server;
 
-/// `min_version`: 0x0303 (TLS 1.2) or 0x0304 (TLS 1.3). `alpn`: the protocols in wire format
-/// (length-prefixed), the server's preference order. NULL with the reason in `error` on failure.
-gw_tls_server *gw_tls_server_new(int min_version, const unsigned char *alpn, size_t alpn_length, char *error,
-                                 size_t error_length);
+/// `min_version`: 0x0303 (TLS 1.2) or 0x0304 (TLS 1.3). `session_lifetime`: how long, in
+/// seconds, a session may be resumed from a ticket (the hint clients get). `alpn`: the
+/// protocols in wire format (length-prefixed), the server's preference order. NULL with the
+/// reason in `error` on failure.
+gw_tls_server *gw_tls_server_new(int min_version, long session_lifetime, const unsigned char *alpn,
+                                 size_t alpn_length, char *error, size_t error_length);
 /// Adds a certificate (checked as `gw_tls_inspect` does). Returns 0, or -1 with the reason in `error`.
 int gw_tls_server_add_certificate(gw_tls_server *server, const void *certificate, size_t certificate_length,
                                   const void *key, size_t key_length, char *error, size_t error_length);
 void gw_tls_server_free(gw_tls_server *server);
 
+/// Session ticket keys (RFC 5077; TLS 1.3's stateless tickets too): the process's list, used by
+/// every server context, set from any thread (the worker's channel reader) while loop threads
+/// handshake. Each key is GW_TLS_TICKET_KEY_LENGTH bytes: a 16-byte name, a 32-byte HMAC-SHA256
+/// key, a 32-byte AES-256-CBC key, the layout of nginx's 80-byte `ssl_session_ticket_key` files.
+/// The first key encrypts new tickets; every key decrypts, and a ticket under any but the first
+/// is renewed under the first. No keys: no tickets are issued, and none is accepted.
+enum { GW_TLS_TICKET_KEY_LENGTH = 80, GW_TLS_MAX_TICKET_KEYS = 8 };
+/// Replaces the list (at most GW_TLS_MAX_TICKET_KEYS; more are ignored); the old keys are wiped.
+void gw_tls_set_ticket_keys(const unsigned char *keys, size_t count);
 /// One TLS connection on `fd`, server side (the fd stays the caller's: gw_tls_free does not close it).
 typedef struct gw_tls_connection gw_tls_connection;
 
