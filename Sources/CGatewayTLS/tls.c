@@ -1,4 +1,5 @@
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -377,6 +378,89 @@ void gw_tls_server_free(gw_tls_server *server) {
     free(server);
 }
 
+// MARK: Clients
+
+struct gw_tls_client {
+    SSL_CTX *context;
+};
+
+/// Adds every PEM certificate of `pem` to `store` (NULL: only counts them). The count, or -1.
+static int add_certificates(X509_STORE *store, const void *pem, size_t pem_length, char *error,
+                            size_t error_length) {
+    ERR_clear_error();
+    BIO *bio = BIO_new_mem_buf(pem, (int)pem_length);
+    if (bio == NULL) {
+        take_error(error, error_length, "out of memory");
+        return -1;
+    }
+    int count = 0;
+    for (;;) {
+        X509 *certificate = PEM_read_bio_X509(bio, NULL, no_passphrase, NULL);
+        if (certificate == NULL) break;
+        int added = store == NULL || X509_STORE_add_cert(store, certificate) == 1;
+        X509_free(certificate);
+        if (!added) {
+            BIO_free(bio);
+            take_error(error, error_length, "a certificate cannot be added");
+            return -1;
+        }
+        count++;
+    }
+    unsigned long last = ERR_peek_last_error();
+    BIO_free(bio);
+    // The end of the file reads as "no start line"; anything else is a certificate cut short.
+    int garbage = last != 0 && !(ERR_GET_LIB(last) == ERR_LIB_PEM && ERR_GET_REASON(last) == PEM_R_NO_START_LINE);
+    if (count == 0 || garbage) {
+        take_error(error, error_length, count == 0 ? "no PEM certificate found" : "a certificate does not parse");
+        return -1;
+    }
+    ERR_clear_error();
+    return count;
+}
+
+int gw_tls_count_certificates(const void *pem, size_t pem_length, char *error, size_t error_length) {
+    return add_certificates(NULL, pem, pem_length, error, error_length);
+}
+
+gw_tls_client *gw_tls_client_new(const void *ca, size_t ca_length, int verify, char *error, size_t error_length) {
+    gw_tls_client *client = calloc(1, sizeof(*client));
+    SSL_CTX *context = client != NULL ? SSL_CTX_new(TLS_client_method()) : NULL;
+    if (context == NULL || !SSL_CTX_set_min_proto_version(context, TLS1_2_VERSION)) {
+        take_error(error, error_length, "out of memory");
+        SSL_CTX_free(context);
+        free(client);
+        return NULL;
+    }
+    client->context = context;
+    if (verify) {
+        int trusted = ca != NULL ? add_certificates(SSL_CTX_get_cert_store(context), ca, ca_length, error, error_length)
+                                 : SSL_CTX_set_default_verify_paths(context);
+        if (trusted <= 0) {
+            if (ca == NULL) take_error(error, error_length, "the system's certificate store cannot be read");
+            gw_tls_client_free(client);
+            return NULL;
+        }
+    }
+    SSL_CTX_set_verify(context, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+    // As the server side (gw_tls_server_add_certificate): no renegotiation, framed responses
+    // need no close_notify, partial writes from a moving buffer, released buffers while idle
+    // in the pool, one read(2) for every record the socket has.
+    SSL_CTX_set_options(context, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(context, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                                  SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_read_ahead(context, 1);
+    // HTTP/1.1 is what goes upstream; an upstream that speaks ALPN then knows it.
+    static const unsigned char http11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+    SSL_CTX_set_alpn_protos(context, http11, sizeof(http11));
+    return client;
+}
+
+void gw_tls_client_free(gw_tls_client *client) {
+    if (client == NULL) return;
+    SSL_CTX_free(client->context);
+    free(client);
+}
+
 // MARK: Connections
 
 struct gw_tls_connection {
@@ -397,6 +481,27 @@ gw_tls_connection *gw_tls_accept(gw_tls_server *server, int fd) {
         return NULL;
     }
     SSL_set_accept_state(connection->ssl);
+    return connection;
+}
+
+gw_tls_connection *gw_tls_connect(gw_tls_client *client, int fd, const char *name) {
+    gw_tls_connection *connection = calloc(1, sizeof(*connection));
+    if (connection == NULL) return NULL;
+    connection->ssl = SSL_new(client->context);
+    unsigned char address[16];
+    int literal = inet_pton(AF_INET, name, address) == 1 || inet_pton(AF_INET6, name, address) == 1;
+    // The name to check goes in the connection's verify parameters (SSL_set1_host, or the
+    // address for a literal), which verification uses only when SSL_VERIFY_PEER is on.
+    int ok = connection->ssl != NULL && SSL_set_fd(connection->ssl, fd) &&
+             (literal ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(connection->ssl), name)
+                      : SSL_set_tlsext_host_name(connection->ssl, name) && SSL_set1_host(connection->ssl, name));
+    if (!ok) {
+        SSL_free(connection->ssl);
+        free(connection);
+        ERR_clear_error();
+        return NULL;
+    }
+    SSL_set_connect_state(connection->ssl);
     return connection;
 }
 
@@ -489,7 +594,14 @@ const char *gw_tls_server_name(gw_tls_connection *connection) {
 }
 
 void gw_tls_failure(gw_tls_connection *connection, char *error, size_t error_length) {
-    (void)connection;
     int saved = errno;
+    // Only a client checks its peer here (an upstream's certificate, with `verify` on).
+    long verified = SSL_get_verify_result(connection->ssl);
+    if (!SSL_is_server(connection->ssl) && (SSL_get_verify_mode(connection->ssl) & SSL_VERIFY_PEER) &&
+        verified != X509_V_OK) {
+        ERR_clear_error();
+        snprintf(error, error_length, "certificate verify failed: %s", X509_verify_cert_error_string(verified));
+        return;
+    }
     take_error(error, error_length, saved != 0 ? strerror(saved) : "the peer closed during the handshake");
 }

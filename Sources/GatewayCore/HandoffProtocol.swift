@@ -335,7 +335,8 @@ extension HandoffMessage: FramedMessage {
         case "drain": return .drain
         case "log_levels": return .logLevels(try require(wire.log_levels, "log_levels"))
         case "status_page": return .statusPage(try require(wire.snapshot, "snapshot"))
-        case "ticket_keys": return .ticketKeys(try SessionTicketKeys(wireForm: try require(wire.ticket_keys, "ticket_keys")))
+        case "ticket_keys":
+            return .ticketKeys(try SessionTicketKeys(wireForm: try require(wire.ticket_keys, "ticket_keys")))
         case "ready": return .ready(pid: try require(wire.pid, "pid"))
         case "failed": return .failed(reason: try require(wire.reason, "reason"))
         case "connections": return .connections(count: try require(wire.count, "count"))
@@ -352,7 +353,8 @@ extension SessionTicketKeys {
         let decoded = wireForm.compactMap { Data(base64Encoded: $0).map { [UInt8]($0) } }
         guard decoded.count == wireForm.count, let keys = SessionTicketKeys(keys: decoded) else {
             throw HandoffProtocolError(
-                "ticket_keys: \(wireForm.count) keys, each must be \(SessionTicketKeys.keyLength) bytes in base64, at most \(SessionTicketKeys.keptKeys)")
+                "ticket_keys: \(wireForm.count) keys; at most \(SessionTicketKeys.keptKeys), "
+                    + "each \(SessionTicketKeys.keyLength) bytes in base64")
         }
         self = keys
     }

@@ -56,7 +56,9 @@ extension SessionTicketKeys: Codable {
         let keys = try decoder.singleValueContainer().decode([[UInt8]].self)
         guard let valid = SessionTicketKeys(keys: keys) else {
             throw DecodingError.dataCorrupted(
-                .init(codingPath: decoder.codingPath, debugDescription: "ticket keys of \(Self.keyLength) bytes expected"))
+                .init(
+                    codingPath: decoder.codingPath, debugDescription: "ticket keys of \(Self.keyLength) bytes expected")
+            )
         }
         self = valid
     }

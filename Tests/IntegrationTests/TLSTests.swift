@@ -345,6 +345,99 @@ struct TLSTests {
         #expect(try !Self.ticketRequest(port, "-tls1_3", path: "/dropped", resume: session), "a full handshake")
     }
 
+    /// `Support/tls-upstream.py`: an HTTPS origin whose answers say which TLS connection
+    /// carried them. Killed at deinit.
+    final class TLSUpstream {
+        let port: UInt16
+        private let process: ChildProcess
+
+        init(certificate: String, key: String, directory: TemporaryDirectory) throws {
+            let script = repositoryRoot.appendingPathComponent("Tests/IntegrationTests/Support/tls-upstream.py").path
+            let output = directory.file("tls-upstream.log")
+            let process = try ChildProcess(
+                ["/usr/bin/python3", script, certificate, key], environment: [:], output: output)
+            self.process = process
+            var port: UInt16?
+            do {
+                try waitUntil("tls-upstream.py to print READY") {
+                    let text = readWholeFile(output)
+                    port = text.split(separator: "\n").first { $0.hasPrefix("READY ") }.flatMap {
+                        UInt16($0.dropFirst(6))
+                    }
+                    guard port != nil || process.isRunning else {
+                        throw HarnessError("tls-upstream.py exited: \(text)")
+                    }
+                    return port != nil
+                }
+            } catch {
+                Self.kill(process)
+                throw error
+            }
+            self.port = port ?? 0
+        }
+
+        deinit { Self.kill(process) }
+
+        private static func kill(_ process: ChildProcess) {
+            Glibc.kill(process.pid, SIGKILL)
+            while process.isRunning { usleep(1_000) }
+        }
+    }
+
+    @Test(
+        "upstream TLS: checked against ca and sni, pooled like plaintext; a wrong CA or name is a 502 and an error line"
+    )
+    func upstreamTLS() throws {
+        // Each certificate is its own CA (make-tls-certificate.sh): upstream.test's is the CA
+        // that signed the origin's, other.test's one that did not.
+        let certificates = try Certificates([["upstream.test"], ["other.test"]])
+        let origin = try TLSUpstream(
+            certificate: certificates.certificate("upstream.test"), key: certificates.key("upstream.test"),
+            directory: certificates.directory)
+        let right = certificates.certificate("upstream.test")
+        let wrong = certificates.certificate("other.test")
+        var config = """
+            workers: 1
+            listeners: [{ name: web, address: "127.0.0.1:0" }]
+            routes:
+
+            """
+        let upstreams = [
+            ("good", "upstream.test", right), ("wrongca", "upstream.test", wrong), ("wrongname", "other.test", right),
+        ]
+        for (name, _, _) in upstreams {
+            config += "  - { name: \(name), match: { path_prefix: /\(name) }, upstream: \(name) }\n"
+        }
+        config += "upstreams:\n"
+        for (name, sni, ca) in upstreams {
+            config +=
+                "  \(name): { endpoints: [\"127.0.0.1:\(origin.port)\"], retries: 0, tls: { sni: \(sni), ca: \(ca) } }\n"
+        }
+        let gatewayd = try GatewaydProcess(config: config)
+        let port = try gatewayd.port()
+
+        // Three requests from three client connections: one TLS connection upstream.
+        for request in 1...3 {
+            let response = try httpGet(port: port, path: "/good")
+            #expect(response.status == 200, "\(response.status) \(response.body)")
+            let answer = try JSONSerialization.jsonObject(with: Data(response.body.utf8)) as? [String: Any]
+            #expect(answer?["connection"] as? Int == 1 && answer?["request"] as? Int == request, "\(response.body)")
+            #expect(answer?["sni"] as? String == "upstream.test", "\(response.body)")
+        }
+        // The origin's certificate is self-signed: with another CA, nothing vouches for it.
+        for (path, reason) in [("/wrongca", "self-signed certificate"), ("/wrongname", "hostname mismatch")] {
+            let response = try httpGet(port: port, path: path)
+            #expect(response.status == 502, "\(path): \(response.status) \(response.body)")
+            #expect(response.body.contains("TLS handshake: certificate verify failed: \(reason)"), "\(response.body)")
+            try waitUntil("the error line for \(path)") {
+                gatewayd.log.split(separator: "\n").contains {
+                    $0.contains("error") && $0.contains("upstream \(path.dropFirst()) endpoint")
+                        && $0.contains("TLS handshake: certificate verify failed: \(reason)")
+                }
+            }
+        }
+    }
+
     @Test("wrk over HTTPS across 10 reloads: zero failed requests")
     func reloadsUnderLoad() throws {
         let certificates = try Certificates([["a.test"]])

@@ -57,7 +57,8 @@ final class HAProxyProcess {
         }
         try config.write(toFile: directory.file("haproxy.cfg"), atomically: false, encoding: .utf8)
         let log = directory.file("haproxy.log")
-        let process = try ChildProcess([binary, "-db", "-f", directory.file("haproxy.cfg")], environment: [:], output: log)
+        let process = try ChildProcess(
+            [binary, "-db", "-f", directory.file("haproxy.cfg")], environment: [:], output: log)
         self.process = process
         let ports = self.ports
         do {
