@@ -154,7 +154,10 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["GatewayCore", "CGatewayShim"],
-            exclude: ["Support/clients.py", "Support/live-systemd.sh", "Support/kubernetes-schema.py"]
+            exclude: [
+                "Support/clients.py", "Support/live-systemd.sh", "Support/kubernetes-schema.py",
+                "Support/tls-upstream.py",
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

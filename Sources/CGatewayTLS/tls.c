@@ -1,13 +1,19 @@
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
 
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -160,6 +166,80 @@ int gw_tls_inspect(const void *certificate, size_t certificate_length, const voi
     return code;
 }
 
+// MARK: Session tickets
+
+typedef struct gw_ticket_key {
+    unsigned char name[16];
+    unsigned char hmac[32];
+    unsigned char aes[32];
+} gw_ticket_key;
+
+/// The process's ticket keys, the first the current. A mutex, not a lock-free swap: it is held
+/// for an 80-byte copy once per handshake, and the writer (a rotation) comes once an hour.
+static pthread_mutex_t ticket_lock = PTHREAD_MUTEX_INITIALIZER;
+static gw_ticket_key ticket_keys[GW_TLS_MAX_TICKET_KEYS];
+static size_t ticket_key_count;
+
+void gw_tls_set_ticket_keys(const unsigned char *keys, size_t count) {
+    if (count > GW_TLS_MAX_TICKET_KEYS) count = GW_TLS_MAX_TICKET_KEYS;
+    pthread_mutex_lock(&ticket_lock);
+    OPENSSL_cleanse(ticket_keys, sizeof(ticket_keys));
+    for (size_t i = 0; i < count; i++) {
+        const unsigned char *key = keys + i * GW_TLS_TICKET_KEY_LENGTH;
+        memcpy(ticket_keys[i].name, key, 16);
+        memcpy(ticket_keys[i].hmac, key + 16, 32);
+        memcpy(ticket_keys[i].aes, key + 48, 32);
+    }
+    ticket_key_count = count;
+    pthread_mutex_unlock(&ticket_lock);
+}
+
+/// OpenSSL's ticket key callback (SSL_CTX_set_tlsext_ticket_key_evp_cb(3), whose example this
+/// follows): encrypt with the current key; decrypt with the key the ticket names. Returns 1
+/// (done), 2 (decrypted with an older key: issue a new ticket under the current one), 0 (no
+/// ticket to issue, or an unknown key: a full handshake), -1 (failure).
+static int ticket_key(SSL *ssl, unsigned char key_name[16], unsigned char iv[EVP_MAX_IV_LENGTH],
+                      EVP_CIPHER_CTX *cipher, EVP_MAC_CTX *mac, int encrypt) {
+    (void)ssl;
+    gw_ticket_key key;
+    int found = -1;
+    pthread_mutex_lock(&ticket_lock);
+    if (encrypt) {
+        if (ticket_key_count > 0) found = 0;
+    } else {
+        for (size_t i = 0; i < ticket_key_count; i++) {
+            if (CRYPTO_memcmp(key_name, ticket_keys[i].name, 16) == 0) {
+                found = (int)i;
+                break;
+            }
+        }
+    }
+    if (found >= 0) key = ticket_keys[found];
+    pthread_mutex_unlock(&ticket_lock);
+    if (found < 0) return 0;
+
+    int result = found == 0 ? 1 : 2;
+    if (encrypt) {
+        memcpy(key_name, key.name, 16);
+        if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) != 1 ||
+            !EVP_EncryptInit_ex(cipher, EVP_aes_256_cbc(), NULL, key.aes, iv)) {
+            result = -1;
+        }
+    } else if (!EVP_DecryptInit_ex(cipher, EVP_aes_256_cbc(), NULL, key.aes, iv)) {
+        result = -1;
+    }
+    if (result > 0) {
+        OSSL_PARAM params[] = {
+            OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, key.hmac, sizeof(key.hmac)),
+            OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0),
+            OSSL_PARAM_construct_end(),
+        };
+        if (!EVP_MAC_CTX_set_params(mac, params)) result = -1;
+    }
+    OPENSSL_cleanse(&key, sizeof(key));
+    return result;
+}
+
 // MARK: Servers
 
 typedef struct gw_tls_entry {
@@ -169,6 +249,7 @@ typedef struct gw_tls_entry {
 
 struct gw_tls_server {
     int min_version;
+    long session_lifetime;
     unsigned char *alpn;
     size_t alpn_length;
     gw_tls_entry *entries;
@@ -223,8 +304,8 @@ static int select_protocol(SSL *ssl, const unsigned char **out, unsigned char *o
     return SSL_TLSEXT_ERR_OK;
 }
 
-gw_tls_server *gw_tls_server_new(int min_version, const unsigned char *alpn, size_t alpn_length, char *error,
-                                 size_t error_length) {
+gw_tls_server *gw_tls_server_new(int min_version, long session_lifetime, const unsigned char *alpn,
+                                 size_t alpn_length, char *error, size_t error_length) {
     gw_tls_server *server = calloc(1, sizeof(*server));
     if (server == NULL || (alpn_length > 0 && (server->alpn = malloc(alpn_length)) == NULL)) {
         free(server);
@@ -232,6 +313,7 @@ gw_tls_server *gw_tls_server_new(int min_version, const unsigned char *alpn, siz
         return NULL;
     }
     server->min_version = min_version;
+    server->session_lifetime = session_lifetime;
     if (alpn_length > 0) memcpy(server->alpn, alpn, alpn_length);
     server->alpn_length = alpn_length;
     return server;
@@ -274,9 +356,12 @@ int gw_tls_server_add_certificate(gw_tls_server *server, const void *certificate
                                   SSL_MODE_RELEASE_BUFFERS);
     // Read ahead: one read(2) takes every record the socket has, instead of a header then a body.
     SSL_CTX_set_read_ahead(context, 1);
-    // No server-side session cache: its entries would be per worker and per generation anyway.
-    // Stateless tickets still resume, on the worker that issued them (keys are per process).
+    // No server-side session cache: its entries would be per worker and per generation.
+    // Stateless tickets resume instead, on any worker of any generation: their keys are the
+    // master's, shared by every worker (gw_tls_set_ticket_keys).
     SSL_CTX_set_session_cache_mode(context, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_tlsext_ticket_key_evp_cb(context, ticket_key);
+    SSL_CTX_set_timeout(context, server->session_lifetime);
     SSL_CTX_set_tlsext_servername_callback(context, select_certificate);
     SSL_CTX_set_tlsext_servername_arg(context, server);
     if (server->alpn_length > 0) SSL_CTX_set_alpn_select_cb(context, select_protocol, server);
@@ -291,6 +376,89 @@ void gw_tls_server_free(gw_tls_server *server) {
     free(server->entries);
     free(server->alpn);
     free(server);
+}
+
+// MARK: Clients
+
+struct gw_tls_client {
+    SSL_CTX *context;
+};
+
+/// Adds every PEM certificate of `pem` to `store` (NULL: only counts them). The count, or -1.
+static int add_certificates(X509_STORE *store, const void *pem, size_t pem_length, char *error,
+                            size_t error_length) {
+    ERR_clear_error();
+    BIO *bio = BIO_new_mem_buf(pem, (int)pem_length);
+    if (bio == NULL) {
+        take_error(error, error_length, "out of memory");
+        return -1;
+    }
+    int count = 0;
+    for (;;) {
+        X509 *certificate = PEM_read_bio_X509(bio, NULL, no_passphrase, NULL);
+        if (certificate == NULL) break;
+        int added = store == NULL || X509_STORE_add_cert(store, certificate) == 1;
+        X509_free(certificate);
+        if (!added) {
+            BIO_free(bio);
+            take_error(error, error_length, "a certificate cannot be added");
+            return -1;
+        }
+        count++;
+    }
+    unsigned long last = ERR_peek_last_error();
+    BIO_free(bio);
+    // The end of the file reads as "no start line"; anything else is a certificate cut short.
+    int garbage = last != 0 && !(ERR_GET_LIB(last) == ERR_LIB_PEM && ERR_GET_REASON(last) == PEM_R_NO_START_LINE);
+    if (count == 0 || garbage) {
+        take_error(error, error_length, count == 0 ? "no PEM certificate found" : "a certificate does not parse");
+        return -1;
+    }
+    ERR_clear_error();
+    return count;
+}
+
+int gw_tls_count_certificates(const void *pem, size_t pem_length, char *error, size_t error_length) {
+    return add_certificates(NULL, pem, pem_length, error, error_length);
+}
+
+gw_tls_client *gw_tls_client_new(const void *ca, size_t ca_length, int verify, char *error, size_t error_length) {
+    gw_tls_client *client = calloc(1, sizeof(*client));
+    SSL_CTX *context = client != NULL ? SSL_CTX_new(TLS_client_method()) : NULL;
+    if (context == NULL || !SSL_CTX_set_min_proto_version(context, TLS1_2_VERSION)) {
+        take_error(error, error_length, "out of memory");
+        SSL_CTX_free(context);
+        free(client);
+        return NULL;
+    }
+    client->context = context;
+    if (verify) {
+        int trusted = ca != NULL ? add_certificates(SSL_CTX_get_cert_store(context), ca, ca_length, error, error_length)
+                                 : SSL_CTX_set_default_verify_paths(context);
+        if (trusted <= 0) {
+            if (ca == NULL) take_error(error, error_length, "the system's certificate store cannot be read");
+            gw_tls_client_free(client);
+            return NULL;
+        }
+    }
+    SSL_CTX_set_verify(context, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+    // As the server side (gw_tls_server_add_certificate): no renegotiation, framed responses
+    // need no close_notify, partial writes from a moving buffer, released buffers while idle
+    // in the pool, one read(2) for every record the socket has.
+    SSL_CTX_set_options(context, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(context, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                                  SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_read_ahead(context, 1);
+    // HTTP/1.1 is what goes upstream; an upstream that speaks ALPN then knows it.
+    static const unsigned char http11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+    SSL_CTX_set_alpn_protos(context, http11, sizeof(http11));
+    return client;
+}
+
+void gw_tls_client_free(gw_tls_client *client) {
+    if (client == NULL) return;
+    SSL_CTX_free(client->context);
+    free(client);
 }
 
 // MARK: Connections
@@ -313,6 +481,27 @@ gw_tls_connection *gw_tls_accept(gw_tls_server *server, int fd) {
         return NULL;
     }
     SSL_set_accept_state(connection->ssl);
+    return connection;
+}
+
+gw_tls_connection *gw_tls_connect(gw_tls_client *client, int fd, const char *name) {
+    gw_tls_connection *connection = calloc(1, sizeof(*connection));
+    if (connection == NULL) return NULL;
+    connection->ssl = SSL_new(client->context);
+    unsigned char address[16];
+    int literal = inet_pton(AF_INET, name, address) == 1 || inet_pton(AF_INET6, name, address) == 1;
+    // The name to check goes in the connection's verify parameters (SSL_set1_host, or the
+    // address for a literal), which verification uses only when SSL_VERIFY_PEER is on.
+    int ok = connection->ssl != NULL && SSL_set_fd(connection->ssl, fd) &&
+             (literal ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(connection->ssl), name)
+                      : SSL_set_tlsext_host_name(connection->ssl, name) && SSL_set1_host(connection->ssl, name));
+    if (!ok) {
+        SSL_free(connection->ssl);
+        free(connection);
+        ERR_clear_error();
+        return NULL;
+    }
+    SSL_set_connect_state(connection->ssl);
     return connection;
 }
 
@@ -405,7 +594,14 @@ const char *gw_tls_server_name(gw_tls_connection *connection) {
 }
 
 void gw_tls_failure(gw_tls_connection *connection, char *error, size_t error_length) {
-    (void)connection;
     int saved = errno;
+    // Only a client checks its peer here (an upstream's certificate, with `verify` on).
+    long verified = SSL_get_verify_result(connection->ssl);
+    if (!SSL_is_server(connection->ssl) && (SSL_get_verify_mode(connection->ssl) & SSL_VERIFY_PEER) &&
+        verified != X509_V_OK) {
+        ERR_clear_error();
+        snprintf(error, error_length, "certificate verify failed: %s", X509_verify_cert_error_string(verified));
+        return;
+    }
     take_error(error, error_length, saved != 0 ? strerror(saved) : "the peer closed during the handshake");
 }

@@ -82,17 +82,7 @@ extension ConfigValidator {
             var tls: TLSConfig?
             if let node = fields.optionalValue("tls") {
                 tls = self.tls(node, path: fields.path(of: "tls"))
-                if tls == nil {
-                    ok = false
-                } else if proxyProtocol {
-                    // The PROXY header comes before the ClientHello, and OpenSSL reads the
-                    // socket itself: the header would have to be peeked, not read. Not yet.
-                    error(
-                        "\(fields.path(of: "tls")): a TLS listener cannot take the PROXY protocol yet "
-                            + "(remove proxy_protocol, or terminate TLS in front)",
-                        at: fields.entry("tls")?.keyPosition)
-                    ok = false
-                }
+                if tls == nil { ok = false }
             }
 
             var h2c = false

@@ -1,4 +1,5 @@
 import CGatewayTLS
+import GatewayCore
 import Yams
 
 #if canImport(Glibc)
@@ -138,6 +139,72 @@ extension ConfigValidator {
         return TLSCertificate(
             certificatePath: certificate.path, keyPath: key.path, certificatePEM: certificate.bytes,
             keyPEM: key.bytes, names: names, notAfter: info.not_after)
+    }
+
+    // MARK: Upstreams
+
+    static let upstreamTLSKeys = ["sni", "ca", "verify"]
+
+    /// `tls:` on an upstream. `ca` is read here (the master's disk, a worker's handed-over
+    /// bytes) and must hold at least one PEM certificate that OpenSSL parses.
+    mutating func upstreamTLS(_ node: Node, path: String) -> UpstreamTLSConfig? {
+        guard let fields = fields(of: node, path: path, allowed: ConfigValidator.upstreamTLSKeys) else { return nil }
+        var config = UpstreamTLSConfig()
+        var ok = true
+        if let node = fields.optionalValue("sni") {
+            if let name = string(node, path: fields.path(of: "sni")) {
+                if Self.isServerName(name) {
+                    config.serverName = name
+                } else {
+                    error(
+                        "\(fields.path(of: "sni")): invalid server name \(quoted(name)): "
+                            + "expected a host name (letters, digits, '-', '.') or an IP address",
+                        at: node.position)
+                    ok = false
+                }
+            } else {
+                ok = false
+            }
+        }
+        if let node = fields.optionalValue("verify") {
+            if let verify = boolean(node, path: fields.path(of: "verify")) {
+                config.verify = verify
+            } else {
+                ok = false
+            }
+        }
+        if fields.optionalValue("ca") != nil {
+            if let file = tlsFile(fields, "ca") {
+                var reason = [CChar](repeating: 0, count: 256)
+                let capacity = reason.count
+                let count = file.bytes.withUnsafeBytes {
+                    gw_tls_count_certificates($0.baseAddress, $0.count, &reason, capacity)
+                }
+                if count > 0 {
+                    config.caPath = file.path
+                    config.caPEM = file.bytes
+                } else {
+                    let why = String(decoding: reason.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                    error(
+                        "\(fields.path(of: "ca")): certificate \(displayPath(file.path)): does not parse: \(why)",
+                        at: fields.entry("ca")?.keyPosition)
+                    ok = false
+                }
+            } else {
+                ok = false
+            }
+        }
+        return ok ? config : nil
+    }
+
+    /// A DNS name (RFC 1123 labels) or an IP literal: what SNI and the certificate check take.
+    static func isServerName(_ name: String) -> Bool {
+        guard !name.isEmpty, name.utf8.count <= 253 else { return false }
+        if IPAddress(name) != nil { return true }
+        return name.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { label in
+            !label.isEmpty && label.count <= 63 && !label.hasPrefix("-") && !label.hasSuffix("-")
+                && label.allSatisfy { $0 == "-" || ($0.isASCII && ($0.isLetter || $0.isNumber)) }
+        }
     }
 
     /// `cert` or `key`: an absolute path and the file's bytes.

@@ -5,7 +5,7 @@ import Yams
 extension ConfigValidator {
     static let upstreamKeys = [
         "endpoints", "balance", "connect_timeout", "response_timeout", "read_timeout", "keepalive", "health",
-        "retries", "host",
+        "retries", "host", "tls",
     ]
     static let keepaliveKeys = ["max_idle_per_endpoint", "idle_timeout"]
     static let healthKeys = ["max_failures", "eject_for"]
@@ -72,13 +72,19 @@ extension ConfigValidator {
             host = hostHeader(node, path: fields.path(of: "host"))
             hostOK = host != nil
         }
+        var tls: UpstreamTLSConfig?
+        var tlsOK = true
+        if let node = fields.optionalValue("tls") {
+            tls = upstreamTLS(node, path: fields.path(of: "tls"))
+            tlsOK = tls != nil
+        }
         guard let endpoints, let balance, let connectTimeout, let responseTimeout, let readTimeout, let keepalive,
-            let health, let retries, hostOK
+            let health, let retries, hostOK, tlsOK
         else { return nil }
         return UpstreamConfig(
             name: name, endpoints: endpoints, balance: balance, connectTimeout: connectTimeout,
             responseTimeout: responseTimeout, readTimeout: readTimeout, keepalive: keepalive, health: health,
-            retries: retries, host: host)
+            retries: retries, host: host, tls: tls)
     }
 
     private mutating func keepalive(_ node: Node, path: String) -> UpstreamKeepalive? {

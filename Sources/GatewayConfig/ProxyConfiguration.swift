@@ -84,6 +84,8 @@ public struct UpstreamConfig: Sendable, Equatable {
     /// `Host` for requests that came without one (HTTP/1.0); `nil`: the endpoint's
     /// `host:port` as written.
     public var host: String?
+    /// `tls:`: requests go to the endpoints over TLS; nil: plaintext.
+    public var tls: UpstreamTLSConfig?
 
     public init(
         name: String,
@@ -95,8 +97,10 @@ public struct UpstreamConfig: Sendable, Equatable {
         keepalive: UpstreamKeepalive = UpstreamKeepalive(),
         health: PassiveHealth = PassiveHealth(),
         retries: Int = 1,
-        host: String? = nil
+        host: String? = nil,
+        tls: UpstreamTLSConfig? = nil
     ) {
+        self.tls = tls
         self.name = name
         self.endpoints = endpoints
         self.balance = balance

@@ -68,3 +68,34 @@ public enum TLSVersion: String, Sendable, Equatable, CaseIterable {
         }
     }
 }
+
+/// `tls:` on an upstream: its endpoints speak TLS, on connections pooled as plaintext ones are.
+/// The master reads `ca`; workers get its bytes with the configuration, as certificates.
+public struct UpstreamTLSConfig: Sendable, Equatable {
+    /// Sent in SNI and checked against the certificate; nil: each endpoint's host as written
+    /// (an IP literal is checked against the certificate's IP addresses, and sends no SNI).
+    public var serverName: String?
+    /// The PEM file of the certificates to trust, and its bytes; nil: the system's store.
+    public var caPath: String?
+    public var caPEM: [UInt8]?
+    /// Check the chain (against `ca` or the system's store) and the name. Off only for an
+    /// upstream whose certificate cannot be checked (self-signed, no name): the traffic is then
+    /// encrypted against a passive eavesdropper, not against anyone in the middle.
+    public var verify: Bool
+
+    public init(serverName: String? = nil, caPath: String? = nil, caPEM: [UInt8]? = nil, verify: Bool = true) {
+        self.serverName = serverName
+        self.caPath = caPath
+        self.caPEM = caPEM
+        self.verify = verify
+    }
+
+    /// The name checked (and sent in SNI) for an endpoint written as `endpoint` (`HOST:PORT`).
+    public func name(for endpoint: UpstreamEndpoint) -> String {
+        if let serverName { return serverName }
+        var host = Substring(endpoint.text)
+        if let colon = host.lastIndex(of: ":") { host = host[..<colon] }
+        if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }
+        return String(host)
+    }
+}

@@ -1,4 +1,4 @@
-// The master ⇄ worker handoff protocol, version 6.
+// The master ⇄ worker handoff protocol, version 7.
 //
 // Transport: one private AF_UNIX SOCK_STREAM socketpair per worker, made by the master just
 // before it spawns the worker. The worker's end is its fd 3 (HandoffProtocol.workerDescriptor);
@@ -26,7 +26,8 @@
 // layout and hash seed travel in `shared_memory`.
 //
 // Who speaks first: the master. It writes, without waiting for anything:
-//   hello{version, generation, worker, config_path, config, drain_timeout_ms, log_levels}   then
+//   hello{version, generation, worker, config_path, config, drain_timeout_ms, log_levels,
+//         ticket_keys}   then
 //   file{path, bytes}   (one per file the config names, API keys files: each in a frame of its
 //                        own, so no number of them makes one frame too long)   then
 //   shared_memory{size, layout_version, rate_slots, metric_slots, seed} + 1 fd
@@ -44,7 +45,9 @@
 // worker_watchdog_timeout is stopped or stuck, and the master kills it. The master may send
 // `log_levels{levels}` at any time after the handoff (`gatewayctl log-level`: the worker applies
 // them at once, and answers nothing), `status_page{snapshot}` (what `/status` on the admin
-// listener shows: the worker keeps the last one), and `drain`; the worker answers `draining` once it has stopped accepting
+// listener shows: the worker keeps the last one), `ticket_keys{keys}` (the TLS session ticket
+// keys after a rotation, newest first: the worker uses them at once, and answers nothing), and
+// `drain`; the worker answers `draining` once it has stopped accepting
 // (its copies of the listening sockets are closed) and exits when its last connection is gone.
 // End of file on either side means the peer is gone: a worker whose master vanished drains
 // and exits; a master that sees a worker's channel close reaps the worker.
@@ -67,7 +70,9 @@ public enum HandoffProtocol {
     /// header before (a worker could rewrite it under the next one).
     /// 6: `log_levels` in `hello` and as a frame of its own after the handoff (the live log
     /// level, `gatewayctl log-level`); `status_page` (the master's status for `/status`).
-    public static let version = 6
+    /// 7: `ticket_keys` in `hello` and as a frame of its own after the handoff (TLS session
+    /// tickets shared by every worker, rotated by the master: `SessionTicketKeys`).
+    public static let version = 7
     /// The worker's end of the channel, where posix_spawn puts it.
     public static let workerDescriptor: CInt = 3
     /// Large enough for a config of ConfigLoader's 1 MiB cap, or a keys file of the validator's
@@ -98,6 +103,8 @@ public enum HandoffMessage: Sendable, Equatable {
     case logLevels([String: String])
     /// What `/status` shows, as the master sees it now.
     case statusPage(StatusSnapshot)
+    /// The TLS session ticket keys after a rotation.
+    case ticketKeys(SessionTicketKeys)
     // worker → master
     case ready(pid: Int32)
     case failed(reason: String)
@@ -117,12 +124,16 @@ public enum HandoffMessage: Sendable, Equatable {
         /// The master's live log levels by target: a spare started before a `log-level`
         /// change, or a worker started after one, logs at the level of the moment.
         public var logLevels: [String: String]
+        /// The master's TLS session ticket keys of the moment (they outlive generations).
+        public var ticketKeys: SessionTicketKeys
 
         public init(
             version: Int = HandoffProtocol.version, generation: Int, worker: Int, configPath: String, config: [UInt8],
-            drainTimeoutMilliseconds: Int = 30_000, logLevels: [String: String] = [:]
+            drainTimeoutMilliseconds: Int = 30_000, logLevels: [String: String] = [:],
+            ticketKeys: SessionTicketKeys = SessionTicketKeys()
         ) {
             self.logLevels = logLevels
+            self.ticketKeys = ticketKeys
             self.version = version
             self.generation = generation
             self.worker = worker
@@ -152,6 +163,7 @@ public enum HandoffMessage: Sendable, Equatable {
         case .drain: return "drain"
         case .logLevels: return "log_levels"
         case .statusPage: return "status_page"
+        case .ticketKeys: return "ticket_keys"
         case .ready: return "ready"
         case .failed: return "failed"
         case .connections: return "connections"
@@ -202,6 +214,8 @@ extension HandoffMessage: FramedMessage {
         var seed: String?
         var log_levels: [String: String]?
         var snapshot: StatusSnapshot?
+        /// Each key base64, newest first.
+        var ticket_keys: [String]?
     }
 
     /// The whole frame: length prefix and JSON.
@@ -216,6 +230,7 @@ extension HandoffMessage: FramedMessage {
             wire.config = Data(hello.config).base64EncodedString()
             wire.drain_timeout_ms = hello.drainTimeoutMilliseconds
             wire.log_levels = hello.logLevels
+            wire.ticket_keys = hello.ticketKeys.wireForm
         case .file(let path, let bytes):
             wire.path = path
             wire.bytes = Data(bytes).base64EncodedString()
@@ -243,6 +258,8 @@ extension HandoffMessage: FramedMessage {
             wire.log_levels = levels
         case .statusPage(let snapshot):
             wire.snapshot = snapshot
+        case .ticketKeys(let keys):
+            wire.ticket_keys = keys.wireForm
         case .drain, .draining:
             break
         }
@@ -282,7 +299,8 @@ extension HandoffMessage: FramedMessage {
                     configPath: try require(wire.config_path, "config_path"),
                     config: [UInt8](config),
                     drainTimeoutMilliseconds: try require(wire.drain_timeout_ms, "drain_timeout_ms"),
-                    logLevels: try require(wire.log_levels, "log_levels")
+                    logLevels: try require(wire.log_levels, "log_levels"),
+                    ticketKeys: try SessionTicketKeys(wireForm: try require(wire.ticket_keys, "ticket_keys"))
                 ))
         case "file":
             let path = try require(wire.path, "path")
@@ -317,11 +335,27 @@ extension HandoffMessage: FramedMessage {
         case "drain": return .drain
         case "log_levels": return .logLevels(try require(wire.log_levels, "log_levels"))
         case "status_page": return .statusPage(try require(wire.snapshot, "snapshot"))
+        case "ticket_keys":
+            return .ticketKeys(try SessionTicketKeys(wireForm: try require(wire.ticket_keys, "ticket_keys")))
         case "ready": return .ready(pid: try require(wire.pid, "pid"))
         case "failed": return .failed(reason: try require(wire.reason, "reason"))
         case "connections": return .connections(count: try require(wire.count, "count"))
         case "draining": return .draining
         default: throw HandoffProtocolError("unknown frame type '\(wire.type)'")
         }
+    }
+}
+
+extension SessionTicketKeys {
+    var wireForm: [String] { keys.map { Data($0).base64EncodedString() } }
+
+    init(wireForm: [String]) throws(HandoffProtocolError) {
+        let decoded = wireForm.compactMap { Data(base64Encoded: $0).map { [UInt8]($0) } }
+        guard decoded.count == wireForm.count, let keys = SessionTicketKeys(keys: decoded) else {
+            throw HandoffProtocolError(
+                "ticket_keys: \(wireForm.count) keys; at most \(SessionTicketKeys.keptKeys), "
+                    + "each \(SessionTicketKeys.keyLength) bytes in base64")
+        }
+        self = keys
     }
 }

@@ -176,6 +176,7 @@ extension Master {
         }
         // Its workers serve from here on, beside the old master's: watch them.
         startWorkerWatchdog()
+        startTicketKeyRotation()
         #if GATEWAYD_FAULT_INJECTION
             if let delay = Self.injectedTakeoverDelay(loaded) { try? await Task.sleep(for: delay) }
         #endif

@@ -79,7 +79,7 @@ extension Master {
             generation: generation.id, worker: index, configPath: generation.loaded.path,
             config: generation.loaded.bytes,
             drainTimeoutMilliseconds: Int(generation.settings.drainTimeout.milliseconds),
-            logLevels: LiveLogLevels.all)
+            logLevels: LiveLogLevels.all, ticketKeys: ticketKeys)
         let files = generation.loaded.files
         let channel = process.channel
         let pid = process.pid

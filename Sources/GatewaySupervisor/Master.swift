@@ -61,6 +61,9 @@ public actor Master {
     var eventsAfterReload: [GatewayEvent] = []
     /// The status page's last snapshot (its `time` left at 0, to compare) and its version, which
     /// each worker's `statusSnapshotVersion` is checked against (`Master+StatusPage.swift`).
+    /// TLS session ticket keys: the master's for its whole life, every worker's
+    /// (`Master+TicketKeys`).
+    var ticketKeys = SessionTicketKeys()
     var lastStatusSnapshot: StatusSnapshot?
     var statusSnapshotVersion = 0
     var stopSignals = 0
@@ -198,6 +201,7 @@ public actor Master {
         replenishSpares()
         startWatchdog(interval: SystemdNotifier.watchdogInterval())
         startWorkerWatchdog()
+        startTicketKeyRotation()
         await waitUntilFinished()
     }
 

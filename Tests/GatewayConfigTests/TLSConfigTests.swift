@@ -159,11 +159,54 @@ import Testing
                 "gateway.yaml:6:20: listeners[0].tls.min_version: must be tls1.2 or tls1.3, got \"tls1.1\" "
                     + "(did you mean 'tls1.2'?)"
             ])
+        // The PROXY header is read in plaintext before the handshake (ClientConnection+Close).
+        #expect(problems(valid, extra: "\n    proxy_protocol: true") == [])
+    }
+
+    static func upstream(_ tls: String) -> String {
+        """
+        listeners: [{ name: web, address: "127.0.0.1:8080" }]
+        routes: [{ name: r, match: { path_prefix: / }, upstream: u }]
+        upstreams:
+          u: { endpoints: ["127.0.0.1:9000"], tls: \(tls) }
+        """
+    }
+
+    @Test("upstream tls: ca read by the master and handed over, sni and verify; refusals at their key")
+    func upstreamTLS() throws {
+        let system = Self.system()
+        let (configuration, files) = try #require(system.parse(Self.upstream("{ ca: tls/a.test.pem, sni: a.test }")))
+        let tls = try #require(configuration.upstreams.first?.tls)
+        #expect(tls.caPath == "/etc/gw/tls/a.test.pem" && tls.caPEM == Array(Self.certificates["a.test.pem"]!.utf8))
+        #expect(tls.serverName == "a.test" && tls.verify)
+        #expect(files.keys.sorted() == ["/etc/gw/tls/a.test.pem"])
+        // A worker parses the master's bytes, not the disk.
+        var worker = FakeSystem()
+        worker.files = [:]
         #expect(
-            problems(valid, extra: "\n    proxy_protocol: true") == [
-                "gateway.yaml:5:5: listeners[0].tls: a TLS listener cannot take the PROXY protocol yet "
-                    + "(remove proxy_protocol, or terminate TLS in front)"
+            try #require(worker.parse(Self.upstream("{ ca: tls/a.test.pem, sni: a.test }"), files: files)).configuration
+                == configuration)
+        // No ca: the system's store; no sni: the endpoint's host as written.
+        let plain = try #require(system.parse(Self.upstream("{}"))).configuration.upstreams[0]
+        #expect(plain.tls?.caPEM == nil && plain.tls?.name(for: plain.endpoints[0]) == "127.0.0.1")
+
+        #expect(
+            system.problems(Self.upstream("{ ca: tls/garbage.pem }")) == [
+                "gateway.yaml:4:46: upstreams.u.tls.ca: certificate '/etc/gw/tls/garbage.pem': does not parse: "
+                    + "no PEM block found"
             ])
+        #expect(
+            system.problems(Self.upstream("{ ca: tls/missing.pem }")) == [
+                "gateway.yaml:4:46: upstreams.u.tls.ca: cannot read '/etc/gw/tls/missing.pem': No such file or directory"
+            ])
+        #expect(
+            system.problems(Self.upstream("{ sni: \"a b\" }")) == [
+                "gateway.yaml:4:51: upstreams.u.tls.sni: invalid server name \"a b\": expected a host name "
+                    + "(letters, digits, '-', '.') or an IP address"
+            ])
+        #expect(
+            system.problems(Self.upstream("{ verify: maybe }")).first?.hasPrefix(
+                "gateway.yaml:4:54: upstreams.u.tls.verify:") == true)
     }
 
     @Test("a reload that changes certificates says so, without a byte of them")

@@ -25,6 +25,7 @@ struct HandoffChannelTests {
                     config: Array("a: \u{0}\u{ff}".utf8) + [0xff, 0])),
             .file(path: "/etc/keys.txt", bytes: [0, 0xff, 10]), .start(listenerCount: 0, fileCount: 1), .drain,
             .ready(pid: 42), .failed(reason: "no"), .connections(count: 3), .draining,
+            .ticketKeys(rotatedKeys),
         ]
         for message in messages {
             try a.send(message)
@@ -32,6 +33,24 @@ struct HandoffChannelTests {
             #expect(received.message == message)
             #expect(received.descriptors.isEmpty)
         }
+    }
+
+    var rotatedKeys: SessionTicketKeys {
+        var keys = SessionTicketKeys()
+        for _ in 0..<5 { keys.rotate() }
+        return keys
+    }
+
+    @Test("ticket keys: random, newest first, three kept; a frame with a key of the wrong size is refused")
+    func ticketKeys() throws {
+        var keys = SessionTicketKeys()
+        let first = keys.keys[0]
+        keys.rotate()
+        #expect(keys.keys.count == 2 && keys.keys[1] == first && keys.keys[0] != first)
+        #expect(rotatedKeys.keys.count == SessionTicketKeys.keptKeys)
+        #expect(rotatedKeys.keys.allSatisfy { $0.count == SessionTicketKeys.keyLength })
+        let short = #"{"type":"ticket_keys","ticket_keys":["AAAA"]}"#
+        #expect(throws: HandoffProtocolError.self) { try HandoffMessage.decode(payload: Array(short.utf8)) }
     }
 
     @Test("300 listening fds cross in batches of at most 253, in order, CLOEXEC, after the shared segment")

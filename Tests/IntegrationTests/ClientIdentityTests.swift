@@ -185,56 +185,15 @@ struct ClientIdentityTests {
 
     @Test("behind a real HAProxy 2.6 with send-proxy and send-proxy-v2, the client is HAProxy's client")
     func behindHAProxy() throws {
-        guard
-            let haproxy = ["/usr/sbin/haproxy", "/usr/bin/haproxy"].first(where: {
-                FileManager.default.isExecutableFile(atPath: $0)
-            })
-        else {
-            Issue.record("haproxy is not installed (make test installs it: apt-get install haproxy)")
-            return
-        }
         let setup = try Self.start()
         let pp = try setup.gatewayd.port(of: "pp")
-        let v1Port = try freePort()
-        let v2Port = try freePort()
-        // HAProxy reports the source its rules set: a documentation address, so the test sees
-        // that the address came from HAProxy's header and not from the socket (127.0.0.1).
-        let config = """
-            global
-                maxconn 100
-            defaults
-                mode tcp
-                timeout connect 5s
-                timeout client 30s
-                timeout server 30s
-            frontend v1
-                bind 127.0.0.1:\(v1Port)
-                tcp-request connection set-src ipv4(198.51.100.21)
-                default_backend gw_v1
-            frontend v2
-                bind 127.0.0.1:\(v2Port)
-                tcp-request connection set-src ipv4(198.51.100.22)
-                default_backend gw_v2
-            backend gw_v1
-                server gw 127.0.0.1:\(pp) send-proxy
-            backend gw_v2
-                server gw 127.0.0.1:\(pp) send-proxy-v2
-
-            """
-        try config.write(toFile: setup.directory.file("haproxy.cfg"), atomically: false, encoding: .utf8)
-        let process = try ChildProcess(
-            [haproxy, "-db", "-f", setup.directory.file("haproxy.cfg")], environment: [:],
-            output: setup.directory.file("haproxy.log"))
-        defer {
-            kill(process.pid, SIGKILL)
-            while process.isRunning { usleep(1_000) }
-        }
-        try waitUntil("haproxy to listen") {
-            guard process.isRunning else {
-                throw HarnessError("haproxy exited: \(readWholeFile(setup.directory.file("haproxy.log")))")
-            }
-            return (try? TestConnection(port: v2Port)) != nil && (try? TestConnection(port: v1Port)) != nil
-        }
+        guard
+            let haproxy = try HAProxyProcess([
+                .init(source: "198.51.100.21", sendProxy: "send-proxy", target: pp),
+                .init(source: "198.51.100.22", sendProxy: "send-proxy-v2", target: pp),
+            ])
+        else { return }
+        let (v1Port, v2Port) = (haproxy.ports[0], haproxy.ports[1])
         for (port, client) in [(v1Port, "198.51.100.21"), (v2Port, "198.51.100.22")] {
             let response = try Self.get(port, "/echo/haproxy")
             #expect(response.status == 200, "\(response.status) \(response.body)")

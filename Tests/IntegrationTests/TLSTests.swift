@@ -39,16 +39,18 @@ struct TLSTests {
 
     static func config(
         _ certificates: Certificates, names: [String], workers: Int = 1, upstream: UInt16? = nil,
-        headerTimeout: String = "10s", body: String = "tls ok"
+        headerTimeout: String = "10s", body: String = "tls ok", proxyProtocol: Bool = false, settings: String = ""
     ) -> String {
         var text = """
             workers: \(workers)
             drain_timeout: 10s
             limits: { header_timeout: \(headerTimeout) }
+            \(settings)
             listeners:
               - name: web
                 address: "127.0.0.1:0"
                 backlog: 1024
+                proxy_protocol: \(proxyProtocol)
                 tls:
                   certificates:
 
@@ -226,6 +228,214 @@ struct TLSTests {
         ])
         #expect(fresh.exit == 0 && fresh["cert_sha256"] as? String == new, "\(fresh)")
         try gatewayd.waitUntilSingleGeneration()
+    }
+
+    @Test("behind HAProxy in TCP mode (send-proxy, send-proxy-v2): the PROXY header is read before the handshake")
+    func proxyProtocol() throws {
+        let certificates = try Certificates([["a.test"]])
+        let upstream = try DemoUpstream()
+        defer { upstream.stop() }
+        let accessLog = certificates.directory.file("access.log")
+        let gatewayd = try GatewaydProcess(
+            config: Self.config(
+                certificates, names: ["a.test"], upstream: upstream.port, proxyProtocol: true,
+                settings: "access_log: { path: \(accessLog), format: json }"))
+        let port = try gatewayd.port()
+        let clients = ["198.51.100.21", "198.51.100.22"]
+        guard
+            let haproxy = try HAProxyProcess([
+                .init(source: clients[0], sendProxy: "send-proxy", target: port),
+                .init(source: clients[1], sendProxy: "send-proxy-v2", target: port),
+            ])
+        else { return }
+        for (through, client) in zip(haproxy.ports, clients) {
+            let result = try Self.curl(through, "a.test", ca: certificates.certificate("a.test"), path: "/echo")
+            #expect(result.status == 0 && result.stdout.hasSuffix("200 1.1"), "\(result)")
+            #expect(result.stdout.lowercased().contains("[\"x-forwarded-for\", \"\(client)\"]"), "\(result)")
+        }
+        try waitUntil("two access log lines") {
+            readWholeFile(accessLog).split(separator: "\n").count >= 2
+        }
+        let logged = readWholeFile(accessLog)
+        #expect(clients.allSatisfy { logged.contains("\"client\":\"\($0)\"") }, "\(logged)")
+        // A ClientHello where the header should be: closed, as any connection without one is.
+        let direct = try Self.curl(port, "a.test", ca: certificates.certificate("a.test"))
+        #expect(direct.status != 0, "\(direct)")
+    }
+
+    /// One request over `openssl s_client` (`-tls1_2` or `-tls1_3`), saving the session to
+    /// `saveTo` or resuming the one in `resume`. Returns whether the handshake resumed.
+    static func ticketRequest(
+        _ port: UInt16, _ version: String, path: String, saveTo: String? = nil, resume: String? = nil
+    ) throws -> Bool {
+        var options = "-connect 127.0.0.1:\(port) -servername a.test \(version) -ign_eof"
+        if let saveTo { options += " -sess_out \(saveTo)" }
+        if let resume { options += " -sess_in \(resume)" }
+        // -ign_eof: s_client stays for the response (and, in TLS 1.3, the tickets before it),
+        // and leaves when the server closes after it.
+        let request = "GET \(path) HTTP/1.1\\r\\nHost: a.test\\r\\nConnection: close\\r\\n\\r\\n"
+        let result = try runCommand(
+            "/bin/sh", ["-c", "printf '\(request)' | /usr/bin/openssl s_client \(options)"], timeout: .seconds(20))
+        let said = result.stdout + result.stderr
+        guard said.contains("HTTP/1.1 200") else { throw HarnessError("s_client \(options): \(said)") }
+        guard let line = said.split(separator: "\n").first(where: { $0.hasPrefix("Reused,") || $0.hasPrefix("New,") })
+        else { throw HarnessError("s_client \(options): no session line: \(said)") }
+        return line.hasPrefix("Reused,")
+    }
+
+    /// The pid of the worker that logged `path` in the JSON access log.
+    static func servedBy(_ accessLog: String, path: String) throws -> Int32 {
+        var pid: Int32?
+        try waitUntil("\(path) in the access log") {
+            for line in readWholeFile(accessLog).split(separator: "\n") where line.contains("\"path\":\"\(path)\"") {
+                let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+                pid = (object?["pid"] as? Int).map(Int32.init)
+            }
+            return pid != nil
+        }
+        return pid ?? 0
+    }
+
+    @Test("session tickets (TLS 1.2 and 1.3) resume on another worker and across a reload: the master's keys")
+    func sessionResumption() throws {
+        let certificates = try Certificates([["a.test"]])
+        let accessLog = certificates.directory.file("access.log")
+        let config = Self.config(
+            certificates, names: ["a.test"], workers: 2, settings: "access_log: { path: \(accessLog), format: json }")
+        let gatewayd = try GatewaydProcess(config: config)
+        let port = try gatewayd.port()
+        for version in ["-tls1_2", "-tls1_3"] {
+            let session = certificates.directory.file("session\(version)")
+            #expect(try !Self.ticketRequest(port, version, path: "/issue\(version)", saveTo: session))
+            let issuer = try Self.servedBy(accessLog, path: "/issue\(version)")
+            // The issuer stopped, the kernel gives the connection to the other worker (an idle
+            // worker would otherwise get every connection: EPOLLEXCLUSIVE wakes the first).
+            kill(issuer, SIGSTOP)
+            let resumed = Result { try Self.ticketRequest(port, version, path: "/other\(version)", resume: session) }
+            kill(issuer, SIGCONT)
+            #expect(try resumed.get(), "\(version): no resumption on the other worker")
+            #expect(try Self.servedBy(accessLog, path: "/other\(version)") != issuer)
+        }
+        let before = Set(try gatewayd.status().generations.flatMap(\.workers).map(\.pid))
+        #expect(try gatewayd.reload().status == 0)
+        try gatewayd.waitUntilSingleGeneration()
+        for version in ["-tls1_2", "-tls1_3"] {
+            let session = certificates.directory.file("session\(version)")
+            #expect(try Self.ticketRequest(port, version, path: "/reloaded\(version)", resume: session), "\(version)")
+            #expect(!before.contains(try Self.servedBy(accessLog, path: "/reloaded\(version)")))
+        }
+    }
+
+    @Test("a ticket resumes after one rotation of the keys, and gets a full handshake once its key is gone")
+    func ticketKeyRotation() throws {
+        let certificates = try Certificates([["a.test"]])
+        // Test builds only: the keys rotate every second instead of every hour.
+        let config = "# gatewayd-fault: ticket-key-rotation=1s\n" + Self.config(certificates, names: ["a.test"])
+        let gatewayd = try GatewaydProcess(config: config)
+        let port = try gatewayd.port()
+        func rotations() -> Int { gatewayd.log.components(separatedBy: "TLS session ticket keys rotated").count - 1 }
+        let session = certificates.directory.file("session")
+        #expect(try !Self.ticketRequest(port, "-tls1_3", path: "/issue", saveTo: session))
+        // Counted after the ticket: its key is at most this many rotations old.
+        let issued = rotations()
+        try waitUntil("one rotation") { rotations() >= issued + 1 }
+        #expect(try Self.ticketRequest(port, "-tls1_3", path: "/kept", resume: session), "the previous key decrypts")
+        // The third rotation drops the key; one more, so the worker has surely applied it.
+        try waitUntil("four rotations", timeout: .seconds(10)) { rotations() >= issued + 4 }
+        #expect(try !Self.ticketRequest(port, "-tls1_3", path: "/dropped", resume: session), "a full handshake")
+    }
+
+    /// `Support/tls-upstream.py`: an HTTPS origin whose answers say which TLS connection
+    /// carried them. Killed at deinit.
+    final class TLSUpstream {
+        let port: UInt16
+        private let process: ChildProcess
+
+        init(certificate: String, key: String, directory: TemporaryDirectory) throws {
+            let script = repositoryRoot.appendingPathComponent("Tests/IntegrationTests/Support/tls-upstream.py").path
+            let output = directory.file("tls-upstream.log")
+            let process = try ChildProcess(
+                ["/usr/bin/python3", script, certificate, key], environment: [:], output: output)
+            self.process = process
+            var port: UInt16?
+            do {
+                try waitUntil("tls-upstream.py to print READY") {
+                    let text = readWholeFile(output)
+                    port = text.split(separator: "\n").first { $0.hasPrefix("READY ") }.flatMap {
+                        UInt16($0.dropFirst(6))
+                    }
+                    guard port != nil || process.isRunning else {
+                        throw HarnessError("tls-upstream.py exited: \(text)")
+                    }
+                    return port != nil
+                }
+            } catch {
+                Self.kill(process)
+                throw error
+            }
+            self.port = port ?? 0
+        }
+
+        deinit { Self.kill(process) }
+
+        private static func kill(_ process: ChildProcess) {
+            Glibc.kill(process.pid, SIGKILL)
+            while process.isRunning { usleep(1_000) }
+        }
+    }
+
+    @Test(
+        "upstream TLS: checked against ca and sni, pooled like plaintext; a wrong CA or name is a 502 and an error line"
+    )
+    func upstreamTLS() throws {
+        // Each certificate is its own CA (make-tls-certificate.sh): upstream.test's is the CA
+        // that signed the origin's, other.test's one that did not.
+        let certificates = try Certificates([["upstream.test"], ["other.test"]])
+        let origin = try TLSUpstream(
+            certificate: certificates.certificate("upstream.test"), key: certificates.key("upstream.test"),
+            directory: certificates.directory)
+        let right = certificates.certificate("upstream.test")
+        let wrong = certificates.certificate("other.test")
+        var config = """
+            workers: 1
+            listeners: [{ name: web, address: "127.0.0.1:0" }]
+            routes:
+
+            """
+        let upstreams = [
+            ("good", "upstream.test", right), ("wrongca", "upstream.test", wrong), ("wrongname", "other.test", right),
+        ]
+        for (name, _, _) in upstreams {
+            config += "  - { name: \(name), match: { path_prefix: /\(name) }, upstream: \(name) }\n"
+        }
+        config += "upstreams:\n"
+        for (name, sni, ca) in upstreams {
+            config +=
+                "  \(name): { endpoints: [\"127.0.0.1:\(origin.port)\"], retries: 0, tls: { sni: \(sni), ca: \(ca) } }\n"
+        }
+        let gatewayd = try GatewaydProcess(config: config)
+        let port = try gatewayd.port()
+
+        // Three requests from three client connections: one TLS connection upstream.
+        for request in 1...3 {
+            let response = try httpGet(port: port, path: "/good")
+            #expect(response.status == 200, "\(response.status) \(response.body)")
+            let answer = try JSONSerialization.jsonObject(with: Data(response.body.utf8)) as? [String: Any]
+            #expect(answer?["connection"] as? Int == 1 && answer?["request"] as? Int == request, "\(response.body)")
+            #expect(answer?["sni"] as? String == "upstream.test", "\(response.body)")
+        }
+        // The origin's certificate is self-signed: with another CA, nothing vouches for it.
+        for (path, reason) in [("/wrongca", "self-signed certificate"), ("/wrongname", "hostname mismatch")] {
+            let response = try httpGet(port: port, path: path)
+            #expect(response.status == 502, "\(path): \(response.status) \(response.body)")
+            #expect(response.body.contains("TLS handshake: certificate verify failed: \(reason)"), "\(response.body)")
+            try waitUntil("the error line for \(path)") {
+                gatewayd.log.split(separator: "\n").contains {
+                    $0.contains("error") && $0.contains("upstream \(path.dropFirst()) endpoint")
+                        && $0.contains("TLS handshake: certificate verify failed: \(reason)")
+                }
+            }
+        }
     }
 
     @Test("wrk over HTTPS across 10 reloads: zero failed requests")

@@ -54,19 +54,44 @@ int gw_tls_inspect(const void *certificate, size_t certificate_length, const voi
 /// the client's SNI. Immutable once built, so every loop thread may create connections from it.
 typedef struct gw_tls_server gw_tls_server;
 
-/// `min_version`: 0x0303 (TLS 1.2) or 0x0304 (TLS 1.3). `alpn`: the protocols in wire format
-/// (length-prefixed), the server's preference order. NULL with the reason in `error` on failure.
-gw_tls_server *gw_tls_server_new(int min_version, const unsigned char *alpn, size_t alpn_length, char *error,
-                                 size_t error_length);
+/// `min_version`: 0x0303 (TLS 1.2) or 0x0304 (TLS 1.3). `session_lifetime`: how long, in
+/// seconds, a session may be resumed from a ticket (the hint clients get). `alpn`: the
+/// protocols in wire format (length-prefixed), the server's preference order. NULL with the
+/// reason in `error` on failure.
+gw_tls_server *gw_tls_server_new(int min_version, long session_lifetime, const unsigned char *alpn,
+                                 size_t alpn_length, char *error, size_t error_length);
 /// Adds a certificate (checked as `gw_tls_inspect` does). Returns 0, or -1 with the reason in `error`.
 int gw_tls_server_add_certificate(gw_tls_server *server, const void *certificate, size_t certificate_length,
                                   const void *key, size_t key_length, char *error, size_t error_length);
 void gw_tls_server_free(gw_tls_server *server);
 
+/// Session ticket keys (RFC 5077; TLS 1.3's stateless tickets too): the process's list, used by
+/// every server context, set from any thread (the worker's channel reader) while loop threads
+/// handshake. Each key is GW_TLS_TICKET_KEY_LENGTH bytes: a 16-byte name, a 32-byte HMAC-SHA256
+/// key, a 32-byte AES-256-CBC key, the layout of nginx's 80-byte `ssl_session_ticket_key` files.
+/// The first key encrypts new tickets; every key decrypts, and a ticket under any but the first
+/// is renewed under the first. No keys: no tickets are issued, and none is accepted.
+enum { GW_TLS_TICKET_KEY_LENGTH = 80, GW_TLS_MAX_TICKET_KEYS = 8 };
+/// Replaces the list (at most GW_TLS_MAX_TICKET_KEYS; more are ignored); the old keys are wiped.
+void gw_tls_set_ticket_keys(const unsigned char *keys, size_t count);
+/// TLS to an upstream: one SSL_CTX per upstream, immutable once built. `ca`: PEM certificates
+/// to trust (as the master read them), or NULL for the system's store. `verify`: check the
+/// chain and the name (gw_tls_connect's `verify_name`); 0 accepts any certificate. NULL with
+/// the reason in `error` on failure.
+typedef struct gw_tls_client gw_tls_client;
+gw_tls_client *gw_tls_client_new(const void *ca, size_t ca_length, int verify, char *error, size_t error_length);
+void gw_tls_client_free(gw_tls_client *client);
+/// The number of PEM certificates in `pem` (> 0), or -1 with the reason in `error`.
+int gw_tls_count_certificates(const void *pem, size_t pem_length, char *error, size_t error_length);
+
 /// One TLS connection on `fd`, server side (the fd stays the caller's: gw_tls_free does not close it).
 typedef struct gw_tls_connection gw_tls_connection;
 
 gw_tls_connection *gw_tls_accept(gw_tls_server *server, int fd);
+/// One TLS connection on `fd`, client side (the fd stays the caller's). `name`: the host name
+/// sent in SNI and checked against the certificate, or an IP literal (checked against its IP
+/// addresses; no SNI, RFC 6066 §3 forbids it).
+gw_tls_connection *gw_tls_connect(gw_tls_client *client, int fd, const char *name);
 void gw_tls_free(gw_tls_connection *connection);
 
 /// 0 when the handshake is over, else a GW_TLS_* code.
@@ -85,7 +110,8 @@ void gw_tls_close_notify(gw_tls_connection *connection);
 const char *gw_tls_alpn(gw_tls_connection *connection);
 const char *gw_tls_version(gw_tls_connection *connection);
 const char *gw_tls_server_name(gw_tls_connection *connection);
-/// Why the last call failed, from OpenSSL's error queue ("" if it says nothing).
+/// Why the last call failed: the certificate check's reason when it failed ("certificate
+/// verify failed: hostname mismatch"), else OpenSSL's error queue's ("" if it says nothing).
 void gw_tls_failure(gw_tls_connection *connection, char *error, size_t error_length);
 
 #endif

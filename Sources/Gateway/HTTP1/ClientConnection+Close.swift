@@ -114,6 +114,7 @@ extension ClientConnection {
 
     /// Reads and parses the PROXY protocol header. Returns whether progress was made.
     func readProxyHeader() -> Bool {
+        if self.tls != nil { return self.peekProxyHeader() }
         if !self.input.isEmpty {
             switch ProxyProtocolHeader.parse(self.input.readable) {
             case .complete(let length, let source, _):
@@ -140,5 +141,68 @@ extension ClientConnection {
             return true
         }
         return progressed
+    }
+
+    /// The PROXY header in front of a TLS handshake (HAProxy's `send-proxy-v2` to a listener
+    /// with `tls` and `proxy_protocol`). OpenSSL reads the socket itself, so the bytes behind
+    /// the header (the ClientHello) must stay in the socket: the header is peeked (`MSG_PEEK`),
+    /// parsed, and then exactly its length is read, as nginx's `ngx_http_ssl_handshake` does.
+    /// Each peek starts from the first byte again: a header is at most 4 KiB and arrives in one
+    /// segment in practice, so the rare re-parse costs nothing worth a buffer of its own.
+    private func peekProxyHeader() -> Bool {
+        guard self.readable else { return false }
+        self.input.clear()
+        let limit = ProxyProtocolHeader.maximumV2Length
+        guard self.input.reserve(limit) else {
+            self.closeNow()
+            return true
+        }
+        let count = Self.receive(self.fd, self.input.storage, limit, flags: CInt(MSG_PEEK))
+        if count == 0 {
+            self.closeNow()
+            return true
+        }
+        if count < 0 {
+            guard errno == EAGAIN else {
+                self.abort()
+                return true
+            }
+            self.readable = false
+            return false
+        }
+        self.input.didWrite(count)
+        defer { self.input.clear() }
+        switch ProxyProtocolHeader.parse(self.input.readable) {
+        case .complete(let length, let source, _):
+            // The bytes are in the socket (the peek saw them): one recv takes exactly them.
+            guard Self.receive(self.fd, self.input.storage, length, flags: 0) == length else {
+                self.abort()
+                return true
+            }
+            if let source { self.peer.replace(with: source) }
+            self.phase = .handshake
+            self.arm(.header)
+            return true
+        case .invalid:
+            self.closeNow()
+            return true
+        case .incomplete:
+            // Everything the socket holds is not a header yet. The next segment is a new edge;
+            // after the peer's FIN none will come.
+            guard !self.peerShutDown, count < limit else {
+                self.closeNow()
+                return true
+            }
+            self.readable = false
+            return false
+        }
+    }
+
+    /// recv(2), EINTR retried: the count, 0 at the end of the stream, or -1 with errno.
+    private static func receive(_ fd: CInt, _ buffer: UnsafeMutablePointer<UInt8>, _ length: Int, flags: CInt) -> Int {
+        while true {
+            let count = recv(fd, buffer, length, flags)
+            if count >= 0 || errno != EINTR { return count }
+        }
     }
 }

@@ -236,6 +236,13 @@ final class ProxyExchange {
             self.pool.endpoints[index].inFlight -= 1
             self.pool.recordFailure(index)
             self.count("connect")
+            if error.tlsFailure != nil, let quiet = self.pool.tlsFailureLog.shouldReport() {
+                // A certificate that does not verify is the operator's to fix, not a blip:
+                // said at error, once per interval however many requests it fails.
+                ProxyLog.logger.error(
+                    "upstream \(self.pool.configuration.name) endpoint \(self.pool.endpoints[index].endpoint.text): \(error)",
+                    metadata: quiet > 0 ? ["not_logged_since": "\(quiet)"] : [:])
+            }
             self.failedEndpoints.append(index)
             let failure = ProxyFailure(
                 status: 502, reason: "connect to upstream \(self.pool.configuration.name): \(error)")

@@ -11,6 +11,9 @@ import GatewayIO
 /// of the client connections it serves. Owned by its `UpstreamPool`: connecting, idle in the
 /// pool, or lent to one `ProxyExchange` at a time. Its one deadline is the exchange's
 /// (`connect_timeout`, `response_timeout`, `read_timeout`) or, idle, the pool's `idle_timeout`.
+/// To an upstream with `tls`, the TLS handshake is part of connecting (within
+/// `connect_timeout`), and every read and write goes through its `TLSSession`, as a client
+/// connection's do on a TLS listener: pooled and reused the same way.
 final class UpstreamConnection: IOHandler {
     enum State {
         case connecting
@@ -50,8 +53,10 @@ final class UpstreamConnection: IOHandler {
     var responseHead = MessageHead()
     /// The tunnel it carries (`tunnel`).
     weak var tunnel: Tunnel?
-    /// Connect result, while `connecting`.
-    private var onConnect: ((CInt) -> Void)?
+    /// Connect result, while `connecting`: nil, or why it failed.
+    private var onConnect: ((UpstreamConnectError?) -> Void)?
+    /// With `tls`: the session, from the end of the TCP connect on.
+    private(set) var tls: TLSSession?
     /// Requests it carried: a reused connection that fails before answering was likely closed
     /// by the upstream as we picked it (the race every pool has), not a failing endpoint.
     var served = 0
@@ -96,18 +101,18 @@ final class UpstreamConnection: IOHandler {
             completion(.failure(UpstreamConnectError(code: error.errno.rawValue)))
             return
         }
-        connection.onConnect = { code in
-            if code == 0 {
-                completion(.success(connection))
+        connection.onConnect = { error in
+            if let error {
+                completion(.failure(error))
             } else {
-                completion(.failure(UpstreamConnectError(code: code)))
+                completion(.success(connection))
             }
         }
         connection.setDeadline(after: timeout)
         if rc == 0 {
-            // Connected at once (loopback can): reported on the next turn, as an event would be.
+            // Connected at once (loopback can).
             connection.writable = true
-            connection.finishConnect(0)
+            connection.tcpConnected()
         }
     }
 
@@ -116,6 +121,14 @@ final class UpstreamConnection: IOHandler {
     func handleEvents(_ events: UInt32) {
         switch self.state {
         case .connecting:
+            if let tls = self.tls {
+                if events & IOEvent.output != 0 { self.writable = true }
+                if events & (IOEvent.input | IOEvent.readHangUp | IOEvent.hangUp | IOEvent.error) != 0 {
+                    self.readable = true
+                }
+                self.continueHandshake(tls)
+                return
+            }
             guard events & (IOEvent.output | IOEvent.error | IOEvent.hangUp) != 0 else { return }
             var code: CInt = 0
             var length = socklen_t(MemoryLayout<CInt>.size)
@@ -123,9 +136,9 @@ final class UpstreamConnection: IOHandler {
             if code == 0, events & IOEvent.output != 0 {
                 self.writable = true
                 if events & (IOEvent.input | IOEvent.readHangUp) != 0 { self.readable = true }
-                self.finishConnect(0)
+                self.tcpConnected()
             } else {
-                self.finishConnect(code == 0 ? ECONNREFUSED : code)
+                self.finishConnect(UpstreamConnectError(code: code == 0 ? ECONNREFUSED : code))
             }
         case .idle:
             // An idle connection has nothing to say: the upstream closed it (or sent garbage).
@@ -175,22 +188,55 @@ final class UpstreamConnection: IOHandler {
         self.clearDeadline()
     }
 
-    private func finishConnect(_ code: CInt) {
+    /// The TCP connect is done: the connection is ready, or, to a TLS upstream, its
+    /// handshake begins.
+    private func tcpConnected() {
+        guard let context = self.pool.tls else {
+            self.finishConnect(nil)
+            return
+        }
+        let name = self.pool.endpoints[self.endpointIndex].tlsName ?? ""
+        guard let tls = TLSSession(client: context, fd: self.fd, name: name) else {
+            self.finishConnect(UpstreamConnectError(code: ENOMEM))
+            return
+        }
+        self.tls = tls
+        self.continueHandshake(tls)
+    }
+
+    private func continueHandshake(_ tls: TLSSession) {
+        switch tls.handshake() {
+        case .done:
+            // Records behind the server's Finished (TLS 1.3's tickets) may sit in OpenSSL's
+            // read-ahead, where no edge will announce them: the first read looks.
+            self.readable = true
+            self.finishConnect(nil)
+        case .wantRead:
+            self.readable = false
+        case .wantWrite:
+            self.writable = false
+        case .failed:
+            self.finishConnect(UpstreamConnectError(code: EPROTO, tlsFailure: tls.failure))
+        }
+    }
+
+    private func finishConnect(_ error: UpstreamConnectError?) {
         guard let onConnect = self.onConnect else { return }
         self.onConnect = nil
         self.clearDeadline()
-        if code == 0 {
+        if error == nil {
             self.state = .lent
         } else {
             self.close()
         }
-        onConnect(code)
+        onConnect(error)
     }
 
     func deadlinePassed() {
         switch self.state {
         case .connecting:
-            self.finishConnect(ETIMEDOUT)
+            self.finishConnect(
+                UpstreamConnectError(code: ETIMEDOUT, tlsFailure: self.tls.map { _ in "handshake timed out" }))
         case .idle:
             self.pool.removeIdle(self)
         case .lent:
@@ -250,11 +296,20 @@ final class UpstreamConnection: IOHandler {
 
     /// One read into the input. `.endOfFile` marks `inputClosed`.
     func read() -> IOResult {
-        let result = self.input.read(from: self.fd, minimum: 4096)
+        let result: IOResult
+        let emptied: Bool
+        if let tls = self.tls {
+            result = tls.read(into: self.input, minimum: 4096)
+            emptied = tls.socketEmptied
+        } else {
+            result = self.input.read(from: self.fd, minimum: 4096)
+            // A short read: the socket is empty now (TCP gives what it has).
+            emptied = self.input.writableCount > 0
+        }
         switch result {
         case .bytes:
             self.responseBytesReceived = true
-            if self.input.writableCount > 0, !self.peerShutDown { self.readable = false }
+            if emptied, !self.peerShutDown { self.readable = false }
         case .wouldBlock:
             self.readable = false
         case .endOfFile:
@@ -271,7 +326,8 @@ final class UpstreamConnection: IOHandler {
     @discardableResult
     func flush() -> Bool {
         while !self.output.isEmpty, self.writable {
-            switch self.output.write(to: self.fd) {
+            let result = if let tls = self.tls { tls.write(from: self.output) } else { self.output.write(to: self.fd) }
+            switch result {
             case .bytes:
                 continue
             case .wouldBlock:
@@ -295,7 +351,11 @@ final class UpstreamConnection: IOHandler {
             return
         }
         if self.output.isEmpty, self.writable {
-            switch Socket.write(self.fd, UnsafeRawBufferPointer(bytes)) {
+            // Through TLS, what the socket did not take is retried from `output`: the shim
+            // allows the bytes to move (SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER).
+            let raw = UnsafeRawBufferPointer(bytes)
+            let result = if let tls = self.tls { tls.write(raw) } else { Socket.write(self.fd, raw) }
+            switch result {
             case .bytes(let count):
                 if count < bytes.count {
                     self.writable = false
@@ -318,11 +378,20 @@ final class UpstreamConnection: IOHandler {
             && self.output.readableCount < Self.outputHighWater
     }
 
+    /// Ends our direction (a tunnel's client half-closed): close_notify first through TLS.
+    func shutDownWrite() {
+        self.tls?.closeNotify()
+        _ = shutdown(self.fd, CInt(SHUT_WR))
+    }
+
     func close() {
         guard self.state != .closed else { return }
         self.state = .closed
         self.exchange = nil
         self.onConnect = nil
+        // The upstream learns the close was ours (an idle one expired, a drain), not a cut.
+        self.tls?.closeNotify()
+        self.tls = nil
         if let registration = self.registration {
             self.registration = nil
             self.eventLoop.forget(registration)
@@ -333,11 +402,19 @@ final class UpstreamConnection: IOHandler {
     }
 }
 
-/// Why a connect failed: an errno (ECONNREFUSED, ETIMEDOUT for `connect_timeout`…).
+/// Why a connect failed: an errno (ECONNREFUSED, ETIMEDOUT for `connect_timeout`…), or to a
+/// TLS upstream, why its handshake did ("certificate verify failed: hostname mismatch").
 struct UpstreamConnectError: Error, CustomStringConvertible {
     var code: CInt
+    var tlsFailure: String?
+
+    init(code: CInt, tlsFailure: String? = nil) {
+        self.code = code
+        self.tlsFailure = tlsFailure
+    }
 
     var description: String {
+        if let tlsFailure { return "TLS handshake: \(tlsFailure)" }
         if self.code == ETIMEDOUT { return "connect timed out" }
         return String(cString: strerror(self.code)).lowercased()
     }

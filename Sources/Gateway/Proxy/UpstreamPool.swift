@@ -24,9 +24,12 @@ final class UpstreamPool {
         var consecutiveFailures = 0
         /// Monotonic ns; 0: not ejected.
         var ejectedUntil: UInt64 = 0
+        /// With `tls`: the name sent in SNI and checked against the certificate.
+        let tlsName: String?
 
-        init?(endpoint: UpstreamEndpoint) {
+        init?(endpoint: UpstreamEndpoint, tls: UpstreamTLSConfig?) {
             self.endpoint = endpoint
+            self.tlsName = tls?.name(for: endpoint)
             guard let (storage, length) = ListeningSocket.socketAddress(endpoint.address) else { return nil }
             self.family = endpoint.address.family == .ipv4 ? AF_INET : AF_INET6
             self.address = storage
@@ -41,6 +44,11 @@ final class UpstreamPool {
     }
 
     let configuration: UpstreamConfig
+    /// With `tls`: every connection handshakes after its connect, within `connect_timeout`.
+    let tls: TLSClientContext?
+    /// TLS handshakes that fail (a certificate that does not verify) fail every request the
+    /// same way: one error line per `LogThrottle` interval, with the count of the others.
+    var tlsFailureLog = LogThrottle()
     let loop: EventLoop
     let metrics: GatewayMetrics
     let endpoints: [Endpoint]
@@ -53,13 +61,15 @@ final class UpstreamPool {
     let readTimeout: UInt64
     let idleTimeout: UInt64
 
-    init?(configuration: UpstreamConfig, loop: EventLoop, metrics: GatewayMetrics) {
+    init?(configuration: UpstreamConfig, tls: TLSClientContext?, loop: EventLoop, metrics: GatewayMetrics) {
+        guard (configuration.tls == nil) == (tls == nil) else { return nil }
         self.configuration = configuration
+        self.tls = tls
         self.loop = loop
         self.metrics = metrics
         var endpoints: [Endpoint] = []
         for endpoint in configuration.endpoints {
-            guard let resolved = Endpoint(endpoint: endpoint) else { return nil }
+            guard let resolved = Endpoint(endpoint: endpoint, tls: configuration.tls) else { return nil }
             endpoints.append(resolved)
         }
         guard !endpoints.isEmpty else { return nil }
@@ -203,12 +213,17 @@ final class LoopUpstreams {
     let loop: EventLoop
     private let metrics: GatewayMetrics
     private let configurations: [String: UpstreamConfig]
+    private let tls: [String: TLSClientContext]
     private var pools: [String: UpstreamPool] = [:]
     /// The worker is draining: pools made from now on keep no idle connection either.
     private var closed = false
 
-    init(configurations: [String: UpstreamConfig], loop: EventLoop, metrics: GatewayMetrics) {
+    init(
+        configurations: [String: UpstreamConfig], tls: [String: TLSClientContext], loop: EventLoop,
+        metrics: GatewayMetrics
+    ) {
         self.configurations = configurations
+        self.tls = tls
         self.loop = loop
         self.metrics = metrics
     }
@@ -216,7 +231,8 @@ final class LoopUpstreams {
     func pool(named name: String) -> UpstreamPool? {
         if let pool = self.pools[name] { return pool }
         guard let configuration = self.configurations[name],
-            let pool = UpstreamPool(configuration: configuration, loop: self.loop, metrics: self.metrics)
+            let pool = UpstreamPool(
+                configuration: configuration, tls: self.tls[name], loop: self.loop, metrics: self.metrics)
         else { return nil }
         if self.closed { pool.close() }
         self.pools[name] = pool

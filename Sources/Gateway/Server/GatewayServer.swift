@@ -124,6 +124,10 @@ public final class GatewayServer: Sendable {
             self.failStart(closing: listeners)
             throw error
         }
+        if case .failure(let error) = self.services.upstreamTLS {
+            self.failStart(closing: listeners)
+            throw error
+        }
         for listener in listeners {
             do throws(GatewayServerError) {
                 try Self.checkListeningSocket(listener)

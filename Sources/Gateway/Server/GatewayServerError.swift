@@ -4,6 +4,8 @@ public enum GatewayServerError: Error, Sendable, CustomStringConvertible {
     case invalidRoute(route: String, reason: String)
     /// The listener could not be served: not a listening TCP socket, or NIO refused it.
     case listenerFailed(listener: String, fd: CInt, reason: String)
+    /// An upstream cannot be served (its TLS context cannot be built).
+    case upstreamFailed(upstream: String, reason: String)
     /// `start` was called twice, or after `drain`/`shutdownNow`.
     case alreadyStarted
     /// `drain` or `shutdownNow` was called while `start` was still running.
@@ -15,6 +17,8 @@ public enum GatewayServerError: Error, Sendable, CustomStringConvertible {
             return "route \"\(route)\": \(reason)"
         case .listenerFailed(let listener, let fd, let reason):
             return "listener \"\(listener)\" (fd \(fd)): \(reason)"
+        case .upstreamFailed(let upstream, let reason):
+            return "upstream \"\(upstream)\": \(reason)"
         case .alreadyStarted:
             return "the gateway server was already started or stopped"
         case .stoppedWhileStarting:

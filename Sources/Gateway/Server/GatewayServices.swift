@@ -18,6 +18,9 @@ final class GatewayServices: Sendable {
     /// `paths:`: how targets become canonical paths.
     let paths: PathsConfig
     let upstreamConfigurations: [String: UpstreamConfig]
+    /// The TLS contexts of upstreams with `tls`, by name, or why one could not be built
+    /// (`GatewayServer.start` throws it, as it throws a route's).
+    let upstreamTLS: Result<[String: TLSClientContext], GatewayServerError>
     /// Lower-cased names of the routes' API-key fields. With `Authorization` and
     /// `Proxy-Authorization`, the fields that carry a credential: present twice, a request is
     /// refused, because a check of the first and an upstream that reads the second disagree.
@@ -46,6 +49,7 @@ final class GatewayServices: Sendable {
             upstreams[upstream.name] = upstream
         }
         self.upstreamConfigurations = upstreams
+        self.upstreamTLS = TLSClientContext.contexts(for: configuration.upstreams)
     }
 
     /// The name of a credential field the request carries more than once, if any.

@@ -34,7 +34,8 @@ final class WorkerLoop: @unchecked Sendable {
         self.services = services
         self.logger = logger
         self.upstreams = LoopUpstreams(
-            configurations: services.upstreamConfigurations, loop: self.eventLoop, metrics: services.metrics)
+            configurations: services.upstreamConfigurations, tls: (try? services.upstreamTLS.get()) ?? [:],
+            loop: self.eventLoop, metrics: services.metrics)
     }
 
     /// Runs `body` on this loop and returns its result.

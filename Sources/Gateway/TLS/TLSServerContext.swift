@@ -1,5 +1,6 @@
 import CGatewayTLS
 import GatewayConfig
+import GatewayCore
 
 /// A TLS listener's certificates as OpenSSL contexts (one per certificate, chosen by SNI, the
 /// first the default), built once per worker from the bytes its master handed over. Immutable
@@ -14,7 +15,9 @@ final class TLSServerContext: @unchecked Sendable {
         let alpn = configuration.alpnWireFormat
         guard
             let pointer = alpn.withUnsafeBufferPointer({
-                gw_tls_server_new(configuration.minVersion.wireValue, $0.baseAddress, $0.count, &reason, capacity)
+                gw_tls_server_new(
+                    configuration.minVersion.wireValue, Self.sessionLifetime, $0.baseAddress, $0.count, &reason,
+                    capacity)
             })
         else {
             throw .listenerFailed(listener: listener, fd: -1, reason: "TLS: \(Self.text(reason))")
@@ -34,6 +37,9 @@ final class TLSServerContext: @unchecked Sendable {
             }
         }
     }
+
+    /// What clients are told a ticket is good for: what the master's rotation guarantees.
+    static let sessionLifetime = Int(SessionTicketKeys.sessionLifetime.components.seconds)
 
     deinit {
         gw_tls_server_free(self.pointer)

@@ -23,6 +23,21 @@ final class TLSSession {
         self.pointer = pointer
     }
 
+    /// The client side, to an upstream: `name` goes in SNI (unless an IP literal) and is
+    /// checked against the certificate when the context verifies.
+    init?(client context: TLSClientContext, fd: CInt, name: String) {
+        guard let pointer = gw_tls_connect(context.pointer, fd, name) else { return nil }
+        self.pointer = pointer
+    }
+
+    /// Why the handshake (or the last call) failed: "certificate verify failed: hostname
+    /// mismatch", OpenSSL's reason, or the socket's error.
+    var failure: String {
+        var reason = [CChar](repeating: 0, count: 256)
+        gw_tls_failure(self.pointer, &reason, reason.count)
+        return TLSServerContext.text(reason)
+    }
+
     deinit {
         gw_tls_free(self.pointer)
     }

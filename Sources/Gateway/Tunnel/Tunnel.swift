@@ -66,7 +66,7 @@ final class Tunnel {
     func upstreamWritable() {
         if self.upstream.flush(), self.upstreamShutdownPending {
             self.upstreamShutdownPending = false
-            _ = shutdown(self.upstream.fd, CInt(SHUT_WR))
+            self.upstream.shutDownWrite()
             self.endIfBothEnded()
         }
         if self.upstream.writeFailed {
@@ -105,7 +105,7 @@ final class Tunnel {
                 self.client.readable = false
                 self.clientEnded = true
                 if self.upstream.flush() {
-                    _ = shutdown(self.upstream.fd, CInt(SHUT_WR))
+                    self.upstream.shutDownWrite()
                 } else {
                     self.upstreamShutdownPending = true
                 }

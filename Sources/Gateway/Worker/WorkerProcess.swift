@@ -75,6 +75,7 @@ public enum WorkerProcess {
         }
         // The master's levels of the moment: a spare may have waited through a change.
         LiveLogLevels.apply(handoff.hello.logLevels)
+        TLSTicketKeys.install(handoff.hello.ticketKeys)
         let generation = handoff.hello.generation
         logger[metadataKey: "generation"] = "\(generation)"
         logger[metadataKey: "worker"] = "\(handoff.hello.worker)"
@@ -154,7 +155,7 @@ public enum WorkerProcess {
         logger.debug("ready", metadata: ["listeners": "\(handoff.listeners.count)"])
 
         Thread.detachNewThread {
-            // The master speaks rarely after the handoff: `log_levels`, `drain`, or end of file
+            // The master speaks rarely after the handoff: `log_levels`, `ticket_keys`, `drain`, or end of file
             // when it is gone.
             while true {
                 do {
@@ -167,6 +168,7 @@ public enum WorkerProcess {
                     switch message {
                     case .drain: lifecycle.signal(.drain)
                     case .logLevels(let levels): LiveLogLevels.apply(levels)
+                    case .ticketKeys(let keys): TLSTicketKeys.install(keys)
                     case .statusPage(let snapshot): StatusBoard.shared.update(snapshot)
                     default: break
                     }
