@@ -101,6 +101,11 @@ extension ClientConnection {
                 ?? head.host.map { String(decoding: bytes[$0], as: UTF8.self) }
         }
         request.closeAfterResponse = !request.keepAlive || self.draining || request.wantsUpgrade
+        if let tracer = self.services.tracer {
+            request.trace = RequestTrace(
+                tracer: tracer, request: request, head: head, bytes: bytes, target: target, peer: self.peer,
+                secure: self.tls != nil)
+        }
 
         if let targetError {
             return self.refuse(400, "invalid request target: \(targetError)", consuming: head.length)
@@ -187,7 +192,7 @@ extension ClientConnection {
             let writer = UpstreamHeadWriter(
                 head: head, bytes: bytes, target: target, peer: self.peer, peerTrusted: peerTrusted,
                 route: route, requestID: request.requestID, caseSensitive: self.services.paths.caseSensitive,
-                secure: self.tls != nil)
+                secure: self.tls != nil, dropsTraceContext: request.trace != nil)
             self.upstreamHead.clear()
             let hasHost = writer.write(into: self.upstreamHead, stripPrefix: proxyTarget.stripPrefix)
             let exchange = ProxyExchange(client: self, request: request, pool: pool, setsHost: !hasHost)

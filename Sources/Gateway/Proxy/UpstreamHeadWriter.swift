@@ -28,6 +28,9 @@ struct UpstreamHeadWriter {
     let caseSensitive: Bool
     /// The client came over TLS: `X-Forwarded-Proto: https` (from an untrusted peer).
     var secure = false
+    /// The request is traced: the client's `traceparent` and `tracestate` stay behind, each
+    /// attempt sends its own span's (`RequestTrace.writeTraceContext`).
+    var dropsTraceContext = false
 
     /// Writes the head into `output`; returns whether it has a `Host` field.
     func write(into output: IOBuffer, stripPrefix: String?) -> Bool {
@@ -180,6 +183,8 @@ struct UpstreamHeadWriter {
             // Client addresses gatewayd does not rewrite: believed only from a trusted proxy,
             // like X-Forwarded-For's chain; from anyone else an upstream would read a made-up one.
             if !self.peerTrusted { return false }
+        case .other where self.dropsTraceContext:
+            if Self.isTraceContext(UnsafeBufferPointer(rebasing: self.bytes[field.nameRange])) { return false }
         default:
             break
         }

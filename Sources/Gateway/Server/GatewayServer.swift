@@ -5,6 +5,7 @@ import GatewayCore
 import GatewayIO
 import Logging
 import Synchronization
+import Tracing
 
 #if canImport(Glibc)
     import Glibc
@@ -58,6 +59,7 @@ public final class GatewayServer: Sendable {
         logger: Logger,
         sharedState: SharedState? = nil,
         accessLog: AccessLog? = nil,
+        tracer: (any Tracer)? = nil,
         connectionCountDidChange: @escaping @Sendable (Int) -> Void
     ) throws(SystemCallError) {
         self.configuration = configuration
@@ -67,7 +69,7 @@ public final class GatewayServer: Sendable {
         }
         self.services = GatewayServices(
             configuration: configuration, rateLimiter: sharedState?.rateLimiter, accessLog: accessLog,
-            metrics: GatewayMetrics(), metricsExposition: exposition)
+            metrics: GatewayMetrics(), metricsExposition: exposition, tracer: tracer)
         self.generation = generation
         var logger = logger
         logger[metadataKey: "generation"] = "\(generation)"

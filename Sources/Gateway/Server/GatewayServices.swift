@@ -2,6 +2,7 @@ import GatewayConfig
 import GatewayCore
 import GatewayHTTP
 import Synchronization
+import Tracing
 
 /// What a worker's connections share: limits, the upstream configurations, the rate limiter,
 /// the access log and the metrics. Built once per server; read from every loop.
@@ -18,6 +19,9 @@ final class GatewayServices: Sendable {
     /// `paths:`: how targets become canonical paths.
     let paths: PathsConfig
     let upstreamConfigurations: [String: UpstreamConfig]
+    /// The worker's tracer when `tracing:` is on (`RequestTrace`); nil, the usual case, costs
+    /// one check per request.
+    let tracer: (any Tracer)?
     /// Lower-cased names of the routes' API-key fields. With `Authorization` and
     /// `Proxy-Authorization`, the fields that carry a credential: present twice, a request is
     /// refused, because a check of the first and an upstream that reads the second disagree.
@@ -25,9 +29,10 @@ final class GatewayServices: Sendable {
 
     init(
         configuration: GatewayConfiguration, rateLimiter: SharedRateLimiter?, accessLog: AccessLog?,
-        metrics: GatewayMetrics, metricsExposition: (@Sendable () -> String)?
+        metrics: GatewayMetrics, metricsExposition: (@Sendable () -> String)?, tracer: (any Tracer)? = nil
     ) {
         self.metricsExposition = metricsExposition
+        self.tracer = tracer
         self.limits = configuration.limits
         self.rateLimiter = rateLimiter
         self.accessLog = accessLog
@@ -91,6 +96,10 @@ final class GatewayServices: Sendable {
         self.metrics.record(
             route: request.routeName == nil ? request.route : nil, routeName: routeName, status: request.status,
             upstream: request.upstreamName, latency: request.upstreamLatency, duration: now &- request.start)
+        if let trace = request.trace {
+            request.trace = nil
+            trace.end(request)
+        }
         guard let accessLog = self.accessLog else { return }
         accessLog.log(
             RequestRecord(
