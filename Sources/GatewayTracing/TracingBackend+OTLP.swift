@@ -3,6 +3,7 @@
     import Logging
     import OTel
     import ServiceLifecycle
+    import Tracing
 
     /// The OTLP/HTTP exporter, through swift-otel (built only with the `OTLPTracing` trait).
     extension TracingBackend {

@@ -97,4 +97,21 @@ import Tracing
             #expect(!received.contains { $0.0 == "traceparent" })
         }
     }
+
+    @Test(
+        "only a well-formed traceparent reaches the propagator (swift-otel logs a warning for each other one)",
+        arguments: [
+            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", true),
+            ("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-future", true),
+            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra", false),
+            ("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", false),
+            ("00-00000000000000000000000000000000-00f067aa0ba902b7-01", false),
+            ("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", false),
+            ("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", false),
+            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7", false),
+            ("", false),
+        ])
+    func traceparentShape(value: String, wellFormed: Bool) {
+        #expect(Array(value.utf8).withUnsafeBufferPointer { RequestTrace.isWellFormed(traceparent: $0) } == wellFormed)
+    }
 }

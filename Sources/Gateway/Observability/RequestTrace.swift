@@ -28,7 +28,14 @@ final class RequestTrace {
         self.tracer = tracer
         self.method = request.methodText
         var context = ServiceContext.topLevel
-        tracer.extract(RequestHeadFields(head: head, bytes: bytes), into: &context, using: RequestHeadExtractor())
+        let fields = RequestHeadFields(head: head, bytes: bytes)
+        // Only a well-formed `traceparent` goes to the propagator: swift-otel logs a warning for
+        // each one it cannot read, which any client could use to flood the log.
+        if let traceparent = RequestHeadExtractor().field("traceparent", in: fields),
+            Self.isWellFormed(traceparent: UnsafeBufferPointer(rebasing: bytes[traceparent]))
+        {
+            tracer.extract(fields, into: &context, using: RequestHeadExtractor())
+        }
         // OpenTelemetry's HTTP server span name is `{method} {route}`; the route's name is what
         // gatewayd routes by.
         let span = tracer.startSpan("\(request.methodText) \(request.route.name)", context: context, ofKind: .server)
@@ -138,6 +145,23 @@ final class RequestTrace {
         span.end()
     }
 
+    /// W3C Trace Context's `version-traceid-parentid-flags`: lower-case hex, ids not all zero,
+    /// version `ff` invalid; version 00 is exactly 55 bytes, a later one may add `-...` after.
+    static func isWellFormed(traceparent value: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard value.count == 55 || (value.count > 55 && value[55] == UInt8(ascii: "-")) else { return false }
+        func isHex(_ range: Range<Int>) -> Bool {
+            value[range].allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }
+        }
+        func isZero(_ range: Range<Int>) -> Bool { value[range].allSatisfy { $0 == 0x30 } }
+        let dash = UInt8(ascii: "-")
+        guard value[2] == dash, value[35] == dash, value[52] == dash, isHex(0..<2), isHex(3..<35), isHex(36..<52),
+            isHex(53..<55), !isZero(3..<35), !isZero(36..<52)
+        else { return false }
+        let version = (value[0], value[1])
+        if version == (0x66, 0x66) { return false }
+        return value.count == 55 || version != (0x30, 0x30)
+    }
+
     /// `host[:port]` or `[v6]:port` into the name and the port.
     private static func split(_ host: String) -> (String, Int?) {
         if host.hasPrefix("["), let close = host.lastIndex(of: "]") {
@@ -156,20 +180,28 @@ final class RequestTrace {
 /// `traceparent` and `tracestate`). Sendable because the propagator's protocol wants it; it is
 /// only read during `extract`, synchronously on the connection's loop, while the bytes it
 /// points into are the input buffer's.
-struct RequestHeadFields: @unchecked Sendable {
+struct RequestHeadFields: @unchecked Sendable, CustomStringConvertible {
     let head: MessageHead
     let bytes: UnsafeBufferPointer<UInt8>
+
+    /// What a propagator's log line shows: never the client's bytes.
+    var description: String { "request head" }
 }
 
 /// A field's value by name (RFC 9110 names are case-insensitive). Only fields the parser did
 /// not recognise (`FieldName.other`) can be trace context.
 struct RequestHeadExtractor: Extractor {
     func extract(key: String, from carrier: RequestHeadFields) -> String? {
+        self.field(key, in: carrier).map { String(decoding: carrier.bytes[$0], as: UTF8.self) }
+    }
+
+    /// Where the first field named `key` has its value.
+    func field(_ key: String, in carrier: RequestHeadFields) -> Range<Int>? {
         var key = key
         return key.withUTF8 { wanted in
             for field in carrier.head.fields where field.name == .other {
                 if HTTPBytes.equalsIgnoringCase(UnsafeBufferPointer(rebasing: carrier.bytes[field.nameRange]), wanted) {
-                    return String(decoding: carrier.bytes[field.valueRange], as: UTF8.self)
+                    return field.valueRange
                 }
             }
             return nil
