@@ -18,14 +18,11 @@
             otel.metrics.enabled = false
             otel.logs.enabled = false
             otel.traces.enabled = true
-            // parentbased_traceidratio: a client's sampled flag decides for its trace; a new
-            // trace is sampled by its id, so every worker (and the master) agrees on it.
-            guard let sampler = OTel.Configuration.TracesConfiguration.SamplerConfiguration.parentBasedTraceIDRatio(
-                ratio: configuration.sampleRatio)
-            else {
-                throw TracingBackendError(reason: "sample_ratio \(configuration.sampleRatio) is not from 0 to 1")
-            }
-            otel.traces.sampler = sampler
+            // A client's sampled flag decides for its trace; a new trace is sampled when it is
+            // started: the worker starts one for `sample_ratio` of the requests without a
+            // traceparent (Gateway's RequestTracing, where an unsampled request costs nothing),
+            // the master for every reload.
+            otel.traces.sampler = .parentBasedAlwaysOn
             otel.traces.exporter = .otlp
             otel.traces.otlpExporter.endpoint = configuration.otlpEndpoint
             otel.traces.otlpExporter.protocol = .httpProtobuf

@@ -114,4 +114,34 @@ import Tracing
     func traceparentShape(value: String, wellFormed: Bool) {
         #expect(Array(value.utf8).withUnsafeBufferPointer { RequestTrace.isWellFormed(traceparent: $0) } == wellFormed)
     }
+
+    @Test("sample_ratio: requests without a traceparent are traced at that rate; with one, always (its flag decides)")
+    func sampling() async throws {
+        for (ratio, expected) in [(0.0, 0...0), (0.01, 850...1150), (0.5, 49_000...51_000), (1.0, 100_000...100_000)] {
+            let tracing = RequestTracing(tracer: InMemoryTracer(), sampleRatio: ratio)
+            let sampled = (0..<100_000).count { _ in tracing.samplesNewTrace() }
+            #expect(expected.contains(sampled), "ratio \(ratio): \(sampled) of 100,000")
+        }
+        let listener = try TestListener()
+        defer { listener.close() }
+        let tracer = InMemoryTracer()
+        let server = try GatewayServer(
+            configuration: GatewayConfiguration(
+                listeners: [try listener.config], routes: [directRoute("hello", RouteMatch(pathPrefix: "/"), body: "hi")]),
+            generation: 1, logger: testLogger(), tracer: tracer, sampleRatio: 0, connectionCountDidChange: { _ in })
+        try await server.start(listeners: [listener.handOff()])
+        do {
+            #expect(try fetch(port: listener.port, "/untraced").status == 200)
+            #expect(
+                try fetch(
+                    port: listener.port, "/traced",
+                    headers: ["traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"]
+                ).status == 200)
+            await server.shutdownNow()
+        } catch {
+            await server.shutdownNow()
+            throw error
+        }
+        #expect(tracer.finishedSpans.map { $0.attributes["url.path"]?.toSpanAttribute() } == ["/traced"])
+    }
 }

@@ -101,9 +101,9 @@ extension ClientConnection {
                 ?? head.host.map { String(decoding: bytes[$0], as: UTF8.self) }
         }
         request.closeAfterResponse = !request.keepAlive || self.draining || request.wantsUpgrade
-        if let tracer = self.services.tracer {
+        if let tracing = self.services.tracing, tracing.traces(head, bytes) {
             request.trace = RequestTrace(
-                tracer: tracer, request: request, head: head, bytes: bytes, target: target, peer: self.peer,
+                tracer: tracing.tracer, request: request, head: head, bytes: bytes, target: target, peer: self.peer,
                 secure: self.tls != nil)
         }
 

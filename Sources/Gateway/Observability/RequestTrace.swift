@@ -1,6 +1,56 @@
 import GatewayHTTP
 import GatewayIO
+import Synchronization
 import Tracing
+
+/// The worker's tracer, and which requests it traces: every one whose client sent a
+/// well-formed `traceparent` (the tracer's parent-based sampler follows its sampled flag, and
+/// the trace goes on upstream either way), and `sampleRatio` of the others, decided here
+/// before any tracing work. The tracer samples every trace it is asked to start (swift-otel's
+/// `parentbased_always_on`): doing the ratio there would make every unsampled request pay for
+/// a span, a context and ids from `SystemRandomNumberGenerator` (a getrandom(2) each) only to
+/// drop them; measured at 1 %, that cost 14 % of the proxy's keep-alive throughput
+/// (docs/benchmarks.md, "Tracing"). The price: an unsampled request without a `traceparent`
+/// goes upstream as with tracing off, with no `traceparent` of ours.
+final class RequestTracing: Sendable {
+    let tracer: any Tracer
+    /// `sampleRatio` of 2^64: a request is sampled when its random draw is below.
+    private let threshold: UInt64
+    private let alwaysSamples: Bool
+    /// splitmix64's state (Vigna): a well-mixed 64-bit draw per request for one atomic add, not
+    /// a system call; predictable by nobody who cannot read the worker's memory, and sampling
+    /// needs no more.
+    private let state = Atomic<UInt64>(UInt64.random(in: .min ... .max))
+
+    init(tracer: any Tracer, sampleRatio: Double) {
+        self.tracer = tracer
+        self.alwaysSamples = sampleRatio >= 1
+        self.threshold = sampleRatio <= 0 ? 0 : UInt64(min(sampleRatio, 1) * 0x1p63) << 1
+    }
+
+    /// Whether the request gets spans.
+    func traces(_ head: MessageHead, _ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        if self.alwaysSamples { return true }
+        if let traceparent = RequestHeadExtractor().field("traceparent", in: RequestHeadFields(head: head, bytes: bytes)),
+            RequestTrace.isWellFormed(traceparent: UnsafeBufferPointer(rebasing: bytes[traceparent]))
+        {
+            return true
+        }
+        return self.samplesNewTrace()
+    }
+
+    /// `sampleRatio`'s chance.
+    func samplesNewTrace() -> Bool {
+        self.alwaysSamples || self.draw() < self.threshold
+    }
+
+    private func draw() -> UInt64 {
+        var z = self.state.wrappingAdd(0x9E37_79B9_7F4A_7C15, ordering: .relaxed).newValue
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
 
 /// A traced request: its server span, and the client span of the upstream attempt in progress
 /// (docs/observability.md, "Tracing"). Made only when `tracing:` is on
@@ -8,10 +58,10 @@ import Tracing
 /// per request and a nil `ClientRequest.trace` at each hop.
 ///
 /// Spans go through swift-distributed-tracing's `Tracer`; which tracer is the process's
-/// (`TracingBackend`, swift-otel's in an `OTLPTracing` build). The tracer decides sampling
-/// (parent-based: a client's `traceparent` flag, else `sample_ratio`): an unsampled request
-/// gets a span that records nothing but still has a context, so the upstream still gets a
-/// `traceparent` (flag 00) that continues the client's trace id.
+/// (`TracingBackend`, swift-otel's in an `OTLPTracing` build). Which requests get one:
+/// `RequestTracing`. A client's `traceparent` with the sampled flag off gives a span that
+/// records nothing but still has a context, so the upstream still gets a `traceparent` (flag
+/// 00) that continues the client's trace id.
 ///
 /// Lives on its connection's loop; ending a span hands it to the exporter's tasks, no I/O here.
 final class RequestTrace {

@@ -60,6 +60,7 @@ public final class GatewayServer: Sendable {
         sharedState: SharedState? = nil,
         accessLog: AccessLog? = nil,
         tracer: (any Tracer)? = nil,
+        sampleRatio: Double = 1,
         connectionCountDidChange: @escaping @Sendable (Int) -> Void
     ) throws(SystemCallError) {
         self.configuration = configuration
@@ -69,7 +70,8 @@ public final class GatewayServer: Sendable {
         }
         self.services = GatewayServices(
             configuration: configuration, rateLimiter: sharedState?.rateLimiter, accessLog: accessLog,
-            metrics: GatewayMetrics(), metricsExposition: exposition, tracer: tracer)
+            metrics: GatewayMetrics(), metricsExposition: exposition,
+            tracing: tracer.map { RequestTracing(tracer: $0, sampleRatio: sampleRatio) })
         self.generation = generation
         var logger = logger
         logger[metadataKey: "generation"] = "\(generation)"

@@ -2,7 +2,6 @@ import GatewayConfig
 import GatewayCore
 import GatewayHTTP
 import Synchronization
-import Tracing
 
 /// What a worker's connections share: limits, the upstream configurations, the rate limiter,
 /// the access log and the metrics. Built once per server; read from every loop.
@@ -19,9 +18,9 @@ final class GatewayServices: Sendable {
     /// `paths:`: how targets become canonical paths.
     let paths: PathsConfig
     let upstreamConfigurations: [String: UpstreamConfig]
-    /// The worker's tracer when `tracing:` is on (`RequestTrace`); nil, the usual case, costs
-    /// one check per request.
-    let tracer: (any Tracer)?
+    /// The worker's tracer and its sampling when `tracing:` is on (`RequestTrace.swift`); nil,
+    /// the usual case, costs one check per request.
+    let tracing: RequestTracing?
     /// Lower-cased names of the routes' API-key fields. With `Authorization` and
     /// `Proxy-Authorization`, the fields that carry a credential: present twice, a request is
     /// refused, because a check of the first and an upstream that reads the second disagree.
@@ -29,10 +28,10 @@ final class GatewayServices: Sendable {
 
     init(
         configuration: GatewayConfiguration, rateLimiter: SharedRateLimiter?, accessLog: AccessLog?,
-        metrics: GatewayMetrics, metricsExposition: (@Sendable () -> String)?, tracer: (any Tracer)? = nil
+        metrics: GatewayMetrics, metricsExposition: (@Sendable () -> String)?, tracing: RequestTracing? = nil
     ) {
         self.metricsExposition = metricsExposition
-        self.tracer = tracer
+        self.tracing = tracing
         self.limits = configuration.limits
         self.rateLimiter = rateLimiter
         self.accessLog = accessLog

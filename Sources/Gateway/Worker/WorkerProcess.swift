@@ -148,7 +148,8 @@ public enum WorkerProcess {
         do {
             server = try GatewayServer(
                 configuration: configuration, generation: generation, logger: logger, sharedState: sharedState,
-                accessLog: accessLog, tracer: tracing?.tracer, connectionCountDidChange: { _ in })
+                accessLog: accessLog, tracer: tracing?.tracer,
+                sampleRatio: configuration.tracing?.sampleRatio ?? 1, connectionCountDidChange: { _ in })
             try await server.start(
                 listeners: handoff.listeners.map { HandedOffListener(name: $0.name, fd: $0.fd, backlog: $0.backlog) })
         } catch {
