@@ -1,4 +1,4 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.1
 import PackageDescription
 
 // The data path's modules (GatewayHTTP, GatewayIO, Gateway) skip Swift's dynamic exclusivity
@@ -16,6 +16,13 @@ let package = Package(
         .executable(name: "gatewayd", targets: ["gatewayd"]),
         .executable(name: "gatewayctl", targets: ["gatewayctl"]),
     ],
+    // OpenTelemetry export (docs/observability.md, "Tracing"): swift-otel and what its OTLP/HTTP
+    // exporter needs (AsyncHTTPClient, swift-nio-ssl, SwiftProtobuf) take minutes to build and
+    // megabytes to link, for a feature off by default; the default build has only the tracing
+    // API (swift-distributed-tracing). `make release TRACING=1` / `make test-tracing`.
+    traits: [
+        .trait(name: "OTLPTracing", description: "Export spans by OTLP/HTTP through swift-otel")
+    ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -25,6 +32,10 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
         .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.46.0"),
+        .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
+        // OTLP/HTTP only: its default traits would add the gRPC exporter (grpc-swift-2 and its
+        // HTTP/2 transport), which gatewayd does not offer.
+        .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0", traits: ["OTLPHTTP"]),
     ],
     targets: [
         // What Swift cannot import: the CMSG_* macros for SCM_RIGHTS, struct ucred for SO_PEERCRED,
@@ -69,6 +80,20 @@ let package = Package(
         // The worker's event loop (one thread, one epoll set, nginx's model) and its buffers: no
         // HTTP. Why not SwiftNIO on the data path: EventLoop.swift and docs/benchmarks.md.
         .target(name: "GatewayIO", dependencies: ["CGatewayIO", "GatewayCore"], swiftSettings: dataPathSettings),
+        // A process's tracer and the exporter behind it (TracingBackend): swift-otel only with
+        // the OTLPTracing trait; without it, the tracing API alone.
+        .target(
+            name: "GatewayTracing",
+            dependencies: [
+                "GatewayConfig",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(
+                    name: "ServiceLifecycle", package: "swift-service-lifecycle",
+                    condition: .when(traits: ["OTLPTracing"])),
+                .product(name: "OTel", package: "swift-otel", condition: .when(traits: ["OTLPTracing"])),
+            ]
+        ),
         // The worker: HTTP/1.1 and HTTP/2 on the handed-off fds.
         .target(
             name: "Gateway",
@@ -83,6 +108,8 @@ let package = Package(
                 // HPACK only: the HTTP/2 frames are read and written on the worker's own loop
                 // (Sources/Gateway/HTTP2; why: docs/architecture.md, "HTTP/2").
                 .product(name: "NIOHPACK", package: "swift-nio-http2"),
+                "GatewayTracing",
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -107,6 +134,8 @@ let package = Package(
                 "GatewayCore",
                 "GatewayNIO",
                 "GatewayConfig",
+                "GatewayTracing",
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -146,6 +175,8 @@ let package = Package(
             dependencies: [
                 "Gateway", "GatewayCore", "GatewayIO", "CGatewayShim",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
+                // RequestTraceTests: the worker's spans without an exporter.
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
             ]
         ),
         .testTarget(name: "GatewaySupervisorTests", dependencies: ["GatewaySupervisor"]),
@@ -156,7 +187,7 @@ let package = Package(
             dependencies: ["GatewayCore", "CGatewayShim"],
             exclude: [
                 "Support/clients.py", "Support/live-systemd.sh", "Support/kubernetes-schema.py",
-                "Support/tls-upstream.py",
+                "Support/tls-upstream.py", "Support/otlp-receiver.py",
             ]
         ),
     ],

@@ -39,7 +39,7 @@ Usage: benchmarks/proxy-throughput.sh [options]
   -h, --help        this help
 
 Environment: GATEWAYD_BIN (default .build/release/gatewayd, built with `make release` when
-missing), RESULTS_DIR (default benchmarks/results/proxy-throughput-<UTC time>; empty: none),
+missing), GATEWAYD_EXTRA_CONFIG (YAML appended to gatewayd's config), RESULTS_DIR (default benchmarks/results/proxy-throughput-<UTC time>; empty: none),
 KEEP_TMP=1 keeps the temp directory.
 EOF
 }
@@ -208,6 +208,11 @@ EOF
 if ((DIRECT)); then
     # No origin: no upstream either.
     sed -i '/^upstreams:/,/^routes:/{/^routes:/!d}' "$TMP/gatewayd/gateway.yaml"
+fi
+if [[ -n ${GATEWAYD_EXTRA_CONFIG:-} ]]; then
+    # Top-level keys added to gatewayd's config, e.g. a `tracing:` section (docs/benchmarks.md,
+    # "Tracing").
+    printf '%s\n' "$GATEWAYD_EXTRA_CONFIG" >>"$TMP/gatewayd/gateway.yaml"
 fi
 
 cat >"$TMP/haproxy/haproxy.cfg" <<EOF

@@ -27,7 +27,7 @@ struct ConfigValidator {
         "workers", "drain_timeout", "ready_timeout", "max_draining_generations", "worker_watchdog_timeout",
         "control_socket",
         "listeners", "routes", "upstreams", "limits", "access_log", "admin", "user", "group", "paths",
-        "trusted_proxies",
+        "trusted_proxies", "tracing",
     ]
     static let maximumWorkers = 1024
     static let maximumTimeout: Duration = .seconds(24 * 3600)
@@ -100,6 +100,7 @@ struct ConfigValidator {
             limits = self.limits(node)
         }
         let accessLog = fields.optionalValue("access_log").flatMap { self.accessLog($0) }
+        let tracing = fields.optionalValue("tracing").flatMap { self.tracing($0) }
 
         guard sink.isEmpty, let drainTimeout, let readyTimeout, let maxDraining, let watchdogTimeout, let limits,
             let paths, let trustedProxies
@@ -122,7 +123,8 @@ struct ConfigValidator {
             user: user,
             group: group,
             paths: paths,
-            trustedProxies: trustedProxies)
+            trustedProxies: trustedProxies,
+            tracing: tracing)
     }
 
     // MARK: - Mappings

@@ -38,6 +38,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
     /// Peers whose `X-Forwarded-For`, `-Proto` and `-Host` are believed (`trusted_proxies`); a
     /// listener may have its own list.
     public var trustedProxies: [AddressRange]
+    /// `nil`: no tracing.
+    public var tracing: TracingConfig?
 
     public init(
         workers: Int? = nil,
@@ -55,7 +57,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
         user: String? = nil,
         group: String? = nil,
         paths: PathsConfig = PathsConfig(),
-        trustedProxies: [AddressRange] = []
+        trustedProxies: [AddressRange] = [],
+        tracing: TracingConfig? = nil
     ) {
         self.workers = workers
         self.drainTimeout = drainTimeout
@@ -73,6 +76,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
         self.group = group
         self.paths = paths
         self.trustedProxies = trustedProxies
+        self.tracing = tracing
     }
 
     /// The proxies trusted on `listener`: its own list, else the top-level one.

@@ -23,6 +23,7 @@ extension Master {
         metrics?.sample(generations.values)
         publish(ControlStreamLine(event: kept))
         publishStatusPage()
+        traceEvent(kept)
         return kept
     }
 

@@ -86,6 +86,8 @@ public actor Master {
     }
     /// The master's own series in the shared segment, once there is one.
     var metrics: MasterMetrics?
+    /// The reloads' spans, when `tracing:` is on (Master+Tracing.swift).
+    var tracing: MasterTracing?
     var finishedContinuation: CheckedContinuation<Void, Never>?
     var controlServer: ControlServer?
     /// systemd's WatchdogSec= (from WATCHDOG_USEC, or from the old master in an upgrade).
@@ -387,6 +389,7 @@ public actor Master {
             // what is left is a client too slow to read a line.
             await controlServer?.waitUntilAnswered(atMost: Self.killGrace)
         }
+        await shutdownTracing()
     }
 
     // MARK: - Status

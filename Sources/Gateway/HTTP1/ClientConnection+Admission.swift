@@ -103,6 +103,11 @@ extension ClientConnection {
                 ?? head.host.map { String(decoding: bytes[$0], as: UTF8.self) }
         }
         request.closeAfterResponse = !request.keepAlive || self.draining || request.wantsUpgrade
+        if let tracing = self.services.tracing, tracing.traces(head, bytes) {
+            request.trace = RequestTrace(
+                tracer: tracing.tracer, request: request, head: head, bytes: bytes, target: target, peer: self.peer,
+                secure: self.tls != nil)
+        }
 
         if let targetError {
             return self.refuse(400, "invalid request target: \(targetError)", consuming: head.length)
@@ -189,7 +194,7 @@ extension ClientConnection {
             let writer = UpstreamHeadWriter(
                 head: head, bytes: bytes, target: target, peer: self.peer, peerTrusted: peerTrusted,
                 route: route, requestID: request.requestID, caseSensitive: self.services.paths.caseSensitive,
-                secure: self.secure, http2: self.stream != nil)
+                secure: self.secure, http2: self.stream != nil, dropsTraceContext: request.trace != nil)
             self.upstreamHead.clear()
             let hasHost = writer.write(into: self.upstreamHead, stripPrefix: proxyTarget.stripPrefix)
             let exchange = ProxyExchange(client: self, request: request, pool: pool, setsHost: !hasHost)

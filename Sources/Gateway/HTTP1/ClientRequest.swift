@@ -69,6 +69,9 @@ final class ClientRequest {
     /// From the request head going upstream to the response head coming back.
     var upstreamLatency: UInt64?
     var aborted = false
+    /// Its spans, when tracing is on (nil otherwise, and between requests): ended by
+    /// `GatewayServices.completed`.
+    var trace: RequestTrace?
 
     func reset() {
         self.method = .get
@@ -103,6 +106,7 @@ final class ClientRequest {
         self.upstreamEndpoint = nil
         self.upstreamLatency = nil
         self.aborted = false
+        self.trace = nil
     }
 }
 

@@ -209,6 +209,12 @@ final class ProxyExchange {
     /// left.
     private func connect(to index: Int, fresh: Bool) {
         self.pool.endpoints[index].inFlight += 1
+        if let trace = self.request.trace {
+            let endpoint = self.pool.endpoints[index].endpoint
+            trace.startAttempt(
+                upstream: self.pool.configuration.name, endpoint: endpoint.text, address: endpoint.address.host,
+                port: endpoint.address.port)
+        }
         // An idle connection (the common case) is taken at once: no completion closure to
         // allocate per request.
         if !fresh, let idle = self.pool.idleConnection(to: index) {
@@ -243,6 +249,7 @@ final class ProxyExchange {
                     "upstream \(self.pool.configuration.name) endpoint \(self.pool.endpoints[index].endpoint.text): \(error)",
                     metadata: quiet > 0 ? ["not_logged_since": "\(quiet)"] : [:])
             }
+            self.request.trace?.endAttempt(status: nil, error: "connect")
             self.failedEndpoints.append(index)
             let failure = ProxyFailure(
                 status: 502, reason: "connect to upstream \(self.pool.configuration.name): \(error)")
@@ -271,6 +278,7 @@ final class ProxyExchange {
         self.sentAt = self.loop.now
         let output = connection.output
         output.append(client.upstreamHead.readable)
+        self.request.trace?.writeTraceContext(into: output)
         if self.setsHost {
             output.append("host: ")
             let endpoint = self.pool.endpoints[connection.endpointIndex].endpoint
@@ -398,6 +406,7 @@ final class ProxyExchange {
             self.finishEndpoint()
             connection.close()
             self.count("protocol")
+            self.request.trace?.endAttempt(status: 101, error: "protocol")
             self.fail(
                 ProxyFailure(status: 502, reason: "upstream \(self.pool.configuration.name) switched protocols unasked")
             )
@@ -427,6 +436,7 @@ final class ProxyExchange {
         if head.status == 101 {
             self.state = .finished
             self.finishEndpoint()
+            self.request.trace?.endAttempt(status: 101, error: nil)
             client.startTunnel(with: connection)
             return
         }
@@ -524,6 +534,7 @@ final class ProxyExchange {
     private func complete(_ connection: UpstreamConnection) {
         self.state = .finished
         self.finishEndpoint()
+        self.request.trace?.endAttempt(status: self.request.upstreamStatus, error: nil)
         // Reusable only if both messages ended cleanly and the upstream did not ask to close.
         self.pool.release(connection, reusable: self.requestSent && self.upstreamKeepAlive && !connection.inputClosed)
         self.client?.proxyResponseEnded(close: self.closeClient)
@@ -565,6 +576,7 @@ final class ProxyExchange {
         self.finishEndpoint()
         if let index = self.endpointIndex { self.pool.recordFailure(index) }
         self.count(kind)
+        self.request.trace?.endAttempt(status: self.request.upstreamStatus, error: kind)
         connection.close()
     }
 
@@ -577,12 +589,14 @@ final class ProxyExchange {
             if !answered, self.connectionReused, self.idempotent, self.replayable {
                 // A stale keep-alive connection: resend on a fresh one (see the type's comment).
                 self.count("stale")
+                self.request.trace?.endAttempt(status: nil, error: "stale")
                 self.state = .connecting
                 if let index = self.endpointIndex { self.connect(to: index, fresh: true) }
                 return
             }
             if let index = self.endpointIndex { self.pool.recordFailure(index) }
             self.count(kind)
+            self.request.trace?.endAttempt(status: nil, error: kind)
             let failure = ProxyFailure(status: 502, reason: "upstream \(self.pool.configuration.name): \(reason)")
             self.state = .connecting
             if !answered, self.retryElsewhere(after: failure) { return }
@@ -594,6 +608,7 @@ final class ProxyExchange {
             connection.close()
             if let index = self.endpointIndex { self.pool.recordFailure(index) }
             self.count(kind)
+            self.request.trace?.endAttempt(status: self.request.upstreamStatus, error: kind)
             self.fail(ProxyFailure(status: 502, reason: "upstream \(self.pool.configuration.name): \(reason)"))
         default:
             break

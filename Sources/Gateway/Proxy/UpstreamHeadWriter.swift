@@ -31,6 +31,9 @@ struct UpstreamHeadWriter {
     /// The request came on an HTTP/2 stream: `Via: 2 gatewayd` (RFC 9110 §7.6.3 names the
     /// protocol the request was received with).
     var http2 = false
+    /// The request is traced: the client's `traceparent` and `tracestate` stay behind, each
+    /// attempt sends its own span's (`RequestTrace.writeTraceContext`).
+    var dropsTraceContext = false
 
     /// Writes the head into `output`; returns whether it has a `Host` field.
     func write(into output: IOBuffer, stripPrefix: String?) -> Bool {
@@ -183,6 +186,8 @@ struct UpstreamHeadWriter {
             // Client addresses gatewayd does not rewrite: believed only from a trusted proxy,
             // like X-Forwarded-For's chain; from anyone else an upstream would read a made-up one.
             if !self.peerTrusted { return false }
+        case .other where self.dropsTraceContext:
+            if Self.isTraceContext(UnsafeBufferPointer(rebasing: self.bytes[field.nameRange])) { return false }
         default:
             break
         }

@@ -5,6 +5,7 @@ import GatewayCore
 import GatewayIO
 import Logging
 import Synchronization
+import Tracing
 
 #if canImport(Glibc)
     import Glibc
@@ -58,6 +59,8 @@ public final class GatewayServer: Sendable {
         logger: Logger,
         sharedState: SharedState? = nil,
         accessLog: AccessLog? = nil,
+        tracer: (any Tracer)? = nil,
+        sampleRatio: Double = 1,
         connectionCountDidChange: @escaping @Sendable (Int) -> Void
     ) throws(SystemCallError) {
         self.configuration = configuration
@@ -67,7 +70,8 @@ public final class GatewayServer: Sendable {
         }
         self.services = GatewayServices(
             configuration: configuration, rateLimiter: sharedState?.rateLimiter, accessLog: accessLog,
-            metrics: GatewayMetrics(), metricsExposition: exposition)
+            metrics: GatewayMetrics(), metricsExposition: exposition,
+            tracing: tracer.map { RequestTracing(tracer: $0, sampleRatio: sampleRatio) })
         self.generation = generation
         var logger = logger
         logger[metadataKey: "generation"] = "\(generation)"

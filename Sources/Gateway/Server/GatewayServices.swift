@@ -21,6 +21,9 @@ final class GatewayServices: Sendable {
     /// The TLS contexts of upstreams with `tls`, by name, or why one could not be built
     /// (`GatewayServer.start` throws it, as it throws a route's).
     let upstreamTLS: Result<[String: TLSClientContext], GatewayServerError>
+    /// The worker's tracer and its sampling when `tracing:` is on (`RequestTrace.swift`); nil,
+    /// the usual case, costs one check per request.
+    let tracing: RequestTracing?
     /// Lower-cased names of the routes' API-key fields. With `Authorization` and
     /// `Proxy-Authorization`, the fields that carry a credential: present twice, a request is
     /// refused, because a check of the first and an upstream that reads the second disagree.
@@ -28,9 +31,10 @@ final class GatewayServices: Sendable {
 
     init(
         configuration: GatewayConfiguration, rateLimiter: SharedRateLimiter?, accessLog: AccessLog?,
-        metrics: GatewayMetrics, metricsExposition: (@Sendable () -> String)?
+        metrics: GatewayMetrics, metricsExposition: (@Sendable () -> String)?, tracing: RequestTracing? = nil
     ) {
         self.metricsExposition = metricsExposition
+        self.tracing = tracing
         self.limits = configuration.limits
         self.rateLimiter = rateLimiter
         self.accessLog = accessLog
@@ -95,6 +99,10 @@ final class GatewayServices: Sendable {
         self.metrics.record(
             route: request.routeName == nil ? request.route : nil, routeName: routeName, status: request.status,
             upstream: request.upstreamName, latency: request.upstreamLatency, duration: now &- request.start)
+        if let trace = request.trace {
+            request.trace = nil
+            trace.end(request)
+        }
         guard let accessLog = self.accessLog else { return }
         accessLog.log(
             RequestRecord(

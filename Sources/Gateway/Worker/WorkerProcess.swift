@@ -4,6 +4,7 @@ import Foundation
 import GatewayConfig
 import GatewayCore
 import GatewayIO
+import GatewayTracing
 import Logging
 import Synchronization
 
@@ -27,6 +28,10 @@ public enum WorkerProcess {
     /// loop is stuck, and the heartbeat stops so that the master's watchdog ends this worker.
     static let loopMarkInterval: UInt64 = 250_000_000
     static let loopStallLimit: UInt64 = 2_000_000_000
+    /// The spans still buffered are exported before exit: milliseconds to a collector that
+    /// answers; one that does not must not keep a drained worker (and its generation) alive,
+    /// and the master's kill grace after a SIGTERM is 2 s.
+    static let tracingFlushTimeout: Duration = .seconds(1)
 
     /// Set once the handoff is complete. Before that, SIGTERM ends the process at once: a
     /// spare (started ahead of a reload) has nothing to drain.
@@ -129,11 +134,23 @@ public enum WorkerProcess {
         }
         // A change of uid or gid clears the parent-death signal: set it again.
         deathWatch.arm()
+        // After the privileges drop: the exporter's threads and sockets are the worker user's.
+        var tracing: TracingBackend?
+        if let tracingConfiguration = configuration.tracing {
+            do {
+                tracing = try TracingBackend.start(tracingConfiguration, logger: logger)
+            } catch {
+                logger.error("\(error)")
+                try? channel.send(.failed(reason: "\(error)"))
+                exit(1)
+            }
+        }
         let server: GatewayServer
         do {
             server = try GatewayServer(
                 configuration: configuration, generation: generation, logger: logger, sharedState: sharedState,
-                accessLog: accessLog, connectionCountDidChange: { _ in })
+                accessLog: accessLog, tracer: tracing?.tracer,
+                sampleRatio: configuration.tracing?.sampleRatio ?? 1, connectionCountDidChange: { _ in })
             try await server.start(
                 listeners: handoff.listeners.map { HandedOffListener(name: $0.name, fd: $0.fd, backlog: $0.backlog) })
         } catch {
@@ -222,6 +239,7 @@ public enum WorkerProcess {
         }
         lifecycle.finish()
         accessLog?.close()
+        await tracing?.shutdown(within: tracingFlushTimeout)
         try? channel.send(.connections(count: 0))
         exit(0)
     }

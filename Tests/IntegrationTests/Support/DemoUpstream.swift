@@ -21,43 +21,14 @@ final class DemoUpstream: @unchecked Sendable {
     init(name: String = "origin", timeout: Duration = .seconds(20)) throws {
         self.name = name
         directory = try TemporaryDirectory()
-        let outputPath = directory.file("upstream.log")
-        let fifo = directory.file("stdin")
-        guard mkfifo(fifo, 0o600) == 0 else { throw HarnessError("mkfifo: \(String(cString: strerror(errno)))") }
-        // Read-write, so that the open does not wait for a reader (Linux allows it on a FIFO).
-        stdinHolder = open(fifo, O_RDWR | O_CLOEXEC)
-        guard stdinHolder >= 0 else { throw HarnessError("open \(fifo): \(String(cString: strerror(errno)))") }
         let script = repositoryRoot.appendingPathComponent("examples/demo-upstream.py").path
-        do {
-            process = try ChildProcess(
-                [
-                    "/bin/sh", "-c", "exec python3 \"$@\" <'\(fifo)'", "sh", script, "--port", "0", "--name", name,
-                    "--exit-on-stdin-eof",
-                ], environment: ProcessInfo.processInfo.environment, output: outputPath)
-        } catch {
-            close(stdinHolder)
-            throw error
-        }
-        var port: UInt16?
-        let process = self.process
-        do {
-            try waitUntil("demo-upstream \(name) to print READY", timeout: timeout) {
-                let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
-                if let line = text.split(separator: "\n").first(where: { $0.hasPrefix("READY ") }) {
-                    port = UInt16(line.dropFirst(6))
-                    return true
-                }
-                guard process.isRunning else { throw HarnessError("demo-upstream exited: \(text)") }
-                return false
-            }
-        } catch {
-            kill(process.pid, SIGKILL)
-            while process.isRunning { usleep(1_000) }
-            close(stdinHolder)
-            throw error
-        }
-        guard let port else { throw HarnessError("demo-upstream printed a bad READY line") }
-        self.port = port
+        let started = try ReadyPortProcess(
+            [script, "--port", "0", "--name", name, "--exit-on-stdin-eof"],
+            environment: ProcessInfo.processInfo.environment, in: directory, what: "demo-upstream \(name)",
+            timeout: timeout)
+        process = started.process
+        stdinHolder = started.stdinHolder
+        port = started.port
     }
 
     deinit { stop() }
@@ -77,6 +48,63 @@ final class DemoUpstream: @unchecked Sendable {
             close(stdinHolder)
             stdinHolder = -1
         }
+        ReadyPortProcess.terminate(process)
+    }
+}
+
+/// A Python script started with posix_spawn that prints `READY <port>` once it listens, its
+/// output in `directory`. Its stdin is a FIFO that only `stdinHolder` holds open for writing
+/// (the script's `--exit-on-stdin-eof`): if the test process dies, however it dies, the script
+/// reads EOF and exits. The owner closes `stdinHolder` and reaps `process`.
+struct ReadyPortProcess {
+    let process: ChildProcess
+    let stdinHolder: CInt
+    let port: UInt16
+
+    init(
+        _ arguments: [String], environment: [String: String], in directory: TemporaryDirectory, what: String,
+        timeout: Duration
+    ) throws {
+        let outputPath = directory.file("output.log")
+        let fifo = directory.file("stdin")
+        guard mkfifo(fifo, 0o600) == 0 else { throw HarnessError("mkfifo: \(String(cString: strerror(errno)))") }
+        // Read-write, so that the open does not wait for a reader (Linux allows it on a FIFO).
+        let stdinHolder = open(fifo, O_RDWR | O_CLOEXEC)
+        guard stdinHolder >= 0 else { throw HarnessError("open \(fifo): \(String(cString: strerror(errno)))") }
+        let process: ChildProcess
+        do {
+            process = try ChildProcess(
+                ["/bin/sh", "-c", "exec python3 \"$@\" <'\(fifo)'", "sh"] + arguments, environment: environment,
+                output: outputPath)
+        } catch {
+            close(stdinHolder)
+            throw error
+        }
+        var port: UInt16?
+        do {
+            try waitUntil("\(what) to print READY", timeout: timeout) {
+                let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+                if let line = text.split(separator: "\n").first(where: { $0.hasPrefix("READY ") }) {
+                    port = UInt16(line.dropFirst(6))
+                    return true
+                }
+                guard process.isRunning else { throw HarnessError("\(what) exited: \(text)") }
+                return false
+            }
+            guard let port else { throw HarnessError("\(what) printed a bad READY line") }
+            self.port = port
+        } catch {
+            kill(process.pid, SIGKILL)
+            while process.isRunning { usleep(1_000) }
+            close(stdinHolder)
+            throw error
+        }
+        self.process = process
+        self.stdinHolder = stdinHolder
+    }
+
+    /// SIGTERM, then SIGKILL after 5 s (a Python server that is stuck); reaped either way.
+    static func terminate(_ process: ChildProcess) {
         guard process.isRunning else { return }
         kill(process.pid, SIGTERM)
         let deadline = ContinuousClock.now + .seconds(5)
