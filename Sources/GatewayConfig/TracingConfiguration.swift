@@ -5,8 +5,9 @@ public struct TracingConfig: Sendable, Equatable {
     /// `http://127.0.0.1:4318/v1/traces`; one written without a path gets `/v1/traces`, as
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` does.
     public var otlpEndpoint: String
-    /// The share of new traces sampled, 0 to 1 (OpenTelemetry's `parentbased_traceidratio`):
-    /// a request whose client sent a `traceparent` follows that trace's sampled flag instead.
+    /// The share of requests without a client `traceparent` that start a sampled trace, 0 to 1
+    /// (drawn per request by the worker: Gateway's `RequestTracing`); a request with one follows
+    /// that trace's sampled flag instead (parent-based, as OpenTelemetry's samplers).
     public var sampleRatio: Double
     /// The `service.name` of the spans' resource.
     public var serviceName: String
