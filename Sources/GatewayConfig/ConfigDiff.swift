@@ -138,6 +138,9 @@ public struct ConfigDiff: Sendable, Equatable, CustomStringConvertible {
         note("admin.listener", old.admin?.listener, new.admin?.listener) { $0 ?? "none" }
         note("user", old.user, new.user) { $0 ?? "none" }
         note("group", old.group, new.group) { $0 ?? "none" }
+        note("tracing", old.tracing, new.tracing) {
+            $0.map { "\($0.otlpEndpoint) (sample_ratio \($0.sampleRatio))" } ?? "off"
+        }
         changedSettings = settings
         otherSettings = plain
     }

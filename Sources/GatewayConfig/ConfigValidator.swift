@@ -57,7 +57,10 @@ struct ConfigValidator {
         }
         guard case .mapping = root else {
             error(
-                "the configuration must be a mapping of keys to values, got \(root.kindDescription)", at: root.position)
+                "the configuration must be a mapping of keys to values, got \(root.kindDescription)",
+                // A null document (comments and `~`, or a bare `---`) is placed by Yams after
+                // its last line: reported where the file starts, as an empty one is.
+                at: root.isNull ? .start : root.position)
             return nil
         }
         guard let fields = fields(of: root, path: "", allowed: ConfigValidator.topLevelKeys) else { return nil }

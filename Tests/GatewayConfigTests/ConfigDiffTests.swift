@@ -173,6 +173,12 @@ import Testing
                 "admin.listener web -> none",
                 "user www-data -> none",
             ])
+        var traced = back
+        traced.tracing = TracingConfig(otlpEndpoint: "http://127.0.0.1:4318/v1/traces", sampleRatio: 0.01)
+        #expect(
+            ConfigDiff(from: back, to: traced).changedSettings == [
+                "tracing off -> http://127.0.0.1:4318/v1/traces (sample_ratio 0.01)"
+            ])
     }
 
     @Test func aKeysFileWithNewKeysChangesItsRoute() {
