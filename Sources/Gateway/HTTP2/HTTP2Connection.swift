@@ -102,7 +102,6 @@ final class HTTP2Connection: IOHandler, LoopConnection {
     private var lastStreamID: UInt32 = 0
     /// Set by the final GOAWAY: streams above it are not served.
     private var goAwayLastStreamID = HTTP2.maxStreamID
-    private var goAwaySent = false
     /// Streams with DATA waiting for window or for room in the output.
     private var blocked: [HTTP2Stream] = []
 
@@ -349,7 +348,7 @@ final class HTTP2Connection: IOHandler, LoopConnection {
             }
             if let stream = self.streams[header.streamID] {
                 self.streams[header.streamID] = nil
-                stream.resetByClient()
+                stream.reset()
                 self.services.metrics.http2StreamReset()
                 self.streamClosed(stream)
             }
@@ -583,7 +582,7 @@ final class HTTP2Connection: IOHandler, LoopConnection {
         self.output.appendResetStream(streamID: id, error: error)
         if let stream = self.streams[id] {
             self.streams[id] = nil
-            stream.resetByServer()
+            stream.reset()
             self.streamClosed(stream)
         }
         self.scheduleFlush()
@@ -685,7 +684,6 @@ final class HTTP2Connection: IOHandler, LoopConnection {
     private func beginDrain() {
         self.output.appendGoAway(lastStreamID: HTTP2.maxStreamID, error: .noError)
         Self.drainPing.withUnsafeBufferPointer { self.output.appendPing($0, ack: false) }
-        self.goAwaySent = true
         self.arm(.goAwayAck)
     }
 
@@ -697,7 +695,6 @@ final class HTTP2Connection: IOHandler, LoopConnection {
     /// GOAWAY with the last stream we will process; the connection closes once they are done.
     private func goAway(lastStreamID: UInt32, error: HTTP2.ErrorCode) {
         self.goAwayLastStreamID = lastStreamID
-        self.goAwaySent = true
         self.output.appendGoAway(lastStreamID: lastStreamID, error: error)
         self.phase = .goingAway
         if self.wait == .goAwayAck || self.wait == .idle { self.disarm() }
@@ -713,7 +710,7 @@ final class HTTP2Connection: IOHandler, LoopConnection {
         ProxyLog.step("http2 connection error", ["client": "\(self.peer.text)", "error": "\(error)", "reason": "\(reason)"])
         self.services.metrics.http2ConnectionError(rapidReset: rapidReset)
         self.output.appendGoAway(lastStreamID: self.lastStreamID, error: error)
-        for stream in self.streams.values { stream.resetByServer() }
+        for stream in self.streams.values { stream.reset() }
         self.streams = [:]
         self.finish()
         return false
@@ -762,7 +759,7 @@ final class HTTP2Connection: IOHandler, LoopConnection {
         let streams = self.streams
         self.streams = [:]
         self.blocked = []
-        for stream in streams.values { stream.resetByServer() }
+        for stream in streams.values { stream.reset() }
         if let registration = self.registration {
             self.registration = nil
             self.eventLoop.forget(registration)

@@ -366,7 +366,9 @@ final class HTTP2Stream {
         }
     }
 
-    func resetByClient() {
+    /// Reset, by the client's RST_STREAM or by ours: the HTTP/1.1 side is closed (its request
+    /// logged as cut) and the buffers go back.
+    func reset() {
         self.closed = true
         self.response = .reset
         self.pending.clear()
@@ -375,9 +377,5 @@ final class HTTP2Stream {
         self.inbound.park()
         self.client?.closeNow()
         self.client = nil
-    }
-
-    func resetByServer() {
-        self.resetByClient()
     }
 }
