@@ -233,7 +233,8 @@ extension SharedMemory.Handoff {
             let segment = SharedMemory.Handoff(
                 size: size, layoutVersion: try require(layoutVersion, "layout_version"),
                 layout: .init(
-                    rateSlots: try require(rateSlots, "rate_slots"), metricSlots: try require(metricSlots, "metric_slots")),
+                    rateSlots: try require(rateSlots, "rate_slots"),
+                    metricSlots: try require(metricSlots, "metric_slots")),
                 seedText: seedText)
         else {
             throw FrameViolation("shared_memory frame: seed '\(seedText)' is not 32 hex digits")

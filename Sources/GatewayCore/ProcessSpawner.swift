@@ -119,7 +119,9 @@ public final class SiblingProcess: Sendable {
             for p in envp { free(p) }
         }
         let rc = gw_spawn_sibling(&pid, &pidfd, executable, argv, envp, descriptor)
-        guard rc == 0 else { throw SystemCallError("clone CLONE_PARENT, execve", on: executable, errno: Errno(rawValue: rc)) }
+        guard rc == 0 else {
+            throw SystemCallError("clone CLONE_PARENT, execve", on: executable, errno: Errno(rawValue: rc))
+        }
         return SiblingProcess(pid: pid, pidfd: pidfd)
     }
 

@@ -31,7 +31,8 @@ public final class TracingBackend: Sendable {
         #if OTLPTracing
             return try startOTLP(configuration, logger: logger)
         #else
-            throw TracingBackendError(reason: "this gatewayd was built without the OTLP exporter (make release TRACING=1)")
+            throw TracingBackendError(
+                reason: "this gatewayd was built without the OTLP exporter (make release TRACING=1)")
         #endif
     }
 

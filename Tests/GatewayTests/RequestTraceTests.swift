@@ -46,7 +46,8 @@ import Tracing
                         "User-Agent: probe",
                     ])
                 #expect(response.status == 200)
-                echoes.append(try #require(JSONSerialization.jsonObject(with: Data(response.body.utf8)) as? [String: Any]))
+                echoes.append(
+                    try #require(JSONSerialization.jsonObject(with: Data(response.body.utf8)) as? [String: Any]))
             }
             #expect(try fetch(port: listener.port, "/").status == 200)
             await server.shutdownNow()
@@ -127,7 +128,8 @@ import Tracing
         let tracer = InMemoryTracer()
         let server = try GatewayServer(
             configuration: GatewayConfiguration(
-                listeners: [try listener.config], routes: [directRoute("hello", RouteMatch(pathPrefix: "/"), body: "hi")]),
+                listeners: [try listener.config],
+                routes: [directRoute("hello", RouteMatch(pathPrefix: "/"), body: "hi")]),
             generation: 1, logger: testLogger(), tracer: tracer, sampleRatio: 0, connectionCountDidChange: { _ in })
         try await server.start(listeners: [listener.handOff()])
         do {

@@ -26,7 +26,8 @@ struct HTTP2Tests {
         }
 
         func config(workers: Int = 1, body: String = "h2 ok") -> String {
-            HTTP2Tests.config(certificates, upstream: upstream, keysFile: files.file("keys"), workers: workers, body: body)
+            HTTP2Tests.config(
+                certificates, upstream: upstream, keysFile: files.file("keys"), workers: workers, body: body)
         }
     }
 
@@ -101,11 +102,14 @@ struct HTTP2Tests {
         #expect(echo.stdout.hasSuffix("\n200 2"), "\(echo)")
         #expect(echo.stdout.contains(#"["x-forwarded-proto", "https"]"#), "\(echo)")
         #expect(echo.stdout.contains(#"["via", "2 gatewayd"]"#), "\(echo)")
-        #expect(echo.stdout.contains(#""path": "/echo/x?y=1""#) && echo.stdout.contains(#""body_length": 7"#), "\(echo)")
+        #expect(
+            echo.stdout.contains(#""path": "/echo/x?y=1""#) && echo.stdout.contains(#""body_length": 7"#), "\(echo)")
 
         // The guarded route holds over HTTP/2 for every spelling of its path (the HTTP/1.1
         // canonicalization applies: one request path for both protocols).
-        for path in ["/echo/admin", "/echo/%61dmin", "//echo/admin", "/echo/./admin", "/x/../echo/admin", "/echo/admin/"] {
+        for path in [
+            "/echo/admin", "/echo/%61dmin", "//echo/admin", "/echo/./admin", "/x/../echo/admin", "/echo/admin/",
+        ] {
             let result = try Self.curl(
                 ["--http2-prior-knowledge", "--path-as-is", "--output", "/dev/null"],
                 "http://127.0.0.1:\(plainPort)\(path)")
@@ -137,7 +141,10 @@ struct HTTP2Tests {
         // The same, streamed without a length (curl sends no content-length for stdin).
         let streamed = try runCommand(
             "/bin/sh",
-            ["-c", "curl -sS --http2-prior-knowledge --max-time 30 -T - http://127.0.0.1:\(plainPort)/upload < \(uploadFile)"],
+            [
+                "-c",
+                "curl -sS --http2-prior-knowledge --max-time 30 -T - http://127.0.0.1:\(plainPort)/upload < \(uploadFile)",
+            ],
             timeout: .seconds(40))
         #expect(streamed.stdout.contains(#""length": 4194304"#), "\(streamed)")
     }
@@ -216,7 +223,9 @@ struct HTTP2Tests {
         let lines = try String(contentsOfFile: codes, encoding: .utf8).split(separator: "\n")
         let good = lines.filter { $0 == "200 2" }.count
         let errors = (try? String(contentsOfFile: files.file("curl.err"), encoding: .utf8)) ?? ""
-        #expect(good == 5000, "\(good) of 5000 answered 200 over h2; \(Set(lines.filter { $0 != "200 2" }))\n\(errors.suffix(2000))")
+        #expect(
+            good == 5000,
+            "\(good) of 5000 answered 200 over h2; \(Set(lines.filter { $0 != "200 2" }))\n\(errors.suffix(2000))")
         #expect(rounds >= 3, "only \(rounds) reloads happened while curl ran")
         try gatewayd.waitUntilSingleGeneration()
     }

@@ -14,7 +14,9 @@ import Testing
         if: LiveSystemd.isAvailable,
         "needs root, /lib/systemd/systemd and unshare(1) with PID, mount and cgroup namespaces"))
 struct LiveSystemdUpgradeTests {
-    @Test("gatewayctl upgrade and SIGUSR2 under load: MainPID follows the new master; reload, the watchdog and stop keep working")
+    @Test(
+        "gatewayctl upgrade and SIGUSR2 under load: MainPID follows the new master; reload, the watchdog and stop keep working"
+    )
     func upgradeUnderSystemd() throws {
         let systemd = try LiveSystemd()
         defer { systemd.shutdown() }
@@ -54,7 +56,8 @@ struct LiveSystemdUpgradeTests {
 
         // systemctl reload reaches the new master (ExecReload=gatewayctl reload).
         try systemd.write(
-            LiveSystemdTests.config(port: port, body: "v2", extra: [("api", apiPort)]), to: "/etc/gatewayd/gatewayd.yaml")
+            LiveSystemdTests.config(port: port, body: "v2", extra: [("api", apiPort)]),
+            to: "/etc/gatewayd/gatewayd.yaml")
         try systemd.systemctl(["reload", "gatewayd.service"])
         #expect(try LiveSystemdTests.body(port) == "v2")
 

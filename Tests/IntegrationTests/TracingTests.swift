@@ -77,7 +77,9 @@ struct TracingTests {
         var spans: [ReceivedSpan] = []
         try waitUntil("the spans to reach the receiver", timeout: .seconds(20)) {
             spans = try receiver.spans()
-            let retried = spans.filter { $0.attributes["gatewayd.upstream"] as? String == "flaky" && $0.kind == "CLIENT" }
+            let retried = spans.filter {
+                $0.attributes["gatewayd.upstream"] as? String == "flaky" && $0.kind == "CLIENT"
+            }
             return spans.contains { $0.attributes["url.path"] as? String == "/echo/fresh" }
                 && retried.count >= 3 && spans.contains { $0.name == "drain" }
         }
@@ -120,7 +122,8 @@ struct TracingTests {
         let refused = try #require(attempts.first { $0.attributes["error.type"] as? String == "connect" })
         #expect(refused.status == "ERROR" && refused.attributes["server.port"] as? Int == Int(dead))
         #expect(refused.attributes["gatewayd.upstream.attempt"] as? Int == 1)
-        let retry = try #require(attempts.first { $0.parentSpanID == refused.parentSpanID && $0.spanID != refused.spanID })
+        let retry = try #require(
+            attempts.first { $0.parentSpanID == refused.parentSpanID && $0.spanID != refused.spanID })
         #expect(retry.attributes["gatewayd.upstream.attempt"] as? Int == 2)
         #expect(retry.attributes["http.request.resend_count"] as? Int == 1)
         #expect(retry.attributes["http.response.status_code"] as? Int == 200 && retry.status == "")
@@ -132,7 +135,9 @@ struct TracingTests {
         let reload = try #require(spans.first { $0.name == "gatewayd.reload" })
         #expect(reload.parentSpanID == "" && reload.attributes["gatewayd.reload.outcome"] as? String == "ok")
         #expect(reload.attributes["gatewayd.generation"] as? Int == 2)
-        let phases = spans.filter { $0.parentSpanID == reload.spanID && $0.name != "drain" }.sorted { $0.start < $1.start }
+        let phases = spans.filter { $0.parentSpanID == reload.spanID && $0.name != "drain" }.sorted {
+            $0.start < $1.start
+        }
         #expect(phases.map(\.name) == ["validate", "bind", "spawn", "ready", "switch"])
         #expect(phases.allSatisfy { $0.traceID == reload.traceID && $0.start >= reload.start && $0.end <= reload.end })
         let drain = try #require(spans.first { $0.name == "drain" })

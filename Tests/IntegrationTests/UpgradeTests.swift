@@ -73,7 +73,9 @@ struct UpgradeTests {
         #expect(!FileManager.default.fileExists(atPath: gatewayd.socketPath))
     }
 
-    @Test("a path that does not exist, a binary that exits at once, one that is never ready, a bad config: the old master serves on and says why")
+    @Test(
+        "a path that does not exist, a binary that exits at once, one that is never ready, a bad config: the old master serves on and says why"
+    )
     func failedUpgrades() throws {
         try FaultInjection.require()
         let gatewayd = try GatewaydProcess(config: Configs.hello(body: "v1", drainTimeout: "5s"))
@@ -133,7 +135,8 @@ struct UpgradeTests {
         #expect(upgraded.status == 0, "\(upgraded.stderr)\n\(previous.log)")
         #expect(try previous.status().masterPid != previous.pid)
         #expect(
-            previous.log.contains("speaks upgrade protocol \(UpgradeProtocol.version - 1): its reload history is not carried over"),
+            previous.log.contains(
+                "speaks upgrade protocol \(UpgradeProtocol.version - 1): its reload history is not carried over"),
             "\(previous.log)")
         #expect(try httpGet(port: try previous.port()).body == "v1")
 
@@ -150,7 +153,9 @@ struct UpgradeTests {
         #expect(try httpGet(port: try future.port()).body == "v1")
     }
 
-    @Test("never two at once: an upgrade waits for the reload under way, a second upgrade is refused, a reload during one is answered by the new master")
+    @Test(
+        "never two at once: an upgrade waits for the reload under way, a second upgrade is refused, a reload during one is answered by the new master"
+    )
     func serialized() throws {
         try FaultInjection.require()
         let gatewayd = try GatewaydProcess(config: Configs.hello(body: "v1", readyTimeout: "1s"))
@@ -159,13 +164,16 @@ struct UpgradeTests {
 
         // 1. A reload that lasts ready_timeout (1 s: its workers never get ready); an upgrade
         // asked for meanwhile waits, then runs with the config as it is by then.
-        try gatewayd.writeConfig(Configs.hello(body: "v1", readyTimeout: "1s") + "# gatewayd-fault: hang-before-ready\n")
+        try gatewayd.writeConfig(
+            Configs.hello(body: "v1", readyTimeout: "1s") + "# gatewayd-fault: hang-before-ready\n")
         let reload = Background { try gatewayd.reload() }
         try waitUntil("the reload to wait for its workers") { try gatewayd.status().reloadPhase == .waitingForReady }
-        try gatewayd.writeConfig(Configs.hello(body: "v2", readyTimeout: "1s") + "# gatewayd-fault: takeover-delay=1s\n")
+        try gatewayd.writeConfig(
+            Configs.hello(body: "v2", readyTimeout: "1s") + "# gatewayd-fault: takeover-delay=1s\n")
         let upgrade = Background { try lineage.upgrade() }
         let reloaded = try reload.result()
-        #expect(reloaded.status == 1 && reloaded.stderr.contains("not ready within ready_timeout"), "\(reloaded.stderr)")
+        #expect(
+            reloaded.status == 1 && reloaded.stderr.contains("not ready within ready_timeout"), "\(reloaded.stderr)")
 
         // 2. While the new master holds its takeover open (takeover-delay), a second upgrade
         // is refused, and a reload waits; after the switch the new master does that reload.

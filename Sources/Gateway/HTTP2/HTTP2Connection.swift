@@ -1,9 +1,10 @@
 import GatewayConfig
 import GatewayCore
 import GatewayIO
+import NIOHPACK
+
 import struct NIOCore.ByteBuffer
 import struct NIOCore.ByteBufferAllocator
-import NIOHPACK
 
 #if canImport(Glibc)
     import Glibc
@@ -127,7 +128,8 @@ final class HTTP2Connection: IOHandler, LoopConnection {
         self.draining = lameDuck
         let headerLimit = loop.services.limits.maxHeaderBytes
         // A frame and its header; a larger frame is a FRAME_SIZE_ERROR, never buffered.
-        self.input = IOBuffer(capacity: 16 * 1024 + 64, limit: HTTP2.defaultMaxFrameSize + 2 * HTTP2.frameHeaderLength + 64)
+        self.input = IOBuffer(
+            capacity: 16 * 1024 + 64, limit: HTTP2.defaultMaxFrameSize + 2 * HTTP2.frameHeaderLength + 64)
         // The decoded list may be as large as the head HTTP/1.1 takes; the encoded block
         // (HEADERS plus CONTINUATIONs) at most that too: HPACK never inflates a literal.
         self.decoder = HPACKDecoder(
@@ -401,7 +403,9 @@ final class HTTP2Connection: IOHandler, LoopConnection {
             guard payload.isEmpty else { return self.connectionError(.frameSizeError, "SETTINGS ACK with a payload") }
             return true
         }
-        guard payload.count % 6 == 0 else { return self.connectionError(.frameSizeError, "SETTINGS of \(payload.count) bytes") }
+        guard payload.count % 6 == 0 else {
+            return self.connectionError(.frameSizeError, "SETTINGS of \(payload.count) bytes")
+        }
         var offset = 0
         // Applied once, after the frame: a frame can repeat a setting thousands of times.
         var newInitialWindow: Int?
@@ -524,7 +528,8 @@ final class HTTP2Connection: IOHandler, LoopConnection {
             // A stream we already ended or reset: what was in flight is dropped.
             return true
         }
-        stream.receiveData(data, padding: payload.count - data.count, endStream: header.flags & HTTP2.Flags.endStream != 0)
+        stream.receiveData(
+            data, padding: payload.count - data.count, endStream: header.flags & HTTP2.Flags.endStream != 0)
         return true
     }
 
@@ -545,7 +550,7 @@ final class HTTP2Connection: IOHandler, LoopConnection {
         }
         self.resetsThisSecond += 1
         guard self.resetsThisSecond <= Self.resetBudget else {
-                        self.loop.logger.warning(
+            self.loop.logger.warning(
                 "closing an HTTP/2 connection from \(self.peer.text): \(self.resetsThisSecond) streams reset within a second (rapid reset, CVE-2023-44487)"
             )
             return self.connectionError(.enhanceYourCalm, "too many streams reset", rapidReset: true)
@@ -641,7 +646,8 @@ final class HTTP2Connection: IOHandler, LoopConnection {
     func flush() {
         while true {
             while !self.output.isEmpty, self.writable, self.phase != .closed {
-                let result = if let tls = self.tls { tls.write(from: self.output) } else { self.output.write(to: self.fd) }
+                let result =
+                    if let tls = self.tls { tls.write(from: self.output) } else { self.output.write(to: self.fd) }
                 switch result {
                 case .bytes(let count):
                     if count == 0 { return }
@@ -707,7 +713,8 @@ final class HTTP2Connection: IOHandler, LoopConnection {
     @discardableResult
     func connectionError(_ error: HTTP2.ErrorCode, _ reason: String, rapidReset: Bool = false) -> Bool {
         guard self.phase != .closed, self.phase != .lingering else { return false }
-        ProxyLog.step("http2 connection error", ["client": "\(self.peer.text)", "error": "\(error)", "reason": "\(reason)"])
+        ProxyLog.step(
+            "http2 connection error", ["client": "\(self.peer.text)", "error": "\(error)", "reason": "\(reason)"])
         self.services.metrics.http2ConnectionError(rapidReset: rapidReset)
         self.output.appendGoAway(lastStreamID: self.lastStreamID, error: error)
         for stream in self.streams.values { stream.reset() }

@@ -1,6 +1,5 @@
 import GatewayHTTP
 import GatewayIO
-
 import NIOHPACK
 
 #if canImport(Glibc)
@@ -156,7 +155,8 @@ final class HTTP2Stream {
         guard !self.inbound.isEmpty else { return self.inboundEnded ? .endOfFile : .wouldBlock }
         guard buffer.reserve(min(minimum, self.inbound.readableCount)) || buffer.writableCount > 0 else { return .full }
         let count = min(buffer.writableCount, self.inbound.readableCount)
-        (buffer.storage + buffer.writerIndex).update(from: self.inbound.storage + self.inbound.readerIndex, count: count)
+        (buffer.storage + buffer.writerIndex).update(
+            from: self.inbound.storage + self.inbound.readerIndex, count: count)
         buffer.didWrite(count)
         self.inbound.consume(count)
         // What the read took is body and chunk framing mixed; window is given back for the

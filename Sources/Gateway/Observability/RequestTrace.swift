@@ -31,7 +31,8 @@ final class RequestTracing: Sendable {
     /// Whether the request gets spans.
     func traces(_ head: MessageHead, _ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
         if self.alwaysSamples { return true }
-        if let traceparent = RequestHeadExtractor().field("traceparent", in: RequestHeadFields(head: head, bytes: bytes)),
+        if let traceparent = RequestHeadExtractor().field(
+            "traceparent", in: RequestHeadFields(head: head, bytes: bytes)),
             RequestTrace.isWellFormed(traceparent: UnsafeBufferPointer(rebasing: bytes[traceparent]))
         {
             return true

@@ -107,7 +107,8 @@ final class GatewayServices: Sendable {
         accessLog.log(
             RequestRecord(
                 durationNanoseconds: now &- request.start, method: request.methodText, uri: request.target,
-                isHTTP10: request.isHTTP10, isHTTP2: request.isHTTP2, route: routeName, requestID: request.requestID.string,
+                isHTTP10: request.isHTTP10, isHTTP2: request.isHTTP2, route: routeName,
+                requestID: request.requestID.string,
                 client: request.clientAddress, userAgent: request.userAgent, referer: request.referer,
                 host: request.host, status: request.status, bytesSent: request.bytesSent,
                 upstream: request.upstreamEndpoint, upstreamStatus: request.upstreamStatus,
