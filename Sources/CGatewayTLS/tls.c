@@ -196,11 +196,16 @@ void gw_tls_set_ticket_keys(const unsigned char *keys, size_t count) {
 
 /// OpenSSL's ticket key callback (SSL_CTX_set_tlsext_ticket_key_evp_cb(3), whose example this
 /// follows): encrypt with the current key; decrypt with the key the ticket names. Returns 1
-/// (done), 2 (decrypted with an older key: issue a new ticket under the current one), 0 (no
-/// ticket to issue, or an unknown key: a full handshake), -1 (failure).
+/// (done), 2 (decrypted: issue a new ticket under the current key), 0 (no ticket to issue, or
+/// an unknown key: a full handshake), -1 (failure).
+///
+/// A TLS 1.3 resumption always asks for a new ticket: clients use a TLS 1.3 ticket once (RFC
+/// 8446 C.4; OpenSSL's client, wrk's among them, and browsers do), and OpenSSL sends none after
+/// a resumption unless told to renew, so every other connection of such a client was a full
+/// handshake (as nginx, which renews, never is). A TLS 1.2 client reuses its ticket: renewed
+/// only once its key is no longer the current one.
 static int ticket_key(SSL *ssl, unsigned char key_name[16], unsigned char iv[EVP_MAX_IV_LENGTH],
                       EVP_CIPHER_CTX *cipher, EVP_MAC_CTX *mac, int encrypt) {
-    (void)ssl;
     gw_ticket_key key;
     int found = -1;
     pthread_mutex_lock(&ticket_lock);
@@ -218,7 +223,7 @@ static int ticket_key(SSL *ssl, unsigned char key_name[16], unsigned char iv[EVP
     pthread_mutex_unlock(&ticket_lock);
     if (found < 0) return 0;
 
-    int result = found == 0 ? 1 : 2;
+    int result = (encrypt || (found == 0 && SSL_version(ssl) < TLS1_3_VERSION)) ? 1 : 2;
     if (encrypt) {
         memcpy(key_name, key.name, 16);
         if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) != 1 ||
@@ -360,8 +365,15 @@ int gw_tls_server_add_certificate(gw_tls_server *server, const void *certificate
     // Stateless tickets resume instead, on any worker of any generation: their keys are the
     // master's, shared by every worker (gw_tls_set_ticket_keys).
     SSL_CTX_set_session_cache_mode(context, SSL_SESS_CACHE_OFF);
-    SSL_CTX_set_tlsext_ticket_key_evp_cb(context, ticket_key);
-    SSL_CTX_set_timeout(context, server->session_lifetime);
+    if (server->session_lifetime > 0) {
+        SSL_CTX_set_tlsext_ticket_key_evp_cb(context, ticket_key);
+        SSL_CTX_set_timeout(context, server->session_lifetime);
+    } else {
+        // No TLS 1.2 ticket extension, and no TLS 1.3 NewSessionTicket (which OpenSSL would
+        // otherwise still send, stateful, for a cache that is off).
+        SSL_CTX_set_options(context, SSL_OP_NO_TICKET);
+        SSL_CTX_set_num_tickets(context, 0);
+    }
     SSL_CTX_set_tlsext_servername_callback(context, select_certificate);
     SSL_CTX_set_tlsext_servername_arg(context, server);
     if (server->alpn_length > 0) SSL_CTX_set_alpn_select_cb(context, select_protocol, server);

@@ -179,6 +179,10 @@ extension ConfigDiff {
         if old.minVersion != new.minVersion {
             changes.append("min_version \(old.minVersion.rawValue) -> \(new.minVersion.rawValue)")
         }
+        if old.sessionTickets != new.sessionTickets {
+            changes.append(
+                "session_tickets \(old.sessionTickets ? "on" : "off") -> \(new.sessionTickets ? "on" : "off")")
+        }
         return changes.joined(separator: ", ")
     }
 }

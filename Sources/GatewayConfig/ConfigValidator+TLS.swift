@@ -14,7 +14,7 @@ import Yams
 /// and (in the master, which has a clock that matters) it is valid now. Each problem is
 /// reported at the `cert` or `key` key, with the file's path; a key's contents never are.
 extension ConfigValidator {
-    static let tlsKeys = ["certificates", "alpn", "min_version"]
+    static let tlsKeys = ["certificates", "alpn", "min_version", "session_tickets"]
     static let tlsCertificateKeys = ["cert", "key"]
     /// A certificate with a long chain is a few KiB; a file larger than this is the wrong file.
     static let maximumTLSFileSize = 1 << 20
@@ -51,8 +51,16 @@ extension ConfigValidator {
                 ok = false
             }
         }
+        var sessionTickets = true
+        if let node = fields.optionalValue("session_tickets") {
+            if let value = boolean(node, path: fields.path(of: "session_tickets")) {
+                sessionTickets = value
+            } else {
+                ok = false
+            }
+        }
         guard ok else { return nil }
-        return TLSConfig(certificates: certificates, alpn: alpn, minVersion: minVersion)
+        return TLSConfig(certificates: certificates, alpn: alpn, minVersion: minVersion, sessionTickets: sessionTickets)
     }
 
     private mutating func alpnList(_ node: Node, path: String) -> [String]? {

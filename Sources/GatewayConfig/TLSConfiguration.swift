@@ -10,6 +10,11 @@ public struct TLSConfig: Sendable, Equatable {
     /// gets a `no_application_protocol` alert. A client that offers no ALPN at all is served.
     public var alpn: [String]
     public var minVersion: TLSVersion
+    /// Whether clients get session tickets to resume with (keys the master shares with every
+    /// worker and rotates hourly). Off: every connection is a full handshake, as nginx's
+    /// `ssl_session_tickets off` and HAProxy's `no-tls-tickets` (for operators who will not
+    /// have a ticket key, even an hourly one, decrypt past sessions).
+    public var sessionTickets: Bool
 
     /// The protocols a listener speaks inside TLS today.
     public static let supportedProtocols = ["h2", "http/1.1"]
@@ -17,10 +22,14 @@ public struct TLSConfig: Sendable, Equatable {
     /// `http2 on` (HTTP/2 is opted into per listener, with `alpn: [h2, http/1.1]`).
     public static let defaultProtocols = ["http/1.1"]
 
-    public init(certificates: [TLSCertificate], alpn: [String] = ["http/1.1"], minVersion: TLSVersion = .tls12) {
+    public init(
+        certificates: [TLSCertificate], alpn: [String] = ["http/1.1"], minVersion: TLSVersion = .tls12,
+        sessionTickets: Bool = true
+    ) {
         self.certificates = certificates
         self.alpn = alpn
         self.minVersion = minVersion
+        self.sessionTickets = sessionTickets
     }
 
     /// The ALPN list in its wire format: each protocol prefixed with its length (RFC 7301 §3.1).

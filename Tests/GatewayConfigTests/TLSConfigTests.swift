@@ -73,7 +73,7 @@ import Testing
         let tls = try #require(configuration.listeners[0].tls)
         #expect(tls.certificates.map(\.names) == [["a.test", "*.a.test"], ["b.test"]])
         #expect(tls.certificates.map(\.certificatePath) == ["/etc/gw/tls/a.test.pem", "/etc/gw/tls/b.test.pem"])
-        #expect(tls.alpn == ["http/1.1"] && tls.minVersion == .tls12)
+        #expect(tls.alpn == ["http/1.1"] && tls.minVersion == .tls12 && tls.sessionTickets)
         #expect(tls.certificates[0].certificatePEM == Array(Self.certificates["a.test.pem"]!.utf8))
         #expect(tls.certificates[0].keyPEM == Array(Self.certificates["a.test.key"]!.utf8))
         #expect(
@@ -94,8 +94,10 @@ import Testing
                   certificates: [{ cert: tls/b.test.pem, key: tls/b.test.key }]
                   alpn: [http/1.1]
                   min_version: tls1.3
+                  session_tickets: false
             """)
-        #expect(try #require(system.parse(explicit)).configuration.listeners[0].tls?.minVersion == .tls13)
+        let explicitTLS = try #require(system.parse(explicit)?.configuration.listeners[0].tls)
+        #expect(explicitTLS.minVersion == .tls13 && !explicitTLS.sessionTickets)
     }
 
     @Test("each refusal names the key's position and the file")
@@ -159,6 +161,10 @@ import Testing
                 "gateway.yaml:6:20: listeners[0].tls.min_version: must be tls1.2 or tls1.3, got \"tls1.1\" "
                     + "(did you mean 'tls1.2'?)"
             ])
+        #expect(
+            problems(valid + "      session_tickets: maybe") == [
+                "gateway.yaml:6:24: listeners[0].tls.session_tickets: expected true or false, got a string \"maybe\""
+            ])
         // The PROXY header is read in plaintext before the handshake (ClientConnection+Close).
         #expect(problems(valid, extra: "\n    proxy_protocol: true") == [])
     }
@@ -219,5 +225,16 @@ import Testing
         let diff = ConfigDiff(from: a.configuration, to: b.configuration)
         #expect(diff.changedSettings == ["listener 'web' tls certificates changed"])
         #expect(diff.keptListeners.map(\.name) == ["web"])
+        let c = try #require(
+            system.parse(
+                Self.listener(
+                    """
+                          certificates: [{ cert: tls/b.test.pem, key: tls/b.test.key }]
+                          session_tickets: false
+                    """)))
+        #expect(
+            ConfigDiff(from: b.configuration, to: c.configuration).changedSettings == [
+                "listener 'web' tls session_tickets on -> off"
+            ])
     }
 }

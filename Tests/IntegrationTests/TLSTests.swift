@@ -263,12 +263,19 @@ struct TLSTests {
         #expect(direct.status != 0, "\(direct)")
     }
 
+    /// What one `ticketRequest` handshake did: resumed a session, and how many new tickets the
+    /// server sent.
+    struct TicketHandshake {
+        var resumed: Bool
+        var ticketsIssued: Int
+    }
+
     /// One request over `openssl s_client` (`-tls1_2` or `-tls1_3`), saving the session to
-    /// `saveTo` or resuming the one in `resume`. Returns whether the handshake resumed.
+    /// `saveTo` and/or resuming the one in `resume`.
     static func ticketRequest(
         _ port: UInt16, _ version: String, path: String, saveTo: String? = nil, resume: String? = nil
-    ) throws -> Bool {
-        var options = "-connect 127.0.0.1:\(port) -servername a.test \(version) -ign_eof"
+    ) throws -> TicketHandshake {
+        var options = "-connect 127.0.0.1:\(port) -servername a.test \(version) -ign_eof -msg"
         if let saveTo { options += " -sess_out \(saveTo)" }
         if let resume { options += " -sess_in \(resume)" }
         // -ign_eof: s_client stays for the response (and, in TLS 1.3, the tickets before it),
@@ -278,9 +285,11 @@ struct TLSTests {
             "/bin/sh", ["-c", "printf '\(request)' | /usr/bin/openssl s_client \(options)"], timeout: .seconds(20))
         let said = result.stdout + result.stderr
         guard said.contains("HTTP/1.1 200") else { throw HarnessError("s_client \(options): \(said)") }
-        guard let line = said.split(separator: "\n").first(where: { $0.hasPrefix("Reused,") || $0.hasPrefix("New,") })
+        let lines = said.split(separator: "\n")
+        guard let line = lines.first(where: { $0.hasPrefix("Reused,") || $0.hasPrefix("New,") })
         else { throw HarnessError("s_client \(options): no session line: \(said)") }
-        return line.hasPrefix("Reused,")
+        let tickets = lines.filter { $0.hasPrefix("<<<") && $0.hasSuffix("NewSessionTicket") }.count
+        return TicketHandshake(resumed: line.hasPrefix("Reused,"), ticketsIssued: tickets)
     }
 
     /// The pid of the worker that logged `path` in the JSON access log.
@@ -306,14 +315,14 @@ struct TLSTests {
         let port = try gatewayd.port()
         for version in ["-tls1_2", "-tls1_3"] {
             let session = certificates.directory.file("session\(version)")
-            #expect(try !Self.ticketRequest(port, version, path: "/issue\(version)", saveTo: session))
+            #expect(try !Self.ticketRequest(port, version, path: "/issue\(version)", saveTo: session).resumed)
             let issuer = try Self.servedBy(accessLog, path: "/issue\(version)")
             // The issuer stopped, the kernel gives the connection to the other worker (an idle
             // worker would otherwise get every connection: EPOLLEXCLUSIVE wakes the first).
             kill(issuer, SIGSTOP)
             let resumed = Result { try Self.ticketRequest(port, version, path: "/other\(version)", resume: session) }
             kill(issuer, SIGCONT)
-            #expect(try resumed.get(), "\(version): no resumption on the other worker")
+            #expect(try resumed.get().resumed, "\(version): no resumption on the other worker")
             #expect(try Self.servedBy(accessLog, path: "/other\(version)") != issuer)
         }
         let before = Set(try gatewayd.status().generations.flatMap(\.workers).map(\.pid))
@@ -321,8 +330,39 @@ struct TLSTests {
         try gatewayd.waitUntilSingleGeneration()
         for version in ["-tls1_2", "-tls1_3"] {
             let session = certificates.directory.file("session\(version)")
-            #expect(try Self.ticketRequest(port, version, path: "/reloaded\(version)", resume: session), "\(version)")
+            #expect(
+                try Self.ticketRequest(port, version, path: "/reloaded\(version)", resume: session).resumed,
+                "\(version)")
             #expect(!before.contains(try Self.servedBy(accessLog, path: "/reloaded\(version)")))
+        }
+        // A TLS 1.3 client uses a ticket once (RFC 8446 C.4), so each resumption must bring a
+        // new one, or every other connection would be a full handshake; a TLS 1.2 client reuses
+        // its ticket, renewed only once its key is old.
+        let first = certificates.directory.file("chain-1"), second = certificates.directory.file("chain-2")
+        #expect(try Self.ticketRequest(port, "-tls1_3", path: "/chain0", saveTo: first).ticketsIssued >= 1)
+        let resumed = try Self.ticketRequest(port, "-tls1_3", path: "/chain1", saveTo: second, resume: first)
+        #expect(resumed.resumed && resumed.ticketsIssued == 1, "\(resumed)")
+        #expect(try Self.ticketRequest(port, "-tls1_3", path: "/chain2", resume: second).resumed)
+        let session12 = certificates.directory.file("session-tls1_2")
+        let resumed12 = try Self.ticketRequest(port, "-tls1_2", path: "/chain12", resume: session12)
+        #expect(resumed12.resumed && resumed12.ticketsIssued == 0, "\(resumed12)")
+    }
+
+    @Test("session_tickets: false: no tickets in TLS 1.2 or 1.3, so every handshake is a full one")
+    func sessionTicketsOff() throws {
+        let certificates = try Certificates([["a.test"]])
+        let config = Self.config(certificates, names: ["a.test"])
+            .replacingOccurrences(of: "    tls:\n", with: "    tls:\n      session_tickets: false\n")
+        let gatewayd = try GatewaydProcess(config: config)
+        let port = try gatewayd.port()
+        for version in ["-tls1_2", "-tls1_3"] {
+            let session = certificates.directory.file("session\(version)")
+            let first = try Self.ticketRequest(port, version, path: "/first", saveTo: session)
+            #expect(!first.resumed && first.ticketsIssued == 0, "\(version): \(first)")
+            // No ticket and no session id (there is no cache): s_client may have nothing to save.
+            if FileManager.default.fileExists(atPath: session) {
+                #expect(try !Self.ticketRequest(port, version, path: "/second", resume: session).resumed, "\(version)")
+            }
         }
     }
 
@@ -335,14 +375,16 @@ struct TLSTests {
         let port = try gatewayd.port()
         func rotations() -> Int { gatewayd.log.components(separatedBy: "TLS session ticket keys rotated").count - 1 }
         let session = certificates.directory.file("session")
-        #expect(try !Self.ticketRequest(port, "-tls1_3", path: "/issue", saveTo: session))
+        #expect(try !Self.ticketRequest(port, "-tls1_3", path: "/issue", saveTo: session).resumed)
         // Counted after the ticket: its key is at most this many rotations old.
         let issued = rotations()
         try waitUntil("one rotation") { rotations() >= issued + 1 }
-        #expect(try Self.ticketRequest(port, "-tls1_3", path: "/kept", resume: session), "the previous key decrypts")
+        #expect(
+            try Self.ticketRequest(port, "-tls1_3", path: "/kept", resume: session).resumed, "the previous key decrypts"
+        )
         // The third rotation drops the key; one more, so the worker has surely applied it.
         try waitUntil("four rotations", timeout: .seconds(10)) { rotations() >= issued + 4 }
-        #expect(try !Self.ticketRequest(port, "-tls1_3", path: "/dropped", resume: session), "a full handshake")
+        #expect(try !Self.ticketRequest(port, "-tls1_3", path: "/dropped", resume: session).resumed, "a full handshake")
     }
 
     /// `Support/tls-upstream.py`: an HTTPS origin whose answers say which TLS connection

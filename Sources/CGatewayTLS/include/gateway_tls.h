@@ -55,7 +55,8 @@ int gw_tls_inspect(const void *certificate, size_t certificate_length, const voi
 typedef struct gw_tls_server gw_tls_server;
 
 /// `min_version`: 0x0303 (TLS 1.2) or 0x0304 (TLS 1.3). `session_lifetime`: how long, in
-/// seconds, a session may be resumed from a ticket (the hint clients get). `alpn`: the
+/// seconds, a session may be resumed from a ticket (the hint clients get); 0 issues no tickets
+/// (every handshake a full one). `alpn`: the
 /// protocols in wire format (length-prefixed), the server's preference order. NULL with the
 /// reason in `error` on failure.
 gw_tls_server *gw_tls_server_new(int min_version, long session_lifetime, const unsigned char *alpn,

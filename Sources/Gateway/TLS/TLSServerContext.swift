@@ -16,8 +16,8 @@ final class TLSServerContext: @unchecked Sendable {
         guard
             let pointer = alpn.withUnsafeBufferPointer({
                 gw_tls_server_new(
-                    configuration.minVersion.wireValue, Self.sessionLifetime, $0.baseAddress, $0.count, &reason,
-                    capacity)
+                    configuration.minVersion.wireValue, configuration.sessionTickets ? Self.sessionLifetime : 0,
+                    $0.baseAddress, $0.count, &reason, capacity)
             })
         else {
             throw .listenerFailed(listener: listener, fd: -1, reason: "TLS: \(Self.text(reason))")
