@@ -353,7 +353,7 @@ extension SessionTicketKeys {
         let decoded = wireForm.compactMap { Data(base64Encoded: $0).map { [UInt8]($0) } }
         guard decoded.count == wireForm.count, let keys = SessionTicketKeys(keys: decoded) else {
             throw HandoffProtocolError(
-                "ticket_keys: \(wireForm.count) keys; at most \(SessionTicketKeys.keptKeys), "
+                "ticket_keys: \(wireForm.count) keys; 1 to \(SessionTicketKeys.keptKeys), "
                     + "each \(SessionTicketKeys.keyLength) bytes in base64")
         }
         self = keys

@@ -33,9 +33,12 @@ public struct SessionTicketKeys: Sendable, Equatable {
         self.keys = [Self.newKey()]
     }
 
-    /// Keys as a frame carried them; nil unless each has `keyLength` bytes.
+    /// Keys as a frame carried them; nil unless there are 1 to `keptKeys`, each of
+    /// `keyLength` bytes (none would leave the workers issuing no tickets until a rotation).
     public init?(keys: [[UInt8]]) {
-        guard keys.count <= Self.keptKeys, keys.allSatisfy({ $0.count == Self.keyLength }) else { return nil }
+        guard (1...Self.keptKeys).contains(keys.count), keys.allSatisfy({ $0.count == Self.keyLength }) else {
+            return nil
+        }
         self.keys = keys
     }
 
@@ -67,4 +70,9 @@ extension SessionTicketKeys: Codable {
         var container = encoder.singleValueContainer()
         try container.encode(keys)
     }
+}
+
+/// Never the keys themselves: a key in a log or an error message would undo what rotation is for.
+extension SessionTicketKeys: CustomStringConvertible {
+    public var description: String { "\(keys.count) ticket key\(keys.count == 1 ? "" : "s") (not shown)" }
 }

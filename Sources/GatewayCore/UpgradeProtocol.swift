@@ -21,7 +21,8 @@
 // from before it, or not gatewayd at all) is found out before any fd leaves the old master:
 //   new → old  hello{version, pid, binary_version}
 //   old → new  state{version, master_pid, config_path, next_generation, reloads,
-//                    failed_reloads, watchdog_usec?, trigger, started_at}
+//                    failed_reloads, watchdog_usec?, trigger, started_at,
+//                    ticket_keys?, ticket_keys_age_ms?}
 //              listeners{names, origins, addresses, backlogs, stored} + fds   (as many
 //                    frames as 253-fd batches need: every socket the old master holds, with
 //                    its origin (bound, or inherited from systemd), the address as configured
@@ -49,9 +50,14 @@
 // `committed` changes nothing: the new master is in charge.
 //
 // Any change to this file's frames or rules bumps `version`; a master must keep reading the
-// version before its own. One addition was made within version 2, because it changes nothing
-// for a reader that does not know it: `events` beside `records` in `history` (JSON decoders
-// ignore a key they do not know, and `records` is still written in full).
+// version before its own. Two additions were made within version 2, because they change
+// nothing for a reader that does not know them (JSON decoders ignore a key they do not know):
+// `events` beside `records` in `history` (`records` is still written in full), and
+// `ticket_keys` with `ticket_keys_age_ms` in `state`: the TLS session ticket keys (base64, the
+// handoff's `ticket_keys` form) and how long ago the newest was made, so that tickets resume
+// across the upgrade and the rotation keeps its schedule. A master without them makes new keys
+// (tickets from before get one full handshake). The channel is the two masters' own: the keys
+// go nowhere a worker's handoff does not already take them.
 
 import Foundation
 
@@ -59,7 +65,8 @@ public enum UpgradeProtocol {
     /// 1: the sockets, the shared segment, the control socket, the config path, the
     /// generation counter and the reload counts.
     /// 2: the `history` frame (the recent reloads and upgrades); a version-1 master sends
-    /// none, and the new master starts with an empty history.
+    /// none, and the new master starts with an empty history. Later within 2, optional:
+    /// `events` in `history`, `ticket_keys` and `ticket_keys_age_ms` in `state`.
     public static let version = 2
     /// The first version with a `history` frame.
     public static let historyVersion = 2
@@ -144,9 +151,14 @@ public enum UpgradeMessage: Sendable, Equatable {
         /// master records the upgrade in the history it carries on.
         public var trigger: String
         public var startedAt: Double
+        /// The TLS session ticket keys, when the old master carries them (see the file's
+        /// header): the new master serves the same keys and rotates them when the old one
+        /// would have.
+        public var ticketKeys: CarriedTicketKeys?
         public init(
             version: Int = UpgradeProtocol.spokenVersion, masterPid: Int32, configPath: String, nextGeneration: Int,
-            reloads: Int, failedReloads: Int, watchdogMicroseconds: UInt64?, trigger: String, startedAt: Double
+            reloads: Int, failedReloads: Int, watchdogMicroseconds: UInt64?, trigger: String, startedAt: Double,
+            ticketKeys: CarriedTicketKeys? = nil
         ) {
             self.version = version
             self.masterPid = masterPid
@@ -157,6 +169,17 @@ public enum UpgradeMessage: Sendable, Equatable {
             self.watchdogMicroseconds = watchdogMicroseconds
             self.trigger = trigger
             self.startedAt = startedAt
+            self.ticketKeys = ticketKeys
+        }
+    }
+
+    /// The keys, and how long before the `state` frame was sent the newest was made.
+    public struct CarriedTicketKeys: Sendable, Equatable {
+        public var keys: SessionTicketKeys
+        public var ageMilliseconds: Int
+        public init(keys: SessionTicketKeys, ageMilliseconds: Int) {
+            self.keys = keys
+            self.ageMilliseconds = ageMilliseconds
         }
     }
 
@@ -259,6 +282,8 @@ extension UpgradeMessage: FramedMessage {
         var watchdog_usec: UInt64?
         var trigger: String?
         var started_at: Double?
+        var ticket_keys: [String]?
+        var ticket_keys_age_ms: Int?
         var names: [String]?
         var origins: [ListenerTable.Origin]?
         var addresses: [String]?
@@ -301,6 +326,8 @@ extension UpgradeMessage: FramedMessage {
             wire.watchdog_usec = state.watchdogMicroseconds
             wire.trigger = state.trigger
             wire.started_at = state.startedAt
+            wire.ticket_keys = state.ticketKeys?.keys.wireForm
+            wire.ticket_keys_age_ms = state.ticketKeys?.ageMilliseconds
         case .listeners(let batch):
             wire.names = batch.names
             wire.origins = batch.origins
@@ -376,6 +403,21 @@ extension UpgradeMessage: FramedMessage {
                             ? ": a newer gatewayd cannot hand over to an older one (stop and start to downgrade)"
                             : ": upgrade through an intermediate release"))
             }
+            // Strict, though optional: a master that sends them malformed is broken, and the
+            // upgrade stops with the reason (the old master serves on).
+            var ticketKeys: CarriedTicketKeys?
+            if let wireForm = wire.ticket_keys {
+                let keys: SessionTicketKeys
+                do {
+                    keys = try SessionTicketKeys(wireForm: wireForm)
+                } catch {
+                    throw UpgradeProtocolError(.violation, "state frame: \(error)")
+                }
+                guard let age = wire.ticket_keys_age_ms, age >= 0 else {
+                    throw UpgradeProtocolError(.violation, "state frame: ticket_keys without a ticket_keys_age_ms ≥ 0")
+                }
+                ticketKeys = CarriedTicketKeys(keys: keys, ageMilliseconds: age)
+            }
             return .state(
                 State(
                     version: version, masterPid: try require(wire.master_pid, "master_pid"),
@@ -384,7 +426,7 @@ extension UpgradeMessage: FramedMessage {
                     reloads: try require(wire.reloads, "reloads"),
                     failedReloads: try require(wire.failed_reloads, "failed_reloads"),
                     watchdogMicroseconds: wire.watchdog_usec, trigger: try require(wire.trigger, "trigger"),
-                    startedAt: try require(wire.started_at, "started_at")))
+                    startedAt: try require(wire.started_at, "started_at"), ticketKeys: ticketKeys))
         case "listeners":
             let names = try require(wire.names, "names")
             let origins = try require(wire.origins, "origins")

@@ -33,9 +33,12 @@ extension Master {
             return false
         }
         let inheritance: UpgradeInheritance
+        // The ticket keys' age counts from here, not from after the config's load.
+        let receivedAt: ContinuousClock.Instant
         switch await onThread({ try channel.receiveInheritance() }) {
         case .success(let received):
             inheritance = received
+            receivedAt = .now
         case .failure(let error):
             refuse(channel, "cannot take over: \(error)", logger: logger)
             channel.close()
@@ -71,7 +74,7 @@ extension Master {
         let signals = Task { await master.handleSignals() }
         defer { signals.cancel() }
         do {
-            try await master.run(takingOver: inheritance, channel: channel)
+            try await master.run(takingOver: inheritance, receivedAt: receivedAt, channel: channel)
             return true
         } catch {
             // Logged, and told to the old master, where it failed.
@@ -88,7 +91,9 @@ extension Master {
     /// Starts the first generation on the inherited sockets and, once the old master
     /// commits, takes charge; supervises until stopped. Throws when the takeover failed
     /// (after telling the old master) and this process should exit 1.
-    func run(takingOver inheritance: UpgradeInheritance, channel: UpgradeChannel) async throws {
+    func run(
+        takingOver inheritance: UpgradeInheritance, receivedAt: ContinuousClock.Instant, channel: UpgradeChannel
+    ) async throws {
         guard state == .starting else { return }
         prepareProcess()
         // Not systemd's main process until the old master says so (`released`).
@@ -131,6 +136,12 @@ extension Master {
         nextGenerationID = state.nextGeneration
         reloadCount = state.reloads
         failedReloadCount = state.failedReloads
+        // Before the first generation starts: its workers get the keys in their `hello`.
+        if let keys = state.ticketKeys {
+            adoptTicketKeys(keys, received: receivedAt)
+        } else {
+            logger.notice("the old master carried no TLS session ticket keys: tickets it issued get one full handshake")
+        }
         history.adopt(inheritance.history)
         let controlSocket = inheritance.controlSocket
         if settings.controlSocket != controlSocket.path {

@@ -382,7 +382,7 @@ extension Master {
                     masterPid: getpid(), configPath: options.configPath, nextGeneration: nextGenerationID,
                     reloads: reloadCount, failedReloads: failedReloadCount,
                     watchdogMicroseconds: watchdogInterval.map { SystemdNotifier.microseconds($0) },
-                    trigger: attempt.trigger, startedAt: attempt.wallClockStart),
+                    trigger: attempt.trigger, startedAt: attempt.wallClockStart, ticketKeys: ticketKeysForUpgrade),
                 listeners: listeners, sharedMemory: (segmentCopy, segment.handoff),
                 controlSocket: (settings.controlSocket, controlCopy), history: history.events)
         } catch {

@@ -59,11 +59,13 @@ public actor Master {
     /// Events that happened while a reload ran (the old generation's drain may end before the
     /// reload does), recorded right after the reload's own so that the timeline reads in order.
     var eventsAfterReload: [GatewayEvent] = []
+    /// TLS session ticket keys: the master's for its whole life (and its upgrade's), every
+    /// worker's (`Master+TicketKeys`), and when the newest was made: the next rotation is due
+    /// `SessionTicketKeys.rotationPeriod` after it.
+    var ticketKeys = SessionTicketKeys()
+    var ticketKeysMadeAt = ContinuousClock.now
     /// The status page's last snapshot (its `time` left at 0, to compare) and its version, which
     /// each worker's `statusSnapshotVersion` is checked against (`Master+StatusPage.swift`).
-    /// TLS session ticket keys: the master's for its whole life, every worker's
-    /// (`Master+TicketKeys`).
-    var ticketKeys = SessionTicketKeys()
     var lastStatusSnapshot: StatusSnapshot?
     var statusSnapshotVersion = 0
     var stopSignals = 0

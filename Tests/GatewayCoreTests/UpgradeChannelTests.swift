@@ -39,7 +39,8 @@ struct UpgradeChannelTests {
         return UpgradeInheritance(
             state: .init(
                 version: version, masterPid: 42, configPath: "/etc/g.yaml", nextGeneration: 9, reloads: 7,
-                failedReloads: 2, watchdogMicroseconds: 10_000_000, trigger: "SIGUSR2", startedAt: 1_795_000_001),
+                failedReloads: 2, watchdogMicroseconds: 10_000_000, trigger: "SIGUSR2", startedAt: 1_795_000_001,
+                ticketKeys: .init(keys: Self.ticketKeys, ageMilliseconds: 1_234_567)),
             listeners: try listeners.enumerated().map { index, fd in
                 HandedOverListener(
                     name: "l\(index)", origin: index == 0 ? .inherited : .bound,
@@ -95,6 +96,49 @@ struct UpgradeChannelTests {
         var info = stat()
         fstat(received.controlSocket.fd, &info)
         #expect(info.st_mode & S_IFMT == S_IFSOCK)
+    }
+
+    static let ticketKeys: SessionTicketKeys = {
+        var keys = SessionTicketKeys()
+        keys.rotate()
+        return keys
+    }()
+
+    @Test("ticket keys cross in state, with their age; malformed ones are refused, and no message shows a key")
+    func ticketKeys() throws {
+        let keys = Self.ticketKeys.keys.map { Data($0).base64EncodedString() }
+        func state(_ extra: String) -> String {
+            """
+            {"type":"state","version":\(UpgradeProtocol.spokenVersion),"master_pid":1,"config_path":"/g.yaml",\
+            "next_generation":2,"reloads":0,"failed_reloads":0,"trigger":"gatewayctl","started_at":1\(extra)}
+            """
+        }
+        let decoded = try UpgradeMessage.decode(
+            payload: Array(state(#","ticket_keys":["\#(keys[0])","\#(keys[1])"],"ticket_keys_age_ms":5"#).utf8))
+        guard case .state(let carried) = decoded else {
+            Issue.record("decoded as \(decoded.type)")
+            return
+        }
+        #expect(carried.ticketKeys == .init(keys: Self.ticketKeys, ageMilliseconds: 5))
+        // From a master that carries none (an age alone is no keys): the new master makes its own.
+        for none in ["", #","ticket_keys_age_ms":5"#] {
+            let decoded = try UpgradeMessage.decode(payload: Array(state(none).utf8))
+            guard case .state(let without) = decoded else {
+                Issue.record("decoded as \(decoded.type)")
+                return
+            }
+            #expect(without.ticketKeys == nil)
+        }
+        for bad in [
+            #","ticket_keys":["c2hvcnQ="],"ticket_keys_age_ms":5"#, #","ticket_keys":["\#(keys[0])"]"#,
+            #","ticket_keys":["\#(keys[0])"],"ticket_keys_age_ms":-1"#, #","ticket_keys":[],"ticket_keys_age_ms":5"#,
+        ] {
+            #expect(throws: UpgradeProtocolError.self, "\(bad)") {
+                try UpgradeMessage.decode(payload: Array(state(bad).utf8))
+            }
+        }
+        let shown = "\(Self.ticketKeys) \(carried)"
+        #expect(!keys.contains { shown.contains($0) } && shown.contains("2 ticket keys (not shown)"), "\(shown)")
     }
 
     @Test("a master of the version before sends no history, and is taken over all the same")

@@ -1,4 +1,5 @@
 import Foundation
+import GatewayCore
 import Testing
 
 #if canImport(Glibc)
@@ -346,6 +347,29 @@ struct TLSTests {
         let session12 = certificates.directory.file("session-tls1_2")
         let resumed12 = try Self.ticketRequest(port, "-tls1_2", path: "/chain12", resume: session12)
         #expect(resumed12.resumed && resumed12.ticketsIssued == 0, "\(resumed12)")
+    }
+
+    @Test("tickets resume across gatewayctl upgrade: the new master serves the old one's keys")
+    func ticketsAcrossUpgrade() throws {
+        let certificates = try Certificates([["a.test"]])
+        let gatewayd = try GatewaydProcess(config: Self.config(certificates, names: ["a.test"]))
+        let lineage = MasterLineage(gatewayd)
+        defer { lineage.stop() }
+        let port = try gatewayd.port()
+        let oldMaster = gatewayd.pid
+        for version in ["-tls1_2", "-tls1_3"] {
+            let session = certificates.directory.file("session\(version)")
+            #expect(try !Self.ticketRequest(port, version, path: "/before", saveTo: session).resumed)
+        }
+        let upgrade = try lineage.upgrade()
+        #expect(upgrade.status == 0, "\(upgrade.stderr)\n\(gatewayd.log)")
+        // Once the old master is gone, only the new master's workers accept.
+        try waitUntil("the old master to exit", timeout: .seconds(15)) { !isProcessRunning(oldMaster) }
+        #expect(try lineage.current() != oldMaster)
+        for version in ["-tls1_2", "-tls1_3"] {
+            let session = certificates.directory.file("session\(version)")
+            #expect(try Self.ticketRequest(port, version, path: "/after", resume: session).resumed, "\(version)")
+        }
     }
 
     @Test("session_tickets: false: no tickets in TLS 1.2 or 1.3, so every handshake is a full one")
