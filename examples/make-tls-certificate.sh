@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make-tls-certificate.sh: a throwaway self-signed certificate for trying TLS listeners (and for
 # the tests, which make theirs at run time with it): an ECDSA P-256 key and a certificate whose
-# subjectAltName holds every NAME given, the first also as its CN.
+# subjectAltName holds every NAME given (an IP address as one: 127.0.0.1, ::1), the first also
+# as its CN.
 #
 #   examples/make-tls-certificate.sh DIR NAME [NAME...]
 #
@@ -18,7 +19,10 @@ dir=$1
 shift
 first=${1//\*/_}
 san=""
-for name in "$@"; do san+="${san:+,}DNS:$name"; done
+for name in "$@"; do
+    # An IPv4 or IPv6 literal is an iPAddress name, which clients check an IP against.
+    if [[ $name =~ ^[0-9.]+$ || $name == *:* ]]; then san+="${san:+,}IP:$name"; else san+="${san:+,}DNS:$name"; fi
+done
 mkdir -p "$dir"
 umask 077
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -sha256 \

@@ -455,8 +455,8 @@ struct TLSTests {
     )
     func upstreamTLS() throws {
         // Each certificate is its own CA (make-tls-certificate.sh): upstream.test's is the CA
-        // that signed the origin's, other.test's one that did not.
-        let certificates = try Certificates([["upstream.test"], ["other.test"]])
+        // that signed the origin's (which also names 127.0.0.1), other.test's one that did not.
+        let certificates = try Certificates([["upstream.test", "127.0.0.1"], ["other.test"]])
         let origin = try TLSUpstream(
             certificate: certificates.certificate("upstream.test"), key: certificates.key("upstream.test"),
             directory: certificates.directory)
@@ -468,16 +468,24 @@ struct TLSTests {
             routes:
 
             """
+        // name: the upstream's `tls` mapping.
         let upstreams = [
-            ("good", "upstream.test", right), ("wrongca", "upstream.test", wrong), ("wrongname", "other.test", right),
+            ("good", "sni: upstream.test, ca: \(right)"), ("wrongca", "sni: upstream.test, ca: \(wrong)"),
+            ("wrongname", "sni: other.test, ca: \(right)"),
+            // No sni: the endpoint's IP is checked against the certificate's IP names, and no
+            // SNI is sent (RFC 6066 §3 has no IP names).
+            ("ipname", "ca: \(right)"),
+            // verify: false trusts anything, and still sends the name.
+            ("noverify", "sni: other.test, ca: \(wrong), verify: false"),
+            // No ca: the system's store, which knows nothing of a self-signed certificate.
+            ("systemstore", "sni: upstream.test"),
         ]
-        for (name, _, _) in upstreams {
+        for (name, _) in upstreams {
             config += "  - { name: \(name), match: { path_prefix: /\(name) }, upstream: \(name) }\n"
         }
         config += "upstreams:\n"
-        for (name, sni, ca) in upstreams {
-            config +=
-                "  \(name): { endpoints: [\"127.0.0.1:\(origin.port)\"], retries: 0, tls: { sni: \(sni), ca: \(ca) } }\n"
+        for (name, tls) in upstreams {
+            config += "  \(name): { endpoints: [\"127.0.0.1:\(origin.port)\"], retries: 0, tls: { \(tls) } }\n"
         }
         let gatewayd = try GatewaydProcess(config: config)
         let port = try gatewayd.port()
@@ -490,8 +498,17 @@ struct TLSTests {
             #expect(answer?["connection"] as? Int == 1 && answer?["request"] as? Int == request, "\(response.body)")
             #expect(answer?["sni"] as? String == "upstream.test", "\(response.body)")
         }
+        for (path, sni) in [("/ipname", nil), ("/noverify", "other.test")] as [(String, String?)] {
+            let response = try httpGet(port: port, path: path)
+            #expect(response.status == 200, "\(path): \(response.status) \(response.body)")
+            let answer = try JSONSerialization.jsonObject(with: Data(response.body.utf8)) as? [String: Any]
+            #expect(answer?["sni"] as? String == sni, "\(path): \(response.body)")
+        }
         // The origin's certificate is self-signed: with another CA, nothing vouches for it.
-        for (path, reason) in [("/wrongca", "self-signed certificate"), ("/wrongname", "hostname mismatch")] {
+        for (path, reason) in [
+            ("/wrongca", "self-signed certificate"), ("/wrongname", "hostname mismatch"),
+            ("/systemstore", "self-signed certificate"),
+        ] {
             let response = try httpGet(port: port, path: path)
             #expect(response.status == 502, "\(path): \(response.status) \(response.body)")
             #expect(response.body.contains("TLS handshake: certificate verify failed: \(reason)"), "\(response.body)")
