@@ -177,6 +177,9 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 // RequestTraceTests: the worker's spans without an exporter.
                 .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
+                // HTTP2ResponseFieldsTests: the worker's header blocks, decoded.
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
         .testTarget(name: "GatewaySupervisorTests", dependencies: ["GatewaySupervisor"]),
