@@ -18,14 +18,19 @@
 # Then the ratios gatewayd / nginx (req/s: higher is better; p99: lower). Everything listens on
 # 127.0.0.1; everything started here is stopped on exit. Run it on a quiet machine.
 #
+# --proxied: both proxy every request to one origin instead (nginx, 1 worker, `return 200` of the
+# same body, over HTTP/1.1 with kept-alive upstream connections: nginx's upstream keepalive 32,
+# gatewayd's pool), as a gateway in front of a service does; the origin's CPU is not counted.
+#
 # Usage: benchmarks/tls-throughput.sh [--duration S] [--rounds N] [--connections N] [--threads N]
-#                                     [--warmup S]
+#                                     [--warmup S] [--proxied]
 set -euo pipefail
 # shellcheck source=benchmarks/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DURATION=5
 ROUNDS=3
+PROXIED=0
 CONNECTIONS=64
 THREADS=2
 WARMUP=2
@@ -39,7 +44,8 @@ while (($#)); do
         --threads) THREADS=${2:?}; shift 2 ;;
         --warmup) WARMUP=${2:?}; shift 2 ;;
         --rounds) ROUNDS=${2:?}; shift 2 ;;
-        -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
+        --proxied) PROXIED=1; shift ;;
+        -h | --help) sed -n '2,27p' "$0"; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
     esac
 done
@@ -59,6 +65,7 @@ cleanup() {
     if alive "$WRK_PID"; then kill -TERM "$WRK_PID" 2>/dev/null; wait "$WRK_PID" 2>/dev/null; fi
     stop_process "${PID[gatewayd]:-}" TERM 10
     stop_process "${PID[nginx]:-}" QUIT 10
+    stop_process "${PID[origin]:-}" QUIT 10
     lib_cleanup_tail
     exit "$rc"
 }
@@ -76,7 +83,7 @@ fi
 
 TMP=$(mktemp -d /tmp/tls-throughput.XXXXXX)
 chmod 755 "$TMP"
-mkdir -p "$TMP/nginx" "$TMP/gatewayd"
+mkdir -p "$TMP/nginx" "$TMP/gatewayd" "$TMP/origin"
 "$REPO_ROOT/examples/make-tls-certificate.sh" "$TMP/tls" bench.test >/dev/null
 CERT=$TMP/tls/bench.test.pem
 KEY=$TMP/tls/bench.test.key
@@ -87,11 +94,43 @@ pick_port port 18443 && PORT[gatewayd]=$port
 pick_port port 18444 && PORT[nginx]=$port
 pick_port port 18445 && PORT[gatewayd-full]=$port
 pick_port port 18446 && PORT[nginx-full]=$port
+pick_port port 18447 && PORT[origin]=$port
 url_of() { echo "https://127.0.0.1:${PORT[$1]}/"; }
 
 # Both: TLS 1.2 and 1.3, OpenSSL's default ciphers and groups, no session cache, tickets as
 # OpenSSL issues them by default on one port, none on the other; nginx's keepalive_requests
 # raised as in proxy-throughput.sh.
+if ((PROXIED)); then
+    NGINX_ACTION='proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";'
+    NGINX_UPSTREAM="upstream origin { server 127.0.0.1:${PORT[origin]}; keepalive 32; }"
+    GATEWAYD_ACTION="upstream: origin"
+    GATEWAYD_UPSTREAMS="upstreams:
+  origin:
+    endpoints: [127.0.0.1:${PORT[origin]}]"
+else
+    NGINX_ACTION="default_type text/plain; return 200 \"$BODY\\n\";"
+    NGINX_UPSTREAM=""
+    GATEWAYD_ACTION="direct_response: { status: 200, headers: { content-type: text/plain }, body: \"$BODY\\n\" }"
+    GATEWAYD_UPSTREAMS=""
+fi
+cat >"$TMP/origin/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+master_process on;
+pid $TMP/origin/nginx.pid;
+error_log $TMP/origin/error.log notice;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 10000000;
+    keepalive_timeout 75s;
+$(nginx_temp_paths "$NGINX" "$TMP/origin")
+    server {
+        listen 127.0.0.1:${PORT[origin]} backlog=4096;
+        location / { default_type text/plain; return 200 "$BODY\n"; }
+    }
+}
+CONF
 cat >"$TMP/nginx/nginx.conf" <<CONF
 worker_processes $WORKERS;
 daemon off;
@@ -104,12 +143,13 @@ http {
     keepalive_requests 10000000;
     keepalive_timeout 75s;
 $(nginx_temp_paths "$NGINX" "$TMP/nginx")
+    $NGINX_UPSTREAM
     server {
         listen 127.0.0.1:${PORT[nginx]} ssl http2 backlog=4096;
         ssl_certificate $CERT;
         ssl_certificate_key $KEY;
         ssl_protocols TLSv1.2 TLSv1.3;
-        location / { default_type text/plain; return 200 "$BODY\n"; }
+        location / { $NGINX_ACTION }
     }
     server {
         listen 127.0.0.1:${PORT[nginx-full]} ssl backlog=4096;
@@ -117,7 +157,7 @@ $(nginx_temp_paths "$NGINX" "$TMP/nginx")
         ssl_certificate_key $KEY;
         ssl_protocols TLSv1.2 TLSv1.3;
         ssl_session_tickets off;
-        location / { default_type text/plain; return 200 "$BODY\n"; }
+        location / { $NGINX_ACTION }
     }
 }
 CONF
@@ -139,7 +179,8 @@ listeners:
 routes:
   - name: all
     match: { path_prefix: / }
-    direct_response: { status: 200, headers: { content-type: text/plain }, body: "$BODY\n" }
+    $GATEWAYD_ACTION
+$GATEWAYD_UPSTREAMS
 CONF
 
 wait_tls() { # wait_tls SERVER: until it answers the body over TLS (bounded), or its pid is gone
@@ -155,6 +196,15 @@ wait_tls() { # wait_tls SERVER: until it answers the body over TLS (bounded), or
 
 start_server() {
     case $1 in
+        origin)
+            "$NGINX" -p "$TMP/origin" -e "$TMP/origin/error.log" -c "$TMP/origin/nginx.conf" \
+                </dev/null >"$TMP/origin/stdout.log" 2>"$TMP/origin/stderr.log" &
+            PID[origin]=$!
+            remember_pid "${PID[origin]}"
+            wait_body "http://127.0.0.1:${PORT[origin]}/" "$BODY" "$READY_TIMEOUT" "${PID[origin]}" || die "the origin did not answer"
+            remember_children "${PID[origin]}"
+            return
+            ;;
         nginx)
             "$NGINX" -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" \
                 </dev/null >"$TMP/nginx/stdout.log" 2>"$TMP/nginx/stderr.log" &
@@ -230,6 +280,7 @@ column_of() { # column_of ARRAY SERVER MODE: the values of every round
 MODES=(handshakes resumed keepalive h2)
 # shellcheck disable=SC2034  # read through column_of's nameref
 declare -A RPS P99 ERRORS CPU
+((PROXIED)) && start_server origin
 for server in nginx gatewayd; do
     start_server "$server"
     run_wrk "$server" keepalive "$WARMUP" "$TMP/$server/wrk-warmup.txt"
@@ -244,8 +295,9 @@ done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "?" }'; }
 {
-    printf 'tls-throughput: %s, wrk -t%s -c%s -d%ss --latency, %s rounds, %s workers each, ECDSA P-256, %s\n' \
-        "$(date -u +%FT%TZ)" "$THREADS" "$CONNECTIONS" "$DURATION" "$ROUNDS" "$WORKERS" "$(openssl version)"
+    printf 'tls-throughput%s: %s, wrk -t%s -c%s -d%ss --latency, %s rounds, %s workers each, ECDSA P-256, %s\n' \
+        "$( ((PROXIED)) && echo ' --proxied (to an nginx origin over HTTP/1.1)')" "$(date -u +%FT%TZ)" "$THREADS" \
+        "$CONNECTIONS" "$DURATION" "$ROUNDS" "$WORKERS" "$(openssl version)"
     printf '%-10s %-10s %12s %10s %12s %8s\n' server mode req/s p99_ms cpu_us/req errors
     declare -A MEDIAN_RPS MEDIAN_P99 MEDIAN_CPU
     for mode in "${MODES[@]}"; do
