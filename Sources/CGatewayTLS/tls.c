@@ -588,6 +588,8 @@ void gw_tls_close_notify(gw_tls_connection *connection) {
     ERR_clear_error();
 }
 
+int gw_tls_resumed(gw_tls_connection *connection) { return SSL_session_reused(connection->ssl); }
+
 const char *gw_tls_alpn(gw_tls_connection *connection) {
     static __thread char text[256];
     const unsigned char *data = NULL;

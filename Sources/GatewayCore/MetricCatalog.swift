@@ -15,6 +15,7 @@ public enum MetricCatalog {
     public static let sharedMetricsOverflow = "gatewayd_shared_metrics_overflow_total"
     public static let rateLimitEvictions = "gatewayd_rate_limit_evictions_total"
     public static let tlsHandshakeFailures = "gatewayd_tls_handshake_failures_total"
+    public static let tlsHandshakes = "gatewayd_tls_handshakes_total"
     public static let http2StreamResets = "gatewayd_http2_stream_resets_total"
     public static let http2ConnectionErrors = "gatewayd_http2_connection_errors_total"
     // Written by the master.
@@ -43,6 +44,8 @@ public enum MetricCatalog {
             "Rate-limit buckets evicted while live because every probed slot of the shared table was live.",
         tlsHandshakeFailures:
             "TLS handshakes that failed: plaintext or garbage on a TLS listener, nothing in common, or a client that left.",
+        tlsHandshakes:
+            "TLS handshakes that finished on the listeners, by resumed (true: from a session ticket; false: a full handshake).",
         http2StreamResets: "HTTP/2 streams reset by the client (RST_STREAM) before their response ended.",
         http2ConnectionErrors:
             "HTTP/2 connections closed with a GOAWAY error: protocol violations, and rapid reset (kind=rapid_reset).",

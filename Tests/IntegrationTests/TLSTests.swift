@@ -310,10 +310,13 @@ struct TLSTests {
     func sessionResumption() throws {
         let certificates = try Certificates([["a.test"]])
         let accessLog = certificates.directory.file("access.log")
+        // /metrics on a plaintext admin listener: the handshakes, full and resumed.
         let config = Self.config(
-            certificates, names: ["a.test"], workers: 2, settings: "access_log: { path: \(accessLog), format: json }")
+            certificates, names: ["a.test"], workers: 2,
+            settings: "access_log: { path: \(accessLog), format: json }\nadmin: { listener: admin }"
+        ).replacingOccurrences(of: "listeners:\n", with: "listeners:\n  - { name: admin, address: \"127.0.0.1:0\" }\n")
         let gatewayd = try GatewaydProcess(config: config)
-        let port = try gatewayd.port()
+        let port = try gatewayd.port(of: "web")
         for version in ["-tls1_2", "-tls1_3"] {
             let session = certificates.directory.file("session\(version)")
             #expect(try !Self.ticketRequest(port, version, path: "/issue\(version)", saveTo: session).resumed)
@@ -347,6 +350,13 @@ struct TLSTests {
         let session12 = certificates.directory.file("session-tls1_2")
         let resumed12 = try Self.ticketRequest(port, "-tls1_2", path: "/chain12", resume: session12)
         #expect(resumed12.resumed && resumed12.ticketsIssued == 0, "\(resumed12)")
+        // 3 full handshakes (the two issues and /chain0), 7 resumed; counted as they finish.
+        let admin = try gatewayd.port(of: "admin")
+        try waitUntil("the handshakes in /metrics") {
+            let metrics = try httpGet(port: admin, path: "/metrics").body
+            return metrics.contains("gatewayd_tls_handshakes_total{resumed=\"false\"} 3\n")
+                && metrics.contains("gatewayd_tls_handshakes_total{resumed=\"true\"} 7\n")
+        }
     }
 
     @Test("tickets resume across gatewayctl upgrade: the new master serves the old one's keys")

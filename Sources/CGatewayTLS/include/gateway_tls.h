@@ -109,6 +109,8 @@ long gw_tls_write(gw_tls_connection *connection, const void *buffer, size_t leng
 void gw_tls_close_notify(gw_tls_connection *connection);
 /// The ALPN protocol chosen ("" if none), the version ("TLSv1.3"), the SNI name ("" if none).
 const char *gw_tls_alpn(gw_tls_connection *connection);
+/// 1 when the finished handshake resumed a session (a ticket), 0 when it was a full one.
+int gw_tls_resumed(gw_tls_connection *connection);
 const char *gw_tls_version(gw_tls_connection *connection);
 const char *gw_tls_server_name(gw_tls_connection *connection);
 /// Why the last call failed: the certificate check's reason when it failed ("certificate

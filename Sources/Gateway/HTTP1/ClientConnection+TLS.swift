@@ -15,6 +15,7 @@ extension ClientConnection {
         }
         switch tls.handshake() {
         case .done:
+            self.services.metrics.tlsHandshakeDone(resumed: tls.resumed)
             if self.spec.http2, tls.negotiatedProtocol == "h2" {
                 self.switchToHTTP2()
                 return false

@@ -29,6 +29,8 @@ final class GatewayMetrics: Sendable {
     private let errors = Mutex<[String: Counter]>([:])
     private let connections: Gauge
     private let handshakeFailures: Counter
+    private let fullHandshakes: Counter
+    private let resumedHandshakes: Counter
     private let streamResets: Counter
     private let http2Errors: Counter
     private let rapidResets: Counter
@@ -36,6 +38,8 @@ final class GatewayMetrics: Sendable {
     init() {
         self.connections = Gauge(label: Self.openConnections)
         self.handshakeFailures = Counter(label: Self.tlsHandshakeFailures)
+        self.fullHandshakes = Counter(label: MetricCatalog.tlsHandshakes, dimensions: [("resumed", "false")])
+        self.resumedHandshakes = Counter(label: MetricCatalog.tlsHandshakes, dimensions: [("resumed", "true")])
         self.streamResets = Counter(label: MetricCatalog.http2StreamResets)
         self.http2Errors = Counter(label: MetricCatalog.http2ConnectionErrors, dimensions: [("kind", "protocol")])
         self.rapidResets = Counter(label: MetricCatalog.http2ConnectionErrors, dimensions: [("kind", "rapid_reset")])
@@ -83,6 +87,11 @@ final class GatewayMetrics: Sendable {
 
     /// Garbage or plaintext on a TLS listener, no protocol or version in common, a client that
     /// left mid-handshake.
+    /// A client's TLS handshake finished: resumed from a ticket, or full.
+    func tlsHandshakeDone(resumed: Bool) {
+        (resumed ? self.resumedHandshakes : self.fullHandshakes).increment()
+    }
+
     func tlsHandshakeFailed() {
         self.handshakeFailures.increment()
     }

@@ -50,6 +50,9 @@ final class TLSSession {
         case failed
     }
 
+    /// The finished handshake resumed a session from a ticket.
+    var resumed: Bool { gw_tls_resumed(self.pointer) != 0 }
+
     func handshake() -> HandshakeResult {
         // The codes are an anonymous C enum, which Swift imports as Int.
         switch Int(gw_tls_handshake(self.pointer)) {
