@@ -779,35 +779,36 @@ final class HTTP2Connection: IOHandler, LoopConnection {
 }
 
 extension HTTP2Connection {
-    /// A response's HEADERS (and CONTINUATIONs past the client's frame size), HPACK-encoded
-    /// with the connection's one encoder: blocks go out in the order they were encoded.
-    /// Response fields entered in the HPACK dynamic table: ones whose values repeat from one
-    /// response to the next, so a later response sends an index. Every other field is a literal
-    /// without indexing (as nginx sends every field): one whose value changes each time
-    /// (x-request-id, date, content-length, etag) would only churn the table, and NIOHPACK finds
-    /// entries by a linear scan: with x-request-id filling the table, that scan was 6 % of a
-    /// proxied HTTP/2 request's CPU (perf, h2load -m1 through gatewayd to an nginx origin).
-    static let indexedResponseFields: Set<String> = [
-        ":status", "server", "content-type", "content-encoding", "cache-control", "vary",
-        "access-control-allow-origin", "strict-transport-security", "x-content-type-options", "x-frame-options",
+    /// How each response field is encoded, by name; a name not here is a literal without
+    /// indexing (as nginx sends every field). Indexed (entered in the dynamic table, so a later
+    /// response sends an index): fields whose values repeat from one response to the next. Not
+    /// indexed: one whose value changes each time (x-request-id, date, content-length, etag)
+    /// would only churn the table, and NIOHPACK finds entries by a linear scan: with
+    /// x-request-id filling the table, that scan was 6 % of a proxied HTTP/2 request's CPU
+    /// (perf, h2load -m1 through gatewayd to an nginx origin). Never indexed, by us or by any
+    /// intermediary (RFC 7541 §7.1.3): a cookie, whose value in a compression context could be
+    /// guessed byte by byte (CRIME).
+    static let responseFieldIndexing: [String: HPACKIndexing] = [
+        ":status": .indexable, "server": .indexable, "content-type": .indexable, "content-encoding": .indexable,
+        "cache-control": .indexable, "vary": .indexable, "access-control-allow-origin": .indexable,
+        "strict-transport-security": .indexable, "x-content-type-options": .indexable, "x-frame-options": .indexable,
+        "set-cookie": .neverIndexed,
     ]
-    /// Never indexed, by us or by any intermediary (RFC 7541 §7.1.3): a cookie's value in a
-    /// compression context could be guessed byte by byte (CRIME).
-    static let sensitiveResponseFields: Set<String> = ["set-cookie"]
 
-    /// Encodes a response's fields (lowercase names) into the header block `encoder` has begun.
+    /// Encodes a response's fields (lowercase names) into the header block `encoder` has begun:
+    /// one table lookup per field.
     static func appendResponseFields(_ fields: [(String, String)], to encoder: inout HPACKEncoder) throws {
         for (name, value) in fields {
-            if sensitiveResponseFields.contains(name) {
-                try encoder.appendNeverIndexed(header: name, value: value)
-            } else if indexedResponseFields.contains(name) {
-                try encoder.append(header: name, value: value)
-            } else {
-                try encoder.appendNonIndexed(header: name, value: value)
+            switch responseFieldIndexing[name] ?? .nonIndexable {
+            case .indexable: try encoder.append(header: name, value: value)
+            case .neverIndexed: try encoder.appendNeverIndexed(header: name, value: value)
+            case .nonIndexable: try encoder.appendNonIndexed(header: name, value: value)
             }
         }
     }
 
+    /// A response's HEADERS (and CONTINUATIONs past the client's frame size), HPACK-encoded
+    /// with the connection's one encoder: blocks go out in the order they were encoded.
     func writeHeaders(streamID: UInt32, _ fields: [(String, String)], endStream: Bool) {
         let block: ByteBuffer
         do {
